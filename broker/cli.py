@@ -1,0 +1,73 @@
+"""``epns-broker``: run the embedded broker in the foreground.
+
+    epns-broker [--config broker.toml] [--init-pki]
+
+Settings come from the TOML file and ``EPNS_BROKER_*`` variables. With
+``--init-pki`` a development PKI is created in the configured certificate
+directory first (existing files are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import uvloop
+
+from broker import runtime
+from epns import logs, pki
+from epns.broker_config import BrokerSettings, load_broker_settings
+from epns.errors import EPNSError
+
+log = logging.getLogger("broker")
+
+
+async def _run(settings: BrokerSettings) -> None:
+    running = await runtime.start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    logs.event(log, "ready", ports=",".join(f"{k}:{v}" for k, v in running.ports.items()))
+    await stop.wait()
+    logs.event(log, "stopping")
+    await running.stop()
+    logs.event(log, "stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``epns-broker``."""
+    parser = argparse.ArgumentParser(prog="epns-broker", description="Run the epns broker.")
+    parser.add_argument("--config", type=Path, help="broker.toml (optional)")
+    parser.add_argument("--init-pki", action="store_true",
+                        help="create a dev PKI next to the configured certificate first")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_broker_settings(args.config, os.environ)
+        logs.configure(settings.log.level, settings.log.format)
+        if args.init_pki:
+            names = tuple(dict.fromkeys(("localhost", socket.gethostname(), "127.0.0.1", "::1")))
+            pki.init_dev_pki(settings.tls.cert.parent, names)
+        _raise_nofile_limit()
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(_run(settings))
+    except EPNSError as exc:
+        print(f"epns-broker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _raise_nofile_limit() -> None:
+    """Each agent is a file descriptor: use the hard limit, not the soft one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,223 @@
+"""The broker's front door: accept, admit, layer TLS on, hand to amqtt.
+
+amqtt's own listeners run the TLS handshake before the broker sees the client,
+make connections over the limit wait on a semaphore, and never drop a silent
+client. The hub instead:
+
+- counts and rate-limits raw TCP connections and closes the excess at once,
+  before any TLS work (``broker.admission``);
+- bounds the TLS handshake;
+- drops a client silent for ``keepalive_factor`` times its keep-alive;
+- re-reads the revocation file and closes connections it now revokes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from broker.admission import AdmissionGate
+from broker.connection import MQTTConnection
+from broker.fleet_broker import FleetBroker
+from broker.metrics import Metrics
+from broker.plugins import identity_of
+from broker.revocation import RevocationFile
+from epns.broker_config import LimitSettings
+from epns.logs import event
+
+log = logging.getLogger("broker.hub")
+
+_SWEEP_INTERVAL = 1.0
+# During a storm, say how many were refused once a second, not once each.
+_REFUSAL_LOG_INTERVAL = 1.0
+
+
+class ConnectionHub:
+    """Owns every client socket of the mqtts listeners."""
+
+    def __init__(self, broker: FleetBroker, limits: LimitSettings, metrics: Metrics,
+                 revocations: RevocationFile) -> None:
+        self.broker = broker
+        self.limits = limits
+        self.metrics = metrics
+        self.revocations = revocations
+        self.max_packet_size = limits.max_packet_size
+        self.gate = AdmissionGate(limits.max_connections, limits.connect_rate,
+                                  limits.connect_burst, time.monotonic())
+        self._connections: set[MQTTConnection] = set()
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refused_since_log = 0
+        self._refusal_logged_at = 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def listen(self, name: str, host: str, port: int, context: ssl.SSLContext) -> int:
+        """Open an mqtts listener; returns the bound port (useful with port 0)."""
+        self._contexts[name] = context
+        sock = socket.create_server((host, port), family=_family(host), backlog=4096,
+                                    reuse_port=False)
+        sock.setblocking(False)
+        self._sockets.append(sock)
+        self._spawn(self._accept_forever(name, sock))
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_forever(self, name: str, listener: socket.socket) -> None:
+        """Accept raw sockets; admit them or close them before any TLS work."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and friends: back off, keep serving
+                event(log, "accept_failed", logging.ERROR, listener=name, error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            now = time.monotonic()
+            refusal = self.gate.admit(now)
+            if refusal is not None:
+                self.metrics.refusals[refusal.value] += 1
+                self._log_refusal(refusal.value, address, now)
+                sock.close()
+                continue
+            conn = MQTTConnection(self, name, time.monotonic)
+            conn.peer = (str(address[0]), int(address[1]))
+            self._connections.add(conn)
+            self.metrics.connections[name] += 1
+            self._spawn(self._serve(conn, sock))
+
+    def idle_limit(self, keepalive: int) -> float:
+        """How long a client with this CONNECT keep-alive may stay silent."""
+        if keepalive <= 0:
+            return self.limits.max_idle
+        return keepalive * self.limits.keepalive_factor
+
+    # -- connection events (called by MQTTConnection) ----------------------
+
+    def on_violation(self, conn: MQTTConnection, reason: str) -> None:
+        """A client broke MQTT framing: close it, and only it."""
+        if conn.transport is None or conn.transport.is_closing():
+            return
+        self.metrics.disconnects["protocol_violation"] += 1
+        event(log, "protocol_violation", logging.WARNING, client=conn.client_id,
+              peer=_peer(conn), reason=reason)
+        conn.abort()
+
+    def on_closed(self, conn: MQTTConnection) -> None:
+        """The socket is gone; forget it (once)."""
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self.metrics.connections[conn.listener] -= 1
+            self.gate.release()
+
+    def _log_refusal(self, reason: str, address: Any, now: float) -> None:
+        self._refused_since_log += 1
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL:
+            event(log, "admission_refused", logging.WARNING, reason=reason,
+                  peer=f"{address[0]}:{address[1]}",
+                  refused=self._refused_since_log, open=self.gate.open,
+                  max_connections=self.limits.max_connections)
+            self._refusal_logged_at = now
+            self._refused_since_log = 0
+
+    async def _serve(self, conn: MQTTConnection, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: conn, sock, ssl=self._contexts[conn.listener],
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout,
+            )
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+            self.metrics.refusals["tls_handshake"] += 1
+            event(log, "tls_failed", logging.WARNING, peer=_peer(conn), reason=_tls_reason(exc))
+            sock.close()
+            self.on_closed(conn)
+            return
+        try:
+            await self.broker.external_connected(conn, conn, conn.listener)
+        except Exception:  # one client's failure must never stop the broker
+            log.exception("client handler failed: client=%s peer=%s", conn.client_id, _peer(conn))
+        finally:
+            conn.abort(graceful=True)
+            self.on_closed(conn)
+
+    # -- periodic checks --------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            self.sweep(time.monotonic())
+            if self.revocations.refresh():
+                self.close_revoked()
+
+    def sweep(self, now: float) -> None:
+        """Drop clients silent past their idle limit (keep-alive x factor)."""
+        for conn in list(self._connections):
+            limit = conn.idle_limit
+            if limit is not None and now - conn.last_rx > limit and not conn.closed:
+                self.metrics.disconnects["keepalive"] += 1
+                event(log, "keepalive_expired", logging.WARNING, client=conn.client_id,
+                      peer=_peer(conn), silent_for=round(now - conn.last_rx, 1), limit=limit)
+                conn.abort()
+
+    def close_revoked(self) -> None:
+        """Close every connected session the revocation list now refuses."""
+        revoked = self.revocations.current
+        for client_id, (session, _) in list(self.broker.sessions.items()):
+            identity = identity_of(session)
+            if identity is None or not session.transitions.is_connected():
+                continue
+            if revoked.reason(identity.name, identity.serial, identity.token_id):
+                self.broker.disconnect_client(client_id, "revoked")
+
+    async def close(self) -> None:
+        """Stop listening and close every client."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for task in list(self._tasks):
+            if task.get_coro().__name__ == "_accept_forever":  # type: ignore[union-attr]
+                task.cancel()
+        for sock in self._sockets:
+            sock.close()
+        for conn in list(self._connections):
+            conn.abort()
+        await _wait_all(self._tasks)
+
+
+async def _wait_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _peer(conn: MQTTConnection) -> str:
+    return f"{conn.peer[0]}:{conn.peer[1]}" if conn.peer else "unknown"
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"client certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "handshake timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,123 @@
+"""Start and stop the whole broker: amqtt core, listeners, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets.asyncio.server as ws_server
+from amqtt.adapters import WebSocketsReader, WebSocketsWriter
+
+from broker.fleet_broker import FleetBroker
+from broker.hub import ConnectionHub
+from broker.metrics import Metrics, serve_metrics
+from broker.revocation import RevocationFile
+from epns import pki, tls
+from epns.broker_config import BrokerSettings, ListenerSettings
+from epns.errors import ConfigError, PKIError
+from epns.logs import event
+
+log = logging.getLogger("broker")
+
+
+@dataclass
+class RunningBroker:
+    """A started broker; ``ports`` maps listener names to bound ports."""
+
+    broker: FleetBroker
+    hub: ConnectionHub
+    metrics: Metrics
+    ports: dict[str, int] = field(default_factory=dict)
+    metrics_port: int | None = None
+    _closers: list[Any] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        """Close listeners and clients, then amqtt."""
+        for closer in self._closers:
+            closer.close()
+        await self.hub.close()
+        await self.broker.shutdown()
+
+
+def amqtt_config(settings: BrokerSettings, revocations: RevocationFile,
+                 token_key: object) -> dict[str, Any]:
+    """amqtt's configuration: every listener is 'external' (the hub and the
+    WebSocket server own the sockets), and only our two plugins are loaded."""
+    listeners: dict[str, Any] = {"default": {"type": "external"}}
+    listeners.update({name: {"type": "external"} for name in settings.listeners.enabled()})
+    return {
+        "listeners": listeners,
+        "session_expiry_interval": int(settings.limits.session_expiry),
+        "plugins": {
+            "broker.plugins.FleetAuthPlugin": {"revocations": revocations, "token_key": token_key},
+            "broker.plugins.FleetTopicPlugin": {},
+        },
+    }
+
+
+async def start(settings: BrokerSettings) -> RunningBroker:
+    """Start everything; raises ConfigError for unusable settings or files."""
+    context = tls.server_context(settings.tls.cert, settings.tls.key, settings.tls.ca)
+    token_key = None
+    if settings.identity.server_public_key is not None:
+        try:
+            token_key = pki.load_public_key(settings.identity.server_public_key)
+        except PKIError as exc:
+            raise ConfigError(str(exc)) from exc
+    revocations = RevocationFile(settings.identity.revocation_file)
+    metrics = Metrics()
+    broker = FleetBroker(amqtt_config(settings, revocations, token_key), settings.limits, metrics)
+    await broker.start()
+    hub = ConnectionHub(broker, settings.limits, metrics, revocations)
+    running = RunningBroker(broker, hub, metrics)
+    try:
+        for name, listener in settings.listeners.enabled().items():
+            if listener.transport == "mqtts":
+                port = await hub.listen(name, listener.host, listener.port, context)
+            else:
+                server = await _serve_websocket(broker, hub, name, listener, context)
+                running._closers.append(server)
+                port = server.sockets[0].getsockname()[1]
+            running.ports[name] = port
+            event(log, "listening", listener=name, transport=listener.transport,
+                  host=listener.host, port=port)
+        if settings.metrics.enabled:
+            metrics_server = await serve_metrics(metrics, settings.metrics.host,
+                                                 settings.metrics.port)
+            running._closers.append(metrics_server)
+            running.metrics_port = metrics_server.sockets[0].getsockname()[1]
+            event(log, "metrics", url=f"http://{settings.metrics.host}:{running.metrics_port}/metrics")
+    except OSError as exc:
+        await running.stop()
+        raise ConfigError(f"cannot open a listening socket: {exc}") from exc
+    return running
+
+
+async def _serve_websocket(broker: FleetBroker, hub: ConnectionHub, name: str,
+                           listener: ListenerSettings, context: Any) -> Any:
+    """MQTT over secure WebSocket (subprotocol 'mqtt'), for networks where only
+    HTTPS passes. The admission gate applies; dead peers are found by
+    WebSocket pings, and the packet size by the WebSocket frame limit."""
+
+    async def handle(connection: ws_server.ServerConnection) -> None:
+        refusal = hub.gate.admit(time.monotonic())
+        if refusal is not None:
+            hub.metrics.refusals[refusal.value] += 1
+            await connection.close(1013, "try again later")
+            return
+        hub.metrics.connections[name] += 1
+        try:
+            await broker.external_connected(
+                WebSocketsReader(connection), WebSocketsWriter(connection), name)
+        finally:
+            hub.metrics.connections[name] -= 1
+            hub.gate.release()
+
+    return await ws_server.serve(
+        handle, listener.host, listener.port, ssl=context,
+        subprotocols=[ws_server.Subprotocol("mqtt")],
+        max_size=hub.max_packet_size, ping_interval=30, ping_timeout=30,
+    )

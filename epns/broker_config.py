@@ -1,0 +1,161 @@
+"""The broker's settings, as loaded from ``broker.toml`` and ``EPNS_BROKER_*``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from epns import config
+from epns.errors import ConfigError
+
+ENV_PREFIX = "EPNS_BROKER_"
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """One listening socket. ``mqtts`` is MQTT over TLS; ``wss`` is MQTT over
+    secure WebSocket, for networks where only HTTPS passes."""
+
+    port: int
+    host: str = "0.0.0.0"  # noqa: S104 - a broker listens for the fleet
+    transport: Literal["mqtts", "wss"] = "mqtts"
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+
+
+@dataclass(frozen=True)
+class ListenersSettings:
+    """The three listeners an agent's route list knows: 8883 first, 443 as the
+    fallback, and MQTT over secure WebSocket where only HTTPS passes."""
+
+    primary: ListenerSettings = field(default_factory=lambda: ListenerSettings(port=8883))
+    fallback: ListenerSettings = field(default_factory=lambda: ListenerSettings(port=443))
+    websocket: ListenerSettings = field(
+        default_factory=lambda: ListenerSettings(port=8443, transport="wss", enabled=False))
+
+    def enabled(self) -> dict[str, ListenerSettings]:
+        """The enabled listeners by name."""
+        named = {"primary": self.primary, "fallback": self.fallback, "websocket": self.websocket}
+        return {name: listener for name, listener in named.items() if listener.enabled}
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """The broker's certificate and the fleet CA that client certificates chain to."""
+
+    cert: Path = Path("certs/broker.crt")
+    key: Path = Path("certs/broker.key")
+    ca: Path = Path("certs/ca.crt")
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """How clients prove who they are, and who is refused."""
+
+    # The server's Ed25519 public key: verifies agent tokens. Empty disables tokens.
+    server_public_key: Path | None = Path("certs/signing.pub")
+    revocation_file: Path | None = Path("certs/revoked.txt")
+    # How often the revocation file is re-read, and revoked sessions closed.
+    revocation_check_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Protection for the fleet's one shared machine."""
+
+    max_connections: int = 19_000
+    # Admission: new TCP connections per second, with a burst; excess is closed
+    # before any TLS work, which is what absorbs a reconnect storm.
+    connect_rate: float = 1_000.0
+    connect_burst: int = 500
+    connect_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    keepalive_factor: float = 1.5
+    # A client that asks for keep-alive 0 (none) gets this as its idle limit.
+    max_idle: float = 3_600.0
+    max_packet_size: int = 65_536
+    max_inflight: int = 32
+    max_queued: int = 1_000
+    # A persistent session (an offline agent's queue) is kept this long.
+    session_expiry: float = 7 * 86_400.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "connect_burst", "max_packet_size", "max_inflight",
+                     "max_queued"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("connect_rate", "connect_timeout", "tls_handshake_timeout", "max_idle",
+                     "session_expiry"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.keepalive_factor < 1:
+            raise ValueError("keepalive_factor must be at least 1")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus text metrics over plain HTTP; keep it on a private address."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9883
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Structured logs: one line per event."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Everything ``epns-broker`` needs, frozen and passed down."""
+
+    listeners: ListenersSettings = field(default_factory=ListenersSettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        if not self.listeners.enabled():
+            raise ValueError("at least one listener must be enabled")
+
+
+def load_broker_settings(path: Path | None, env: Mapping[str, str]) -> BrokerSettings:
+    """Load the broker's settings; a ConfigError says what is wrong."""
+    settings = config.load(BrokerSettings, path, env, ENV_PREFIX)
+    if path is not None:
+        settings = _resolve_paths(settings, path.parent)
+    return settings
+
+
+def _resolve_paths(settings: BrokerSettings, base: Path) -> BrokerSettings:
+    """Relative file paths in a config file are relative to that file."""
+    from dataclasses import replace
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    tls = settings.tls
+    ident = settings.identity
+    try:
+        return replace(
+            settings,
+            tls=replace(tls, cert=fix(tls.cert), key=fix(tls.key), ca=fix(tls.ca)),
+            identity=replace(
+                ident,
+                server_public_key=fix(ident.server_public_key),
+                revocation_file=fix(ident.revocation_file),
+            ),
+        )
+    except ValueError as exc:  # pragma: no cover - replace re-runs validation
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,79 @@
+"""``epns-certs``: make the development PKI, agent certificates and tokens.
+
+    epns-certs init [--dir certs] [--name HOST ...]   CA, broker cert, server cert, signing key
+    epns-certs agent AGENT_ID [--dir certs]            a client certificate for one agent
+    epns-certs token AGENT_ID [--dir certs] [--ttl S]  a signed token (prints it)
+    epns-certs revoke AGENT_ID [--dir certs]           add the agent to the revocation list
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from pathlib import Path
+
+from epns import pki, tokens
+from epns.errors import EPNSError
+
+
+def _default_names() -> tuple[str, ...]:
+    return ("localhost", socket.gethostname(), "127.0.0.1", "::1")
+
+
+def _cmd_init(args: argparse.Namespace) -> None:
+    names = tuple(dict.fromkeys(args.name or _default_names()))
+    pki.init_dev_pki(args.dir, names)
+    print(f"dev PKI in {args.dir}/ (broker names: {', '.join(names)})")
+
+
+def _ca(directory: Path) -> pki.Pair:
+    ca = pki.Pair(directory / pki.CA_CERT, directory / pki.CA_KEY)
+    if not ca.key.exists():
+        raise EPNSError(f"no CA in {directory}: run 'epns-certs init --dir {directory}' first")
+    return ca
+
+
+def _cmd_agent(args: argparse.Namespace) -> None:
+    pair = pki.create_client_cert(_ca(args.dir), pki.agent_pair(args.dir, args.agent_id),
+                                  args.agent_id)
+    print(f"{pair.cert}\n{pair.key}")
+
+
+def _cmd_token(args: argparse.Namespace) -> None:
+    key = pki.load_signing_key(args.dir / pki.SIGNING_KEY)
+    print(tokens.sign_token(key, args.agent_id, now=time.time(), ttl=args.ttl))
+
+
+def _cmd_revoke(args: argparse.Namespace) -> None:
+    path = args.dir / pki.REVOKED
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(f"agent:{args.agent_id}\n")
+    print(f"{args.agent_id} added to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``epns-certs``."""
+    parser = argparse.ArgumentParser(prog="epns-certs", description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path("certs"), help="PKI directory")
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create the dev PKI (keeps what exists)")
+    init.add_argument("--name", action="append", help="broker DNS name or IP (repeatable)")
+    init.set_defaults(run=_cmd_init)
+    for name, run, text in (("agent", _cmd_agent, "issue an agent client certificate"),
+                            ("token", _cmd_token, "issue an agent token"),
+                            ("revoke", _cmd_revoke, "revoke an agent")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("agent_id")
+        command.set_defaults(run=run)
+        if name == "token":
+            command.add_argument("--ttl", type=float, default=365 * 86400.0,
+                                 help="validity in seconds")
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except EPNSError as exc:
+        print(f"epns-certs: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,314 @@
+"""The messages of the wire contract, sans-IO: encode, decode, sign, verify.
+
+Commands (server to agent) are signed with the server's Ed25519 key, and agents
+pin the public key, so a shared or compromised broker cannot command them::
+
+    {"v": 1, "id": "…", "type": "wake", "target": "agent:laptop-1",
+     "iat": 1700000000.0, "exp": 1700000300.0, "body": {}, "sig": "…"}
+
+The signature covers the canonical JSON of every field but ``sig``. ``target``
+is ``agent:{id}``, ``group:{name}`` or ``all``; it is signed, so a command cannot
+be re-addressed to another agent. Events (agent to server) and presence are not
+signed: the broker's ACL already ties each topic to one identity.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+
+from epns.errors import (
+    BadSignature,
+    ExpiredMessage,
+    MalformedMessage,
+    ReplayedMessage,
+    WrongTarget,
+)
+from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode
+
+VERSION = 1
+# A command may be judged by a clock that is a little off from the server's.
+CLOCK_SKEW = 60.0
+MAX_MESSAGE_BYTES = 16 * 1024
+
+
+class CommandType(StrEnum):
+    """What the server asks an agent to do."""
+
+    WAKE = "wake"
+    WOL = "wol"
+    CONFIG = "config"
+    PING = "ping"
+
+
+class EventType(StrEnum):
+    """What an agent reports."""
+
+    ACK = "ack"
+    REJECT = "reject"
+    SYNC = "sync"
+    WOL_RESULT = "wol_result"
+    PONG = "pong"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command as the server means it; signing adds nothing to it."""
+
+    type: CommandType
+    target: str
+    issued_at: float
+    expires_at: float
+    body: Mapping[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def fields(self) -> dict[str, Any]:
+        """The signed fields, in wire form."""
+        return {
+            "v": VERSION,
+            "id": self.id,
+            "type": self.type.value,
+            "target": self.target,
+            "iat": self.issued_at,
+            "exp": self.expires_at,
+            "body": dict(self.body),
+        }
+
+
+def target_agent(agent_id: str) -> str:
+    """The target of a command for one agent."""
+    return f"agent:{agent_id}"
+
+
+def target_group(group: str) -> str:
+    """The target of a command for a group."""
+    return f"group:{group}"
+
+
+TARGET_ALL = "all"
+
+
+def _canonical(fields: Mapping[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sign_command(command: Command, key: PrivateKey) -> bytes:
+    """The wire bytes of ``command``, signed with the server's key."""
+    fields = command.fields()
+    signature = key.sign(_canonical(fields))
+    return _canonical({**fields, "sig": b64encode(signature)})
+
+
+def _load_object(raw: bytes, what: str) -> dict[str, Any]:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"{what} of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"{what} is not a JSON object")
+    if data.get("v") != VERSION:
+        raise MalformedMessage(f"{what} has version {data.get('v')!r}, expected {VERSION}")
+    return data
+
+
+def decode_command(raw: bytes, key: PublicKey) -> Command:
+    """Parse a command and check its signature; expiry and replay are separate."""
+    data = _load_object(raw, "command")
+    signature = data.pop("sig", None)
+    if not isinstance(signature, str):
+        raise BadSignature("command has no signature")
+    try:
+        key.verify(b64decode(signature), _canonical(data))
+    except (InvalidSignature, ValueError, binascii.Error) as exc:
+        raise BadSignature("command signature does not verify against the pinned server key") from exc
+    try:
+        return Command(
+            id=str(data["id"]),
+            type=CommandType(data["type"]),
+            target=str(data["target"]),
+            issued_at=float(data["iat"]),
+            expires_at=float(data["exp"]),
+            body=dict(data["body"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MalformedMessage(f"command lacks a valid field: {exc}") from exc
+
+
+def check_fresh(command: Command, *, now: float, skew: float = CLOCK_SKEW) -> None:
+    """Raise ExpiredMessage unless ``command`` is valid at ``now``."""
+    if command.expires_at + skew < now:
+        raise ExpiredMessage(
+            f"command {command.id} expired {now - command.expires_at:.0f}s ago"
+        )
+    if command.issued_at - skew > now:
+        raise ExpiredMessage(
+            f"command {command.id} is issued {command.issued_at - now:.0f}s in the future "
+            "(check the clocks)"
+        )
+
+
+def check_target(command: Command, agent_id: str, groups: frozenset[str]) -> None:
+    """Raise WrongTarget unless the command addresses this agent."""
+    target = command.target
+    if target == TARGET_ALL or target == target_agent(agent_id):
+        return
+    if target.startswith("group:") and target[6:] in groups:
+        return
+    raise WrongTarget(f"command {command.id} is for {target!r}, not for {agent_id!r}")
+
+
+class ReplayGuard:
+    """Remembers accepted command ids until they expire, in bounded memory.
+
+    Pure state: the caller passes the clock. Ids are forgotten once their
+    command could no longer pass ``check_fresh`` anyway, so forgetting them
+    cannot let a replay through.
+    """
+
+    def __init__(self, capacity: int = 10_000, skew: float = CLOCK_SKEW) -> None:
+        self._expiry: dict[str, float] = {}
+        self._capacity = capacity
+        self._skew = skew
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def accept(self, command: Command, *, now: float) -> None:
+        """Record ``command``; raise ReplayedMessage if its id was seen."""
+        if command.id in self._expiry:
+            raise ReplayedMessage(f"command {command.id} was already accepted")
+        if len(self._expiry) >= self._capacity:
+            self._forget_expired(now)
+        if len(self._expiry) >= self._capacity:
+            # Still full of live ids: drop the one that expires first. Its
+            # command has the least time left in which it could be replayed.
+            del self._expiry[min(self._expiry, key=self._expiry.__getitem__)]
+        self._expiry[command.id] = command.expires_at
+
+    def _forget_expired(self, now: float) -> None:
+        horizon = now - self._skew
+        self._expiry = {cid: exp for cid, exp in self._expiry.items() if exp >= horizon}
+
+
+def verify_command(
+    raw: bytes,
+    key: PublicKey,
+    *,
+    agent_id: str,
+    groups: frozenset[str],
+    replay: ReplayGuard,
+    now: float,
+) -> Command:
+    """Everything an agent checks before acting: signature, time, target, replay."""
+    command = decode_command(raw, key)
+    check_fresh(command, now=now)
+    check_target(command, agent_id, groups)
+    replay.accept(command, now=now)
+    return command
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An agent's report to the server; ``ref`` is the command id it answers."""
+
+    type: EventType
+    at: float
+    ref: str | None = None
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+def encode_event(event: Event) -> bytes:
+    """Wire bytes of an event."""
+    return _canonical(
+        {"v": VERSION, "type": event.type.value, "at": event.at, "ref": event.ref,
+         "body": dict(event.body)}
+    )
+
+
+def decode_event(raw: bytes) -> Event:
+    """Parse an event; MalformedMessage when it is not one."""
+    data = _load_object(raw, "event")
+    try:
+        ref = data.get("ref")
+        return Event(
+            type=EventType(data["type"]),
+            at=float(data["at"]),
+            ref=None if ref is None else str(ref),
+            body=dict(data.get("body") or {}),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MalformedMessage(f"event lacks a valid field: {exc}") from exc
+
+
+class PresenceState(StrEnum):
+    """Presence as published by the agent (birth) or the broker (will)."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """One network interface of an agent, for Wake-on-LAN relay election."""
+
+    address: str
+    prefix: int
+    mac: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """The retained birth or last-will message of an agent."""
+
+    state: PresenceState
+    at: float
+    route: str | None = None
+    version: str | None = None
+    hostname: str | None = None
+    interfaces: tuple[Interface, ...] = ()
+
+
+def encode_presence(presence: Presence) -> bytes:
+    """Wire bytes of a presence message."""
+    return _canonical(
+        {
+            "v": VERSION,
+            "state": presence.state.value,
+            "at": presence.at,
+            "route": presence.route,
+            "version": presence.version,
+            "hostname": presence.hostname,
+            "interfaces": [
+                {"address": i.address, "prefix": i.prefix, "mac": i.mac}
+                for i in presence.interfaces
+            ],
+        }
+    )
+
+
+def decode_presence(raw: bytes) -> Presence:
+    """Parse a presence message; MalformedMessage when it is not one."""
+    data = _load_object(raw, "presence")
+    try:
+        return Presence(
+            state=PresenceState(data["state"]),
+            at=float(data["at"]),
+            route=data.get("route"),
+            version=data.get("version"),
+            hostname=data.get("hostname"),
+            interfaces=tuple(
+                Interface(str(i["address"]), int(i["prefix"]), i.get("mac"))
+                for i in data.get("interfaces") or ()
+            ),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise MalformedMessage(f"presence lacks a valid field: {exc}") from exc

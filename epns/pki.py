@@ -1,0 +1,231 @@
+"""The development PKI: a fleet CA, broker and client certificates, signing key.
+
+Everything is ECDSA P-256 except the server's command-signing key (Ed25519).
+Files are written with owner-only permissions for keys. This is a dev PKI for
+the all-in-one default; production fleets may bring their own CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from epns.errors import PKIError
+from epns.identity import AGENT_OU, SERVER_OU
+from epns.topics import check_name
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+BROKER_CERT = "broker.crt"
+BROKER_KEY = "broker.key"
+SERVER_CERT = "server.crt"
+SERVER_KEY = "server.key"
+SIGNING_KEY = "signing.key"
+SIGNING_PUB = "signing.pub"
+REVOKED = "revoked.txt"
+SERVER_CLIENT_NAME = "epns-server"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """Paths of one certificate and its key."""
+
+    cert: Path
+    key: Path
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write(path: Path, data: bytes, *, secret: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PKIError(f"{path} is not an EC private key")
+    return key
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    """Read a PEM certificate, as a PKIError when it cannot be read."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PKIError(f"cannot read certificate {path}: {exc}") from exc
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """Read the server's Ed25519 command-signing key."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise PKIError(f"cannot read signing key {path}: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise PKIError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """Read the server's Ed25519 public key, as pinned by agents and brokers."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PKIError(f"cannot read public key {path}: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise PKIError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+             days: float, not_before: dt.datetime | None) -> x509.CertificateBuilder:
+    start = not_before or (_now() - dt.timedelta(minutes=5))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+    )
+
+
+def create_ca(directory: Path, name: str = "epns fleet CA", days: float = 3650) -> Pair:
+    """A self-signed fleet CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        _builder(subject, subject, key.public_key(), days, None)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    pair = Pair(directory / CA_CERT, directory / CA_KEY)
+    _write(pair.key, _key_pem(key), secret=True)
+    _write(pair.cert, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    return pair
+
+
+def _issue(ca: Pair, subject: x509.Name, out: Pair, *, server_names: tuple[str, ...] = (),
+           client: bool, days: float, not_before: dt.datetime | None = None) -> Pair:
+    ca_cert = load_certificate(ca.cert)
+    ca_key = _load_ec_key(ca.key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+    builder = (
+        _builder(subject, ca_cert.subject, key.public_key(), days, not_before)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    if server_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_sans(server_names)), False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write(out.key, _key_pem(key), secret=True)
+    _write(out.cert, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    return out
+
+
+def _sans(names: tuple[str, ...]) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    return sans
+
+
+def create_broker_cert(ca: Pair, directory: Path, names: tuple[str, ...], days: float = 825,
+                       not_before: dt.datetime | None = None) -> Pair:
+    """The broker's TLS certificate with ``names`` as SANs (DNS names or IPs)."""
+    if not names:
+        raise PKIError("a broker certificate needs at least one host name or address")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    out = Pair(directory / BROKER_CERT, directory / BROKER_KEY)
+    return _issue(ca, subject, out, server_names=names, client=False, days=days,
+                  not_before=not_before)
+
+
+def create_client_cert(ca: Pair, out: Pair, name: str, *, server: bool = False,
+                       days: float = 825) -> Pair:
+    """A client certificate: CN = agent id (or the server's name), OU = role."""
+    check_name(name)
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SERVER_OU if server else AGENT_OU),
+    ])
+    return _issue(ca, subject, out, client=True, days=days)
+
+
+def agent_pair(directory: Path, agent_id: str) -> Pair:
+    """Where an agent's certificate and key live in a PKI directory."""
+    check_name(agent_id)
+    return Pair(directory / "agents" / f"{agent_id}.crt", directory / "agents" / f"{agent_id}.key")
+
+
+def create_signing_key(directory: Path) -> tuple[Path, Path]:
+    """The server's Ed25519 key for commands and tokens, and its public half."""
+    key = Ed25519PrivateKey.generate()
+    private, public = directory / SIGNING_KEY, directory / SIGNING_PUB
+    _write(private, _key_pem(key), secret=True)
+    _write(
+        public,
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        secret=False,
+    )
+    return private, public
+
+
+def init_dev_pki(directory: Path, names: tuple[str, ...]) -> Pair:
+    """Create the whole dev PKI in ``directory`` unless a CA is already there.
+
+    Returns the CA pair. Existing files are never overwritten: agents enrolled
+    against this CA keep working across restarts.
+    """
+    ca = Pair(directory / CA_CERT, directory / CA_KEY)
+    if not ca.cert.exists():
+        create_ca(directory)
+    if not (directory / BROKER_CERT).exists():
+        create_broker_cert(ca, directory, names)
+    if not (directory / SERVER_CERT).exists():
+        create_client_cert(ca, Pair(directory / SERVER_CERT, directory / SERVER_KEY),
+                           SERVER_CLIENT_NAME, server=True)
+    if not (directory / SIGNING_KEY).exists():
+        create_signing_key(directory)
+    revoked = directory / REVOKED
+    if not revoked.exists():
+        _write(revoked, b"# one entry per line: agent:ID, serial:HEX or token:ID\n", secret=False)
+    return ca
