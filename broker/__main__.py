@@ -1,0 +1,5 @@
+"""``python -m broker`` runs ``epns-broker``."""
+
+from broker.cli import main
+
+raise SystemExit(main())

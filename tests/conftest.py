@@ -1,0 +1,112 @@
+"""Session-scoped generated PKI and real broker processes."""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from epns import pki, tokens
+from tests.support.processes import BrokerProcess, start_epns, start_mosquitto
+
+AGENT_POOL = 60
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _raise_open_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture(scope="session")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dev PKI with a pool of agent certificates (a01..a60)."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca = pki.init_dev_pki(directory, ("localhost", "127.0.0.1"))
+    for number in range(1, AGENT_POOL + 1):
+        agent_id = f"a{number:02d}"
+        pki.create_client_cert(ca, pki.agent_pair(directory, agent_id), agent_id)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def rogue_pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another CA, unknown to the brokers, with its own 'a01'."""
+    directory = tmp_path_factory.mktemp("rogue")
+    ca = pki.create_ca(directory, name="rogue CA")
+    pki.create_client_cert(ca, pki.agent_pair(directory, "a01"), "a01")
+    return directory
+
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def agent_ids() -> Callable[[int], list[str]]:
+    """Fresh agent ids from the pool, never reused within the session."""
+
+    def take(count: int) -> list[str]:
+        taken = [f"a{next(_ids):02d}" for _ in range(count)]
+        if int(taken[-1][1:]) > AGENT_POOL:
+            raise RuntimeError("agent pool exhausted: raise AGENT_POOL")
+        return taken
+
+    return take
+
+
+@pytest.fixture
+def token_for(pki_dir: Path) -> Callable[..., str]:
+    key = pki.load_signing_key(pki_dir / pki.SIGNING_KEY)
+
+    def issue(agent_id: str, ttl: float = 3600, now: float | None = None) -> str:
+        return tokens.sign_token(key, agent_id, now=time.time() if now is None else now, ttl=ttl)
+
+    return issue
+
+
+@pytest.fixture(scope="session")
+def epns_broker(pki_dir: Path) -> Iterator[BrokerProcess]:
+    """One embedded broker shared by the tests that do not change its settings."""
+    broker = start_epns(pki_dir)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[BrokerProcess]:
+    """Debian's Mosquitto with the shipped contract configuration."""
+    if shutil.which("mosquitto") is None:
+        pytest.fail("mosquitto is not installed: run .ci/run or apt-get install mosquitto")
+    broker = start_mosquitto(pki_dir, tmp_path_factory.mktemp("mosquitto"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(params=["epns", "mosquitto"])
+def any_broker(request: pytest.FixtureRequest) -> BrokerProcess:
+    """The contract tests run against both brokers."""
+    name = "epns_broker" if request.param == "epns" else "mosquitto_broker"
+    broker: BrokerProcess = request.getfixturevalue(name)
+    return broker
+
+
+@pytest.fixture
+def start_broker(pki_dir: Path) -> Iterator[Callable[..., BrokerProcess]]:
+    """Start an embedded broker with setting overrides, e.g. limits__max_connections='3'."""
+    started: list[BrokerProcess] = []
+
+    def start(**overrides: str) -> BrokerProcess:
+        broker = start_epns(pki_dir, **overrides)
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()

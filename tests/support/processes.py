@@ -1,0 +1,163 @@
+"""Real broker processes on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class BrokerProcess:
+    """A running broker; ``port`` is the primary listener, ``fallback`` the other."""
+
+    kind: str
+    process: subprocess.Popen[str]
+    port: int
+    fallback: int | None = None
+    metrics_port: int | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def log_contains(self, pattern: str, timeout: float = 5.0) -> str:
+        """Wait until a log line matches ``pattern`` (regex); return it."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if regex.search(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matches {pattern!r}; log:\n" + "\n".join(self.lines))
+
+    def metrics(self) -> str:
+        assert self.metrics_port is not None
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            return str(response.read().decode())
+
+    def metric(self, sample: str) -> float:
+        """One sample, e.g. ``epns_broker_refusals_total{reason="bad_token"}``; 0 if absent."""
+        for line in self.metrics().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        return 0.0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return int(self.process.returncode)
+
+
+def _pump(process: subprocess.Popen[str], lines: list[str]) -> None:
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line.rstrip("\n"))
+
+
+def broker_env(pki: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
+    env.update({
+        "EPNS_BROKER_LISTENERS__PRIMARY__HOST": "127.0.0.1",
+        "EPNS_BROKER_LISTENERS__PRIMARY__PORT": "0",
+        "EPNS_BROKER_LISTENERS__FALLBACK__HOST": "127.0.0.1",
+        "EPNS_BROKER_LISTENERS__FALLBACK__PORT": "0",
+        "EPNS_BROKER_METRICS__PORT": "0",
+        "EPNS_BROKER_TLS__CERT": str(pki / "broker.crt"),
+        "EPNS_BROKER_TLS__KEY": str(pki / "broker.key"),
+        "EPNS_BROKER_TLS__CA": str(pki / "ca.crt"),
+        "EPNS_BROKER_IDENTITY__SERVER_PUBLIC_KEY": str(pki / "signing.pub"),
+        "EPNS_BROKER_IDENTITY__REVOCATION_FILE": str(pki / "revoked.txt"),
+        "EPNS_BROKER_IDENTITY__REVOCATION_CHECK_INTERVAL": "0.5",
+    })
+    env.update({f"EPNS_BROKER_{k.upper()}": v for k, v in overrides.items()})
+    return env
+
+
+def start_epns(pki: Path, **overrides: str) -> BrokerProcess:
+    """Start ``python -m broker`` and wait for its ready line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker"], cwd=ROOT, env=broker_env(pki, **overrides),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ready = [line for line in lines if " ready ports=" in line]
+        if ready:
+            ports = dict(p.split(":") for p in ready[0].split("ports=")[1].split(","))
+            metrics = [line for line in lines if " metrics url=" in line]
+            metrics_port = int(metrics[0].rsplit(":", 1)[1].split("/")[0]) if metrics else None
+            return BrokerProcess("epns", process, int(ports["primary"]),
+                                 int(ports["fallback"]) if "fallback" in ports else None,
+                                 metrics_port, lines)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError("epns broker did not start:\n" + "\n".join(lines))
+
+
+def render_mosquitto_conf(pki: Path, work: Path, port: int, fallback: int) -> Path:
+    """The shipped contract config, with this test's paths and ports."""
+    conf = (ROOT / "docker/mosquitto/mosquitto.conf").read_text()
+    conf = conf.replace("/mosquitto/certs/", f"{pki}/")
+    conf = conf.replace("/mosquitto/config/acl", str(work / "acl"))
+    conf = conf.replace("listener 8883\n", f"listener {port} 127.0.0.1\n")
+    conf = conf.replace("listener 443\n", f"listener {fallback} 127.0.0.1\n")
+    # Run as whoever runs the tests: Mosquitto started as root would switch to
+    # the 'mosquitto' user, who cannot read the test's private temp files.
+    conf += f"\nuser {getpass.getuser()}\n"
+    shutil.copy(ROOT / "docker/mosquitto/acl", work / "acl")
+    path = work / "mosquitto.conf"
+    path.write_text(conf)
+    return path
+
+
+def start_mosquitto(pki: Path, work: Path) -> BrokerProcess:
+    """Start Debian's mosquitto with the shipped contract configuration."""
+    port, fallback = free_port(), free_port()
+    conf = render_mosquitto_conf(pki, work, port, fallback)
+    process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return BrokerProcess("mosquitto", process, port, fallback, None, lines)
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError("mosquitto did not start:\n" + "\n".join(lines))
