@@ -125,19 +125,22 @@ class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
     async def read(self, n: int = -1) -> bytes:
         """Return exactly ``n`` bytes of the current frame (fewer only at EOF)."""
         end = self._read_at + n
-        while self._base + len(self._buffer) < end and not self._eof:
+        while True:
+            while self._frame_ends and self._frame_ends[0] <= self._read_at:
+                self._frame_ends.popleft()
+            if self._frame_ends and end > self._frame_ends[0]:
+                # amqtt decoded a length field that points past its own frame:
+                # the stream can no longer be trusted. Checked before waiting,
+                # or a lying length would make us wait for bytes forever.
+                self.hub.on_violation(self, "a length field runs past the end of its packet")
+                raise ProtocolViolation("a length field runs past the end of its packet")
+            if self._base + len(self._buffer) >= end or self._eof:
+                break
             self._reader_waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._reader_waiter
             finally:
                 self._reader_waiter = None
-        while self._frame_ends and self._frame_ends[0] <= self._read_at:
-            self._frame_ends.popleft()
-        if self._frame_ends and end > self._frame_ends[0]:
-            # amqtt decoded a length field that points past its own frame:
-            # the stream can no longer be trusted.
-            self.hub.on_violation(self, "a length field runs past the end of its packet")
-            raise ProtocolViolation("a length field runs past the end of its packet")
         start = self._read_at - self._base
         data = bytes(self._buffer[start:start + n])
         self._read_at += len(data)
