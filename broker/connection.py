@@ -32,6 +32,9 @@ _COMPACT_AT = 16 * 1024
 class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
     """A client socket, admitted by the hub, with its TLS handshake done."""
 
+    # write() hands bytes to the transport at once; no drain() is needed to send.
+    writes_immediately = True
+
     def __init__(self, hub: ConnectionHub, listener: str, clock: Callable[[], float]) -> None:
         self.hub = hub
         self.listener = listener

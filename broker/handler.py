@@ -40,6 +40,7 @@ class FleetHandler(BrokerProtocolHandler):
         self.router = router
         self.outbox = outbox
         self._qos2_received: set[int] = set()
+        self._drains: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Start reading. Override: stock amqtt creates the disconnect waiter
@@ -63,6 +64,10 @@ class FleetHandler(BrokerProtocolHandler):
                                          item.dup, message.qos, message.retain)
             self.writer.write(packet.to_bytes())
         self.router.metrics.messages_out += len(sends)
+        if sends and not getattr(self.writer, "writes_immediately", False):
+            # amqtt's WebSocket writer buffers until drain() sends a frame.
+            self._drains.add(task := asyncio.ensure_future(self.writer.drain()))
+            task.add_done_callback(self._drains.discard)
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         """Override: the outbox owns in-flight messages, not a 5 s waiter."""
