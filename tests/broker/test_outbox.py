@@ -1,0 +1,145 @@
+"""broker.outbox: the in-flight window and the offline queue of one session."""
+
+from __future__ import annotations
+
+from broker.outbox import Outbox, Outgoing, Send
+
+
+def _msg(n: int, qos: int = 1) -> Outgoing:
+    return Outgoing("epns/v1/agents/a/cmd", f"m{n}".encode(), qos)
+
+
+def test_qos0_is_sent_when_connected() -> None:
+    box = Outbox(max_inflight=2, max_queued=2)
+    message = _msg(0, qos=0)
+    assert box.offer(message, connected=True) == ([Send(message, None)], None)
+    assert (box.inflight, box.queued, box.dropped) == (0, 0, 0)
+
+
+def test_qos0_is_not_stored_when_offline() -> None:
+    box = Outbox(max_inflight=2, max_queued=2)
+    assert box.offer(_msg(0, qos=0), connected=False) == ([], None)
+    assert (box.inflight, box.queued) == (0, 0)
+    assert box.resume() == []
+
+
+def test_qos0_bypasses_a_full_window() -> None:
+    box = Outbox(max_inflight=1, max_queued=5)
+    box.offer(_msg(1), connected=True)
+    box.offer(_msg(2), connected=True)
+    qos0 = _msg(3, qos=0)
+    sends, dropped = box.offer(qos0, connected=True)
+    assert sends == [Send(qos0, None)]
+    assert dropped is None
+    assert (box.inflight, box.queued) == (1, 1)
+
+
+def test_qos1_window_then_queue() -> None:
+    box = Outbox(max_inflight=3, max_queued=10)
+    sends = [box.offer(_msg(n), connected=True) for n in range(5)]
+    assert sends[:3] == [
+        ([Send(_msg(0), 1)], None),
+        ([Send(_msg(1), 2)], None),
+        ([Send(_msg(2), 3)], None),
+    ]
+    assert sends[3:] == [([], None), ([], None)]
+    assert (box.inflight, box.queued) == (3, 2)
+
+
+def test_ack_frees_a_slot_and_sends_the_next() -> None:
+    box = Outbox(max_inflight=2, max_queued=10)
+    for n in range(4):
+        box.offer(_msg(n), connected=True)
+    assert box.acked(2) == [Send(_msg(2), 3)]
+    assert (box.inflight, box.queued) == (2, 1)
+    assert box.acked(1) == [Send(_msg(3), 4)]
+    assert (box.inflight, box.queued) == (2, 0)
+    assert box.acked(3) == []
+    assert box.acked(4) == []
+    assert (box.inflight, box.queued) == (0, 0)
+
+
+def test_unknown_or_repeated_ack() -> None:
+    box = Outbox(max_inflight=2, max_queued=10)
+    assert box.acked(1) is None
+    box.offer(_msg(0), connected=True)
+    assert box.acked(7) is None
+    assert box.inflight == 1
+    assert box.acked(1) == []
+    assert box.acked(1) is None
+
+
+def test_offline_qos1_is_queued_then_sent_on_resume() -> None:
+    box = Outbox(max_inflight=2, max_queued=10)
+    for n in range(3):
+        assert box.offer(_msg(n), connected=False) == ([], None)
+    assert (box.inflight, box.queued) == (0, 3)
+    assert box.resume() == [Send(_msg(0), 1), Send(_msg(1), 2)]
+    assert (box.inflight, box.queued) == (2, 1)
+
+
+def test_resume_resends_inflight_with_dup_then_fills() -> None:
+    box = Outbox(max_inflight=3, max_queued=10)
+    for n in range(3):
+        box.offer(_msg(n), connected=True)  # ids 1, 2, 3 in flight
+    box.acked(2)  # frees a slot; nothing queued yet
+    # the connection drops; more messages arrive for the offline client
+    for n in range(3, 6):
+        assert box.offer(_msg(n), connected=False) == ([], None)
+    assert (box.inflight, box.queued) == (2, 3)
+    sends = box.resume()
+    assert sends == [
+        Send(_msg(0), 1, dup=True),
+        Send(_msg(2), 3, dup=True),
+        Send(_msg(3), 4),
+    ]
+    assert (box.inflight, box.queued) == (3, 2)
+    # a second resume resends the same in-flight set, all with DUP
+    assert box.resume() == [
+        Send(_msg(0), 1, dup=True),
+        Send(_msg(2), 3, dup=True),
+        Send(_msg(3), 4, dup=True),
+    ]
+
+
+def test_queue_overflow_drops_the_oldest() -> None:
+    box = Outbox(max_inflight=1, max_queued=2)
+    box.offer(_msg(0), connected=False)
+    box.offer(_msg(1), connected=False)
+    assert box.dropped == 0
+    assert box.offer(_msg(2), connected=False) == ([], _msg(0))
+    assert box.offer(_msg(3), connected=False) == ([], _msg(1))
+    assert box.dropped == 2
+    assert box.queued == 2
+    assert box.resume() == [Send(_msg(2), 1)]
+
+
+def test_queue_overflow_while_the_window_is_full() -> None:
+    box = Outbox(max_inflight=1, max_queued=1)
+    box.offer(_msg(0), connected=True)  # in flight
+    box.offer(_msg(1), connected=True)  # queued
+    assert box.offer(_msg(2), connected=True) == ([], _msg(1))
+    assert box.dropped == 1
+    assert box.acked(1) == [Send(_msg(2), 2)]
+    # in-flight messages are never dropped for room
+    assert box.inflight == 1
+
+
+def test_packet_ids_are_1_to_65535_and_skip_inflight_ids_across_wrap_around() -> None:
+    box = Outbox(max_inflight=2, max_queued=1)
+    first, _ = box.offer(_msg(0), connected=True)
+    assert first == [Send(_msg(0), 1)]  # id 1 stays in flight throughout
+    seen = []
+    for n in range(1, 65_535):
+        sends, _ = box.offer(_msg(n), connected=True)
+        (send,) = sends
+        seen.append(send.packet_id)
+        assert box.acked(send.packet_id) == []
+    assert seen == list(range(2, 65_536))
+    # ids wrap from 65535 to 1, which is still in flight: it is skipped
+    sends, _ = box.offer(_msg(-1), connected=True)
+    assert [s.packet_id for s in sends] == [2]
+    assert box.acked(1) == []
+    assert box.acked(2) == []
+    sends, _ = box.offer(_msg(-2), connected=True)
+    assert [s.packet_id for s in sends] == [3]
