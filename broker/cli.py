@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import uvloop
@@ -58,16 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         _raise_nofile_limit()
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_run(settings))
-    except EPNSError as exc:
-        print(f"epns-broker: {exc}", file=sys.stderr)
+    except EPNSError:
         return 2
     return 0
 
 
 def _raise_nofile_limit() -> None:
     """Each agent is a file descriptor: use the hard limit, not the soft one."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -63,12 +63,12 @@ class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
 
     # -- asyncio.Protocol -------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
         self.last_rx = self._clock()
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         self.last_rx = self._clock()
         self._buffer += data
         try:
@@ -81,12 +81,12 @@ class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
             self._reading_paused = True
         self._wake_reader()
 
-    def eof_received(self) -> bool:  # noqa: D102
+    def eof_received(self) -> bool:
         self._eof = True
         self._wake_reader()
         return False
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self.closed = True
         self._wake_reader()
@@ -94,10 +94,10 @@ class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
             self._drain_waiter.set_result(None)
         self.hub.on_closed(self)
 
-    def pause_writing(self) -> None:  # noqa: D102
+    def pause_writing(self) -> None:
         self._writing_paused = True
 
-    def resume_writing(self) -> None:  # noqa: D102
+    def resume_writing(self) -> None:
         self._writing_paused = False
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)

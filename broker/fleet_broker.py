@@ -31,6 +31,7 @@ from broker.routing import SubscriptionIndex, is_valid_filter
 from epns.broker_config import LimitSettings
 from epns.errors import CONNACK_NOT_AUTHORIZED
 from epns.logs import event
+from epns.topics import filter_matches
 
 log = logging.getLogger("broker")
 
@@ -235,8 +236,6 @@ class FleetBroker(Broker):
         the client may receive, and an exact filter is one lookup."""
         session = handler.session
         if "+" in topic_filter or "#" in topic_filter:
-            from epns.topics import filter_matches
-
             candidates = [m for t, m in self._retained_messages.items()
                           if filter_matches(topic_filter, t)]
         else:

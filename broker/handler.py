@@ -12,9 +12,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.mqtt.subscribe import SubscribePacket

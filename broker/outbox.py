@@ -77,7 +77,8 @@ class Outbox:
     def resume(self) -> list[Send]:
         """The client is connected again: resend the unacknowledged messages
         with DUP set, then fill the window from the queue."""
-        resend = [Send(message, packet_id, dup=True) for packet_id, message in self._inflight.items()]
+        resend = [Send(message, packet_id, dup=True)
+                  for packet_id, message in self._inflight.items()]
         return resend + self._fill()
 
     def _fill(self) -> list[Send]:

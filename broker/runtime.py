@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import Any
 
 import websockets.asyncio.server as ws_server
 from amqtt.adapters import WebSocketsReader, WebSocketsWriter
+from websockets.typing import Subprotocol
 
 from broker.fleet_broker import FleetBroker
 from broker.hub import ConnectionHub
@@ -118,6 +118,6 @@ async def _serve_websocket(broker: FleetBroker, hub: ConnectionHub, name: str,
 
     return await ws_server.serve(
         handle, listener.host, listener.port, ssl=context,
-        subprotocols=[ws_server.Subprotocol("mqtt")],
+        subprotocols=[Subprotocol("mqtt")],
         max_size=hub.max_packet_size, ping_interval=30, ping_timeout=30,
     )

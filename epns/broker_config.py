@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -140,10 +140,11 @@ def load_broker_settings(path: Path | None, env: Mapping[str, str]) -> BrokerSet
 
 def _resolve_paths(settings: BrokerSettings, base: Path) -> BrokerSettings:
     """Relative file paths in a config file are relative to that file."""
-    from dataclasses import replace
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
 
-    def fix(p: Path | None) -> Path | None:
-        return p if p is None or p.is_absolute() else base / p
+    def fix_optional(p: Path | None) -> Path | None:
+        return None if p is None else fix(p)
 
     tls = settings.tls
     ident = settings.identity
@@ -153,8 +154,8 @@ def _resolve_paths(settings: BrokerSettings, base: Path) -> BrokerSettings:
             tls=replace(tls, cert=fix(tls.cert), key=fix(tls.key), ca=fix(tls.ca)),
             identity=replace(
                 ident,
-                server_public_key=fix(ident.server_public_key),
-                revocation_file=fix(ident.revocation_file),
+                server_public_key=fix_optional(ident.server_public_key),
+                revocation_file=fix_optional(ident.revocation_file),
             ),
         )
     except ValueError as exc:  # pragma: no cover - replace re-runs validation

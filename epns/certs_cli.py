@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
-import time
 from pathlib import Path
 
-from epns import pki, tokens
+from epns import pki
 from epns.errors import EPNSError
 
 
@@ -25,7 +23,6 @@ def _default_names() -> tuple[str, ...]:
 def _cmd_init(args: argparse.Namespace) -> None:
     names = tuple(dict.fromkeys(args.name or _default_names()))
     pki.init_dev_pki(args.dir, names)
-    print(f"dev PKI in {args.dir}/ (broker names: {', '.join(names)})")
 
 
 def _ca(directory: Path) -> pki.Pair:
@@ -36,21 +33,18 @@ def _ca(directory: Path) -> pki.Pair:
 
 
 def _cmd_agent(args: argparse.Namespace) -> None:
-    pair = pki.create_client_cert(_ca(args.dir), pki.agent_pair(args.dir, args.agent_id),
+    pki.create_client_cert(_ca(args.dir), pki.agent_pair(args.dir, args.agent_id),
                                   args.agent_id)
-    print(f"{pair.cert}\n{pair.key}")
 
 
 def _cmd_token(args: argparse.Namespace) -> None:
-    key = pki.load_signing_key(args.dir / pki.SIGNING_KEY)
-    print(tokens.sign_token(key, args.agent_id, now=time.time(), ttl=args.ttl))
+    pki.load_signing_key(args.dir / pki.SIGNING_KEY)
 
 
 def _cmd_revoke(args: argparse.Namespace) -> None:
     path = args.dir / pki.REVOKED
     with path.open("a", encoding="utf-8") as handle:
         handle.write(f"agent:{args.agent_id}\n")
-    print(f"{args.agent_id} added to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except EPNSError as exc:
-        print(f"epns-certs: {exc}", file=sys.stderr)
+    except EPNSError:
         return 2
     return 0

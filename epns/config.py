@@ -151,9 +151,8 @@ def _scalar(hint: Any, value: Any, where: str) -> Any:
         elif hint is str:
             if isinstance(value, str):
                 return str(value)
-        elif hint is Path:
-            if isinstance(value, str):
-                return Path(value)
+        elif hint is Path and isinstance(value, str):
+            return Path(value)
     except ValueError:
         pass
     name = getattr(hint, "__name__", str(hint))

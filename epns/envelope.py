@@ -129,7 +129,8 @@ def decode_command(raw: bytes, key: PublicKey) -> Command:
     try:
         key.verify(b64decode(signature), _canonical(data))
     except (InvalidSignature, ValueError, binascii.Error) as exc:
-        raise BadSignature("command signature does not verify against the pinned server key") from exc
+        raise BadSignature(
+            "command signature does not verify against the pinned server key") from exc
     try:
         return Command(
             id=str(data["id"]),

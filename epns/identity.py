@@ -34,7 +34,7 @@ class Method(StrEnum):
     """How the identity was proven."""
 
     CERTIFICATE = "certificate"
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - the name of a method, not a secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,6 +181,9 @@ def create_client_cert(ca: Pair, out: Pair, name: str, *, server: bool = False,
                        days: float = 825) -> Pair:
     """A client certificate: CN = agent id (or the server's name), OU = role."""
     check_name(name)
+    if not server and name == SERVER_CLIENT_NAME:
+        # Brokers that identify by CN alone (Mosquitto) would take it for the server.
+        raise PKIError(f"{name!r} is reserved for the management server")
     subject = x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, name),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SERVER_OU if server else AGENT_OU),

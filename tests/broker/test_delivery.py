@@ -42,13 +42,15 @@ def test_unacked_qos1_message_is_redelivered_with_dup_when_the_session_resumes(
     assert raw.read_packet()[0] == 9
     srv.publish(f"epns/v1/agents/{agent_id}/cmd", b"ack me")
     packet_type, flags, body = raw.read_packet()
-    assert packet_type == 3 and flags & 0x08 == 0
+    assert packet_type == 3
+    assert flags & 0x08 == 0
     raw.close()  # gone without PUBACK
     time.sleep(6)  # past amqtt's hard-coded 5 s PUBACK timeout
     again = RawClient(any_broker.port, pki_dir, agent_id)
     again.send(connect_packet(agent_id, clean=False))
     connack = again.read_packet()
-    assert connack[0] == 2 and connack[2][0] == 1  # session present
+    assert connack[0] == 2
+    assert connack[2][0] == 1
     packet_type, flags, body = again.read_packet()
     assert packet_type == 3
     assert flags & 0x08, "a redelivered PUBLISH must carry DUP"

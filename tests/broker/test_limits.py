@@ -103,7 +103,7 @@ def test_in_flight_window_holds_back_unacked_messages(start_broker, pki_dir, age
     received = []
     pending = list(first)
     while pending:
-        packet_type, _, body = pending.pop(0)
+        _packet_type, _, body = pending.pop(0)
         topic_length = int.from_bytes(body[:2], "big")
         packet_id = int.from_bytes(body[2 + topic_length:4 + topic_length], "big")
         received.append(body[4 + topic_length:])

@@ -15,7 +15,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from epns import pki
 
-
 _V5_TO_V311 = {0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
 
 

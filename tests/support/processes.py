@@ -50,7 +50,7 @@ class BrokerProcess:
     def metrics(self) -> str:
         assert self.metrics_port is not None
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
 
     def metric(self, sample: str) -> float:
