@@ -17,6 +17,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import uvloop
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         _raise_nofile_limit()
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_run(settings))
-    except EPNSError:
+    except EPNSError as exc:
+        sys.stderr.write(f"epns-broker: {exc}\n")
         return 2
     return 0
 

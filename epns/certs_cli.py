@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
+import time
 from pathlib import Path
 
-from epns import pki
+from epns import pki, tokens
 from epns.errors import EPNSError
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
 
 
 def _default_names() -> tuple[str, ...]:
@@ -23,6 +29,7 @@ def _default_names() -> tuple[str, ...]:
 def _cmd_init(args: argparse.Namespace) -> None:
     names = tuple(dict.fromkeys(args.name or _default_names()))
     pki.init_dev_pki(args.dir, names)
+    _say(f"dev PKI in {args.dir}/ (broker names: {', '.join(names)})")
 
 
 def _ca(directory: Path) -> pki.Pair:
@@ -33,18 +40,21 @@ def _ca(directory: Path) -> pki.Pair:
 
 
 def _cmd_agent(args: argparse.Namespace) -> None:
-    pki.create_client_cert(_ca(args.dir), pki.agent_pair(args.dir, args.agent_id),
+    pair = pki.create_client_cert(_ca(args.dir), pki.agent_pair(args.dir, args.agent_id),
                                   args.agent_id)
+    _say(f"{pair.cert}\n{pair.key}")
 
 
 def _cmd_token(args: argparse.Namespace) -> None:
-    pki.load_signing_key(args.dir / pki.SIGNING_KEY)
+    key = pki.load_signing_key(args.dir / pki.SIGNING_KEY)
+    _say(tokens.sign_token(key, args.agent_id, now=time.time(), ttl=args.ttl))
 
 
 def _cmd_revoke(args: argparse.Namespace) -> None:
     path = args.dir / pki.REVOKED
     with path.open("a", encoding="utf-8") as handle:
         handle.write(f"agent:{args.agent_id}\n")
+    _say(f"{args.agent_id} added to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except EPNSError:
+    except EPNSError as exc:
+        sys.stderr.write(f"epns-certs: {exc}\n")
         return 2
     return 0

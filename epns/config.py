@@ -130,7 +130,9 @@ def _wrap(item: Any, container: Any) -> Any:
 
 def _scalar(hint: Any, value: Any, where: str) -> Any:
     from_env = isinstance(value, _EnvValue)
-    if not from_env and type(value) is hint:
+    # Defaults merged into a partial section arrive already typed (a PosixPath
+    # for a Path field); a bool is never taken for an int.
+    if not from_env and isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
         return value
     try:
         if hint is bool:

@@ -50,7 +50,11 @@ def _now() -> dt.datetime:
 def _write(path: Path, data: bytes, *, secret: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o600 if secret else 0o644)
+    mode = 0o600 if secret else 0o644
+    fd = os.open(path, flags, mode)
+    # os.open's mode applies only when it creates the file: an existing key
+    # file must not keep looser permissions.
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 

@@ -77,7 +77,7 @@ def verify_token(key: PublicKey, token: str, *, now: float) -> TokenClaims:
     try:
         raw = json.loads(b64decode(parts[1]))
         claims = TokenClaims(str(raw["sub"]), int(raw["iat"]), int(raw["exp"]), str(raw["jti"]))
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error) as exc:
         raise BadToken("token claims are not valid JSON with sub, iat, exp and jti") from exc
     if not is_valid_name(claims.subject):
         raise BadToken(f"token subject {claims.subject!r} is not a valid agent id")

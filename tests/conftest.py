@@ -14,7 +14,7 @@ import pytest
 from epns import pki, tokens
 from tests.support.processes import BrokerProcess, start_epns, start_mosquitto
 
-AGENT_POOL = 60
+AGENT_POOL = 150
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,11 +26,11 @@ def _raise_open_file_limit() -> None:
 
 @pytest.fixture(scope="session")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dev PKI with a pool of agent certificates (a01..a60)."""
+    """A dev PKI with a pool of agent certificates (a001..a150)."""
     directory = tmp_path_factory.mktemp("pki")
     ca = pki.init_dev_pki(directory, ("localhost", "127.0.0.1"))
     for number in range(1, AGENT_POOL + 1):
-        agent_id = f"a{number:02d}"
+        agent_id = f"a{number:03d}"
         pki.create_client_cert(ca, pki.agent_pair(directory, agent_id), agent_id)
     return directory
 
@@ -40,7 +40,7 @@ def rogue_pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another CA, unknown to the brokers, with its own 'a01'."""
     directory = tmp_path_factory.mktemp("rogue")
     ca = pki.create_ca(directory, name="rogue CA")
-    pki.create_client_cert(ca, pki.agent_pair(directory, "a01"), "a01")
+    pki.create_client_cert(ca, pki.agent_pair(directory, "a001"), "a001")
     return directory
 
 
@@ -52,7 +52,7 @@ def agent_ids() -> Callable[[int], list[str]]:
     """Fresh agent ids from the pool, never reused within the session."""
 
     def take(count: int) -> list[str]:
-        taken = [f"a{next(_ids):02d}" for _ in range(count)]
+        taken = [f"a{next(_ids):03d}" for _ in range(count)]
         if int(taken[-1][1:]) > AGENT_POOL:
             raise RuntimeError("agent pool exhausted: raise AGENT_POOL")
         return taken

@@ -25,8 +25,8 @@ def test_fallback_listener_serves_the_same_contract(any_broker, pki_dir, agent_i
 
 
 def test_no_certificate_and_no_token_is_refused_with_not_authorized(epns_broker, pki_dir):
-    connect(epns_broker.port, pki_dir, "a01", expect_rc=NOT_AUTHORIZED).close()
-    line = epns_broker.log_contains(r"refused client=a01 .*no client certificate and no token")
+    connect(epns_broker.port, pki_dir, "a001", expect_rc=NOT_AUTHORIZED).close()
+    line = epns_broker.log_contains(r"refused client=a001 .*no client certificate and no token")
     assert "connack=5" in line
 
 
@@ -38,7 +38,7 @@ def test_mosquitto_contract_refuses_a_client_without_certificate(mosquitto_broke
 def test_certificate_from_unknown_ca_fails_the_handshake(request, broker_name, pki_dir,
                                                          rogue_pki_dir):
     broker = request.getfixturevalue(broker_name)
-    context = tls_context(pki_dir, *agent_files(rogue_pki_dir, "a01"))
+    context = tls_context(pki_dir, *agent_files(rogue_pki_dir, "a001"))
     assert tls_refused(broker.port, context)
     if broker.kind == "epns":
         broker.log_contains(r"tls_failed .*client certificate rejected")

@@ -50,7 +50,7 @@ def test_over_the_connection_limit_a_client_is_refused_not_left_hanging(start_br
 
 def test_admission_rate_refuses_the_excess_before_the_tls_handshake(start_broker, pki_dir):
     broker = start_broker(limits__connect_rate="1", limits__connect_burst="2")
-    context = tls_context(pki_dir, *agent_files(pki_dir, "a01"))
+    context = tls_context(pki_dir, *agent_files(pki_dir, "a001"))
     handshakes = 0
     for _ in range(6):
         raw = socket.create_connection(("127.0.0.1", broker.port), timeout=5)

@@ -47,7 +47,7 @@ def test_pings_keep_a_client_connected(epns_broker, pki_dir, agent_ids):
 def test_socket_that_never_sends_connect_is_closed(start_broker, pki_dir):
     """Stock amqtt waits for the first CONNECT forever."""
     broker = start_broker(limits__connect_timeout="1.5")
-    raw = RawClient(broker.port, pki_dir, "a01")  # TLS done, then silence
+    raw = RawClient(broker.port, pki_dir, "a001")  # TLS done, then silence
     closed_after = raw.closed_within(5)
     assert closed_after is not None
     assert 1.0 <= closed_after <= 3.0

@@ -36,7 +36,7 @@ def test_malformed_packet_closes_only_that_client(epns_broker, pki_dir, agent_id
 
 
 def test_first_packet_that_is_not_connect_is_refused(epns_broker, pki_dir):
-    raw = RawClient(epns_broker.port, pki_dir, "a01")
+    raw = RawClient(epns_broker.port, pki_dir, "a001")
     raw.send(bytes([0xC0, 0x00]))  # PINGREQ before CONNECT
     assert raw.closed_within(3) is not None
     epns_broker.log_contains(r"protocol_violation .*the first packet is not CONNECT")

@@ -312,13 +312,6 @@ def test_paths_without_a_file_stay_as_given() -> None:
     assert settings.tls.cert == Path("certs/broker.crt")
 
 
-@pytest.mark.xfail(
-    reason="BUG: epns.config._scalar rejects the PosixPath defaults merged into a partial "
-    "section (type(value) is Path is False for PosixPath), so a partial [tls]/[identity] "
-    "table or a single EPNS_BROKER_TLS__*/IDENTITY__* variable is a ConfigError",
-    raises=ConfigError,
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("text", "env"),
     [
@@ -338,12 +331,6 @@ def test_partial_path_sections_keep_other_defaults(
     assert settings.tls.cert in (tmp_path / "my.crt", tmp_path / "certs/broker.crt")
 
 
-@pytest.mark.xfail(
-    reason="BUG: same PosixPath rejection; an empty EPNS_BROKER_IDENTITY__SERVER_PUBLIC_KEY "
-    "(documented as disabling tokens) fails on the other default path of [identity]",
-    raises=ConfigError,
-    strict=True,
-)
 def test_empty_env_disables_the_token_key() -> None:
     settings = load_broker_settings(None, {"EPNS_BROKER_IDENTITY__SERVER_PUBLIC_KEY": ""})
     assert settings.identity.server_public_key is None

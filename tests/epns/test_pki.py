@@ -181,12 +181,6 @@ def test_issuing_with_a_non_ec_ca_key(dev_pki: Path, tmp_path: Path) -> None:
         pki.create_client_cert(ca, pki.Pair(tmp_path / "a.crt", tmp_path / "a.key"), "agent-1")
 
 
-@pytest.mark.xfail(
-    reason="BUG: pki._write passes mode 0o600 to os.open, which only applies when the file "
-    "is created: rewriting an existing world-readable key file keeps its old mode",
-    raises=AssertionError,
-    strict=True,
-)
 def test_rewritten_key_file_is_owner_only(tmp_path: Path) -> None:
     private = tmp_path / pki.SIGNING_KEY
     private.write_text("old")
