@@ -63,7 +63,7 @@ def test_env_without_the_prefix_is_ignored() -> None:
 def test_file_values(tmp_path: Path) -> None:
     path = _write(tmp_path, """
 [listeners.primary]
-host = "10.0.0.1"
+host = "127.0.0.53"
 port = 1883
 
 [listeners.websocket]
@@ -82,7 +82,7 @@ level = "debug"
 format = "json"
 """)
     settings = load_broker_settings(path, {})
-    assert settings.listeners.primary == ListenerSettings(port=1883, host="10.0.0.1")
+    assert settings.listeners.primary == ListenerSettings(port=1883, host="127.0.0.53")
     assert settings.listeners.websocket == ListenerSettings(
         port=8443, transport="wss", enabled=True
     )

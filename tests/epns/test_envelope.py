@@ -453,7 +453,7 @@ def test_presence_round_trip() -> None:
         version="0.1.0",
         hostname="laptop-1",
         interfaces=(
-            Interface("192.168.1.10", 24, "aa:bb:cc:dd:ee:ff"),
+            Interface("127.0.0.10", 24, "aa:bb:cc:dd:ee:ff"),
             Interface("fe80::1", 64),
         ),
     )
