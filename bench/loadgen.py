@@ -1,0 +1,532 @@
+"""Load generator: N simulated epns agents holding idle MQTT-over-TLS connections.
+
+One process, one asyncio (uvloop) event loop, raw MQTT 3.1.1 packets written
+by hand: a simulated agent costs a socket, a TLS context and a small protocol
+object, so a single core can drive thousands of them. Each agent has its own
+client certificate (CN = agent id) from the benchmark PKI (``bench_pki``) and
+behaves like a real agent on (re)connect:
+
+1. TCP + TLS to the broker, verifying the broker against the fleet CA;
+2. CONNECT: client id = agent id, clean session off, keep-alive 300 s, a
+   retained QoS 1 will on ``epns/v1/agents/<id>/presence`` saying "offline";
+3. after CONNACK 0, SUBSCRIBE QoS 1 to ``epns/v1/agents/<id>/cmd``;
+4. done when the SUBACK grants the subscription.
+
+At most ``--concurrency`` agents are between step 1 and 4 at any time. Then
+all connections stay idle for ``--hold`` seconds (or until SIGTERM/SIGINT),
+sending nothing but PINGREQ when keep-alive requires it, and finally send
+DISCONNECT and close.
+
+Output is JSON lines on stdout: ``{"event": "prepared"}`` once the TLS
+contexts are built, ``{"event": "connected", ...}`` when every agent has
+connected or failed, and last ``{"event": "report", ...}`` with everything.
+Progress goes to stderr. Everything is bounded: per-agent timeout, a cap on
+the whole connect phase, a cap on the hold.
+
+    python bench/loadgen.py --port 8883 --count 2000 --hold 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import signal
+import ssl
+import struct
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from bench_pki import DEFAULT_DIR, agent_id
+
+# MQTT 3.1.1 control packet types (high nibble of the first byte).
+CONNACK = 2
+PUBLISH = 3
+SUBACK = 9
+PINGRESP = 13
+PINGREQ = b"\xc0\x00"
+DISCONNECT = b"\xe0\x00"
+SUBACK_FAILURE = 0x80
+SUBSCRIBE_PACKET_ID = 1
+OFFLINE_PAYLOAD = b'{"v":1,"state":"offline","at":0}'
+# How often the single keep-alive task looks for agents due a PINGREQ.
+PING_SCAN_INTERVAL = 1.0
+PROGRESS_INTERVAL = 5.0
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _packet(first_byte: int, body: bytes) -> bytes:
+    """A whole control packet: fixed header with the variable-length size."""
+    size, encoded = len(body), bytearray()
+    while True:
+        digit, size = size % 128, size // 128
+        encoded.append(digit | (0x80 if size else 0))
+        if not size:
+            break
+    return bytes([first_byte]) + bytes(encoded) + body
+
+
+def connect_packet(client_id: str, keepalive: int, will_topic: str, will_payload: bytes) -> bytes:
+    """CONNECT, MQTT 3.1.1: clean session off, a retained QoS 1 will, no
+    username or password (the client certificate is the identity)."""
+    will_flag, will_qos1, will_retain = 0x04, 0x08, 0x20
+    flags = will_flag | will_qos1 | will_retain
+    body = (_utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
+            + _utf8(client_id) + _utf8(will_topic) + struct.pack("!H", len(will_payload))
+            + will_payload)
+    return _packet(0x10, body)
+
+
+def subscribe_packet(packet_id: int, topic_filter: str, qos: int) -> bytes:
+    """SUBSCRIBE with one filter (the fixed-header flags 0b0010 are mandatory)."""
+    return _packet(0x82, struct.pack("!H", packet_id) + _utf8(topic_filter) + bytes([qos]))
+
+
+def _parse_frame(buffer: bytearray) -> tuple[int, bytes, int] | None:
+    """(packet type, body, frame size) of the first whole frame, or None."""
+    if len(buffer) < 2:
+        return None
+    remaining, multiplier, position = 0, 1, 1
+    while True:
+        if position >= len(buffer) or position > 4:
+            return None
+        byte = buffer[position]
+        remaining += (byte & 0x7F) * multiplier
+        multiplier *= 128
+        position += 1
+        if not byte & 0x80:
+            break
+    end = position + remaining
+    if len(buffer) < end:
+        return None
+    return buffer[0] >> 4, bytes(buffer[position:end]), end
+
+
+def describe(exc: BaseException | None) -> str:
+    """A short, low-cardinality reason for a failed or lost connection."""
+    if exc is None:
+        return "closed by the broker"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: broker certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or type(exc).__name__}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class AgentFailure(Exception):
+    """The broker answered, but not with success (CONNACK code, SUBACK 0x80)."""
+
+
+class Agent(asyncio.Protocol):
+    """One simulated agent: its TLS context, its connection and its timings."""
+
+    def __init__(self, name: str, context: ssl.SSLContext, keepalive: int,
+                 on_lost: Any) -> None:
+        self.name = name
+        self.context = context
+        self.keepalive = keepalive
+        self._on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.stage = "not started"
+        self.outcome: str | None = None  # "ok", or why it failed
+        self.closed = False
+        self.aborted = False  # closed by us: not a loss
+        self.ready = False
+        self.started = self.tls_done = self.suback_at = self.last_tx = 0.0
+        self.tls_version: str | None = None
+        self.publishes = 0
+        self._buffer = bytearray()
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # With ssl=..., the loop calls this once the TLS handshake is done.
+        self.transport = transport  # type: ignore[assignment]
+        now = time.monotonic()
+        self.tls_done = now
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.tls_version = ssl_object.version() if ssl_object is not None else None
+        self.stage = "CONNACK"
+        self._send(connect_packet(self.name, self.keepalive,
+                                  f"epns/v1/agents/{self.name}/presence", OFFLINE_PAYLOAD), now)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (frame := _parse_frame(self._buffer)) is not None:
+            packet_type, body, size = frame
+            del self._buffer[:size]
+            self._handle(packet_type, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.aborted:
+            return
+        if self.ready:
+            self._on_lost(self, describe(exc))
+        else:
+            self._fail(f"connection closed while waiting for {self.stage}: {describe(exc)}")
+
+    # -- MQTT ---------------------------------------------------------------
+
+    def _send(self, data: bytes, now: float) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+            self.last_tx = now
+
+    def _handle(self, packet_type: int, body: bytes) -> None:
+        if packet_type == CONNACK and self.stage == "CONNACK":
+            code = body[1] if len(body) >= 2 else -1
+            if code != 0:
+                self._fail(f"CONNACK return code {code}")
+                return
+            self.stage = "SUBACK"
+            self._send(subscribe_packet(SUBSCRIBE_PACKET_ID, f"epns/v1/agents/{self.name}/cmd",
+                                        1), time.monotonic())
+        elif packet_type == SUBACK and self.stage == "SUBACK":
+            if len(body) < 3 or body[2] == SUBACK_FAILURE:
+                self._fail("SUBACK refused the subscription (0x80)")
+                return
+            self.suback_at = time.monotonic()
+            self.stage = "idle"
+            self.ready = True
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+        elif packet_type == PUBLISH:
+            # Not expected while idle; counted, never answered.
+            self.publishes += 1
+
+    def _fail(self, reason: str) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(AgentFailure(reason))
+
+    def ping_if_due(self, now: float) -> None:
+        """Send PINGREQ when half the keep-alive passed without sending."""
+        if self.ready and not self.closed and now - self.last_tx >= self.keepalive / 2:
+            self._send(PINGREQ, now)
+
+    def disconnect(self, now: float) -> None:
+        """Send DISCONNECT (the broker then drops the will) and close."""
+        self._send(DISCONNECT, now)
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no DISCONNECT)."""
+        if self.transport is not None and not self.closed:
+            self.aborted = True
+            self.transport.abort()
+
+
+def build_contexts(pki_dir: Path, names: list[str], tls_max: str | None) -> list[ssl.SSLContext]:
+    """One client TLS context per agent: Python binds a client certificate to
+    a context, so each identity needs its own (about 1 ms and 35 KiB each)."""
+    ca = pki_dir / "ca.crt"
+    contexts = []
+    for name in names:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls_max == "1.2":
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(ca)
+        context.load_cert_chain(pki_dir / "agents" / f"{name}.crt",
+                                pki_dir / "agents" / f"{name}.key")
+        contexts.append(context)
+    return contexts
+
+
+def cpu_seconds() -> float:
+    """This process's user + system CPU time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """p50/p90/p99/max in milliseconds (nearest rank), or None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    return {k: round(v * 1000, 1) for k, v in
+            (("p50", rank(0.50)), ("p90", rank(0.90)), ("p99", rank(0.99)), ("max", ordered[-1]))}
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON line on stdout, flushed: the orchestrator acts on it at once."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def progress(message: str) -> None:
+    """A human progress line on stderr."""
+    print(f"loadgen {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+class LoadGenerator:
+    """Connects the agents, holds them, closes them, and reports."""
+
+    def __init__(self, args: argparse.Namespace, agents: list[Agent]) -> None:
+        self.args = args
+        self.agents = agents
+        self.stop = asyncio.Event()
+        self.lost: Counter[str] = Counter()
+        self.lost_during_hold = 0
+        self.holding = False
+
+    def on_lost(self, agent: Agent, reason: str) -> None:
+        """A connected agent lost its connection (before teardown)."""
+        if self.holding or not self.stop.is_set():
+            self.lost[reason] += 1
+            if self.holding:
+                self.lost_during_hold += 1
+
+    async def connect_one(self, agent: Agent) -> None:
+        """Steps 1-4 of the module docstring for one agent, bounded in time."""
+        loop = asyncio.get_running_loop()
+        agent.started = time.monotonic()
+        agent.stage = "TCP connect + TLS handshake"
+        agent.waiter = loop.create_future()
+        timeout = self.args.agent_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(
+                    lambda: agent, self.args.host, self.args.port, ssl=agent.context,
+                    server_hostname=self.args.server_name,
+                    # The overall timeout decides; this one must not fire first.
+                    ssl_handshake_timeout=timeout + 5)
+                await agent.waiter
+            agent.outcome = "ok"
+        except TimeoutError:
+            agent.outcome = f"timeout ({timeout:g} s) waiting for {agent.stage}"
+        except AgentFailure as exc:
+            agent.outcome = str(exc)
+        except (OSError, ssl.SSLError) as exc:
+            agent.outcome = f"{agent.stage}: {describe(exc)}"
+        if agent.outcome != "ok":
+            agent.abort()
+
+    async def connect_all(self) -> None:
+        """Connect every agent with at most ``concurrency`` in flight; stop
+        taking new agents on SIGTERM, give up on all after ``phase_timeout``."""
+        queue: Iterator[Agent] = iter(self.agents)
+
+        async def worker() -> None:
+            for agent in queue:
+                if self.stop.is_set():
+                    return
+                await self.connect_one(agent)
+
+        async def report_progress() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_INTERVAL)
+                ok = sum(agent.outcome == "ok" for agent in self.agents)
+                done = sum(agent.outcome is not None for agent in self.agents)
+                progress(f"connect phase: {ok} ok, {done - ok} failed, of {len(self.agents)}")
+
+        workers = [asyncio.create_task(worker())
+                   for _ in range(min(self.args.concurrency, len(self.agents)))]
+        reporter = asyncio.create_task(report_progress())
+        try:
+            async with asyncio.timeout(self.args.phase_timeout):
+                await asyncio.gather(*workers)
+        except TimeoutError:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            reporter.cancel()
+        for agent in self.agents:
+            if agent.outcome is None and agent.ready:
+                # Its SUBACK arrived; only the bookkeeping task was cancelled.
+                agent.outcome = "ok"
+            elif agent.outcome is None:
+                # Never started (phase cap, or SIGTERM), or cut off in flight.
+                where = "before it started" if agent.started == 0 else f"during {agent.stage}"
+                why = ("stopped by signal" if self.stop.is_set()
+                       else f"connect phase cap ({self.args.phase_timeout:g} s) reached")
+                agent.outcome = f"{why} {where}"
+                agent.abort()
+
+    async def keep_alive(self) -> None:
+        """One task for all agents: PINGREQ for those due one."""
+        while True:
+            await asyncio.sleep(PING_SCAN_INTERVAL)
+            now = time.monotonic()
+            for agent in self.agents:
+                agent.ping_if_due(now)
+
+    async def close_all(self, timeout: float = 10.0) -> dict[str, Any]:
+        """DISCONNECT (no will) and close every open connection; wait for the
+        sockets to close, at most ``timeout`` seconds."""
+        started = time.monotonic()
+        open_agents = [a for a in self.agents if a.transport is not None and not a.closed]
+        for agent in open_agents:
+            agent.disconnect(started)
+        while any(not a.closed for a in open_agents) and time.monotonic() - started < timeout:
+            await asyncio.sleep(0.05)
+        still_open = sum(not a.closed for a in open_agents)
+        for agent in open_agents:
+            agent.abort()
+        return {"closed": len(open_agents) - still_open, "not_closed_in_time": still_open,
+                "seconds": round(time.monotonic() - started, 2)}
+
+    async def run(self, prepare: dict[str, float]) -> dict[str, Any]:
+        """The whole run; returns the report."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        cpu_start, phase_start = cpu_seconds(), time.monotonic()
+        progress(f"connecting {len(self.agents)} agents to {self.args.host}:{self.args.port}, "
+                 f"{self.args.concurrency} in flight")
+        await self.connect_all()
+        phase_end, cpu_connected = time.monotonic(), cpu_seconds()
+        ok = [a for a in self.agents if a.outcome == "ok"]
+        errors = Counter(a.outcome for a in self.agents if a.outcome != "ok")
+        last_ok = max((a.suback_at for a in ok), default=phase_start)
+        connect = {
+            "ok": len(ok),
+            "failed": len(self.agents) - len(ok),
+            "errors": dict(errors.most_common()),
+            # Time until the last agent had its SUBACK; null unless all made it.
+            "time_to_connect_all_s": (round(last_ok - phase_start, 3)
+                                      if len(ok) == len(self.agents) else None),
+            "time_to_last_success_s": round(last_ok - phase_start, 3) if ok else None,
+            "connect_phase_s": round(phase_end - phase_start, 3),
+            "latency_ms": percentiles([a.suback_at - a.started for a in ok]),
+            "tls_handshake_ms": percentiles([a.tls_done - a.started for a in ok]),
+            "tls_versions": dict(Counter(a.tls_version for a in ok)),
+            "cpu_s": round(cpu_connected - cpu_start, 2),
+        }
+        emit("connected", **connect)
+        progress(f"connected {len(ok)} of {len(self.agents)} in {connect['connect_phase_s']} s; "
+                 f"holding up to {self.args.hold:g} s")
+
+        self.holding = True
+        pinger = asyncio.create_task(self.keep_alive())
+        hold_start = time.monotonic()
+        if not self.stop.is_set():
+            try:
+                async with asyncio.timeout(self.args.hold):
+                    await self.stop.wait()
+            except TimeoutError:
+                pass
+        self.holding = False
+        pinger.cancel()
+        hold_end, cpu_held = time.monotonic(), cpu_seconds()
+        still_open = sum(a.ready and not a.closed for a in self.agents)
+        self.stop.set()
+        teardown = await self.close_all()
+        return {
+            "count": len(self.agents),
+            "first_agent": self.agents[0].name if self.agents else None,
+            "concurrency": self.args.concurrency,
+            "keepalive": self.args.keepalive,
+            "tls_max": self.args.tls_max,
+            "prepare": prepare,
+            **connect,
+            "hold": {
+                "seconds": round(hold_end - hold_start, 2),
+                "open_at_end": still_open,
+                "lost": self.lost_during_hold,
+                "lost_reasons": dict(self.lost.most_common()),
+                "publishes_received": sum(a.publishes for a in self.agents),
+                "cpu_s": round(cpu_held - cpu_connected, 2),
+            },
+            "teardown": teardown,
+            "cpu_s": {"prepare": prepare["cpu_s"], "connect": connect["cpu_s"],
+                      "hold": round(cpu_held - cpu_connected, 2),
+                      "total": round(cpu_seconds(), 2)},
+            "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+
+
+def raise_nofile_limit() -> None:
+    """Each agent is a socket: use the hard open-file limit, not the soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="broker address (loopback only)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--server-name", default="127.0.0.1",
+                        help="name the broker certificate is verified against")
+    parser.add_argument("--pki-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--count", type=int, required=True, help="number of agents")
+    parser.add_argument("--first", type=int, default=1, help="index of the first agent id")
+    parser.add_argument("--concurrency", type=int, default=200,
+                        help="agents between TCP connect and SUBACK at any time")
+    parser.add_argument("--keepalive", type=int, default=300)
+    parser.add_argument("--agent-timeout", type=float, default=30.0,
+                        help="seconds one agent may take from TCP connect to SUBACK")
+    parser.add_argument("--phase-timeout", type=float, default=180.0,
+                        help="cap on the whole connect phase, seconds")
+    parser.add_argument("--hold", type=float, default=10.0,
+                        help="seconds to hold the connections idle (SIGTERM ends it early)")
+    parser.add_argument("--tls-max", choices=("1.2", "1.3"), default=None,
+                        help="highest TLS version offered (default: let the broker choose)")
+    parser.add_argument("--wait-go", action="store_true",
+                        help="after building the TLS contexts, wait for a line on stdin")
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("the load generator only dials the loopback interface")
+    if args.count < 1 or args.concurrency < 1:
+        parser.error("--count and --concurrency must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit status 0 when every agent connected and stayed."""
+    args = parse_args(argv)
+    raise_nofile_limit()
+    names = [agent_id(i) for i in range(args.first, args.first + args.count)]
+    missing = [n for n in names if not (args.pki_dir / "agents" / f"{n}.crt").exists()]
+    if missing:
+        print(f"loadgen: no certificate for {missing[0]} (and {len(missing) - 1} more) in "
+              f"{args.pki_dir}; run bench/run_hold.py once to create them", file=sys.stderr)
+        return 2
+    # TLS contexts are built before the clock starts: that cost is the load
+    # generator's, not the broker's.
+    cpu, wall = cpu_seconds(), time.monotonic()
+    contexts = build_contexts(args.pki_dir, names, args.tls_max)
+    prepare = {"seconds": round(time.monotonic() - wall, 2),
+               "cpu_s": round(cpu_seconds() - cpu, 2)}
+    emit("prepared", **prepare)
+    if args.wait_go:
+        sys.stdin.readline()
+
+    async def run() -> dict[str, Any]:
+        generator: LoadGenerator
+
+        def on_lost(agent: Agent, reason: str) -> None:
+            generator.on_lost(agent, reason)
+
+        agents = [Agent(name, context, args.keepalive, on_lost)
+                  for name, context in zip(names, contexts, strict=True)]
+        generator = LoadGenerator(args, agents)
+        return await generator.run(prepare)
+
+    report = uvloop.run(run())
+    emit("report", **report)
+    return 0 if report["failed"] == 0 and report["hold"]["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
