@@ -41,8 +41,7 @@ class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.client_id: str | None = None
-        self.accepted_at = clock()
-        self.last_rx = self.accepted_at
+        self.last_rx = clock()
         # Seconds of silence after which the client is dropped; until the
         # CONNECT arrives the hub applies its CONNECT timeout instead.
         self.idle_limit: float | None = None

@@ -27,7 +27,7 @@ from broker.handler import FleetHandler
 from broker.metrics import Metrics
 from broker.outbox import Outbox, Outgoing
 from broker.plugins import identity_of, refusal_of
-from broker.routing import SubscriptionIndex, is_valid_filter
+from broker.routing import SubscriptionIndex, is_valid_filter, is_wildcard
 from epns.broker_config import LimitSettings
 from epns.errors import CONNACK_NOT_AUTHORIZED
 from epns.logs import event
@@ -103,7 +103,7 @@ class FleetBroker(Broker):
         if not session.transitions.is_connected():
             session.transitions.connect()
         await handler.mqtt_connack_authorize(True)
-        self.metrics.connected(listener_name, time.monotonic())
+        self.metrics.connected(time.monotonic())
         identity = identity_of(session)
         event(log, "connected", client=client_id, peer=peer, listener=listener_name,
               role=identity.role if identity else None,
@@ -235,7 +235,7 @@ class FleetBroker(Broker):
         connect, with no ACL check. Here: only for the new filter, only topics
         the client may receive, and an exact filter is one lookup."""
         session = handler.session
-        if "+" in topic_filter or "#" in topic_filter:
+        if is_wildcard(topic_filter):
             candidates = [m for t, m in self._retained_messages.items()
                           if filter_matches(topic_filter, t)]
         else:
@@ -261,7 +261,7 @@ class FleetBroker(Broker):
         session = handler.session
         self.metrics.messages_in += 1
         topic = packet.topic_name or ""
-        if not topic or "+" in topic or "#" in topic:
+        if not topic or is_wildcard(topic):
             event(log, "publish_invalid_topic", logging.WARNING, client=session.client_id,
                   topic=topic)
             await handler.handle_connection_closed()

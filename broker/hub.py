@@ -14,7 +14,6 @@ client. The hub instead:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -42,11 +41,12 @@ class ConnectionHub:
     """Owns every client socket of the mqtts listeners."""
 
     def __init__(self, broker: FleetBroker, limits: LimitSettings, metrics: Metrics,
-                 revocations: RevocationFile) -> None:
+                 revocations: RevocationFile, revocation_interval: float) -> None:
         self.broker = broker
         self.limits = limits
         self.metrics = metrics
         self.revocations = revocations
+        self._revocation_interval = revocation_interval
         self.max_packet_size = limits.max_packet_size
         self.gate = AdmissionGate(limits.max_connections, limits.connect_rate,
                                   limits.connect_burst, time.monotonic())
@@ -56,7 +56,14 @@ class ConnectionHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_since_log = 0
         self._refusal_logged_at = 0.0
-        self._sweeper: asyncio.Task[None] | None = None
+        self._acceptors: list[asyncio.Task[None]] = []
+        self._periodic: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start the keep-alive sweep and the revocation watch. They serve every
+        listener, the WebSocket one included, so they do not wait for listen()."""
+        self._periodic = [asyncio.create_task(self._sweep_forever()),
+                          asyncio.create_task(self._watch_revocations())]
 
     async def listen(self, name: str, host: str, port: int, context: ssl.SSLContext) -> int:
         """Open an mqtts listener; returns the bound port (useful with port 0)."""
@@ -65,9 +72,7 @@ class ConnectionHub:
                                     reuse_port=False)
         sock.setblocking(False)
         self._sockets.append(sock)
-        self._spawn(self._accept_forever(name, sock))
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._acceptors.append(asyncio.create_task(self._accept_forever(name, sock)))
         bound: int = sock.getsockname()[1]
         return bound
 
@@ -160,6 +165,10 @@ class ConnectionHub:
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL)
             self.sweep(time.monotonic())
+
+    async def _watch_revocations(self) -> None:
+        while True:
+            await asyncio.sleep(self._revocation_interval)
             if self.revocations.refresh():
                 self.close_revoked()
 
@@ -185,13 +194,10 @@ class ConnectionHub:
 
     async def close(self) -> None:
         """Stop listening and close every client."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        for task in list(self._tasks):
-            if task.get_coro().__name__ == "_accept_forever":  # type: ignore[union-attr]
-                task.cancel()
+        stopping = [*self._periodic, *self._acceptors]
+        for task in stopping:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
         for sock in self._sockets:
             sock.close()
         for conn in list(self._connections):

@@ -30,7 +30,7 @@ class Metrics:
         self.sessions: Callable[[], int] = lambda: 0
         self.subscriptions: Callable[[], int] = lambda: 0
 
-    def connected(self, listener: str, now: float) -> None:
+    def connected(self, now: float) -> None:
         """A client completed CONNECT and was accepted."""
         self.connects += 1
         self._connect_times.append(now)

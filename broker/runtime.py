@@ -71,7 +71,9 @@ async def start(settings: BrokerSettings) -> RunningBroker:
     metrics = Metrics()
     broker = FleetBroker(amqtt_config(settings, revocations, token_key), settings.limits, metrics)
     await broker.start()
-    hub = ConnectionHub(broker, settings.limits, metrics, revocations)
+    hub = ConnectionHub(broker, settings.limits, metrics, revocations,
+                        settings.identity.revocation_check_interval)
+    hub.start()
     running = RunningBroker(broker, hub, metrics)
     try:
         for name, listener in settings.listeners.enabled().items():
