@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.clients import agent_files, connect
+from tests.support.clients import agent_files, connect, connect_server
 
 DENIED = 0x80
 
-
-def server(broker, pki_dir):
-    return connect(broker.port, pki_dir, "epns-server",
-                   cert=(pki_dir / "server.crt", pki_dir / "server.key"))
 
 
 def agent(broker, pki_dir, agent_id, **kwargs):
@@ -20,7 +16,7 @@ def agent(broker, pki_dir, agent_id, **kwargs):
 
 def test_agent_receives_only_its_own_commands(any_broker, pki_dir, agent_ids):
     me, other = agent_ids(2)
-    srv, mine = server(any_broker, pki_dir), agent(any_broker, pki_dir, me)
+    srv, mine = connect_server(any_broker.port, pki_dir), agent(any_broker, pki_dir, me)
     assert mine.subscribe(f"epns/v1/agents/{me}/cmd") == [1]
     spying = mine.subscribe(f"epns/v1/agents/{other}/cmd")
     if any_broker.kind == "epns":
@@ -39,7 +35,7 @@ def test_agent_receives_only_its_own_commands(any_broker, pki_dir, agent_ids):
 def test_agent_wildcard_and_sys_probing_gets_nothing(any_broker, pki_dir, agent_ids,
                                                      topic_filter):
     me, other = agent_ids(2)
-    srv, probe = server(any_broker, pki_dir), agent(any_broker, pki_dir, me)
+    srv, probe = connect_server(any_broker.port, pki_dir), agent(any_broker, pki_dir, me)
     codes = probe.subscribe(topic_filter)
     if any_broker.kind == "epns":
         assert codes == [DENIED]
@@ -53,7 +49,7 @@ def test_agent_wildcard_and_sys_probing_gets_nothing(any_broker, pki_dir, agent_
 
 def test_fan_out_reaches_every_subscribed_agent_with_one_publish(any_broker, pki_dir, agent_ids):
     ids = agent_ids(4)
-    srv = server(any_broker, pki_dir)
+    srv = connect_server(any_broker.port, pki_dir)
     agents = [agent(any_broker, pki_dir, agent_id) for agent_id in ids]
     for client in agents:
         assert client.subscribe("epns/v1/all/cmd") == [1]
@@ -65,7 +61,7 @@ def test_fan_out_reaches_every_subscribed_agent_with_one_publish(any_broker, pki
 
 def test_agent_publishes_only_its_own_events_and_presence(any_broker, pki_dir, agent_ids):
     me, other = agent_ids(2)
-    srv, mine = server(any_broker, pki_dir), agent(any_broker, pki_dir, me)
+    srv, mine = connect_server(any_broker.port, pki_dir), agent(any_broker, pki_dir, me)
     assert srv.subscribe("epns/v1/agents/+/evt") == [1]
     theirs = agent(any_broker, pki_dir, other)
     assert theirs.subscribe(f"epns/v1/agents/{other}/cmd") == [1]
@@ -97,7 +93,7 @@ def test_retained_presence_is_delivered_only_to_whom_the_acl_allows(any_broker, 
     publisher = agent(any_broker, pki_dir, owner)
     presence = f"epns/v1/agents/{owner}/presence"
     publisher.publish(presence, b'{"state":"online"}', retain=True)
-    srv = server(any_broker, pki_dir)
+    srv = connect_server(any_broker.port, pki_dir)
     assert srv.subscribe("epns/v1/agents/+/presence") == [1]
     got = srv.expect()
     assert (got.topic, got.retain) == (presence, True)
@@ -114,7 +110,7 @@ def test_retained_messages_do_not_leak_to_a_new_connection(epns_broker, pki_dir,
     """Stock amqtt sends a connecting client every retained message matching
     *any* client's subscription, with no ACL check."""
     owner, newcomer = agent_ids(2)
-    srv = server(epns_broker, pki_dir)
+    srv = connect_server(epns_broker.port, pki_dir)
     assert srv.subscribe("epns/v1/agents/+/presence") == [1]
     publisher = agent(epns_broker, pki_dir, owner)
     publisher.publish(f"epns/v1/agents/{owner}/presence", b"online", retain=True)

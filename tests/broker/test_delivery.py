@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 
-from tests.support.clients import RawClient, agent_files, connect, connect_packet, subscribe_packet
-
-
-def _server(broker, pki_dir):
-    return connect(broker.port, pki_dir, "epns-server",
-                   cert=(pki_dir / "server.crt", pki_dir / "server.key"))
+from tests.support.clients import (
+    RawClient,
+    agent_files,
+    connect,
+    connect_packet,
+    connect_server,
+    subscribe_packet,
+)
 
 
 def test_command_queued_while_offline_is_delivered_on_reconnect(any_broker, pki_dir, agent_ids):
     agent_id, = agent_ids(1)
-    srv = _server(any_broker, pki_dir)
+    srv = connect_server(any_broker.port, pki_dir)
     client = connect(any_broker.port, pki_dir, agent_id, cert=agent_files(pki_dir, agent_id),
                      clean=False)
     assert client.subscribe(f"epns/v1/agents/{agent_id}/cmd") == [1]
@@ -34,7 +36,7 @@ def test_unacked_qos1_message_is_redelivered_with_dup_when_the_session_resumes(
     """Stock amqtt drops an outgoing QoS 1 message when the connection closes
     before its PUBACK (and after a hard-coded 5 s)."""
     agent_id, = agent_ids(1)
-    srv = _server(any_broker, pki_dir)
+    srv = connect_server(any_broker.port, pki_dir)
     raw = RawClient(any_broker.port, pki_dir, agent_id)
     raw.send(connect_packet(agent_id, clean=False))
     assert raw.read_packet()[0] == 2
@@ -63,7 +65,7 @@ def test_delivered_qos_is_the_minimum_of_publish_and_subscription(any_broker, pk
                                                                   agent_ids):
     """Stock amqtt delivers at the subscription's QoS whatever the publish QoS."""
     agent_id, = agent_ids(1)
-    srv = _server(any_broker, pki_dir)
+    srv = connect_server(any_broker.port, pki_dir)
     client = connect(any_broker.port, pki_dir, agent_id, cert=agent_files(pki_dir, agent_id))
     assert client.subscribe(f"epns/v1/agents/{agent_id}/cmd", qos=1) == [1]
     srv.publish(f"epns/v1/agents/{agent_id}/cmd", b"qos0", qos=0)
@@ -77,7 +79,7 @@ def test_delivered_qos_is_the_minimum_of_publish_and_subscription(any_broker, pk
 def test_reconnect_over_a_half_open_connection_takes_the_session_over(epns_broker, pki_dir,
                                                                       agent_ids):
     agent_id, = agent_ids(1)
-    srv = _server(epns_broker, pki_dir)
+    srv = connect_server(epns_broker.port, pki_dir)
     assert srv.subscribe("epns/v1/agents/+/presence") == [1]
     stale = RawClient(epns_broker.port, pki_dir, agent_id)
     will = (f"epns/v1/agents/{agent_id}/presence", b"offline")

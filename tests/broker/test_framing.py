@@ -7,17 +7,9 @@ from amqtt.mqtt.connect import ConnectPacket, ConnectPayload, ConnectVariableHea
 
 from broker.framing import FrameHeader, connect_keepalive, parse_header
 from epns.errors import ProtocolViolation
+from tests.support.clients import encode_length
 
 BIG = 1 << 30
-
-
-def _encode_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _connect_frame(keep_alive: int, client_id: str = "agent-1", **payload: str) -> bytes:
@@ -50,7 +42,7 @@ def _connect_frame(keep_alive: int, client_id: str = "agent-1", **payload: str) 
     ],
 )
 def test_remaining_length(length: int, encoded: bytes) -> None:
-    assert _encode_length(length) == encoded
+    assert encode_length(length) == encoded
     header = parse_header(b"\x30" + encoded, 0, BIG)
     assert header == FrameHeader(packet_type=3, flags=0, remaining=length,
                                  header_length=1 + len(encoded))
@@ -155,7 +147,7 @@ def test_max_size_is_inclusive() -> None:
 
 
 def test_oversize_is_refused_from_the_header_alone() -> None:
-    header = b"\x30" + _encode_length(10_000_000)
+    header = b"\x30" + encode_length(10_000_000)
     with pytest.raises(ProtocolViolation, match="exceeds max_packet_size 65536"):
         parse_header(header, 0, 65_536)
 
@@ -179,7 +171,7 @@ def test_connect_keepalive_with_credentials() -> None:
 def test_connect_keepalive_hand_built_mqtt31() -> None:
     # MQTT 3.1: protocol name "MQIsdp" (6 bytes), level 3
     body = b"\x00\x06MQIsdp\x03\x02\x00\x2a\x00\x01c"
-    frame = b"\x10" + _encode_length(len(body)) + body
+    frame = b"\x10" + encode_length(len(body)) + body
     assert connect_keepalive(frame) == 42
 
 

@@ -11,15 +11,11 @@ from tests.support.clients import (
     agent_files,
     connect,
     connect_packet,
+    connect_server,
     puback_packet,
     subscribe_packet,
     tls_context,
 )
-
-
-def _server(broker, pki_dir):
-    return connect(broker.port, pki_dir, "epns-server",
-                   cert=(pki_dir / "server.crt", pki_dir / "server.key"))
 
 
 def test_over_the_connection_limit_a_client_is_refused_not_left_hanging(start_broker, pki_dir,
@@ -69,7 +65,7 @@ def test_admission_rate_refuses_the_excess_before_the_tls_handshake(start_broker
 def test_oversized_packet_closes_that_client_only(start_broker, pki_dir, agent_ids):
     broker = start_broker(limits__max_packet_size="1024")
     sender, bystander = agent_ids(2)
-    srv = _server(broker, pki_dir)
+    srv = connect_server(broker.port, pki_dir)
     other = connect(broker.port, pki_dir, bystander, cert=agent_files(pki_dir, bystander))
     assert other.subscribe(f"epns/v1/agents/{bystander}/cmd") == [1]
     big = connect(broker.port, pki_dir, sender, cert=agent_files(pki_dir, sender))
@@ -85,7 +81,7 @@ def test_oversized_packet_closes_that_client_only(start_broker, pki_dir, agent_i
 def test_in_flight_window_holds_back_unacked_messages(start_broker, pki_dir, agent_ids):
     broker = start_broker(limits__max_inflight="2")
     agent_id, = agent_ids(1)
-    srv = _server(broker, pki_dir)
+    srv = connect_server(broker.port, pki_dir)
     raw = RawClient(broker.port, pki_dir, agent_id)
     raw.send(connect_packet(agent_id))
     assert raw.read_packet()[0] == 2
@@ -118,7 +114,7 @@ def test_in_flight_window_holds_back_unacked_messages(start_broker, pki_dir, age
 def test_offline_queue_is_bounded_and_drops_are_counted(start_broker, pki_dir, agent_ids):
     broker = start_broker(limits__max_queued="3")
     agent_id, = agent_ids(1)
-    srv = _server(broker, pki_dir)
+    srv = connect_server(broker.port, pki_dir)
     client = connect(broker.port, pki_dir, agent_id, cert=agent_files(pki_dir, agent_id),
                      clean=False)
     assert client.subscribe(f"epns/v1/agents/{agent_id}/cmd") == [1]

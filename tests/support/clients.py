@@ -116,6 +116,12 @@ def connect(port: int, pki_dir: Path, client_id: str, *, cert: tuple[Path, Path]
     return client
 
 
+def connect_server(port: int, pki_dir: Path) -> Client:
+    """Connect as the management server (its client certificate, role server)."""
+    return connect(port, pki_dir, pki.SERVER_CLIENT_NAME,
+                   cert=(pki_dir / pki.SERVER_CERT, pki_dir / pki.SERVER_KEY))
+
+
 # -- raw MQTT, for misbehaving clients -------------------------------------
 
 def encode_length(length: int) -> bytes:
