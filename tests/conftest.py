@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from epns import pki, tokens
-from tests.support.processes import BrokerProcess, start_epns, start_mosquitto
+from tests.support.clients import close_all
+from tests.support.processes import (
+    BrokerProcess,
+    start_epns,
+    start_mosquitto,
+    start_stock_amqtt,
+)
 
 AGENT_POOL = 150
 
@@ -22,6 +28,12 @@ def _raise_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    close_all()
 
 
 @pytest.fixture(scope="session")
@@ -89,21 +101,76 @@ def mosquitto_broker(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
     broker.stop()
 
 
-@pytest.fixture(params=["epns", "mosquitto"])
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stock_amqtt_defect(why): the test also runs against stock amqtt 0.12.1 and must "
+        "fail there (strict xfail), proving the fix in broker/ is needed",
+    )
+
+
+BROKER_FIXTURES = {"any_broker": ["epns", "mosquitto"], "hardened_broker": ["epns"],
+                   "start_broker": ["epns"]}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize the broker fixtures; a ``stock_amqtt_defect`` test gets one
+    more case, stock amqtt, that is expected to fail."""
+    defect = metafunc.definition.get_closest_marker("stock_amqtt_defect")
+    for name, kinds in BROKER_FIXTURES.items():
+        if name not in metafunc.fixturenames:
+            continue
+        params = [pytest.param(kind, id=kind) for kind in kinds]
+        if defect is not None:
+            expected = [
+                pytest.mark.xfail(strict=True, reason=f"stock amqtt: {defect.args[0]}"),
+                # A failing case leaves its clients unclosed; that is not the finding.
+                pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+            ]
+            params.append(pytest.param("stock-amqtt", id="stock-amqtt", marks=expected))
+        metafunc.parametrize(name, params, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def stock_amqtt_broker(pki_dir: Path) -> Iterator[BrokerProcess]:
+    """Stock amqtt 0.12.1 with epns's auth and ACL plugins only."""
+    broker = start_stock_amqtt(pki_dir)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
 def any_broker(request: pytest.FixtureRequest) -> BrokerProcess:
-    """The contract tests run against both brokers."""
-    name = "epns_broker" if request.param == "epns" else "mosquitto_broker"
+    """The contract tests run against both brokers (and stock amqtt for a defect test)."""
+    name = {"epns": "epns_broker", "mosquitto": "mosquitto_broker",
+            "stock-amqtt": "stock_amqtt_broker"}[request.param]
     broker: BrokerProcess = request.getfixturevalue(name)
     return broker
 
 
 @pytest.fixture
-def start_broker(pki_dir: Path) -> Iterator[Callable[..., BrokerProcess]]:
-    """Start an embedded broker with setting overrides, e.g. limits__max_connections='3'."""
+def hardened_broker(request: pytest.FixtureRequest) -> BrokerProcess:
+    """The shared epns broker (or stock amqtt, for a defect test)."""
+    name = "stock_amqtt_broker" if request.param == "stock-amqtt" else "epns_broker"
+    broker: BrokerProcess = request.getfixturevalue(name)
+    return broker
+
+
+@pytest.fixture
+def start_broker(request: pytest.FixtureRequest, pki_dir: Path
+                 ) -> Iterator[Callable[..., BrokerProcess]]:
+    """Start an embedded broker with setting overrides, e.g. limits__max_connections='3'.
+
+    For stock amqtt only ``limits__max_connections`` has an equivalent; the
+    other settings do not exist there, which is the defect under test."""
     started: list[BrokerProcess] = []
 
     def start(**overrides: str) -> BrokerProcess:
-        broker = start_epns(pki_dir, **overrides)
+        if request.param == "stock-amqtt":
+            limit = int(overrides.get("limits__max_connections", "0"))
+            broker = start_stock_amqtt(pki_dir, max_connections=limit)
+        else:
+            broker = start_epns(pki_dir, **overrides)
         started.append(broker)
         return broker
 

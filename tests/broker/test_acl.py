@@ -106,16 +106,17 @@ def test_retained_presence_is_delivered_only_to_whom_the_acl_allows(any_broker, 
         client.close()
 
 
-def test_retained_messages_do_not_leak_to_a_new_connection(epns_broker, pki_dir, agent_ids):
+@pytest.mark.stock_amqtt_defect("retained messages skip the ACL")
+def test_retained_messages_do_not_leak_to_a_new_connection(hardened_broker, pki_dir, agent_ids):
     """Stock amqtt sends a connecting client every retained message matching
     *any* client's subscription, with no ACL check."""
     owner, newcomer = agent_ids(2)
-    srv = connect_server(epns_broker.port, pki_dir)
+    srv = connect_server(hardened_broker.port, pki_dir)
     assert srv.subscribe("epns/v1/agents/+/presence") == [1]
-    publisher = agent(epns_broker, pki_dir, owner)
+    publisher = agent(hardened_broker, pki_dir, owner)
     publisher.publish(f"epns/v1/agents/{owner}/presence", b"online", retain=True)
     assert srv.expect().payload == b"online"
-    fresh = agent(epns_broker, pki_dir, newcomer, clean=False)
+    fresh = agent(hardened_broker, pki_dir, newcomer, clean=False)
     fresh.expect_none(1.0)
     publisher.publish(f"epns/v1/agents/{owner}/presence", b"", retain=True)
     for client in (fresh, publisher, srv):

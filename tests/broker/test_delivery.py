@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.support.clients import (
     RawClient,
     agent_files,
@@ -31,6 +33,7 @@ def test_command_queued_while_offline_is_delivered_on_reconnect(any_broker, pki_
     srv.close()
 
 
+@pytest.mark.stock_amqtt_defect("an unacked QoS 1 message is dropped")
 def test_unacked_qos1_message_is_redelivered_with_dup_when_the_session_resumes(
         any_broker, pki_dir, agent_ids):
     """Stock amqtt drops an outgoing QoS 1 message when the connection closes
@@ -61,6 +64,7 @@ def test_unacked_qos1_message_is_redelivered_with_dup_when_the_session_resumes(
     srv.close()
 
 
+@pytest.mark.stock_amqtt_defect("delivers at the subscription's QoS")
 def test_delivered_qos_is_the_minimum_of_publish_and_subscription(any_broker, pki_dir,
                                                                   agent_ids):
     """Stock amqtt delivers at the subscription's QoS whatever the publish QoS."""

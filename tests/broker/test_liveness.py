@@ -5,9 +5,12 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from tests.support.clients import RawClient, connect, connect_packet
 
 
+@pytest.mark.stock_amqtt_defect("keep-alive is never enforced")
 def test_silent_client_is_dropped_within_one_and_a_half_keepalives_and_its_will_fires(
         any_broker, pki_dir, agent_ids):
     """Stock amqtt never drops a silent client, so its will never fires."""
@@ -44,6 +47,7 @@ def test_pings_keep_a_client_connected(epns_broker, pki_dir, agent_ids):
     raw.close()
 
 
+@pytest.mark.stock_amqtt_defect("no timeout for the first CONNECT")
 def test_socket_that_never_sends_connect_is_closed(start_broker, pki_dir):
     """Stock amqtt waits for the first CONNECT forever."""
     broker = start_broker(limits__connect_timeout="1.5")
@@ -51,14 +55,21 @@ def test_socket_that_never_sends_connect_is_closed(start_broker, pki_dir):
     closed_after = raw.closed_within(5)
     assert closed_after is not None
     assert 1.0 <= closed_after <= 3.0
-    broker.log_contains(r"connect_timeout .*timeout=1.5")
+    if broker.kind == "epns":
+        broker.log_contains(r"connect_timeout .*timeout=1.5")
     raw.close()
 
 
+@pytest.mark.stock_amqtt_defect("no timeout for the TLS handshake")
 def test_tcp_connection_that_never_starts_tls_is_closed(start_broker):
     broker = start_broker(limits__tls_handshake_timeout="1.0")
     with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
         start = time.monotonic()
-        assert sock.recv(1) == b""
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+        assert closed
         assert time.monotonic() - start <= 3.0
-    broker.log_contains(r"tls_failed .*")
+    if broker.kind == "epns":
+        broker.log_contains(r"tls_failed .*")

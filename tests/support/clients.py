@@ -17,6 +17,15 @@ from epns import pki
 
 _V5_TO_V311 = {0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
 
+# Every client a test opens, so that one failing halfway leaves none behind.
+_opened: list[Client | RawClient] = []
+
+
+def close_all() -> None:
+    """Close whatever the last test left open (closing twice is harmless)."""
+    while _opened:
+        _opened.pop().close()
+
 
 @dataclass(frozen=True)
 class Received:
@@ -39,6 +48,7 @@ class Client:
         paho_client.on_connect = self._on_connect
         paho_client.on_subscribe = self._on_subscribe
         paho_client.on_disconnect = self._on_disconnect
+        _opened.append(self)
 
     def _on_message(self, client: object, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.messages.put(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
@@ -167,6 +177,7 @@ class RawClient:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.buffer = b""
+        _opened.append(self)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -161,3 +161,26 @@ def start_mosquitto(pki: Path, work: Path) -> BrokerProcess:
     process.kill()
     process.wait()
     raise RuntimeError("mosquitto did not start:\n" + "\n".join(lines))
+
+
+def start_stock_amqtt(pki: Path, max_connections: int = 0) -> BrokerProcess:
+    """Start stock amqtt 0.12.1 with only epns's auth and ACL plugins (see
+    ``tests/support/stock_amqtt.py``); the other settings have no stock equivalent."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.stock_amqtt", str(port), str(pki),
+         str(max_connections)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if any(" ready ports=" in line for line in lines):
+            return BrokerProcess("stock-amqtt", process, port, None, None, lines)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError("stock amqtt did not start:\n" + "\n".join(lines))
