@@ -1,24 +1,35 @@
 """The one exception tree of epns.
 
-Foreign errors (ssl, amqtt, paho, cryptography) are translated into these at the
-boundary where they are caught, so callers only ever handle ``EPNSError``::
+Foreign errors (ssl, amqtt, paho, cryptography, httpx, defusedxml) are translated
+into these at the boundary where they are caught, so callers only ever handle
+``EPNSError``::
 
     EPNSError
     ├── ConfigError              a config file, env var or referenced file is wrong
     ├── PKIError                 certificate or key material cannot be made or read
     ├── TopicError               a name cannot be used in a topic (agent id, group)
     ├── ProtocolViolation        a peer broke MQTT framing; its connection is closed
-    ├── MessageError             a command, event or presence payload is unusable
-    │   ├── MalformedMessage     not the JSON shape of the contract
+    ├── MessageError             a command, event, presence or sync payload is unusable
+    │   ├── MalformedMessage     not the shape of the contract (JSON or XML)
+    │   │   └── UnsafeXML        XML with a DTD, entity or external reference, refused unparsed
     │   ├── BadSignature         the Ed25519 signature does not verify
     │   ├── ExpiredMessage       expires-at is in the past (or issued in the future)
     │   ├── ReplayedMessage      this command id was already accepted
     │   └── WrongTarget          the command is addressed to someone else
-    └── IdentityError            a client may not connect; carries the CONNACK code
-        ├── NoCredentials        neither a client certificate nor a token
-        ├── BadToken             the token is malformed, forged or expired
-        ├── ClientIdMismatch     the MQTT client id is not the proven identity
-        └── Revoked              the identity is on the revocation list
+    ├── SyncFailed               a sync with the management server did not complete
+    ├── IdentityError            a client may not connect; carries the CONNACK code
+    │   ├── NoCredentials        neither a client certificate nor a token
+    │   ├── BadToken             the token is malformed, forged or expired
+    │   ├── ClientIdMismatch     the MQTT client id is not the proven identity
+    │   └── Revoked              the identity is on the revocation list
+    └── RouteError               an agent's connection attempt failed at one step
+        ├── TcpRefused           nothing listens, or a firewall rejects
+        ├── TcpTimeout           no answer: a firewall drops silently
+        ├── TcpUnreachable       no route to the host or network
+        ├── ProxyFailed          the proxy cannot be reached or refused the tunnel
+        │   └── ProxyAuthFailed  the proxy wants other credentials (407, or 401)
+        ├── TlsFailed            the handshake failed, timed out or did not verify
+        └── MqttRefused          no CONNACK in time, or a CONNACK that refuses
 """
 
 from __future__ import annotations
@@ -55,7 +66,15 @@ class MessageError(EPNSError):
 
 
 class MalformedMessage(MessageError):
-    """The payload is not the JSON shape the contract defines."""
+    """The payload is not the shape the contract defines; the message names the field."""
+
+
+class UnsafeXML(MalformedMessage):
+    """XML that declares a DTD, an entity or an external reference.
+
+    Such documents are refused before anything is expanded or fetched: the
+    contract needs none of it, and it is how XML bombs and file reads begin.
+    """
 
 
 class BadSignature(MessageError):
@@ -72,6 +91,15 @@ class ReplayedMessage(MessageError):
 
 class WrongTarget(MessageError):
     """The command is addressed to another agent or group."""
+
+
+class SyncFailed(EPNSError):
+    """A sync step failed; the message says why in words a support person reads,
+    and ``status`` is the server's HTTP status when it answered."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 class IdentityError(EPNSError):
@@ -102,3 +130,44 @@ class Revoked(IdentityError):
     """The identity, certificate serial or token id is revoked."""
 
     connack_code = CONNACK_NOT_AUTHORIZED
+
+
+class RouteError(EPNSError):
+    """A connection attempt on one route failed; ``step`` names where
+    (tcp, proxy, tls, mqtt) so logs and ``epns-agent status`` can say it."""
+
+    step = "tcp"
+
+
+class TcpRefused(RouteError):
+    """The TCP connection was refused: nothing listens, or a firewall rejects."""
+
+
+class TcpTimeout(RouteError):
+    """The TCP connection timed out: a firewall drops the packets silently."""
+
+
+class TcpUnreachable(RouteError):
+    """No route to the host or network."""
+
+
+class ProxyFailed(RouteError):
+    """The HTTP proxy cannot be reached, or refused the CONNECT tunnel."""
+
+    step = "proxy"
+
+
+class ProxyAuthFailed(ProxyFailed):
+    """The proxy refused the credentials (407, or 401 from tinyproxy)."""
+
+
+class TlsFailed(RouteError):
+    """The TLS handshake failed, timed out or did not verify."""
+
+    step = "tls"
+
+
+class MqttRefused(RouteError):
+    """No CONNACK arrived in time, or the broker refused the CONNECT."""
+
+    step = "mqtt"

@@ -1,0 +1,370 @@
+"""The agent: keep one route to the broker open, act on verified commands, sync.
+
+One connection loop tries the planned routes in order, serves the first that
+connects until it drops, then backs off with full jitter. Independently, an
+interval loop syncs on schedule, so an agent whose push route is down still
+syncs. Every state change is logged as one line and written to the state
+directory for ``epns-agent status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import ssl
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agent_push.backoff import Backoff
+from agent_push.dialer import open_route
+from agent_push.mqtt import Message, MqttLink
+from agent_push.presence import interfaces
+from agent_push.state import StateDir
+from agent_push.sync import SyncCoordinator, SyncOutcome, SyncRequest, build_sync_action
+from agent_push.wol import relay
+from epns import topics
+from epns.agent_config import AgentSettings
+from epns.envelope import (
+    Command,
+    CommandType,
+    Event,
+    EventType,
+    Presence,
+    PresenceState,
+    ReplayGuard,
+    encode_event,
+    encode_presence,
+    verify_command,
+)
+from epns.errors import MessageError, ProxyFailed, RouteError
+from epns.logs import event
+from epns.routes import Route, parse_proxy, plan_routes
+from epns.tokens import PublicKey
+from epns.wol import parse_wol_body
+
+log = logging.getLogger("agent")
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What the edge prepared from the settings: keys, TLS contexts, token."""
+
+    settings: AgentSettings
+    command_key: PublicKey
+    broker_tls: ssl.SSLContext
+    sync_tls: ssl.SSLContext
+    token: str | None
+    version: str
+
+
+@dataclass
+class Status:
+    """The agent's view of itself, as ``epns-agent status`` prints it."""
+
+    pid: int
+    connected: bool = False
+    route: str | None = None
+    since: float | None = None
+    last_wake: dict[str, Any] | None = None
+    last_sync: dict[str, Any] | None = None
+    next_retry: float | None = None
+    last_error: str | None = None
+
+
+class Agent:
+    """The long-running agent; ``run`` returns when ``stop`` is set."""
+
+    def __init__(self, context: AgentContext) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.agent_id = context.settings.identity.agent_id
+        self.state = StateDir(context.settings.state_dir)
+        self.status = Status(pid=os.getpid())
+        self.replay = ReplayGuard()
+        self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
+        self.link: MqttLink | None = None
+        self.sync = SyncCoordinator(
+            build_sync_action(self.settings, agent_id=self.agent_id, context=context.sync_tls,
+                              token=context.token, proxy_url=self._proxy_url(),
+                              changes=self._changes),
+            self._synced)
+
+    # -- the two loops -------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, serve and reconnect until ``stop``; sync on the interval meanwhile."""
+        event(log, "starting", agent=self.agent_id, version=self.context.version,
+              state_dir=str(self.settings.state_dir))
+        self._publish_status()
+        interval = asyncio.create_task(self._interval_loop())
+        try:
+            await self._connection_loop(stop)
+        finally:
+            interval.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await interval
+            await self.sync.close()
+            event(log, "stopped", agent=self.agent_id)
+
+    async def _connection_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            connected = await self._connect_any(stop)
+            if connected is not None:
+                link, route = connected
+                began = time.monotonic()
+                await self._serve(link, route, stop)
+                if time.monotonic() - began >= self.settings.reconnect.stable_after:
+                    self.backoff.reset()
+                if stop.is_set():
+                    return
+            delay = self.backoff.next_delay()
+            self.status.next_retry = time.time() + delay
+            event(log, "reconnect_scheduled", delay=round(delay, 2), attempt=self.backoff.attempts)
+            self._publish_status()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _interval_loop(self) -> None:
+        while True:
+            interval = float(self.state.hints().get("sync_interval") or self.settings.sync.interval)
+            # A little jitter, so agents started together do not sync together forever.
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311
+            self.sync.request("interval")
+
+    # -- connecting ------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        broker, proxy = self.settings.broker, self.settings.proxy
+        endpoint = parse_proxy(proxy.url, proxy.username, proxy.password) if proxy.url else None
+        return plan_routes(broker.host, broker.ports, proxy=endpoint, no_proxy=proxy.no_proxy,
+                           websocket_url=broker.websocket_url, last_good=self.state.last_route())
+
+    def _proxy_url(self) -> str | None:
+        proxy = self.settings.proxy
+        if proxy.url is None:
+            return None
+        return parse_proxy(proxy.url, proxy.username, proxy.password).url()
+
+    async def _connect_any(self, stop: asyncio.Event) -> tuple[MqttLink, Route] | None:
+        proxy_failed = False
+        for route in self._routes():
+            if stop.is_set():
+                return None
+            if proxy_failed and route.proxy is not None:
+                continue  # the proxy itself is down: do not pay its timeout twice
+            try:
+                return await self._connect(route), route
+            except RouteError as exc:
+                self.status.last_error = f"{route.name}: {exc}"
+                event(log, "route_failed", logging.WARNING, route=route.name, step=exc.step,
+                      reason=str(exc))
+                if isinstance(exc, ProxyFailed):
+                    proxy_failed = True
+                    event(log, "proxy_failed", logging.WARNING, reason=str(exc),
+                          action="falling back to direct routes")
+        return None
+
+    async def _connect(self, route: Route) -> MqttLink:
+        timeouts = self.settings.timeouts
+        event(log, "route_trying", route=route.name, host=route.host, port=route.port)
+        sock = await asyncio.to_thread(open_route, route, self.context.broker_tls, timeouts)
+        credentials = (self.agent_id, self.context.token) if self.context.token else None
+        will = encode_presence(Presence(PresenceState.OFFLINE, at=time.time()))
+        link = MqttLink(self.agent_id, keepalive=self._keepalive(route),
+                        will=(topics.agent_presence(self.agent_id), will),
+                        credentials=credentials,
+                        websocket_path=route.path if route.transport == "wss" else None)
+        try:
+            await link.connect(sock, route.host, route.port, timeouts.connack)
+        except BaseException:
+            sock.close()
+            raise
+        return link
+
+    def _keepalive(self, route: Route) -> int:
+        hinted = self.state.hints().get("keepalive") or {}
+        configured: int = getattr(self.settings.keepalive, route.kind)
+        value = hinted.get(route.kind) if isinstance(hinted, dict) else None
+        return int(value) if isinstance(value, int) and 5 <= value <= 65535 else configured
+
+    # -- serving one connection ---------------------------------------------------
+
+    async def _serve(self, link: MqttLink, route: Route, stop: asyncio.Event) -> None:
+        self.link = link
+        try:
+            await self._on_connected(link, route)
+        except (ConnectionError, TimeoutError) as exc:
+            event(log, "disconnected", logging.WARNING, route=route.name,
+                  reason=f"lost while starting the session: {exc}")
+            await link.close()
+            self._on_disconnected(str(exc))
+            return
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            reason = await self._pump(link, stopping)
+        finally:
+            stopping.cancel()
+        if stop.is_set():
+            await self._say_goodbye(link)
+            reason = "agent stopping"
+        else:
+            await link.close()
+        event(log, "disconnected", logging.INFO if stop.is_set() else logging.WARNING,
+              route=route.name, reason=reason)
+        self._on_disconnected(reason)
+
+    async def _on_connected(self, link: MqttLink, route: Route) -> None:
+        wanted = self._command_filters()
+        granted = await link.subscribe(wanted)
+        refused = [f for f, code in zip(wanted, granted, strict=True) if code >= 0x80]
+        if refused:
+            event(log, "subscribe_refused", logging.ERROR, filters=",".join(refused),
+                  hint="the broker's ACL does not match this agent's identity or groups")
+        birth = Presence(PresenceState.ONLINE, at=time.time(), route=route.name,
+                         version=self.context.version, hostname=socket.gethostname(),
+                         interfaces=interfaces())
+        await link.publish(topics.agent_presence(self.agent_id), encode_presence(birth),
+                           retain=True)
+        self.state.remember_route(route.name)
+        self.status = replace(self.status, connected=True, route=route.name, since=time.time(),
+                              next_retry=None)
+        event(log, "connected", route=route.name, keepalive=link.keepalive)
+        self._publish_status()
+        self.sync.request("connect")
+
+    def _command_filters(self) -> list[str]:
+        groups = [topics.group_cmd(g) for g in self.settings.identity.groups]
+        return [topics.agent_cmd(self.agent_id), topics.ALL_CMD, *groups]
+
+    async def _pump(self, link: MqttLink, stopping: asyncio.Task[bool]) -> str:
+        """Handle messages until the link closes or the agent stops."""
+        while True:
+            getting = asyncio.create_task(link.messages.get())
+            done, _ = await asyncio.wait({getting, stopping, link.closed},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getting not in done:
+                getting.cancel()
+                return link.closed.result() if link.closed.done() else "agent stopping"
+            await self._handle(link, getting.result())
+
+    async def _say_goodbye(self, link: MqttLink) -> None:
+        offline = encode_presence(Presence(PresenceState.OFFLINE, at=time.time()))
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await link.publish(topics.agent_presence(self.agent_id), offline, retain=True,
+                               timeout=2)
+        await link.close(graceful=True)
+
+    def _on_disconnected(self, reason: str) -> None:
+        self.link = None
+        self.status = replace(self.status, connected=False, since=time.time(),
+                              last_error=f"disconnected: {reason}")
+        self._publish_status()
+
+    # -- commands ------------------------------------------------------------------
+
+    async def _handle(self, link: MqttLink, message: Message) -> None:
+        try:
+            command = verify_command(
+                message.payload, self.context.command_key, agent_id=self.agent_id,
+                groups=frozenset(self.settings.identity.groups), replay=self.replay,
+                now=time.time())
+        except MessageError as exc:
+            event(log, "command_rejected", logging.WARNING, topic=message.topic,
+                  kind=type(exc).__name__, reason=str(exc))
+            return
+        event(log, "command_accepted", id=command.id, type=command.type.value,
+              target=command.target)
+        await self._report(link, Event(EventType.ACK, time.time(), command.id,
+                                       {"type": command.type.value}))
+        await self._dispatch(link, command)
+
+    async def _dispatch(self, link: MqttLink, command: Command) -> None:
+        if command.type is CommandType.WAKE:
+            self.status.last_wake = {"at": time.time(), "id": command.id,
+                                     "result": "sync requested"}
+            self._publish_status()
+            self.sync.request("wake", wake_id=command.id)
+        elif command.type is CommandType.WOL:
+            await self._relay_wol(link, command)
+        elif command.type is CommandType.CONFIG:
+            self._apply_hints(command.body)
+        elif command.type is CommandType.PING:
+            await self._report(link, Event(EventType.PONG, time.time(), command.id))
+
+    async def _relay_wol(self, link: MqttLink, command: Command) -> None:
+        try:
+            plan = parse_wol_body(command.body, self.settings.wol)
+        except MessageError as exc:
+            event(log, "wol_rejected", logging.WARNING, id=command.id, reason=str(exc))
+            await self._report(link, Event(EventType.WOL_RESULT, time.time(), command.id,
+                                           {"ok": False, "targets": [], "errors": [str(exc)]}))
+            return
+        result = await relay(plan, self.settings.wol)
+        event(log, "wol_relayed", id=command.id, ok=result.get("ok"))
+        await self._report(link, Event(EventType.WOL_RESULT, time.time(), command.id, result))
+
+    async def _report(self, link: MqttLink, report: Event) -> None:
+        try:
+            await link.publish(topics.agent_evt(self.agent_id), encode_event(report))
+        except (ConnectionError, TimeoutError) as exc:
+            event(log, "report_failed", logging.WARNING, type=report.type.value,
+                  ref=report.ref, reason=str(exc) or type(exc).__name__)
+
+    def _apply_hints(self, hints: Any) -> None:
+        """Keep-alive (by route kind) and sync-interval hints from the server;
+        they apply from the next connection and the next interval."""
+        if not isinstance(hints, dict):
+            return
+        current = self.state.hints()
+        keepalive = hints.get("keepalive")
+        if isinstance(keepalive, dict):
+            current["keepalive"] = {str(k): int(v) for k, v in keepalive.items()
+                                    if isinstance(v, int) and 5 <= v <= 65535}
+        interval = hints.get("sync_interval")
+        if isinstance(interval, int | float) and interval >= 30:
+            current["sync_interval"] = float(interval)
+        self.state.save_hints(current)
+        event(log, "hints_applied", **{k: str(v) for k, v in current.items()})
+
+    # -- sync ------------------------------------------------------------------------
+
+    def _changes(self) -> dict[str, Any]:
+        """What the agent reports at each sync: who and where it is."""
+        return {
+            "hostname": socket.gethostname(),
+            "version": self.context.version,
+            "route": self.status.route,
+            "connected": self.status.connected,
+            "addresses": [f"{i.address}/{i.prefix}" for i in interfaces()],
+        }
+
+    async def _synced(self, request: SyncRequest, outcome: SyncOutcome) -> None:
+        summary = {"at": time.time(), "reason": request.reason, "ok": outcome.ok,
+                   "detail": outcome.detail, "wakes": list(request.wakes)}
+        self.status.last_sync = summary
+        if request.wakes and self.status.last_wake is not None:
+            self.status.last_wake["result"] = "synced" if outcome.ok else outcome.detail
+        if outcome.reply is not None:
+            self._apply_hints({"keepalive": dict(outcome.reply.keepalive),
+                               "sync_interval": outcome.reply.sync_interval})
+        self._publish_status()
+        link = self.link
+        if link is not None:
+            await self._report(link, Event(EventType.SYNC, time.time(), None, {
+                "sync_id": request.sync_id, "started_at": request.started_at,
+                "reason": request.reason, "wakes": list(request.wakes), "ok": outcome.ok,
+                "detail": outcome.detail}))
+
+    def _publish_status(self) -> None:
+        status = self.status
+        self.state.write_status({
+            "pid": status.pid, "agent_id": self.agent_id, "connected": status.connected,
+            "route": status.route, "since": status.since, "last_wake": status.last_wake,
+            "last_sync": status.last_sync, "next_retry": status.next_retry,
+            "last_error": status.last_error, "written_at": time.time(),
+        })

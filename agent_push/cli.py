@@ -1,0 +1,146 @@
+"""``epns-agent``: the endpoint agent.
+
+    epns-agent run    --config agent.toml    run in the foreground (for systemd)
+    epns-agent status --config agent.toml    what the running agent is doing
+
+Settings come from the TOML file, ``EPNS_AGENT_*`` variables and, for the
+proxy, ``HTTPS_PROXY``/``NO_PROXY``; they are read once here and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from agent_push.agent import Agent, AgentContext
+from agent_push.state import STATUS, read_json
+from epns import logs, pki, tls
+from epns.agent_config import AgentSettings, load_agent_settings
+from epns.errors import ConfigError, EPNSError
+
+
+def build_context(settings: AgentSettings) -> AgentContext:
+    """Load keys, certificates and the token once; a ConfigError names the file."""
+    ident, broker = settings.identity, settings.broker
+    try:
+        command_key = pki.load_public_key(broker.server_public_key)
+    except EPNSError as exc:
+        raise ConfigError(f"broker.server_public_key: {exc}") from exc
+    token = None
+    if ident.token_file is not None:
+        try:
+            token = ident.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read identity.token_file: {exc}") from exc
+    broker_tls = tls.client_context(broker.ca, ident.cert, ident.key)
+    sync_tls = tls.client_context(settings.sync.ca or broker.ca, ident.cert, ident.key)
+    return AgentContext(settings, command_key, broker_tls, sync_tls, token, _version())
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("epns")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def _run(agent: Agent) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.run(stop)
+
+
+def run(settings: AgentSettings) -> int:
+    """``epns-agent run``: until SIGTERM or SIGINT."""
+    logs.configure(settings.log.level, settings.log.format)
+    agent = Agent(build_context(settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_run(agent))
+    return 0
+
+
+def status(settings: AgentSettings, now: float) -> int:
+    """``epns-agent status``: 0 when connected, 1 when not, 3 when not running."""
+    data = read_json(settings.state_dir / STATUS)
+    running = bool(data) and _alive(data.get("pid"))
+    sys.stdout.write("".join(f"{line}\n" for line in describe(data, running, now)))
+    if not running:
+        return 3
+    return 0 if data.get("connected") else 1
+
+
+def describe(data: Mapping[str, Any], running: bool, now: float) -> list[str]:
+    """The status report, one line per fact, in plain words."""
+    if not data:
+        return ["agent: never started with this state directory"]
+    lines = [f"agent: {data.get('agent_id')} (pid {data.get('pid')}, "
+             f"{'running' if running else 'NOT running'})"]
+    since = _ago(data.get("since"), now)
+    if data.get("connected"):
+        lines.append(f"push: connected via {data.get('route')} since {since}")
+    else:
+        lines.append(f"push: not connected (since {since}); last route {data.get('route')}")
+    retry = data.get("next_retry")
+    if not data.get("connected") and isinstance(retry, int | float):
+        lines.append(f"next retry: in {max(0.0, retry - now):.0f} s")
+    lines.append("last wake-up: " + _event(data.get("last_wake"), now))
+    lines.append("last sync: " + _event(data.get("last_sync"), now))
+    lines.append(f"last error: {data.get('last_error') or 'none'}")
+    return lines
+
+
+def _event(item: Any, now: float) -> str:
+    if not isinstance(item, dict):
+        return "none yet"
+    result = item.get("result") or ("ok" if item.get("ok") else item.get("detail"))
+    return f"{_ago(item.get('at'), now)}: {result}"
+
+
+def _ago(at: Any, now: float) -> str:
+    if not isinstance(at, int | float):
+        return "unknown"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return f"{stamp} ({max(0.0, now - at):.0f} s ago)"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``epns-agent``."""
+    parser = argparse.ArgumentParser(prog="epns-agent", description="The epns endpoint agent.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run in the foreground"), ("status", "show what it is doing")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--config", type=Path, help="agent.toml")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_agent_settings(args.config, os.environ)
+        if args.command == "status":
+            return status(settings, time.time())
+        return run(settings)
+    except EPNSError as exc:
+        sys.stderr.write(f"epns-agent: {exc}\n")
+        return 3 if isinstance(exc, ConfigError) else 2

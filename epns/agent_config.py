@@ -1,0 +1,241 @@
+"""The agent's settings, as loaded from ``agent.toml`` and ``EPNS_AGENT_*``.
+
+The standard proxy variables (``HTTPS_PROXY``, ``NO_PROXY``) are read here, at
+the edge, once: the rest of the agent sees only the frozen result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from epns import config, topics
+from epns.errors import ConfigError
+
+ENV_PREFIX = "EPNS_AGENT_"
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Who the agent is: a client certificate (CN = agent id) or a token."""
+
+    agent_id: str = ""
+    cert: Path | None = Path("certs/agent.crt")
+    key: Path | None = Path("certs/agent.key")
+    # A token signed by the server, for networks whose proxy breaks mTLS.
+    token_file: Path | None = None
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.agent_id:
+            raise ValueError("identity.agent_id is required")
+        topics.check_name(self.agent_id)
+        for group in self.groups:
+            topics.check_name(group, "group")
+        if self.cert is None and self.token_file is None:
+            raise ValueError("identity needs a cert and key, or a token_file")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("identity.cert and identity.key go together")
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """Where the broker is, and what the agent pins."""
+
+    host: str = "localhost"
+    # Tried in this order on every route: the primary port, then the fallback.
+    ports: tuple[int, ...] = (8883, 443)
+    # MQTT over secure WebSocket, tried last, e.g. "wss://push.example.com:8443/mqtt".
+    websocket_url: str | None = None
+    ca: Path = Path("certs/ca.crt")
+    # The server's Ed25519 public key: every command must carry its signature.
+    server_public_key: Path = Path("certs/signing.pub")
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            raise ValueError("broker.ports must name at least one port")
+        for port in self.ports:
+            if not 0 < port <= 65535:
+                raise ValueError(f"broker port {port} is out of range")
+        if self.websocket_url is not None and not self.websocket_url.startswith("wss://"):
+            raise ValueError("broker.websocket_url must start with wss://")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """An HTTP CONNECT proxy. ``url`` may carry the credentials
+    (``http://user:secret@proxy:3128``); ``use_env`` takes ``HTTPS_PROXY`` and
+    ``NO_PROXY`` when no url is set."""
+
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    use_env: bool = True
+    no_proxy: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not self.url.startswith("http://"):
+            raise ValueError("proxy.url must be an http:// URL (an HTTP CONNECT proxy)")
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """Every step of a connection attempt is bounded, so a firewall that drops
+    packets silently costs seconds, not minutes."""
+
+    tcp_connect: float = 5.0
+    proxy_connect: float = 8.0
+    tls_handshake: float = 8.0
+    connack: float = 8.0
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            if getattr(self, item.name) <= 0:
+                raise ValueError(f"timeouts.{item.name} must be positive")
+
+
+@dataclass(frozen=True)
+class KeepaliveSettings:
+    """MQTT keep-alive per kind of route (seconds). Port 443 and proxies sit
+    behind middleboxes that cut idle flows, so they get shorter ones."""
+
+    primary: int = 300
+    fallback: int = 120
+    proxy: int = 60
+    websocket: int = 60
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            if not 5 <= getattr(self, item.name) <= 65535:
+                raise ValueError(f"keepalive.{item.name} must be between 5 and 65535")
+
+
+@dataclass(frozen=True)
+class ReconnectSettings:
+    """Exponential backoff with full jitter; reset once a connection has lasted."""
+
+    base: float = 1.0
+    cap: float = 120.0
+    stable_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.cap < self.base:
+            raise ValueError("reconnect needs 0 < base <= cap")
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """What a sync is. ``http`` POSTs the agent's changes to the server, then
+    GETs the server's (when ``fetch`` is on); ``command`` runs a program;
+    ``entry_point`` calls ``module:function``."""
+
+    action: Literal["http", "command", "entry_point"] = "http"
+    url: str | None = None
+    fetch: bool = False
+    format: Literal["json", "xml"] = "json"
+    interval: float = 600.0
+    timeout: float = 30.0
+    # 429/503 answers are retried after Retry-After (plus jitter), this many times.
+    max_retries: int = 5
+    max_retry_after: float = 300.0
+    command: tuple[str, ...] = ()
+    entry_point: str | None = None
+    # The server's CA; the broker's CA when unset.
+    ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("sync.interval and sync.timeout must be positive")
+        if self.action == "http" and self.url is not None and not self.url.startswith(
+                ("https://", "http://")):
+            raise ValueError("sync.url must be an http(s) URL")
+        if self.action == "command" and not self.command:
+            raise ValueError("sync.action = 'command' needs sync.command")
+        if self.action == "entry_point" and (not self.entry_point or ":" not in self.entry_point):
+            raise ValueError(
+                "sync.action = 'entry_point' needs sync.entry_point = 'module:function'")
+
+
+@dataclass(frozen=True)
+class WolSettings:
+    """How a Wake-on-LAN relay sends: to each address, on each port, repeated."""
+
+    ports: tuple[int, ...] = (7, 9)
+    repeat: int = 3
+    spacing: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.repeat <= 10:
+            raise ValueError("wol.repeat must be between 1 and 10")
+        if not self.ports or not all(0 < port <= 65535 for port in self.ports):
+            raise ValueError("wol.ports must name ports between 1 and 65535")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Structured logs: one line per event."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything ``epns-agent`` needs, frozen and passed down."""
+
+    identity: IdentitySettings
+    broker: BrokerEndpoint = field(default_factory=BrokerEndpoint)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
+    reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    wol: WolSettings = field(default_factory=WolSettings)
+    state_dir: Path = Path("state")
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+def load_agent_settings(path: Path | None, env: Mapping[str, str]) -> AgentSettings:
+    """Load the agent's settings; a ConfigError says what is wrong."""
+    settings = config.load(AgentSettings, path, env, ENV_PREFIX)
+    settings = _proxy_from_env(settings, env)
+    if path is not None:
+        settings = _resolve_paths(settings, path.parent)
+    return settings
+
+
+def _proxy_from_env(settings: AgentSettings, env: Mapping[str, str]) -> AgentSettings:
+    proxy = settings.proxy
+    if not proxy.use_env or proxy.url is not None:
+        return settings
+    url = env.get("HTTPS_PROXY") or env.get("https_proxy")
+    no_proxy = env.get("NO_PROXY") or env.get("no_proxy") or ""
+    extra = tuple(item.strip() for item in no_proxy.split(",") if item.strip())
+    try:
+        return replace(settings, proxy=replace(proxy, url=url or None,
+                                               no_proxy=proxy.no_proxy + extra))
+    except ValueError as exc:
+        raise ConfigError(f"HTTPS_PROXY: {exc}") from exc
+
+
+def _resolve_paths(settings: AgentSettings, base: Path) -> AgentSettings:
+    """Relative file paths in a config file are relative to that file."""
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    def fix_optional(p: Path | None) -> Path | None:
+        return None if p is None else fix(p)
+
+    ident, broker, sync = settings.identity, settings.broker, settings.sync
+    return replace(
+        settings,
+        identity=replace(ident, cert=fix_optional(ident.cert), key=fix_optional(ident.key),
+                         token_file=fix_optional(ident.token_file)),
+        broker=replace(broker, ca=fix(broker.ca),
+                       server_public_key=fix(broker.server_public_key)),
+        sync=replace(sync, ca=fix_optional(sync.ca)),
+        state_dir=fix(settings.state_dir),
+    )

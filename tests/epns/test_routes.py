@@ -1,0 +1,82 @@
+"""epns.routes: the agent's ordered route plan, and NO_PROXY matching."""
+
+from __future__ import annotations
+
+import pytest
+
+from epns.errors import ConfigError
+from epns.routes import ProxyEndpoint, bypasses_proxy, parse_proxy, plan_routes
+
+PROXY = ProxyEndpoint("proxy.example", 3128, "fleet", "p@ss word")
+
+
+def names(routes):
+    return [route.name for route in routes]
+
+
+def test_direct_only_tries_primary_then_fallback():
+    routes = plan_routes("push.example", (8883, 443), proxy=None)
+    assert names(routes) == ["direct:8883", "direct:443"]
+    assert [route.kind for route in routes] == ["primary", "fallback"]
+
+
+def test_proxy_first_then_direct_then_websocket():
+    routes = plan_routes("push.example", (8883, 443), proxy=PROXY,
+                         websocket_url="wss://push.example:8443/mqtt")
+    assert names(routes) == ["proxy:8883", "proxy:443", "direct:8883", "direct:443",
+                             "proxy:wss", "direct:wss"]
+    assert routes[-1].port == 8443
+    assert routes[-1].path == "/mqtt"
+    assert {route.kind for route in routes[:2]} == {"proxy"}
+    assert routes[-1].kind == "websocket"
+
+
+def test_last_good_route_goes_first_and_the_order_of_the_rest_is_kept():
+    routes = plan_routes("push.example", (8883, 443), proxy=PROXY, last_good="direct:443")
+    assert names(routes) == ["direct:443", "proxy:8883", "proxy:443", "direct:8883"]
+
+
+def test_unknown_last_good_route_changes_nothing():
+    routes = plan_routes("push.example", (8883, 443), proxy=None, last_good="proxy:8883")
+    assert names(routes) == ["direct:8883", "direct:443"]
+
+
+def test_no_proxy_skips_the_proxy_routes():
+    routes = plan_routes("push.corp.example", (8883, 443), proxy=PROXY,
+                         no_proxy=(".corp.example",))
+    assert names(routes) == ["direct:8883", "direct:443"]
+
+
+@pytest.mark.parametrize(("host", "entries", "expected"), [
+    ("push.example", ("*",), True),
+    ("push.example", ("push.example",), True),
+    ("a.push.example", ("push.example",), True),
+    ("a.push.example", (".push.example",), True),
+    ("notpush.example", ("push.example",), False),
+    ("127.0.0.1", ("127.0.0.0/8",), True),
+    ("127.0.0.1", ("10.0.0.0/8",), False),
+    ("PUSH.Example.", ("push.example",), True),
+    ("push.example", ("", " "), False),
+])
+def test_no_proxy_matching(host, entries, expected):
+    assert bypasses_proxy(host, entries) is expected
+
+
+def test_proxy_url_keeps_credentials_quoted_and_never_names_them_in_routes():
+    assert PROXY.url() == "http://fleet:p%40ss%20word@proxy.example:3128"
+    routes = plan_routes("push.example", (8883,), proxy=PROXY)
+    assert "p@ss" not in repr([route.name for route in routes])
+
+
+def test_parse_proxy_reads_url_credentials_and_explicit_ones_win():
+    parsed = parse_proxy("http://u%40x:pw@127.0.0.1:8080")
+    assert (parsed.host, parsed.port, parsed.username, parsed.password) == (
+        "127.0.0.1", 8080, "u@x", "pw")
+    assert parse_proxy("http://u:pw@h:1", "other", "secret").username == "other"
+    assert parse_proxy("http://h").port == 3128
+
+
+@pytest.mark.parametrize("url", ["socks5://h:1080", "h:3128", "http://:3128", "http://h:99999"])
+def test_parse_proxy_refuses_what_is_not_an_http_proxy(url):
+    with pytest.raises(ConfigError):
+        parse_proxy(url)

@@ -1,0 +1,82 @@
+"""Misbehaving network parts for the route tests: a real HTTP CONNECT proxy
+(Debian's tinyproxy) and a listener that black-holes TLS. Loopback only."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import free_port
+
+
+@dataclass
+class Tinyproxy:
+    """tinyproxy on 127.0.0.1 with Basic auth."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    username: str
+    password: str
+
+    def url(self, password: str | None = None) -> str:
+        return f"http://{self.username}:{password or self.password}@127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_tinyproxy(work: Path, username: str = "fleet", password: str = "s3cret") -> Tinyproxy:
+    """Start tinyproxy in the foreground, allowing CONNECT to any port."""
+    binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+    if not Path(binary).exists():
+        raise RuntimeError("tinyproxy is not installed: run .ci/run or apt-get install tinyproxy")
+    port = free_port()
+    conf = work / "tinyproxy.conf"
+    # No ConnectPort line: CONNECT is allowed to every port (8883 and 443 alike).
+    conf.write_text(
+        f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 50\n"
+        f"Allow 127.0.0.1\nBasicAuth {username} {password}\nLogLevel Info\n"
+        f"LogFile \"{work / 'tinyproxy.log'}\"\nPidFile \"{work / 'tinyproxy.pid'}\"\n")
+    process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return Tinyproxy(process, port, username, password)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("tinyproxy did not start")
+
+
+class BlackHole:
+    """Accepts TCP and never says a word: what a silently filtering middlebox
+    looks like to a TLS client."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.accepted:
+            conn.close()
