@@ -89,7 +89,7 @@ class Agent:
         self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
         self.link: MqttLink | None = None
         self.sync = SyncCoordinator(
-            build_sync_action(self.settings, agent_id=self.agent_id, context=context.sync_tls,
+            build_sync_action(self.settings.sync, self.agent_id, context=context.sync_tls,
                               token=context.token, proxy_url=self._proxy_url(),
                               changes=self._changes),
             self._synced)
@@ -113,21 +113,29 @@ class Agent:
 
     async def _connection_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            connected = await self._connect_any(stop)
-            if connected is not None:
-                link, route = connected
-                began = time.monotonic()
-                await self._serve(link, route, stop)
-                if time.monotonic() - began >= self.settings.reconnect.stable_after:
-                    self.backoff.reset()
-                if stop.is_set():
-                    return
+            try:
+                await self._connect_and_serve(stop)
+            except Exception as exc:  # a bug must cost one connection, not the agent
+                self.status.last_error = f"internal error: {exc!r}"
+                log.exception("internal_error")
+            if stop.is_set():
+                return
             delay = self.backoff.next_delay()
             self.status.next_retry = time.time() + delay
             event(log, "reconnect_scheduled", delay=round(delay, 2), attempt=self.backoff.attempts)
             self._publish_status()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+
+    async def _connect_and_serve(self, stop: asyncio.Event) -> None:
+        connected = await self._connect_any(stop)
+        if connected is None:
+            return
+        link, route = connected
+        began = time.monotonic()
+        await self._serve(link, route, stop)
+        if time.monotonic() - began >= self.settings.reconnect.stable_after:
+            self.backoff.reset()
 
     async def _interval_loop(self) -> None:
         while True:
@@ -245,8 +253,8 @@ class Agent:
         """Handle messages until the link closes or the agent stops."""
         while True:
             getting = asyncio.create_task(link.messages.get())
-            done, _ = await asyncio.wait({getting, stopping, link.closed},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            waiting: list[asyncio.Future[Any]] = [getting, stopping, link.closed]
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if getting not in done:
                 getting.cancel()
                 return link.closed.result() if link.closed.done() else "agent stopping"
@@ -329,7 +337,8 @@ class Agent:
         if isinstance(interval, int | float) and interval >= 30:
             current["sync_interval"] = float(interval)
         self.state.save_hints(current)
-        event(log, "hints_applied", **{k: str(v) for k, v in current.items()})
+        event(log, "hints_applied", keepalive=current.get("keepalive"),
+              sync_interval=current.get("sync_interval"))
 
     # -- sync ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,7 @@ class MqttLink:
                  credentials: tuple[str, str] | None = None,
                  websocket_path: str | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.keepalive = keepalive
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.closed: asyncio.Future[str] = self._loop.create_future()
@@ -71,6 +73,7 @@ class MqttLink:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
+        self._fd = -1
         client = _PreparedSocketClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
             transport="websockets" if websocket_path else "tcp")
@@ -93,13 +96,21 @@ class MqttLink:
         client.on_subscribe = lambda _c, _u, mid, codes, _p: post(self._resolve, mid, codes)
         client.on_publish = lambda _c, _u, mid, _rc, _p: post(self._resolve, mid, None)
         client.on_disconnect = lambda _c, _u, _f, rc, _p: post(self._lost, rc)
-        client.on_socket_open = lambda _c, _u, sock: post(self._watch, sock)
-        client.on_socket_close = lambda _c, _u, sock: post(self._unwatch, sock)
-        client.on_socket_register_write = lambda _c, _u, sock: post(self._want_write, sock)
-        client.on_socket_unregister_write = lambda _c, _u, sock: post(self._no_write, sock)
+        # Socket bookkeeping must happen before paho closes the descriptor, so it
+        # runs at once when paho is on the loop's thread (everything but connect).
+        client.on_socket_open = lambda _c, _u, sock: self._now(self._watch, sock)
+        client.on_socket_close = lambda _c, _u, sock: self._now(self._unwatch, sock)
+        client.on_socket_register_write = lambda _c, _u, sock: self._now(self._want_write, sock)
+        client.on_socket_unregister_write = lambda _c, _u, sock: self._now(self._no_write, sock)
 
     def _post(self, handler: Callable[..., None], *args: Any) -> None:
         self._loop.call_soon_threadsafe(handler, *args)
+
+    def _now(self, handler: Callable[..., None], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            handler(*args)
+        else:
+            self._post(handler, *args)
 
     def _connacked(self, rc: Any) -> None:
         code = int(getattr(rc, "value", rc))
@@ -124,17 +135,23 @@ class MqttLink:
 
     def _watch(self, sock: Any) -> None:
         self._sock = sock
-        self._loop.add_reader(sock, self._readable)
+        self._fd = sock.fileno()
+        self._loop.add_reader(self._fd, self._readable)
 
-    def _unwatch(self, sock: Any) -> None:
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
+    def _unwatch(self, _sock: Any = None) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+            self._fd = -1
+        self._sock = None
 
-    def _want_write(self, sock: Any) -> None:
-        self._loop.add_writer(sock, self._client.loop_write)
+    def _want_write(self, _sock: Any) -> None:
+        if self._fd >= 0:
+            self._loop.add_writer(self._fd, self._client.loop_write)
 
-    def _no_write(self, sock: Any) -> None:
-        self._loop.remove_writer(sock)
+    def _no_write(self, _sock: Any) -> None:
+        if self._fd >= 0:
+            self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
         self._client.loop_read()
@@ -193,9 +210,9 @@ class MqttLink:
                 await asyncio.wait_for(asyncio.shield(self.closed), 2.0)
         if self._misc is not None:
             self._misc.cancel()
-        if self._sock is not None:
-            self._unwatch(self._sock)
-            self._sock.close()
-            self._sock = None
+        sock = self._sock
+        self._unwatch()
+        if sock is not None:
+            sock.close()
         if not self.closed.done():
             self.closed.set_result("closed by the agent")

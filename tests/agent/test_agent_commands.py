@@ -124,7 +124,8 @@ def test_wake_on_lan_is_relayed_to_a_loopback_listener_byte_by_byte(
         epns_broker, pki_dir, run_agent, agent_ids, sign):
     agent_id, = agent_ids(1)
     server = connect_server(epns_broker.port, pki_dir)
-    assert server.subscribe(f"epns/v1/agents/{agent_id}/#") == [1]
+    assert server.subscribe(f"epns/v1/agents/{agent_id}/evt") == [1]
+    assert server.subscribe(f"epns/v1/agents/{agent_id}/presence") == [1]
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(5)
@@ -145,7 +146,8 @@ def test_wake_on_lan_is_relayed_to_a_loopback_listener_byte_by_byte(
         good, bad = result["body"]["targets"]
         assert (good["mac"], good["packets"], good["sent"]) == (
             "02:00:5e:10:00:01", 2, [f"127.0.0.1:{port}"])
-        assert bad["errors"] and "MAC" in bad["errors"][0]
+        assert bad["errors"]
+        assert "MAC" in bad["errors"][0]
         assert result["body"]["ok"] is False
     finally:
         listener.close()
