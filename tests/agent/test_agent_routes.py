@@ -168,3 +168,21 @@ def test_the_route_that_worked_last_is_tried_first_after_a_restart(epns_broker, 
     again, _ = run_agent(agent_id, [closed, epns_broker.fallback])
     first_try = again.log_contains(r"route_trying")
     assert f"route=direct:{epns_broker.fallback}" in first_try
+
+
+def test_secure_websocket_is_the_last_resort(start_broker, pki_dir, run_agent, agent_ids):
+    """Where only HTTPS passes: both MQTT ports closed, the broker's WSS listener open."""
+    broker = start_broker(listeners__websocket__enabled="true",
+                          listeners__websocket__host="127.0.0.1",
+                          listeners__websocket__port="0")
+    line = broker.log_contains(r"listening listener=websocket transport=wss")
+    ws_port = int(line.split(" port=")[1].split()[0])
+    agent_id, = agent_ids(1)
+    watcher = connect_server(broker.port, pki_dir)
+    assert watcher.subscribe("epns/v1/agents/+/presence") == [1]
+    closed = free_port()
+    agent, syncs = run_agent(agent_id, [closed],
+                             broker={"websocket_url": f"wss://127.0.0.1:{ws_port}/mqtt"})
+    assert presence(watcher, agent_id)["route"] == "direct:wss"
+    agent.log_contains(r"connected route=direct:wss keepalive=60")
+    syncs.wait_for("connect")
