@@ -23,8 +23,9 @@ def test_silent_client_is_dropped_within_one_and_a_half_keepalives_and_its_will_
     raw.send(connect_packet(agent_id, keepalive=2, will=will))
     assert raw.read_packet()[0] == 2  # CONNACK
     # Mosquitto checks keep-alives on a coarser tick; the bound is ours.
-    closed_after = raw.closed_within(8)
-    assert closed_after is not None, "a client silent for 8 s with keep-alive 2 is still connected"
+    # Mosquitto's coarse keep-alive tick takes about 6 s here, more on a busy machine.
+    closed_after = raw.closed_within(12)
+    assert closed_after is not None, "a client silent for 12 s with keep-alive 2 is still connected"
     if any_broker.kind == "epns":
         assert closed_after <= 2 * 1.5 + 1.0
     got = watcher.expect(timeout=3)
