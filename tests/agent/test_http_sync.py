@@ -1,0 +1,436 @@
+"""The sync actions against real counterparts: an HTTPS server on 127.0.0.1 with
+the session PKI, real child processes, real imported functions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_push.sync import (
+    BACKOFF_BASE,
+    CommandSync,
+    EntryPointSync,
+    HttpSync,
+    SyncOutcome,
+    SyncRequest,
+    build_sync_action,
+)
+from epns import pki
+from epns.agent_config import SyncSettings
+from epns.errors import ConfigError
+from epns.sync_contract import (
+    MAX_BYTES,
+    SyncFormat,
+    SyncReason,
+    SyncReply,
+    Task,
+    TaskResult,
+    TaskStatus,
+)
+from epns.tls import client_context
+from tests.support import sync_entry
+from tests.support.processes import free_port
+from tests.support.sync_server import Answer, SyncServer
+
+AGENT = "a001"
+CHANGES = {"hostname": "pc-1", "disks": [{"mount": "/", "free": 12.5}]}
+
+
+@pytest.fixture
+def server(pki_dir: Path) -> Iterator[SyncServer]:
+    with SyncServer(pki_dir) as running:
+        yield running
+
+
+@pytest.fixture
+def mtls(pki_dir: Path) -> ssl.SSLContext:
+    """The agent's context: the fleet CA, and its client certificate."""
+    pair = pki.agent_pair(pki_dir, AGENT)
+    return client_context(pki_dir / pki.CA_CERT, pair.cert, pair.key)
+
+
+class Sleeps:
+    """Stands in for asyncio.sleep: records each wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _settings(url: str, **overrides: Any) -> SyncSettings:
+    return SyncSettings(**{"url": url, "fetch": True, "timeout": 5.0, "max_retries": 2,
+                           "max_retry_after": 60.0, **overrides})
+
+
+def _http(url: str, context: ssl.SSLContext, *, sleeps: Sleeps | None = None,
+          changes: Callable[[], Mapping[str, Any]] = lambda: CHANGES,
+          **overrides: Any) -> HttpSync:
+    options = {k: overrides.pop(k) for k in ("token", "inventory") if k in overrides}
+    return HttpSync(_settings(url, **overrides), AGENT, context, changes=changes,
+                    sleep=sleeps or Sleeps(), rng=random.Random(7), **options)
+
+
+def _request(reason: SyncReason = SyncReason.WAKE, wakes: tuple[str, ...] = ("w1",)
+             ) -> SyncRequest:
+    return SyncRequest(reason, wakes, time.time())
+
+
+def _sync(action: Callable[[SyncRequest], Any], request: SyncRequest | None = None
+          ) -> SyncOutcome:
+    outcome: SyncOutcome = asyncio.run(action(request or _request()))
+    return outcome
+
+
+# --- the exchange -----------------------------------------------------------------
+
+
+def test_post_then_get_with_fetch_on(server: SyncServer, mtls: ssl.SSLContext) -> None:
+    server.reply = SyncReply(sync_interval=120.0, keepalive={"proxy": 45})
+    request = _request(SyncReason.WAKE, ("w1", "w2"))
+    outcome = _sync(_http(server.url, mtls), request)
+    assert outcome.ok, outcome.detail
+    assert outcome.status == 200
+    assert outcome.reply == server.reply
+    assert outcome.detail == "report accepted, reply with 0 task(s)"
+    post, get = server.requests
+    assert (post.method, get.method) == ("POST", "GET")
+    assert post.path == get.path == "/api/v1/agents/a001/sync"
+    assert post.headers["content-type"] == "application/json"
+    assert post.headers["user-agent"].startswith("epns-agent/")
+    report = post.report
+    assert report is not None
+    assert (report.agent_id, report.sync_id, report.reason) == (AGENT, request.sync_id, "wake")
+    assert report.started_at == request.started_at
+    assert report.wakes == ("w1", "w2")
+    assert report.changes == CHANGES
+
+
+def test_no_get_when_fetch_is_off(server: SyncServer, mtls: ssl.SSLContext) -> None:
+    outcome = _sync(_http(server.url, mtls, fetch=False))
+    assert outcome.ok, outcome.detail
+    assert (outcome.status, outcome.reply, outcome.detail) == (204, None, "report accepted")
+    assert server.methods() == ["POST"]
+
+
+def test_the_server_sees_the_agents_certificate(pki_dir: Path, mtls: ssl.SSLContext) -> None:
+    with SyncServer(pki_dir, client_certs="required") as strict:
+        assert _sync(_http(strict.url, mtls)).ok
+    assert {r.client_cn for r in strict.requests} == {AGENT}
+    assert all("authorization" not in r.headers for r in strict.requests)
+
+
+def test_a_token_agent_sends_its_bearer_token(server: SyncServer, pki_dir: Path,
+                                              token_for: Callable[..., str]) -> None:
+    token = token_for(AGENT)
+    no_cert = client_context(pki_dir / pki.CA_CERT)
+    assert _sync(_http(server.url, no_cert, token=token)).ok
+    assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {token}"] * 2
+    assert {r.client_cn for r in server.requests} == {None}
+
+
+@pytest.mark.parametrize("fmt", list(SyncFormat))
+def test_format_round_trip(server: SyncServer, mtls: ssl.SSLContext, fmt: SyncFormat) -> None:
+    server.reply = SyncReply(sync_interval=900.0, keepalive={"primary": 240},
+                             tasks=(Task("t1", "reboot", {"when": "now"}),))
+    outcome = _sync(_http(server.url, mtls, format=fmt.value))
+    assert outcome.ok, outcome.detail
+    assert outcome.reply == server.reply
+    post, get = server.requests
+    assert post.headers["content-type"] == fmt.content_type
+    assert get.headers["accept"] == fmt.content_type
+    assert post.report is not None
+    assert post.report.changes == CHANGES
+
+
+def test_the_reply_format_follows_its_content_type(server: SyncServer,
+                                                   mtls: ssl.SSLContext) -> None:
+    server.reply = SyncReply(sync_interval=600.0)
+    server.reply_format = SyncFormat.XML
+    outcome = _sync(_http(server.url, mtls, format="json"))
+    assert outcome.ok, outcome.detail
+    assert outcome.reply == server.reply
+
+
+# --- busy servers -----------------------------------------------------------------
+
+
+def test_429_retry_after_is_honoured_then_the_sync_succeeds(
+        server: SyncServer, mtls: ssl.SSLContext, caplog: pytest.LogCaptureFixture) -> None:
+    server.script(Answer(429, {"Retry-After": "7"}))
+    sleeps = Sleeps()
+    with caplog.at_level(logging.INFO, logger="agent.sync"):
+        outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
+    assert outcome.ok, outcome.detail
+    assert server.methods() == ["POST", "POST", "GET"]
+    [wait] = sleeps.waits
+    assert 7 <= wait <= 7 + 7 * 0.25 + 1
+    assert "sync_retry method=POST status=429 retry_after=7" in caplog.text
+
+
+def test_503_without_retry_after_backs_off_with_jitter(server: SyncServer,
+                                                       mtls: ssl.SSLContext) -> None:
+    server.script(Answer(200), Answer(503), Answer(503))
+    sleeps = Sleeps()
+    outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
+    assert outcome.ok, outcome.detail
+    assert server.methods() == ["POST", "GET", "GET", "GET"]
+    first, second = sleeps.waits
+    assert 0 <= first <= BACKOFF_BASE
+    assert 0 <= second <= 2 * BACKOFF_BASE
+
+
+def test_a_server_busy_beyond_max_retries_fails_the_sync(server: SyncServer,
+                                                         mtls: ssl.SSLContext) -> None:
+    server.script(*[Answer(503, {"Retry-After": "1"})] * 3)
+    sleeps = Sleeps()
+    outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
+    assert not outcome.ok
+    assert outcome.status == 503
+    assert outcome.detail == "server answered 503: service unavailable, still after 2 retries"
+    assert len(sleeps.waits) == 2
+    assert server.methods() == ["POST"] * 3
+
+
+def test_a_retry_after_beyond_the_limit_is_not_waited_for(server: SyncServer,
+                                                          mtls: ssl.SSLContext) -> None:
+    server.script(Answer(429, {"Retry-After": "3600"}))
+    sleeps = Sleeps()
+    outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
+    assert not outcome.ok
+    assert outcome.detail == ("server answered 429: busy, and asks to retry after 3600 s, "
+                              "more than sync.max_retry_after (60 s)")
+    assert sleeps.waits == []
+
+
+# --- failures in plain words ------------------------------------------------------
+
+
+def test_401_is_a_clear_failure(server: SyncServer, mtls: ssl.SSLContext) -> None:
+    server.script(Answer(401))
+    outcome = _sync(_http(server.url, mtls))
+    assert not outcome.ok
+    assert outcome.status == 401
+    assert outcome.detail == "server answered 401: the agent's identity was not accepted"
+    assert server.methods() == ["POST"]
+
+
+def test_server_down_is_a_clear_failure(mtls: ssl.SSLContext) -> None:
+    url = f"https://127.0.0.1:{free_port()}"
+    outcome = _sync(_http(url, mtls))
+    assert not outcome.ok
+    assert outcome.status is None
+    assert outcome.detail == f"cannot connect to {url}: connection refused"
+
+
+def test_an_unknown_server_certificate_is_a_clear_failure(
+        server: SyncServer, rogue_pki_dir: Path) -> None:
+    outcome = _sync(_http(server.url, client_context(rogue_pki_dir / pki.CA_CERT)))
+    assert not outcome.ok
+    assert outcome.detail.startswith("TLS: certificate verify failed: ")
+    assert server.url in outcome.detail
+    assert server.requests == []
+
+
+def test_a_missing_client_certificate_is_a_clear_failure(pki_dir: Path) -> None:
+    with SyncServer(pki_dir, client_certs="required") as strict:
+        outcome = _sync(_http(strict.url, client_context(pki_dir / pki.CA_CERT)))
+    assert not outcome.ok
+    # With TLS 1.3 the refusal arrives after the client's handshake: as the
+    # server's alert, or as the reset of the connection it closed.
+    assert outcome.detail in (
+        f"TLS: tlsv13 alert certificate required ({strict.url})",
+        f"{strict.url} closed the connection without answering",
+        f"{strict.url} closed the connection without answering (connection reset by peer)")
+    assert strict.requests == []
+
+
+def test_a_slow_server_times_out(server: SyncServer, mtls: ssl.SSLContext) -> None:
+    server.script(Answer(204, delay=30))
+    outcome = _sync(_http(server.url, mtls, timeout=0.5))
+    assert not outcome.ok
+    assert outcome.detail == (f"no answer from {server.url} within 0.5 s "
+                              "(timed out waiting for the answer)")
+
+
+def test_a_login_page_instead_of_a_reply(server: SyncServer, mtls: ssl.SSLContext) -> None:
+    server.script(Answer(204), Answer(200, {"Content-Type": "text/html"}, b"<html>login"))
+    outcome = _sync(_http(server.url, mtls))
+    assert not outcome.ok
+    assert outcome.status == 200
+    assert outcome.detail.startswith("the server's reply is unusable: content type 'text/html'")
+
+
+def test_an_oversized_reply_is_refused(server: SyncServer, mtls: ssl.SSLContext) -> None:
+    huge = b"[" + b" " * MAX_BYTES + b"]"
+    server.script(Answer(204), Answer(200, {"Content-Type": "application/json"}, huge))
+    outcome = _sync(_http(server.url, mtls))
+    assert not outcome.ok
+    assert outcome.detail == f"the server's reply is larger than {MAX_BYTES} bytes"
+
+
+def test_data_that_cannot_be_collected_fails_the_sync(server: SyncServer,
+                                                      mtls: ssl.SSLContext) -> None:
+    def broken() -> Mapping[str, Any]:
+        raise PermissionError("cannot read /etc/machine-id")
+
+    outcome = _sync(_http(server.url, mtls, changes=broken))
+    assert not outcome.ok
+    assert outcome.detail == ("collecting the agent's data failed: "
+                              "PermissionError: cannot read /etc/machine-id")
+    assert server.requests == []
+
+
+# --- tasks ------------------------------------------------------------------------
+
+
+def test_tasks_are_answered_with_the_next_report(server: SyncServer,
+                                                 mtls: ssl.SSLContext) -> None:
+    server.reply = SyncReply(sync_interval=600.0, keepalive={"primary": 240}, tasks=(
+        Task("t1", "inventory"),
+        Task("t2", "set_config", {"keepalive": {"proxy": 45}}),
+        Task("t3", "set_config", {"sync_interval": -1}),
+        Task("t4", "reboot"),
+    ))
+    sync = _http(server.url, mtls, inventory=lambda: {"full": True, **CHANGES})
+    first = _sync(sync)
+    assert first.ok, first.detail
+    assert first.reply == replace(server.reply, keepalive={"primary": 240, "proxy": 45})
+
+    server.reply = SyncReply()
+    assert _sync(sync).ok
+    report = server.requests[2].report
+    assert report is not None
+    assert report.changes == {"full": True, **CHANGES}
+    assert [(r.task_id, r.status) for r in report.results] == [
+        ("t1", TaskStatus.DONE), ("t2", TaskStatus.DONE), ("t3", TaskStatus.FAILED),
+        ("t4", TaskStatus.UNSUPPORTED)]
+    assert "sync_interval" in report.results[2].detail
+
+    assert _sync(sync).ok
+    report = server.requests[4].report
+    assert report is not None
+    assert (report.changes, report.results) == (CHANGES, ())
+
+
+def test_results_wait_for_a_report_that_is_accepted(server: SyncServer,
+                                                    mtls: ssl.SSLContext) -> None:
+    server.reply = SyncReply(tasks=(Task("t1", "inventory"),))
+    sync = _http(server.url, mtls)
+    assert _sync(sync).ok
+    server.reply = SyncReply()
+    server.script(Answer(500))
+    assert _sync(sync).detail == "server answered 500: server error"
+    assert _sync(sync).ok
+    lost, delivered = server.requests[2].report, server.requests[3].report
+    unsupported = [TaskResult("t1", TaskStatus.UNSUPPORTED, "this agent does not run "
+                              "'inventory' tasks")]
+    assert lost is not None
+    assert delivered is not None
+    assert list(lost.results) == list(delivered.results) == unsupported
+
+
+# --- choosing the action ----------------------------------------------------------
+
+
+def test_build_sync_action_follows_the_settings(mtls: ssl.SSLContext) -> None:
+    def build(**fields: Any) -> object:
+        return build_sync_action(SyncSettings(**fields), AGENT, context=mtls,
+                                 changes=lambda: {})
+
+    assert isinstance(build(url="https://127.0.0.1:1"), HttpSync)
+    assert isinstance(build(action="command", command=("true",)), CommandSync)
+    assert isinstance(build(action="entry_point",
+                            entry_point="tests.support.sync_entry:replicate"), EntryPointSync)
+    with pytest.raises(ConfigError, match=r"sync\.url is required"):
+        build()
+
+
+# --- a program --------------------------------------------------------------------
+
+WRITE_ENV = ("import os, sys; open(sys.argv[1], 'w').write(' '.join(os.environ[k] for k in "
+             "('EPNS_AGENT_ID', 'EPNS_SYNC_REASON', 'EPNS_SYNC_WAKES')))")
+
+
+def test_command_sync_passes_the_request_in_its_environment(tmp_path: Path) -> None:
+    out = tmp_path / "env.txt"
+    command = CommandSync([sys.executable, "-c", WRITE_ENV, str(out)], 10, AGENT)
+    outcome = _sync(command, _request(SyncReason.WAKE, ("w1", "w2")))
+    assert outcome.ok, outcome.detail
+    assert outcome.detail == f"{sys.executable} exited with 0"
+    assert out.read_text() == "a001 wake w1,w2"
+
+
+def test_command_sync_failure_says_why() -> None:
+    script = "import sys; print('connecting…'); sys.exit('replication service is stopped')"
+    outcome = _sync(CommandSync([sys.executable, "-c", script], 10, AGENT))
+    assert not outcome.ok
+    assert outcome.detail == f"{sys.executable} exited with 1: replication service is stopped"
+
+
+def test_command_sync_past_its_timeout_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = (f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+              "time.sleep(60)")
+    outcome = _sync(CommandSync([sys.executable, "-c", script], 1.0, AGENT))
+    assert not outcome.ok
+    assert outcome.detail == f"{sys.executable} did not finish within 1 s and was killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_command_sync_that_cannot_start(tmp_path: Path) -> None:
+    outcome = _sync(CommandSync([str(tmp_path / "no-such-program")], 10, AGENT))
+    assert not outcome.ok
+    assert outcome.detail == f"cannot run {tmp_path / 'no-such-program'}: No such file or directory"
+
+
+# --- a function -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "in_thread"), [
+    ("replicate", True), ("replicate_async", False), ("replicate_later", True)])
+def test_entry_point_sync_calls_the_function(name: str, in_thread: bool) -> None:
+    sync_entry.calls.clear()
+    target = f"tests.support.sync_entry:{name}"
+    request = _request()
+    outcome = _sync(EntryPointSync(target, 10), request)
+    assert outcome.ok, outcome.detail
+    assert outcome.detail == f"{target} returned"
+    assert sync_entry.calls == [(name, request, in_thread)]
+
+
+def test_entry_point_sync_exception_is_a_failure() -> None:
+    outcome = _sync(EntryPointSync("tests.support.sync_entry:broken", 10))
+    assert not outcome.ok
+    assert outcome.detail == ("tests.support.sync_entry:broken raised RuntimeError: "
+                              "replication service is stopped")
+
+
+def test_entry_point_sync_past_its_timeout_fails() -> None:
+    outcome = _sync(EntryPointSync("tests.support.sync_entry:hangs", 0.2))
+    assert not outcome.ok
+    assert outcome.detail == "tests.support.sync_entry:hangs did not return within 0.2 s"
+
+
+@pytest.mark.parametrize(("target", "says"), [
+    ("tests.support.sync_entry", "is not 'module:function'"),
+    ("no_such_product.agent:sync", "cannot import no_such_product.agent: ModuleNotFoundError"),
+    ("tests.support.sync_entry:missing", "has no function missing"),
+    ("tests.support.sync_entry:NOT_CALLABLE", "has no function NOT_CALLABLE"),
+])
+def test_an_unusable_entry_point_is_a_config_error(target: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        EntryPointSync(target, 10)
