@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import platform
 import random
 import socket
 import ssl
@@ -91,7 +92,7 @@ class Agent:
         self.sync = SyncCoordinator(
             build_sync_action(self.settings.sync, self.agent_id, context=context.sync_tls,
                               token=context.token, proxy_url=self._proxy_url(),
-                              changes=self._changes),
+                              changes=self._changes, inventory=self._inventory),
             self._synced)
 
     # -- the two loops -------------------------------------------------------
@@ -351,6 +352,12 @@ class Agent:
             "connected": self.status.connected,
             "addresses": [f"{i.address}/{i.prefix}" for i in interfaces()],
         }
+
+    def _inventory(self) -> dict[str, Any]:
+        """The full inventory an ``inventory`` task asks for."""
+        return {**self._changes(), "os": platform.platform(), "python": platform.python_version(),
+                "interfaces": [{"address": i.address, "prefix": i.prefix, "mac": i.mac}
+                               for i in interfaces()]}
 
     async def _synced(self, request: SyncRequest, outcome: SyncOutcome) -> None:
         summary = {"at": time.time(), "reason": request.reason, "ok": outcome.ok,

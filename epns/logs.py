@@ -56,3 +56,5 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     logging.getLogger("amqtt").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("transitions").setLevel(logging.WARNING)
+    # httpx logs every request as free text; the agent's sync logs one event instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
