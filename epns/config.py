@@ -95,7 +95,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, _EnvValue) and value == "" and type(None) in args):
+        # An empty string clears an optional setting, in the file as in the environment.
+        if value is None or (isinstance(value, str) and value == "" and type(None) in args):
             return None
         last: ConfigError | None = None
         for arg in (a for a in args if a is not type(None)):

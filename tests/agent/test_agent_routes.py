@@ -186,3 +186,15 @@ def test_secure_websocket_is_the_last_resort(start_broker, pki_dir, run_agent, a
     assert presence(watcher, agent_id)["route"] == "direct:wss"
     agent.log_contains(r"connected route=direct:wss keepalive=60")
     syncs.wait_for("connect")
+
+
+def test_token_identity_where_a_proxy_breaks_client_certificates(epns_broker, watcher, run_agent,
+                                                                  agent_ids, token_for, tmp_path):
+    agent_id, = agent_ids(1)
+    token = tmp_path / f"{agent_id}.token"
+    token.write_text(token_for(agent_id) + "\n")
+    agent, syncs = run_agent(agent_id, [epns_broker.port],
+                             identity={"cert": None, "key": None, "token_file": str(token)})
+    assert presence(watcher, agent_id)["route"] == f"direct:{epns_broker.port}"
+    epns_broker.log_contains(rf"connected client={agent_id} .*auth=token")
+    syncs.wait_for("connect")

@@ -47,8 +47,9 @@ def write_agent_config(path: Path, pki_dir: Path, agent_id: str, ports: list[int
     lines = [f"state_dir = {_toml_value(str(path.parent / ('state-' + agent_id)))}"]
     for name, values in tables.items():
         lines.append(f"\n[{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()
-                  if value is not None]
+        # None clears a setting: an empty string in TOML.
+        lines += [f"{key} = {_toml_value('' if value is None else value)}"
+                  for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
