@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from epns import pki
+from epns import pki, topics
 from epns.envelope import Command, CommandType, sign_command, target_agent
 from tests.support.agents import AgentProcess, start_agent, write_agent_config
+from tests.support.clients import agent_files, connect, tls_context
 
 # A sync action that appends "reason wake-ids" to a file: what the route tests check.
 RECORD_SYNC = ("import os, sys; open(sys.argv[1], 'a').write(os.environ['EPNS_SYNC_REASON'] "
@@ -48,6 +50,7 @@ def run_agent(tmp_path: Path, pki_dir: Path) -> Iterator[Callable[..., tuple[Age
                                                                                    SyncRecord]]]:
     """Start a real agent; by default its sync runs RECORD_SYNC into a file."""
     started: list[AgentProcess] = []
+    brokers: list[tuple[str, list[int]]] = []
 
     def run(agent_id: str, ports: list[int], env: dict[str, str] | None = None,
             **sections: dict[str, Any]) -> tuple[AgentProcess, SyncRecord]:
@@ -59,11 +62,36 @@ def run_agent(tmp_path: Path, pki_dir: Path) -> Iterator[Callable[..., tuple[Age
                                     sync=sync, **sections)
         agent = start_agent(config, **(env or {}))
         started.append(agent)
+        brokers.append((agent_id, ports))
         return agent, record
 
     yield run
     for agent in started:
         agent.stop()
+    for agent_id, ports in brokers:
+        _clear_presence(pki_dir, agent_id, ports)
+
+
+def _clear_presence(pki_dir: Path, agent_id: str, ports: list[int]) -> None:
+    """The session brokers outlive the test: drop its agents' retained presence,
+    so tests that watch every agent's presence see only their own agents."""
+    for port in ports:
+        if not _answers_tls(pki_dir, port):
+            continue  # a closed or black-holed port of a route test
+        # Only the agent itself may publish its presence (the ACL).
+        client = connect(port, pki_dir, agent_id, cert=agent_files(pki_dir, agent_id))
+        client.publish(topics.agent_presence(agent_id), b"", retain=True)
+        client.close()
+
+
+def _answers_tls(pki_dir: Path, port: int) -> bool:
+    context = tls_context(pki_dir, pki_dir / pki.SERVER_CERT, pki_dir / pki.SERVER_KEY)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost"):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture

@@ -193,8 +193,9 @@ def test_token_identity_where_a_proxy_breaks_client_certificates(epns_broker, wa
     agent_id, = agent_ids(1)
     token = tmp_path / f"{agent_id}.token"
     token.write_text(token_for(agent_id) + "\n")
-    agent, syncs = run_agent(agent_id, [epns_broker.port],
-                             identity={"cert": None, "key": None, "token_file": str(token)})
+    _agent, syncs = run_agent(agent_id, [epns_broker.port],
+                              identity={"cert": None, "key": None,
+                                        "token_file": str(token)})
     assert presence(watcher, agent_id)["route"] == f"direct:{epns_broker.port}"
     epns_broker.log_contains(rf"connected client={agent_id} .*auth=token")
     syncs.wait_for("connect")

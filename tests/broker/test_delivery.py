@@ -84,7 +84,7 @@ def test_reconnect_over_a_half_open_connection_takes_the_session_over(epns_broke
                                                                       agent_ids):
     agent_id, = agent_ids(1)
     srv = connect_server(epns_broker.port, pki_dir)
-    assert srv.subscribe("epns/v1/agents/+/presence") == [1]
+    assert srv.subscribe(f"epns/v1/agents/{agent_id}/presence") == [1]
     stale = RawClient(epns_broker.port, pki_dir, agent_id)
     will = (f"epns/v1/agents/{agent_id}/presence", b"offline")
     stale.send(connect_packet(agent_id, clean=False, will=will))

@@ -77,6 +77,9 @@ class BlackHole:
             self.accepted.append(conn)
 
     def close(self) -> None:
+        # shutdown() wakes the blocked accept(), so no connection slips in after.
+        self.server.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5)
         self.server.close()
         for conn in self.accepted:
             conn.close()
