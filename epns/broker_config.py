@@ -115,6 +115,27 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class GCSettings:
+    """CPython's cyclic garbage collector in the broker process
+    (``broker/gc_policy.py``; the measurements are in bench/README.md, "GC tuning")."""
+
+    # Objects that survived this long are frozen (``gc.freeze()``): the automatic
+    # collections no longer traverse the connected fleet. 0 = stock CPython GC.
+    freeze_interval: float = 1.0
+    # A full collection, frozen objects included (frees the cycles that died
+    # after being frozen; stops the broker for about 0.2 s per 1,000 sessions),
+    # runs at most this often, and only once the process's peak memory has
+    # grown by a quarter since the last one.
+    full_collection_interval: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.freeze_interval < 0:
+            raise ValueError("freeze_interval must not be negative")
+        if self.full_collection_interval <= 0:
+            raise ValueError("full_collection_interval must be positive")
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
     """Everything ``epns-broker`` needs, frozen and passed down."""
 
@@ -124,6 +145,7 @@ class BrokerSettings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    gc: GCSettings = field(default_factory=GCSettings)
 
     def __post_init__(self) -> None:
         if not self.listeners.enabled():

@@ -14,6 +14,7 @@ from epns import config
 from epns.broker_config import (
     ENV_PREFIX,
     BrokerSettings,
+    GCSettings,
     IdentitySettings,
     LimitSettings,
     ListenerSettings,
@@ -195,6 +196,33 @@ def test_env_value_where_a_section_is() -> None:
     env = {"EPNS_BROKER_LIMITS": "5", "EPNS_BROKER_LIMITS__MAX_INFLIGHT": "3"}
     with pytest.raises(ConfigError, match="'limits' is not a section"):
         load_broker_settings(None, env)
+
+
+# --- the garbage collector ---------------------------------------------------------
+
+
+def test_gc_settings(tmp_path: Path) -> None:
+    assert load_broker_settings(None, {}).gc == GCSettings(
+        freeze_interval=1.0, full_collection_interval=600.0)
+    path = _write(tmp_path, "[gc]\nfreeze_interval = 0\n")
+    assert load_broker_settings(path, {}).gc == GCSettings(freeze_interval=0.0)
+    env = {"EPNS_BROKER_GC__FREEZE_INTERVAL": "2.5",
+           "EPNS_BROKER_GC__FULL_COLLECTION_INTERVAL": "60"}
+    assert load_broker_settings(path, env).gc == GCSettings(2.5, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EPNS_BROKER_GC__FREEZE_INTERVAL", "-1", "freeze_interval must not be negative"),
+        ("EPNS_BROKER_GC__FREEZE_INTERVAL", "often", "freeze_interval: expected float"),
+        ("EPNS_BROKER_GC__FULL_COLLECTION_INTERVAL", "0",
+         "full_collection_interval must be positive"),
+    ],
+)
+def test_gc_settings_errors(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_broker_settings(None, {name: value})
 
 
 # --- what a file may not say --------------------------------------------------------
