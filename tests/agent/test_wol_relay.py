@@ -1,7 +1,7 @@
 """agent_push.wol.relay: real magic packets to UDP listeners on 127.0.0.1.
 
 SAFETY: every address here is 127.0.0.1, on ephemeral ports the test listens on
-(standing in for ports 7 and 9). Nothing is sent to a broadcast or LAN address.
+(standing in for ports 7 and 9). Every packet goes to 127.0.0.1.
 """
 
 from __future__ import annotations

@@ -98,10 +98,10 @@ format = "json"
 
 
 def test_partial_listener_table_keeps_other_defaults(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[listeners.primary]\nhost = "192.0.2.1"\n')
+    path = _write(tmp_path, '[listeners.primary]\nhost = "127.0.0.2"\n')
     settings = load_broker_settings(path, {})
     assert settings.listeners.primary == ListenerSettings(
-        port=8883, host="192.0.2.1", transport="mqtts", enabled=True
+        port=8883, host="127.0.0.2", transport="mqtts", enabled=True
     )
     assert settings.listeners.fallback == ListenerSettings(port=443)
     assert settings.listeners.websocket.enabled is False
