@@ -330,16 +330,22 @@ class Agent:
         if not isinstance(hints, dict):
             return
         current = self.state.hints()
+        updated = dict(current)
         keepalive = hints.get("keepalive")
         if isinstance(keepalive, dict):
-            current["keepalive"] = {str(k): int(v) for k, v in keepalive.items()
-                                    if isinstance(v, int) and 5 <= v <= 65535}
+            valid = {str(k): v for k, v in keepalive.items()
+                     if isinstance(v, int) and 5 <= v <= 65535}
+            known = current.get("keepalive")
+            if valid:  # a hint for one route kind keeps the others
+                updated["keepalive"] = {**(known if isinstance(known, dict) else {}), **valid}
         interval = hints.get("sync_interval")
         if isinstance(interval, int | float) and interval >= 30:
-            current["sync_interval"] = float(interval)
-        self.state.save_hints(current)
-        event(log, "hints_applied", keepalive=current.get("keepalive"),
-              sync_interval=current.get("sync_interval"))
+            updated["sync_interval"] = float(interval)
+        if updated == current:
+            return  # nothing new: most sync replies carry no hints
+        self.state.save_hints(updated)
+        event(log, "hints_applied", keepalive=updated.get("keepalive"),
+              sync_interval=updated.get("sync_interval"))
 
     # -- sync ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from epns import config, topics
 from epns.errors import ConfigError
+from epns.logs import LogSettings
 
 ENV_PREFIX = "EPNS_AGENT_"
 
@@ -172,14 +173,6 @@ class WolSettings:
             raise ValueError("wol.repeat must be between 1 and 10")
         if not self.ports or not all(0 < port <= 65535 for port in self.ports):
             raise ValueError("wol.ports must name ports between 1 and 65535")
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """Structured logs: one line per event."""
-
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
 
 
 @dataclass(frozen=True)

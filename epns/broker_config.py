@@ -9,6 +9,7 @@ from typing import Literal
 
 from epns import config
 from epns.errors import ConfigError
+from epns.logs import LogSettings
 
 ENV_PREFIX = "EPNS_BROKER_"
 
@@ -104,14 +105,6 @@ class MetricsSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9883
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """Structured logs: one line per event."""
-
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
 
 
 @dataclass(frozen=True)

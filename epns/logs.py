@@ -10,9 +10,18 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 _FIELDS = "epns_fields"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Structured logs: one line per event."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
