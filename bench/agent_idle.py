@@ -56,6 +56,8 @@ from bench_pki import BROKER_NAMES, DEFAULT_DIR
 from run_hold import (
     Broker,
     epns_env,
+    fmt,
+    mib,
     proc_cpu_seconds,
     start_mosquitto,
     system_cpu_seconds,
@@ -472,20 +474,6 @@ def machine_info(mosquitto: str | None) -> dict[str, Any]:
     return info
 
 
-def _mib(kib: Any) -> float | None:
-    return kib / 1024 if isinstance(kib, int | float) else None
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def markdown(data: dict[str, Any]) -> str:
     """Both brokers side by side, then the targets."""
     runs = data["runs"]
@@ -501,13 +489,13 @@ def markdown(data: dict[str, Any]) -> str:
 
     rows: list[tuple[str, Callable[[dict[str, Any]], Any], int]] = [
         ("idle window (s)", lambda r: r.get("window_s"), 1),
-        ("agent RSS at window start (MiB)", lambda r: _mib(r.get("rss_start_kib")), 1),
-        ("agent RSS at window end (MiB)", lambda r: _mib(r.get("rss_end_kib")), 1),
-        ("agent RSS max during window (MiB, sampled)", lambda r: _mib(r.get("rss_max_kib")), 1),
-        ("agent RSS peak since start (VmHWM, MiB)", lambda r: _mib(r.get("rss_hwm_kib")), 1),
+        ("agent RSS at window start (MiB)", lambda r: mib(r.get("rss_start_kib")), 1),
+        ("agent RSS at window end (MiB)", lambda r: mib(r.get("rss_end_kib")), 1),
+        ("agent RSS max during window (MiB, sampled)", lambda r: mib(r.get("rss_max_kib")), 1),
+        ("agent RSS peak since start (VmHWM, MiB)", lambda r: mib(r.get("rss_hwm_kib")), 1),
         ("agent RSS anonymous / file-backed at end (MiB)",
-         lambda r: f"{_fmt(_mib(r.get('rss_anon_end_kib')))} / "
-                   f"{_fmt(_mib(r.get('rss_file_end_kib')))}", 1),
+         lambda r: f"{fmt(mib(r.get('rss_anon_end_kib')))} / "
+                   f"{fmt(mib(r.get('rss_file_end_kib')))}", 1),
         ("agent threads", lambda r: r.get("threads"), 0),
         ("agent CPU in window, utime+stime (s)", lambda r: r.get("cpu_s"), 2),
         ("agent CPU % of one core (utime+stime)", lambda r: r.get("cpu_pct"), 3),
@@ -517,9 +505,9 @@ def markdown(data: dict[str, Any]) -> str:
         ("bytes sent by the agent in window (TLS records)", lambda r: wire(r, "bytes_sent"), 0),
         ("bytes received by the agent in window", lambda r: wire(r, "bytes_received"), 0),
         ("data segments out / in in window",
-         lambda r: f"{_fmt(wire(r, 'data_segs_out'))} / {_fmt(wire(r, 'data_segs_in'))}", 0),
+         lambda r: f"{fmt(wire(r, 'data_segs_out'))} / {fmt(wire(r, 'data_segs_in'))}", 0),
         ("all segments out / in in window (incl. pure ACKs)",
-         lambda r: f"{_fmt(wire(r, 'segs_out'))} / {_fmt(wire(r, 'segs_in'))}", 0),
+         lambda r: f"{fmt(wire(r, 'segs_out'))} / {fmt(wire(r, 'segs_in'))}", 0),
         ("bytes sent per hour (extrapolated from window)",
          lambda r: r.get("bytes_sent_per_hour"), 0),
         ("bytes received per hour (extrapolated)", lambda r: r.get("bytes_received_per_hour"),
@@ -529,21 +517,21 @@ def markdown(data: dict[str, Any]) -> str:
         ("with TCP/IP headers, 52 B/segment (estimate, per hour)",
          lambda r: r.get("tcp_ip_bytes_per_hour_estimate"), 0),
         ("connection setup until `connected`, sent / received (B)",
-         lambda r: f"{_fmt(setup(r, 'bytes_sent'))} / {_fmt(setup(r, 'bytes_received'))}", 0),
+         lambda r: f"{fmt(setup(r, 'bytes_sent'))} / {fmt(setup(r, 'bytes_received'))}", 0),
         ("after `connected` until window (on-connect sync report), sent / received (B)",
-         lambda r: f"{_fmt(after(r, 'bytes_sent'))} / {_fmt(after(r, 'bytes_received'))}", 0),
+         lambda r: f"{fmt(after(r, 'bytes_sent'))} / {fmt(after(r, 'bytes_received'))}", 0),
         ("agent log lines during window", lambda r: len(r.get("agent_log_lines_in_window")
                                                         or []) if "window_s" in r else None, 0),
         ("broker CPU % during window (context)", lambda r: r.get("broker_cpu_pct_window"), 3),
-        ("broker RSS (MiB, context)", lambda r: _mib(r.get("broker_rss_end_kib")), 1),
+        ("broker RSS (MiB, context)", lambda r: mib(r.get("broker_rss_end_kib")), 1),
         ("other processes' CPU % / steal % (noise)",
-         lambda r: f"{_fmt(r.get('others_cpu_pct_window'))} / {_fmt(r.get('steal_pct_window'))}",
+         lambda r: f"{fmt(r.get('others_cpu_pct_window'))} / {fmt(r.get('steal_pct_window'))}",
          1),
     ]
     header = ["metric", *[r["broker"] for r in runs]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, get, digits in rows:
-        lines.append("| " + " | ".join([label, *[_fmt(get(r), digits) for r in runs]]) + " |")
+        lines.append("| " + " | ".join([label, *[fmt(get(r), digits) for r in runs]]) + " |")
     exp = data["expected"]
     lines += [
         "",
@@ -561,12 +549,12 @@ def markdown(data: dict[str, Any]) -> str:
     for label, verdict in (
         ("idle RSS <= 40 MB (40,000,000 B = 38.1 MiB; max during window)",
          lambda r: _met(r.get("rss_max_kib"), TARGET_RSS_BYTES / 1024,
-                        f"{_fmt(_mib(r.get('rss_max_kib')))} MiB")),
+                        f"{fmt(mib(r.get('rss_max_kib')))} MiB")),
         (f"idle CPU about zero (< {TARGET_CPU_PCT} % of one core)",
-         lambda r: _met(r.get("cpu_pct"), TARGET_CPU_PCT, f"{_fmt(r.get('cpu_pct'), 3)} %")),
+         lambda r: _met(r.get("cpu_pct"), TARGET_CPU_PCT, f"{fmt(r.get('cpu_pct'), 3)} %")),
         ("idle traffic <= 3.5 KB/h (3,500 B) on the socket, both directions",
          lambda r: _met(r.get("bytes_total_per_hour"), TARGET_TRAFFIC_BYTES_PER_HOUR,
-                        f"{_fmt(r.get('bytes_total_per_hour'))} B/h")),
+                        f"{fmt(r.get('bytes_total_per_hour'))} B/h")),
     ):
         lines.append("| " + " | ".join([label, *[verdict(r) for r in runs]]) + " |")
     return "\n".join(lines)

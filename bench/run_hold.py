@@ -551,7 +551,8 @@ def machine_info(mosquitto: str) -> dict[str, Any]:
     }
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def fmt(value: Any, digits: int = 1) -> str:
+    """A figure for a markdown table: thousands separators, "n/a" for none."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -574,10 +575,10 @@ def markdown(data: dict[str, Any]) -> str:
     kinds = data["settings"]["brokers"]
     # (label, value getter, decimals, whether an epns/mosquitto ratio means anything)
     rows: list[tuple[str, Callable[[dict[str, Any]], Any], int, bool]] = [
-        ("agents connected (ok / N)", lambda r: f"{_fmt(r.get('ok'))} / {_fmt(r['n'])}", 0,
+        ("agents connected (ok / N)", lambda r: f"{fmt(r.get('ok'))} / {fmt(r['n'])}", 0,
          False),
         ("time to connect all N (s)", lambda r: r.get("time_to_connect_s")
-         if r.get("all_connected") else f"not all: {_fmt(r.get('time_to_connect_s'), 2)}", 2,
+         if r.get("all_connected") else f"not all: {fmt(r.get('time_to_connect_s'), 2)}", 2,
          True),
         ("connects+subscribes per wall second", lambda r: r.get("connects_per_wall_s"), 0, True),
         ("broker CPU during connect phase (s)", lambda r: r.get("broker_connect_cpu_s"), 2, True),
@@ -591,8 +592,8 @@ def markdown(data: dict[str, Any]) -> str:
          lambda r: (r.get("latency_ms") or {}).get("p99"), 0, True),
         ("accept-queue overflows during connect (SYN retried after 1 s)",
          lambda r: (r.get("tcp_during_connect") or {}).get("ListenOverflows"), 0, False),
-        ("broker RSS before agents (MiB)", lambda r: _mib(r.get("rss_before_kib")), 1, True),
-        ("broker RSS with N connected (MiB)", lambda r: _mib(r.get("rss_after_hold_kib")), 1,
+        ("broker RSS before agents (MiB)", lambda r: mib(r.get("rss_before_kib")), 1, True),
+        ("broker RSS with N connected (MiB)", lambda r: mib(r.get("rss_after_hold_kib")), 1,
          True),
         ("broker RSS per connection (KiB)", lambda r: r.get("rss_per_connection_kib"), 1, True),
         ("broker idle CPU %, no clients", lambda r: r.get("idle_cpu_pct_no_clients"), 2, False),
@@ -619,7 +620,7 @@ def markdown(data: dict[str, Any]) -> str:
         cells = [label]
         for n in sizes:
             values = [get(runs[(k, n)]) if (k, n) in runs else None for k in kinds]
-            cells += [_fmt(v, digits) for v in values]
+            cells += [fmt(v, digits) for v in values]
             if len(kinds) == 2:
                 cells.append(_ratio(values[0], values[1]) if comparable else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -638,7 +639,8 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _mib(kib: Any) -> float | None:
+def mib(kib: Any) -> float | None:
+    """KiB to MiB, None when not measured."""
     return kib / 1024 if isinstance(kib, int | float) else None
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from epns import pki
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, pump_stderr, stop_process
 
 
 def _toml_value(value: Any) -> str:
@@ -86,16 +86,7 @@ class AgentProcess:
         return done.returncode, done.stdout
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        return int(self.process.returncode)
+        return stop_process(self.process, sig)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -105,17 +96,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _pump(process: subprocess.Popen[str], lines: list[str]) -> None:
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line.rstrip("\n"))
-
-
 def start_agent(config: Path, **env: str) -> AgentProcess:
     """Start ``epns-agent run --config config``."""
     process = subprocess.Popen([sys.executable, "-m", "agent_push", "run", "--config",
                                 str(config)], cwd=ROOT, env=_env(**env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     agent = AgentProcess(process, config)
-    threading.Thread(target=_pump, args=(process, agent.lines), daemon=True).start()
+    threading.Thread(target=pump_stderr, args=(process, agent.lines), daemon=True).start()
     return agent

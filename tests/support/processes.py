@@ -62,19 +62,25 @@ class BrokerProcess:
         return 0.0
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        return int(self.process.returncode)
+        return stop_process(self.process)
 
 
-def _pump(process: subprocess.Popen[str], lines: list[str]) -> None:
+def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    """Signal, wait up to 10 s, kill if needed; close the log pipe; the exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stderr is not None:
+        process.stderr.close()
+    return int(process.returncode)
+
+
+def pump_stderr(process: subprocess.Popen[str], lines: list[str]) -> None:
+    """Collect a process's stderr lines as they come (run in a thread)."""
     assert process.stderr is not None
     for line in process.stderr:
         lines.append(line.rstrip("\n"))
@@ -106,7 +112,7 @@ def start_epns(pki: Path, **overrides: str) -> BrokerProcess:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
-    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    threading.Thread(target=pump_stderr, args=(process, lines), daemon=True).start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         ready = [line for line in lines if " ready ports=" in line]
@@ -148,7 +154,7 @@ def start_mosquitto(pki: Path, work: Path) -> BrokerProcess:
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    threading.Thread(target=pump_stderr, args=(process, lines), daemon=True).start()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -173,7 +179,7 @@ def start_stock_amqtt(pki: Path, max_connections: int = 0) -> BrokerProcess:
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
-    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    threading.Thread(target=pump_stderr, args=(process, lines), daemon=True).start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if any(" ready ports=" in line for line in lines):
