@@ -17,6 +17,17 @@ into these at the boundary where they are caught, so callers only ever handle
     │   ├── ReplayedMessage      this command id was already accepted
     │   └── WrongTarget          the command is addressed to someone else
     ├── SyncFailed               a sync with the management server did not complete
+    ├── StoreError               the server's database cannot be read, written or migrated
+    ├── BrokerUnavailable        the server has no working MQTT session to the broker
+    ├── RequestError             the server refuses an API, console or sync request;
+    │   │                        carries the HTTP status and a stable error code
+    │   ├── BadRequest           400/422: the body or a parameter is not acceptable
+    │   ├── Unauthorized         401: no or wrong credentials
+    │   ├── Forbidden            403: authenticated, but not allowed (CSRF, other agent)
+    │   ├── NotFound             404: no such agent, wake-up, token…
+    │   ├── Conflict             409: the thing exists, or is in a state that forbids it
+    │   ├── PayloadTooLarge      413: the body exceeds the limit
+    │   └── TooManyRequests      429/503: rate limit or admission control; carries Retry-After
     ├── IdentityError            a client may not connect; carries the CONNACK code
     │   ├── NoCredentials        neither a client certificate nor a token
     │   ├── BadToken             the token is malformed, forged or expired
@@ -99,6 +110,80 @@ class SyncFailed(EPNSError):
 
     def __init__(self, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
+        self.status = status
+
+
+class StoreError(EPNSError):
+    """The server's database cannot be used; the message names the operation."""
+
+
+class BrokerUnavailable(EPNSError):
+    """The server's MQTT session is down or a publish was not confirmed in time."""
+
+
+class RequestError(EPNSError):
+    """A request the server refuses, with the status, a stable machine-readable
+    ``code`` and a message that says what to do."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(RequestError):
+    """The body or a parameter is not acceptable."""
+
+
+class Unauthorized(RequestError):
+    """No credentials, or credentials that do not verify."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RequestError):
+    """The named resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(RequestError):
+    """The resource exists already, or its state forbids the request."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(RequestError):
+    """The request body is over the limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(RequestError):
+    """Rate limited or shed by admission control; retry after ``retry_after`` s."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after: float, status: int = 429,
+                 code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
         self.status = status
 
 

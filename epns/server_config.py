@@ -1,0 +1,168 @@
+"""The management server's settings, as loaded from ``server.toml`` and ``EPNS_SERVER_*``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from epns import config
+from epns.errors import ConfigError
+from epns.logs import LogSettings
+
+ENV_PREFIX = "EPNS_SERVER_"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTPS listener of the API, the console and the agents' sync endpoints.
+
+    Client certificates are asked for but optional: agents prove themselves with
+    one or with a bearer token, admins log in with a password."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - agents sync from the whole fleet
+    port: int = 9443
+    cert: Path = Path("certs/broker.crt")
+    key: Path = Path("certs/broker.key")
+    client_ca: Path = Path("certs/ca.crt")
+    # What agents and admins type: goes into agent config bundles and links.
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """How the server reaches the broker, as the server role."""
+
+    host: str = "127.0.0.1"
+    port: int = 8883
+    ca: Path = Path("certs/ca.crt")
+    cert: Path = Path("certs/server.crt")
+    key: Path = Path("certs/server.key")
+    client_id: str = "epns-server"
+    keepalive: int = 30
+    # Addresses agents use to reach the broker, for their config bundle; empty
+    # means the host of ``http.public_url``.
+    agent_host: str = ""
+    agent_ports: tuple[int, ...] = (8883, 443)
+
+
+@dataclass(frozen=True)
+class EmbeddedBrokerSettings:
+    """The all-in-one default: the server starts ``epns-broker`` as a child process."""
+
+    enabled: bool = True
+    config: Path | None = None
+
+
+@dataclass(frozen=True)
+class PkiSettings:
+    """The fleet CA (to issue agent certificates), the command signing key and
+    the revocation list the broker watches."""
+
+    dir: Path = Path("certs")
+    agent_cert_days: float = 825.0
+    token_ttl: float = 365 * 86400.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """SQLite by default; PostgreSQL with ``postgresql+asyncpg://…``."""
+
+    url: str = "sqlite+aiosqlite:///state/server.db"
+
+
+@dataclass(frozen=True)
+class WakeupSettings:
+    """Limits of the wake-up API."""
+
+    default_ttl: float = 900.0
+    max_ttl: float = 7 * 86400.0
+    # Per caller (API token or console user): a bucket of ``burst`` requests
+    # that refills at ``per_minute``.
+    per_minute: float = 60.0
+    burst: int = 20
+    # How often pending wake-ups are checked for expiry.
+    sweep_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Admission control of the agents' sync endpoints."""
+
+    max_body: int = 1024 * 1024
+    max_concurrent: int = 64
+    retry_after: float = 10.0
+
+
+@dataclass(frozen=True)
+class PresenceSettings:
+    """When an online agent whose presence has not been refreshed is shown as stale."""
+
+    stale_after: float = 3 * 300.0 * 1.5
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console's login and session."""
+
+    session_max_age: float = 12 * 3600.0
+    failed_login_limit: int = 5
+    failed_login_window: float = 300.0
+    # Where the generated admin password and session secret are kept; the
+    # password is printed once, when it is made.
+    secrets_file: Path = Path("state/server-secrets.json")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``epns-server`` needs, frozen and passed down."""
+
+    http: HttpSettings = field(default_factory=HttpSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    broker: EmbeddedBrokerSettings = field(default_factory=EmbeddedBrokerSettings)
+    pki: PkiSettings = field(default_factory=PkiSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    wakeups: WakeupSettings = field(default_factory=WakeupSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    state_dir: Path = Path("state")
+
+
+def load_server_settings(path: Path | None, env: Mapping[str, str]) -> ServerSettings:
+    """Load the server's settings; a ConfigError says what is wrong."""
+    settings = config.load(ServerSettings, path, env, ENV_PREFIX)
+    if path is not None:
+        settings = _resolve_paths(settings, path.parent)
+    return settings
+
+
+def _resolve_paths(settings: Any, base: Path) -> Any:
+    """Relative file paths in a config file are relative to that file; a SQLite
+    URL's path too."""
+    changes: dict[str, Any] = {}
+    for spec in fields(settings):
+        value = getattr(settings, spec.name)
+        if isinstance(value, Path) and not value.is_absolute():
+            changes[spec.name] = base / value
+        elif is_dataclass(value) and not isinstance(value, type):
+            changes[spec.name] = _resolve_paths(value, base)
+    if isinstance(settings, DatabaseSettings):
+        changes["url"] = _resolve_sqlite(settings.url, base)
+    try:
+        return replace(settings, **changes)
+    except ValueError as exc:  # pragma: no cover - replace re-runs validation
+        raise ConfigError(str(exc)) from exc
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    scheme, sep, rest = url.partition(":///")
+    if not sep or not scheme.startswith("sqlite") or rest.startswith("/") or not rest:
+        return url
+    return f"{scheme}:///{base / rest}"

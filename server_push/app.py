@@ -1,0 +1,28 @@
+"""The ASGI application: the REST API, the agents' sync endpoints and the
+console, over one set of services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+from server_push import api, errors, sync_api
+from server_push.services import Services
+
+VERSION = "0.1.0"
+
+
+def create_app(services: Services, session_secret: str) -> FastAPI:
+    """The app for ``services``; ``session_secret`` signs console sessions."""
+    app = FastAPI(title="epns management server", version=VERSION,
+                  description="Wake-ups with a delivery contract, Wake-on-LAN, agent sync.",
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
+    app.state.services = services
+    # Console sessions: signed cookie, HTTPS only, never sent cross-site.
+    app.add_middleware(SessionMiddleware, secret_key=session_secret, https_only=True,
+                       same_site="strict", session_cookie="epns_session",
+                       max_age=int(services.settings.console.session_max_age))
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(sync_api.router)
+    return app

@@ -1,0 +1,40 @@
+"""An in-process fan-out of change notices, for the console's live views (SSE).
+
+Publishers never wait: a subscriber that falls behind loses its oldest notices
+and gets a ``resync`` notice instead, telling it to reload what it shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+QUEUE_LIMIT = 256
+
+
+class Bus:
+    """Topic-less notices: ``{"kind": "agent", "id": …}`` and the like."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def publish(self, notice: dict[str, Any]) -> None:
+        """Hand ``notice`` to every subscriber, without waiting."""
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+                queue.get_nowait()
+                queue.put_nowait({"kind": "resync"})
+            queue.put_nowait(notice)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """A queue of notices for as long as the context lasts."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._queues.add(queue)
+        try:
+            yield queue
+        finally:
+            self._queues.discard(queue)

@@ -1,0 +1,213 @@
+"""``epns-server``: the management server and its admin commands.
+
+    epns-server run [--config server.toml]            API, console, sync; the embedded broker too
+    epns-server agent create ID [--group G] [--token] [--out DIR]
+                                                      an agent identity and its config bundle
+    epns-server agent revoke ID [--reason TEXT]
+    epns-server token create NAME                     an API token for an integration (printed once)
+    epns-server admin password [USER]                 set a console password (generated, printed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from epns import logs, pki
+from epns.errors import EPNSError
+from epns.logs import event
+from epns.server_config import ServerSettings, load_server_settings
+from server_push import services as services_module
+from server_push.agents import public_url
+from server_push.app import create_app
+from server_push.embedded import EmbeddedBroker
+from server_push.https import make_server
+from server_push.secrets_file import session_secret
+from server_push.services import Services
+
+log = logging.getLogger("server")
+ADMIN = "admin"
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _init_pki(settings: ServerSettings) -> None:
+    names = tuple(dict.fromkeys(("localhost", socket.gethostname(), "127.0.0.1", "::1")))
+    pki.init_dev_pki(settings.pki.dir, names)
+
+
+async def _first_admin(services: Services) -> str | None:
+    """Make the admin login on first start; returns its password (shown once)."""
+    if await services.credentials.has_users():
+        return None
+    password = secrets.token_urlsafe(12)
+    await services.credentials.set_password(ADMIN, password)
+    return password
+
+
+def _welcome(settings: ServerSettings, password: str | None, config: Path | None) -> None:
+    url = public_url(settings)
+    lines = ["", "epns is running.",
+             f"  Console   {url}/   (trust {settings.pki.dir / pki.CA_CERT} in your browser)",
+             f"  API docs  {url}/api/docs"]
+    if password is not None:
+        lines += [f"  Login     user '{ADMIN}', password '{password}'   <- shown only now",
+                  "            change it: epns-server admin password"]
+    conf = f" --config {config}" if config else ""
+    lines += ["", "Add an agent (a second terminal):",
+              f"  .venv/bin/epns-server{conf} agent create laptop-1 --out agents/laptop-1",
+              "  .venv/bin/epns-agent run --config agents/laptop-1/agent.toml", ""]
+    _say("\n".join(lines))
+
+
+async def _serve(settings: ServerSettings, config: Path | None) -> None:
+    broker: EmbeddedBroker | None = None
+    broker_task: asyncio.Task[None] | None = None
+    if settings.broker.enabled:
+        broker = EmbeddedBroker(settings.broker.config)
+        broker_task = asyncio.create_task(broker.run())
+        if not await broker.wait_ready():
+            event(log, "broker_not_ready", logging.ERROR,
+                  hint="see the [broker] lines above; the server keeps trying to connect")
+    services = await services_module.build(settings)
+    password = await _first_admin(services)
+    app = create_app(services, session_secret(settings.console.secrets_file))
+    server = make_server(app, settings.http)
+    services.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    http_task = asyncio.create_task(server.serve())
+    while not server.started and not http_task.done():
+        await asyncio.sleep(0.05)
+    if http_task.done():
+        await services.stop()
+        if broker is not None:
+            await broker.stop()
+        http_task.result()
+        raise EPNSError(f"the HTTPS listener on {settings.http.host}:{settings.http.port} "
+                        "did not start (port in use?)")
+    event(log, "ready", url=public_url(settings))
+    _welcome(settings, password, config)
+    await stop.wait()
+    event(log, "stopping")
+    server.should_exit = True
+    await http_task
+    await services.stop()
+    if broker is not None and broker_task is not None:
+        await broker.stop()
+        await broker_task
+    event(log, "stopped")
+
+
+async def _with_services(settings: ServerSettings,
+                         work: Callable[[Services], Awaitable[None]]) -> None:
+    services = await services_module.build(settings)
+    try:
+        await work(services)
+    finally:
+        await services.stop()
+
+
+def _write_bundle(out: Path, files: dict[str, str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = out / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600 if name.endswith((".key", ".token")) else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def _cmd_run(settings: ServerSettings, args: argparse.Namespace) -> None:
+    if settings.broker.enabled:
+        _init_pki(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(settings, args.config))
+
+
+def _cmd_agent(settings: ServerSettings, args: argparse.Namespace) -> None:
+    async def create(services: Services) -> None:
+        bundle = await services.agents.create(args.agent_id, args.group or [],
+                                              "token" if args.token else "certificate",
+                                              "cli")
+        out = args.out or Path("agents") / args.agent_id
+        _write_bundle(out, bundle.files)
+        _say(f"agent {args.agent_id}: bundle in {out}/\n"
+             f"  run it: epns-agent run --config {out / 'agent.toml'}")
+
+    async def revoke(services: Services) -> None:
+        await services.agents.revoke(args.agent_id, "cli", args.reason)
+        _say(f"agent {args.agent_id} revoked: the broker closes its connection within seconds")
+
+    asyncio.run(_with_services(settings, create if args.action == "create" else revoke))
+
+
+def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
+    async def create(services: Services) -> None:
+        token_id, token = await services.credentials.create_token(args.name, "cli")
+        _say(token)
+        sys.stderr.write(f"API token {args.name!r} (id {token_id}); it is shown only now\n")
+
+    asyncio.run(_with_services(settings, create))
+
+
+def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
+    async def password(services: Services) -> None:
+        value = os.environ.get("EPNS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        await services.credentials.set_password(args.user, value)
+        _say(f"console user {args.user!r}, password {value!r}")
+
+    asyncio.run(_with_services(settings, password))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="epns-server", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="server.toml (optional)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the server (and the embedded broker)").set_defaults(
+        run=_cmd_run)
+    agent = sub.add_parser("agent", help="create or revoke an agent")
+    agent.add_argument("action", choices=("create", "revoke"))
+    agent.add_argument("agent_id")
+    agent.add_argument("--group", action="append", help="group (repeatable)")
+    agent.add_argument("--token", action="store_true",
+                       help="a token identity instead of a client certificate")
+    agent.add_argument("--out", type=Path, help="bundle directory (default agents/ID)")
+    agent.add_argument("--reason", default="revoked by an admin")
+    agent.set_defaults(run=_cmd_agent)
+    token = sub.add_parser("token", help="API tokens")
+    token.add_argument("action", choices=("create",))
+    token.add_argument("name")
+    token.set_defaults(run=_cmd_token)
+    admin = sub.add_parser("admin", help="console users")
+    admin.add_argument("action", choices=("password",))
+    admin.add_argument("user", nargs="?", default=ADMIN)
+    admin.set_defaults(run=_cmd_admin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``epns-server``."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_server_settings(args.config, os.environ)
+        logs.configure(settings.log.level, settings.log.format)
+        args.run(settings, args)
+    except EPNSError as exc:
+        sys.stderr.write(f"epns-server: {exc}\n")
+        return 2
+    return 0

@@ -1,0 +1,186 @@
+"""The agent registry: enrolled agents, and what their presence and syncs say.
+
+Presence comes from the retained birth and last-will messages, so subscribing
+again after a server restart rebuilds it. The state shown is:
+
+- ``online``: the last presence said online and the agent was heard from
+  within ``presence.stale_after``;
+- ``stale``: it said online, but has not been heard from since, or the server
+  itself has lost the broker and cannot know;
+- ``offline``: its last-will (or a clean goodbye) said offline;
+- ``unknown``: enrolled, never seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from epns.envelope import Presence, PresenceState
+from epns.errors import NotFound
+from epns.logs import event
+from epns.server_config import PresenceSettings
+from server_push.bus import Bus
+from server_push.history import remember
+from server_push.models import Agent, AgentEvent
+
+log = logging.getLogger(__name__)
+
+# Agents that the broker let in without an enrolment here (a certificate made
+# with epns-certs, say) are registered on first sight: the fleet CA vouches.
+DISCOVERED = "discovered"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """An agent as the API and the console show it."""
+
+    id: str
+    groups: list[str]
+    auth: str
+    created_at: float
+    revoked: bool
+    presence: str
+    presence_at: float | None
+    last_seen: float | None
+    route: str | None
+    version: str | None
+    hostname: str | None
+    interfaces: list[dict[str, Any]]
+    last_sync_at: float | None
+    last_sync_result: str | None
+    last_sync_reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def presence_of(agent: Agent, *, now: float, stale_after: float, link_up: bool) -> str:
+    """The presence shown for ``agent``, by the rules in this module's docstring."""
+    if agent.presence != PresenceState.ONLINE.value:
+        return agent.presence
+    if not link_up:
+        return "stale"
+    heard = agent.last_seen or agent.presence_at or 0.0
+    return "stale" if now - heard > stale_after else "online"
+
+
+class Registry:
+    """Reads and writes agents' presence, last seen and last sync."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus,
+                 settings: PresenceSettings) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._settings = settings
+        self.link_up = False
+
+    def view(self, agent: Agent, now: float) -> AgentView:
+        """The API view of one row."""
+        return AgentView(
+            agent.id, list(agent.groups or []), agent.auth, agent.created_at,
+            agent.revoked_at is not None,
+            presence_of(agent, now=now, stale_after=self._settings.stale_after,
+                        link_up=self.link_up),
+            agent.presence_at, agent.last_seen, agent.route, agent.version, agent.hostname,
+            list(agent.interfaces or []), agent.last_sync_at, agent.last_sync_result,
+            agent.last_sync_reason)
+
+    async def get(self, agent_id: str, now: float) -> AgentView:
+        """One agent; NotFound when it is not registered."""
+        async with self._sessions() as session:
+            agent = await session.get(Agent, agent_id)
+        if agent is None:
+            raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+        return self.view(agent, now)
+
+    async def all(self, now: float) -> list[AgentView]:
+        """Every agent, by id."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(Agent).order_by(Agent.id))).all()
+        return [self.view(row, now) for row in rows]
+
+    async def history(self, agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The agent's newest history lines first."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(
+                select(AgentEvent).where(AgentEvent.agent_id == agent_id)
+                .order_by(AgentEvent.at.desc(), AgentEvent.id.desc()).limit(limit))).all()
+        return [{"at": row.at, "kind": row.kind, "detail": row.detail} for row in rows]
+
+    @staticmethod
+    async def _row(session: AsyncSession, agent_id: str, now: float) -> Agent:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
+            agent = Agent(id=agent_id, groups=[], auth=DISCOVERED, created_at=now,
+                          interfaces=[], inventory={}, presence="unknown")
+            session.add(agent)
+            remember(session, agent_id, now, "discovered", "first seen on the broker")
+            event(log, "agent_discovered", agent=agent_id)
+        return agent
+
+    async def on_presence(self, agent_id: str, presence: Presence, now: float) -> bool:
+        """Record a birth or last-will; True when the agent came online."""
+        async with self._sessions() as session, session.begin():
+            agent = await self._row(session, agent_id, now)
+            if agent.presence_at is not None and presence.at < agent.presence_at:
+                return False  # an older retained message, replayed after a resubscribe
+            came_online = (presence.state is PresenceState.ONLINE
+                           and (agent.presence != PresenceState.ONLINE.value
+                                or presence.at != agent.presence_at))
+            changed = agent.presence != presence.state.value or presence.at != agent.presence_at
+            agent.presence = presence.state.value
+            agent.presence_at = presence.at
+            if presence.state is PresenceState.ONLINE:
+                agent.last_seen = now
+                agent.route = presence.route
+                agent.version = presence.version
+                agent.hostname = presence.hostname
+                agent.interfaces = [{"address": i.address, "prefix": i.prefix, "mac": i.mac}
+                                    for i in presence.interfaces]
+            if changed:
+                detail = f"route {presence.route}" if presence.route else ""
+                remember(session, agent_id, now, presence.state.value, detail)
+        if changed:
+            self._bus.publish({"kind": "agent", "id": agent_id})
+        return came_online
+
+    async def touch(self, agent_id: str, now: float) -> None:
+        """The agent was heard from."""
+        async with self._sessions() as session, session.begin():
+            agent = await self._row(session, agent_id, now)
+            agent.last_seen = now
+
+    async def on_sync(self, agent_id: str, *, ok: bool, detail: str, reason: str, at: float,
+                      changes: Mapping[str, Any] | None = None) -> None:
+        """Record a sync the agent reports (or the sync endpoint saw)."""
+        async with self._sessions() as session, session.begin():
+            agent = await self._row(session, agent_id, at)
+            agent.last_seen = at
+            agent.last_sync_at = at
+            agent.last_sync_result = "ok" if ok else f"failed: {detail}"
+            agent.last_sync_reason = reason
+            if changes:
+                agent.inventory = {**(agent.inventory or {}), **changes}
+            remember(session, agent_id, at, "sync" if ok else "sync_failed",
+                     f"{reason}: {detail}")
+        self._bus.publish({"kind": "agent", "id": agent_id})
+
+    async def remember(self, agent_id: str, at: float, kind: str, detail: str) -> None:
+        """Add a line to an agent's history."""
+        async with self._sessions() as session, session.begin():
+            await self._row(session, agent_id, at)
+            remember(session, agent_id, at, kind, detail)
+
+    async def group_members(self, group: str) -> Sequence[str]:
+        """The non-revoked agents in ``group``."""
+        async with self._sessions() as session:
+            rows = (await session.execute(
+                select(Agent.id, Agent.groups).where(Agent.revoked_at.is_(None)))).all()
+        return [row.id for row in rows if group in (row.groups or [])]
