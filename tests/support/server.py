@@ -1,0 +1,115 @@
+"""A real management server process (``python -m server_push run``) on an
+ephemeral loopback port, against a broker the test started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.processes import ROOT, free_port, pump_stderr, stop_process
+
+
+@dataclass
+class ServerProcess:
+    """A running server; ``url`` is its HTTPS base URL."""
+
+    process: subprocess.Popen[str]
+    url: str
+    env: dict[str, str]
+    ca: Path
+    lines: list[str] = field(default_factory=list)
+
+    def log_contains(self, pattern: str, timeout: float = 10.0, after: int = 0) -> str:
+        """Wait for a log line (from index ``after``) matching ``pattern``."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines[after:]):
+                if regex.search(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no server log line matches {pattern!r}; log:\n"
+                             + "\n".join(self.lines))
+
+    def client(self, token: str | None = None, **options: Any) -> httpx.Client:
+        """An HTTPS client that trusts the fleet CA, with a bearer token if given."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        context = ssl.create_default_context(cafile=str(self.ca))
+        return httpx.Client(base_url=self.url, verify=context, headers=headers, timeout=15,
+                            **options)
+
+    def cli(self, *args: str) -> str:
+        """Run ``epns-server ARGS`` on this server's settings; its stdout."""
+        done = subprocess.run([sys.executable, "-m", "server_push", *args], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=60,
+                              check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"epns-server {' '.join(args)} failed ({done.returncode}):\n"
+                                 + done.stderr)
+        return done.stdout
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        return stop_process(self.process, sig)
+
+
+def server_env(pki: Path, work: Path, mqtt_port: int, http_port: int,
+               **overrides: str) -> dict[str, str]:
+    """The environment of a test server: its own database and state in ``work``,
+    the test's PKI, no embedded broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
+    env.update({
+        "EPNS_SERVER_HTTP__HOST": "127.0.0.1",
+        "EPNS_SERVER_HTTP__PORT": str(http_port),
+        "EPNS_SERVER_HTTP__CERT": str(pki / "broker.crt"),
+        "EPNS_SERVER_HTTP__KEY": str(pki / "broker.key"),
+        "EPNS_SERVER_HTTP__CLIENT_CA": str(pki / "ca.crt"),
+        "EPNS_SERVER_HTTP__PUBLIC_URL": f"https://127.0.0.1:{http_port}",
+        "EPNS_SERVER_MQTT__HOST": "127.0.0.1",
+        "EPNS_SERVER_MQTT__PORT": str(mqtt_port),
+        "EPNS_SERVER_MQTT__CA": str(pki / "ca.crt"),
+        "EPNS_SERVER_MQTT__CERT": str(pki / "server.crt"),
+        "EPNS_SERVER_MQTT__KEY": str(pki / "server.key"),
+        "EPNS_SERVER_MQTT__AGENT_HOST": "127.0.0.1",
+        "EPNS_SERVER_MQTT__AGENT_PORTS": str(mqtt_port),
+        "EPNS_SERVER_BROKER__ENABLED": "false",
+        "EPNS_SERVER_PKI__DIR": str(pki),
+        "EPNS_SERVER_DATABASE__URL": f"sqlite+aiosqlite:///{work / 'server.db'}",
+        "EPNS_SERVER_CONSOLE__SECRETS_FILE": str(work / "secrets.json"),
+        "EPNS_SERVER_STATE_DIR": str(work),
+        "EPNS_SERVER_WAKEUPS__SWEEP_INTERVAL": "0.5",
+    })
+    env.update({f"EPNS_SERVER_{k.upper()}": v for k, v in overrides.items()})
+    return env
+
+
+def start_server(pki: Path, work: Path, mqtt_port: int, *, http_port: int | None = None,
+                 **overrides: str) -> ServerProcess:
+    """Start ``python -m server_push run`` and wait until it serves."""
+    port = http_port or free_port()
+    env = server_env(pki, work, mqtt_port, port, **overrides)
+    process = subprocess.Popen([sys.executable, "-m", "server_push", "run"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess(process, f"https://127.0.0.1:{port}", env, pki / "ca.crt")
+    # stdout carries the welcome text and stderr the log: one stream, in order.
+    process.stderr = process.stdout
+    threading.Thread(target=pump_stderr, args=(process, server.lines), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(" ready url=" in line for line in list(server.lines)):
+            return server
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    stop_process(process, signal.SIGKILL)
+    raise RuntimeError("epns server did not start:\n" + "\n".join(server.lines))
