@@ -68,7 +68,10 @@ class Outbox:
             if dropped.rowcount:  # type: ignore[attr-defined]
                 event(log, "commands_expired_unsent", logging.WARNING,
                       count=dropped.rowcount)  # type: ignore[attr-defined]
-            return await self._publish(rows)
+            taken = await self._publish(rows)
+            if rows:
+                event(log, "commands_flushed", sent=len(taken), held=len(rows) - len(taken))
+            return taken
 
     async def _publish(self, rows: Sequence[PendingCommand]) -> dict[str, float]:
         taken: dict[str, float] = {}

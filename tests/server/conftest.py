@@ -76,6 +76,19 @@ class Stack:
         self.server = start_server(self.pki, self.work, self.broker.port, http_port=port,
                                    **self.server_overrides)
 
+    def restart_broker(self) -> None:
+        """Stop the broker and start it again on the same port (``stop_broker``
+        and ``start_broker`` do the halves)."""
+        self.stop_broker()
+        self.start_broker()
+
+    def stop_broker(self) -> None:
+        self.broker.stop()
+
+    def start_broker(self) -> None:
+        assert self.broker.kind == "epns"
+        self.broker = start_epns(self.pki, listeners__primary__port=str(self.broker.port))
+
     def wakeup(self, wakeup_id: str) -> dict[str, Any]:
         with self.api() as api:
             answer = api.get(f"/api/v1/wakeups/{wakeup_id}")
