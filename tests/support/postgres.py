@@ -1,0 +1,51 @@
+"""A throwaway PostgreSQL cluster on a loopback port, from Debian's postgresql."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.processes import free_port
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def available() -> bool:
+    """True when Debian's PostgreSQL 15 server binaries are installed."""
+    return (BIN / "initdb").exists()
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """Start a cluster; yields an asyncpg URL of an empty database ``epns``."""
+    base = Path(tempfile.mkdtemp(prefix="epns-pg-"))
+    data = base / "data"
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+    port = free_port()
+    subprocess.run(_as_postgres([str(BIN / "initdb"), "-D", str(data), "-U", "postgres",
+                                 "--auth=trust", "-E", "UTF8"]),
+                   check=True, capture_output=True)
+    log = base / "log"
+    subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
+                                 "-o", f"-p {port} -h 127.0.0.1 -k {base}", "start"]),
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(_as_postgres([str(BIN.parent / "bin" / "createdb"), "-h", "127.0.0.1",
+                                     "-p", str(port), "-U", "postgres", "epns"]),
+                       check=True, capture_output=True)
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/epns"
+    finally:
+        subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-m", "fast",
+                                     "stop"]), check=False, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
