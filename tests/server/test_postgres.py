@@ -13,7 +13,7 @@ from tests.support.postgres import available, postgres_cluster
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     if not available():
-        pytest.fail("PostgreSQL 15 is not installed: .ci/run installs Debian's postgresql")
+        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
     with postgres_cluster() as url:
         yield url
 

@@ -12,11 +12,20 @@ from pathlib import Path
 
 from tests.support.processes import free_port
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _newest_bin() -> Path:
+    """Debian installs each major version in /usr/lib/postgresql/N/bin."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = _newest_bin()
 
 
 def available() -> bool:
-    """True when Debian's PostgreSQL 15 server binaries are installed."""
+    """True when Debian's PostgreSQL server binaries are installed."""
     return (BIN / "initdb").exists()
 
 
@@ -41,7 +50,7 @@ def postgres_cluster() -> Iterator[str]:
                                  "-o", f"-p {port} -h 127.0.0.1 -k {base}", "start"]),
                    check=True, capture_output=True)
     try:
-        subprocess.run(_as_postgres([str(BIN.parent / "bin" / "createdb"), "-h", "127.0.0.1",
+        subprocess.run(_as_postgres([str(BIN / "createdb"), "-h", "127.0.0.1",
                                      "-p", str(port), "-U", "postgres", "epns"]),
                        check=True, capture_output=True)
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/epns"
