@@ -17,6 +17,7 @@ into these at the boundary where they are caught, so callers only ever handle
     │   ├── ReplayedMessage      this command id was already accepted
     │   └── WrongTarget          the command is addressed to someone else
     ├── SyncFailed               a sync with the management server did not complete
+    ├── EnrolFailed              an installer could not trade its enrolment token for an identity
     ├── StoreError               the server's database cannot be read, written or migrated
     ├── BrokerUnavailable        the server has no working MQTT session to the broker
     ├── RequestError             the server refuses an API, console or sync request;
@@ -111,6 +112,11 @@ class SyncFailed(EPNSError):
     def __init__(self, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
         self.status = status
+
+
+class EnrolFailed(EPNSError):
+    """An installer could not trade its enrolment token and CSR for an agent
+    identity; the message says why, in the server's words when it answered."""
 
 
 class StoreError(EPNSError):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from epns.errors import PKIError
@@ -104,7 +105,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes,
              days: float, not_before: dt.datetime | None) -> x509.CertificateBuilder:
     start = not_before or (_now() - dt.timedelta(minutes=5))
     return (
@@ -138,14 +139,14 @@ def create_ca(directory: Path, name: str = "epns fleet CA", days: float = 3650) 
     return pair
 
 
-def _issue(ca: Pair, subject: x509.Name, out: Pair, *, server_names: tuple[str, ...] = (),
-           client: bool, days: float, not_before: dt.datetime | None = None) -> Pair:
+def _sign(ca: Pair, subject: x509.Name, public_key: CertificatePublicKeyTypes, *,
+          server_names: tuple[str, ...] = (), client: bool, days: float,
+          not_before: dt.datetime | None = None) -> x509.Certificate:
     ca_cert = load_certificate(ca.cert)
     ca_key = _load_ec_key(ca.key)
-    key = ec.generate_private_key(ec.SECP256R1())
     usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
     builder = (
-        _builder(subject, ca_cert.subject, key.public_key(), days, not_before)
+        _builder(subject, ca_cert.subject, public_key, days, not_before)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
@@ -154,7 +155,14 @@ def _issue(ca: Pair, subject: x509.Name, out: Pair, *, server_names: tuple[str, 
     )
     if server_names:
         builder = builder.add_extension(x509.SubjectAlternativeName(_sans(server_names)), False)
-    cert = builder.sign(ca_key, hashes.SHA256())
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _issue(ca: Pair, subject: x509.Name, out: Pair, *, server_names: tuple[str, ...] = (),
+           client: bool, days: float, not_before: dt.datetime | None = None) -> Pair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(ca, subject, key.public_key(), server_names=server_names, client=client,
+                 days=days, not_before=not_before)
     _write(out.key, _key_pem(key), secret=True)
     _write(out.cert, cert.public_bytes(serialization.Encoding.PEM), secret=False)
     return out
@@ -184,15 +192,18 @@ def create_broker_cert(ca: Pair, directory: Path, names: tuple[str, ...], days: 
 def create_client_cert(ca: Pair, out: Pair, name: str, *, server: bool = False,
                        days: float = 825) -> Pair:
     """A client certificate: CN = agent id (or the server's name), OU = role."""
+    return _issue(ca, _client_subject(name, server=server), out, client=True, days=days)
+
+
+def _client_subject(name: str, *, server: bool) -> x509.Name:
     check_name(name)
     if not server and name == SERVER_CLIENT_NAME:
         # Brokers that identify by CN alone (Mosquitto) would take it for the server.
         raise PKIError(f"{name!r} is reserved for the management server")
-    subject = x509.Name([
+    return x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, name),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SERVER_OU if server else AGENT_OU),
     ])
-    return _issue(ca, subject, out, client=True, days=days)
 
 
 def agent_pair(directory: Path, agent_id: str) -> Pair:
@@ -236,3 +247,62 @@ def init_dev_pki(directory: Path, names: tuple[str, ...]) -> Pair:
     if not revoked.exists():
         _write(revoked, b"# one entry per line: agent:ID, serial:HEX or token:ID\n", secret=False)
     return ca
+
+
+# RSA is accepted for installers that cannot make anything else; past 8192 bits
+# each handshake would cost the broker more than a fleet can afford.
+RSA_BITS = (2048, 8192)
+MAX_CSR_BYTES = 16 * 1024
+
+
+def create_agent_csr(agent_id: str) -> tuple[bytes, bytes]:
+    """A new ECDSA P-256 key and a CSR for ``agent_id``: (key PEM, CSR PEM).
+    The key never leaves the machine that calls this."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(_client_subject(agent_id, server=False))
+           .sign(key, hashes.SHA256()))
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_from_csr(ca: Pair, csr_pem: bytes, agent_id: str, *, days: float = 825
+                   ) -> x509.Certificate:
+    """An agent client certificate for the key in ``csr_pem``.
+
+    Only the CSR's public key is used, once its signature proves possession of
+    the private key: CN is ``agent_id`` (chosen by the server) and OU the agent
+    role whatever the CSR's subject or extensions ask for. P-256, Ed25519 and
+    RSA 2048-8192 keys are accepted; anything else is a PKIError."""
+    subject = _client_subject(agent_id, server=False)
+    csr = _load_csr(csr_pem)
+    return _sign(ca, subject, _csr_key(csr), client=True, days=days)
+
+
+def _load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    if len(csr_pem) > MAX_CSR_BYTES:
+        raise PKIError(f"the CSR is over {MAX_CSR_BYTES} bytes")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError) as exc:
+        raise PKIError(f"not a PEM certificate signing request: {exc}") from exc
+    if not valid:
+        raise PKIError("the CSR's signature does not verify: it does not prove the key")
+    return csr
+
+
+def _csr_key(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
+    try:
+        key = csr.public_key()
+    except (ValueError, TypeError) as exc:
+        raise PKIError(f"the CSR's public key cannot be read: {exc}") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise PKIError(f"EC key on {key.curve.name}: only P-256 (secp256r1) is accepted")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if not RSA_BITS[0] <= key.key_size <= RSA_BITS[1]:
+            raise PKIError(f"RSA key of {key.key_size} bits: {RSA_BITS[0]}-{RSA_BITS[1]} "
+                           "are accepted (P-256 is better)")
+    elif not isinstance(key, ed25519.Ed25519PublicKey):
+        raise PKIError(f"{type(key).__name__} keys are not accepted: use P-256 or Ed25519")
+    return key
