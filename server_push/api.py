@@ -2,7 +2,9 @@
 
 Integrations authenticate with a bearer token; the console's own calls ride
 on the admin's session and must carry its CSRF token. Every refusal has one
-body shape, ``{"error": {"status", "code", "message"}}``, see ``errors.py``.
+body shape, ``{"error": {"status", "code", "message"}}``, see ``errors.py``;
+each route declares the refusals it can answer, so the OpenAPI document tells
+integrators (and schemathesis) the whole truth.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from epns.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
 from server_push.auth import Principal
+from server_push.errors import error_responses
 from server_push.models import AuditEntry
 from server_push.services import Services
 from server_push.wakeups import WakeRequest, WakeupView
@@ -23,6 +27,9 @@ from server_push.wakeups import WakeRequest, WakeupView
 router = APIRouter(prefix="/api/v1")
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Wake-up and token ids are uuid4 hex: a control character or a 10 KB string
+# cannot be one, and is refused before the database sees it.
+ID = r"^[A-Za-z0-9_-]{1,64}$"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -32,13 +39,20 @@ def get_services(request: Request) -> Services:
     return services
 
 
-async def principal(request: Request) -> Principal:
+api_token = HTTPBearer(auto_error=False, scheme_name="apiToken",
+                       description="An API token from 'epns-server token create' or the "
+                                   "console; shown once, when it is created.")
+
+
+async def principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(api_token)],
+) -> Principal:
     """The caller: a bearer API token, or an admin's console session (whose
     unsafe requests must carry the session's CSRF token in X-CSRF-Token)."""
     services = get_services(request)
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return await services.credentials.check_token(header[7:].strip())
+    if bearer is not None:
+        return await services.credentials.check_token(bearer.credentials.strip())
     session = request.scope.get("session") or {}
     user = session.get("user")
     if isinstance(user, str):
@@ -54,6 +68,16 @@ async def principal(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(principal)]
 Svc = Annotated[Services, Depends(get_services)]
 AgentId = Annotated[str, Path(pattern=NAME, description="agent id")]
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses of an authenticated route: 401, 503 (the database
+    is unavailable) and ``statuses``. Routes that change something add 403 (a
+    console session without its CSRF token) and 400 (a body that is no JSON)."""
+    return error_responses(401, 503, *statuses)
+
+
+CHANGE = (400, 403, 422)
 
 
 # --- schemas -----------------------------------------------------------------
@@ -136,7 +160,7 @@ async def health(services: Svc) -> dict[str, Any]:
 # --- agents ------------------------------------------------------------------
 
 
-@router.get("/agents", tags=["agents"], summary="Agents, filtered")
+@router.get("/agents", tags=["agents"], summary="Agents, filtered", responses=refusals(422))
 async def list_agents(
     services: Svc, _: Caller,
     q: Annotated[str | None, Query(max_length=100, description="substring of id/hostname")] = None,
@@ -152,19 +176,22 @@ async def list_agents(
 
 
 @router.post("/agents", tags=["agents"], status_code=201, response_model=Bundle,
-             summary="Create an agent and its identity; returns its config bundle")
+             summary="Create an agent and its identity; returns its config bundle",
+             responses=refusals(*CHANGE, 409))
 async def create_agent(body: AgentCreate, services: Svc, caller: Caller) -> Bundle:
     bundle = await services.agents.create(body.id, body.groups, body.auth, caller.actor)
     return Bundle(agent_id=bundle.agent_id, auth=bundle.auth, files=bundle.files)
 
 
-@router.get("/agents/{agent_id}", tags=["agents"], summary="One agent")
+@router.get("/agents/{agent_id}", tags=["agents"], summary="One agent",
+            responses=refusals(404, 422))
 async def get_agent(agent_id: AgentId, services: Svc,
                     _: Caller) -> dict[str, Any]:
     return (await services.registry.get(agent_id, time.time())).to_dict()
 
 
-@router.get("/agents/{agent_id}/history", tags=["agents"], summary="An agent's history")
+@router.get("/agents/{agent_id}/history", tags=["agents"], summary="An agent's history",
+            responses=refusals(404, 422))
 async def agent_history(agent_id: AgentId, services: Svc, _: Caller,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100
                         ) -> list[dict[str, Any]]:
@@ -172,14 +199,16 @@ async def agent_history(agent_id: AgentId, services: Svc, _: Caller,
     return await services.registry.history(agent_id, limit)
 
 
-@router.put("/agents/{agent_id}/groups", tags=["agents"], summary="Replace an agent's groups")
+@router.put("/agents/{agent_id}/groups", tags=["agents"], summary="Replace an agent's groups",
+            responses=refusals(*CHANGE, 404, 409))
 async def set_groups(agent_id: AgentId, body: GroupsUpdate, services: Svc,
                      caller: Caller) -> dict[str, Any]:
     return {"groups": await services.agents.set_groups(agent_id, body.groups, caller.actor)}
 
 
 @router.post("/agents/{agent_id}/revoke", tags=["agents"], status_code=204,
-             summary="Revoke an agent: its connection is closed and refused")
+             summary="Revoke an agent: its connection is closed and refused",
+             responses=refusals(*CHANGE, 404, 409))
 async def revoke_agent(agent_id: AgentId, body: RevokeBody, services: Svc, caller: Caller
                        ) -> Response:
     await services.agents.revoke(agent_id, caller.actor, body.reason)
@@ -187,13 +216,15 @@ async def revoke_agent(agent_id: AgentId, body: RevokeBody, services: Svc, calle
 
 
 @router.post("/agents/{agent_id}/tasks", tags=["agents"], status_code=201,
-             summary="Queue a task for the agent's next sync")
+             summary="Queue a task for the agent's next sync",
+             responses=refusals(*CHANGE, 404))
 async def create_task(agent_id: AgentId, body: TaskCreate, services: Svc,
                       caller: Caller) -> dict[str, Any]:
     return await services.tasks.create(agent_id, body.type, body.body, caller.actor)
 
 
-@router.get("/agents/{agent_id}/tasks", tags=["agents"], summary="An agent's tasks")
+@router.get("/agents/{agent_id}/tasks", tags=["agents"], summary="An agent's tasks",
+            responses=refusals(404, 422))
 async def list_tasks(agent_id: AgentId, services: Svc, _: Caller) -> list[dict[str, Any]]:
     await services.registry.get(agent_id, time.time())
     return await services.tasks.for_agent(agent_id)
@@ -205,7 +236,8 @@ async def list_tasks(agent_id: AgentId, services: Svc, _: Caller) -> list[dict[s
 @router.post("/wakeups", tags=["wakeups"], status_code=202, response_model=WakeupOut,
              summary="Wake agents, a group or all; tracked to satisfied or expired",
              responses={200: {"model": WakeupOut,
-                              "description": "the Idempotency-Key named an earlier request"}})
+                              "description": "the Idempotency-Key named an earlier request"},
+                        **refusals(*CHANGE, 404, 409, 429)})
 async def create_wakeup(
     body: WakeupCreate, services: Svc, caller: Caller, response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
@@ -229,15 +261,15 @@ async def create_wakeup(
 
 
 @router.get("/wakeups", tags=["wakeups"], response_model=list[WakeupOut],
-            summary="Recent wake-ups, newest first")
+            summary="Recent wake-ups, newest first", responses=refusals(422))
 async def list_wakeups(services: Svc, _: Caller,
                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[WakeupOut]:
     return [_wakeup_out(v) for v in await services.wakeups.recent(limit)]
 
 
 @router.get("/wakeups/{wakeup_id}", tags=["wakeups"], response_model=WakeupOut,
-            summary="One wake-up with every target's state")
-async def get_wakeup(wakeup_id: Annotated[str, Path(max_length=64)], services: Svc,
+            summary="One wake-up with every target's state", responses=refusals(404, 422))
+async def get_wakeup(wakeup_id: Annotated[str, Path(pattern=ID)], services: Svc,
                      _: Caller) -> WakeupOut:
     return _wakeup_out(await services.wakeups.get(wakeup_id, with_targets=True))
 
@@ -245,19 +277,22 @@ async def get_wakeup(wakeup_id: Annotated[str, Path(max_length=64)], services: S
 # --- settings, audit, tokens -------------------------------------------------
 
 
-@router.get("/settings/{section}", tags=["settings"], summary="One settings section")
+@router.get("/settings/{section}", tags=["settings"], summary="One settings section",
+            responses=refusals(422))
 async def read_settings(section: Literal["wol", "hints", "notifications"], services: Svc,
                         _: Caller) -> dict[str, Any]:
     return await services.config.read(section)
 
 
-@router.put("/settings/{section}", tags=["settings"], summary="Replace one settings section")
+@router.put("/settings/{section}", tags=["settings"], summary="Replace one settings section",
+            responses=refusals(*CHANGE))
 async def write_settings(section: Literal["wol", "hints", "notifications"],
                          body: dict[str, Any], services: Svc, _: Caller) -> dict[str, Any]:
     return await services.config.write(section, body)
 
 
-@router.get("/audit", tags=["audit"], summary="The audit log, newest first")
+@router.get("/audit", tags=["audit"], summary="The audit log, newest first",
+            responses=refusals(422))
 async def audit_log(services: Svc, _: Caller,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     async with services.sessions() as session:
@@ -268,20 +303,35 @@ async def audit_log(services: Svc, _: Caller,
 
 
 @router.post("/tokens", tags=["tokens"], status_code=201,
-             summary="Create an API token; the token is shown only in this answer")
+             summary="Create an API token; the token is shown only in this answer",
+             responses=refusals(*CHANGE))
 async def create_token(body: TokenCreate, services: Svc, caller: Caller) -> dict[str, str]:
     token_id, token = await services.credentials.create_token(body.name, caller.actor)
     return {"id": token_id, "name": body.name, "token": token}
 
 
-@router.get("/tokens", tags=["tokens"], summary="API tokens (without secrets)")
+@router.get("/tokens", tags=["tokens"], summary="API tokens (without secrets)",
+            responses=refusals())
 async def list_tokens(services: Svc, _: Caller) -> list[dict[str, Any]]:
     return await services.credentials.tokens()
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"], status_code=204,
-               summary="Revoke an API token")
-async def delete_token(token_id: Annotated[str, Path(max_length=64)], services: Svc,
+               summary="Revoke an API token", responses=refusals(403, 404, 422))
+async def delete_token(token_id: Annotated[str, Path(pattern=ID)], services: Svc,
                        _: Caller) -> Response:
     await services.credentials.revoke_token(token_id)
     return Response(status_code=204)
+
+
+# --- an agent's pending wake-ups (the console's agent page) -------------------
+
+
+@router.get("/agents/{agent_id}/wakeups", tags=["agents"],
+            summary="An agent's wake-up targets still waiting for delivery or a sync",
+            responses=refusals(404, 422))
+async def agent_pending_wakeups(agent_id: AgentId, services: Svc,
+                                _: Caller) -> list[dict[str, Any]]:
+    await services.registry.get(agent_id, time.time())
+    return [{"state": t.state, "requested_at": t.requested_at, "delivered_at": t.delivered_at}
+            for t in await services.wakeups.pending_for(agent_id)]

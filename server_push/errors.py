@@ -5,7 +5,8 @@ console's JSON calls::
 
 RequestError carries its status and code; validation errors become 422
 ``invalid_request`` naming the field; an unexpected exception is logged with
-its traceback and answered 500 ``internal`` without details.
+its traceback and answered 500 ``internal`` without details. ``ErrorBody`` and
+``error_responses`` put the same shape into the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from epns.errors import RequestError, StoreError, TooManyRequests, TopicError
@@ -24,8 +27,45 @@ from epns.logs import event
 log = logging.getLogger(__name__)
 
 
-def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+class ErrorDetail(BaseModel):
+    """What was refused: the HTTP status, a stable code, words for a person."""
+
+    status: int
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
     """The one error shape."""
+
+    error: ErrorDetail
+
+
+_MEANINGS = {
+    400: "the body or a parameter is not acceptable",
+    401: "no credentials, or credentials that do not verify",
+    403: "authenticated, but not allowed (the CSRF token, another agent's resource)",
+    404: "no such resource",
+    409: "the resource exists already, or its state forbids the request",
+    413: "the body is over the limit",
+    422: "a parameter or the body does not match this schema",
+    429: "too many requests: retry after Retry-After seconds",
+    503: "busy, or the database is unavailable: retry after Retry-After seconds",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer", "minimum": 1}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries: each refusal answered with the error body,
+    and with Retry-After where the caller is told to come back."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status],
+                     **({"headers": _RETRY_AFTER} if status in (429, 503) else {})}
+            for status in statuses}
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """The one error shape, as JSON-ready data."""
     return {"error": {"status": status, "code": code, "message": message}}
 
 
@@ -55,9 +95,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return _respond(422, "invalid_request", "; ".join(parts) or "invalid request")
 
 
+# Refusals raised by Starlette and FastAPI themselves (unknown route, method,
+# a body that cannot be read), under the codes our own refusals use.
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large"}
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
     return _respond(exc.status_code, code, str(exc.detail), dict(exc.headers or {}) or None)
 
 
@@ -79,4 +125,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
+    # A locked, lost or unreachable database is a reason to come back, not a bug.
+    app.add_exception_handler(OperationalError, _store_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -54,6 +54,11 @@ class NotificationsConfig:
     smtp_to: str = ""
 
 
+# What int()/float() raise for a value of the wrong kind; OverflowError is
+# int(inf): Python's JSON reader turns Infinity and 1e400 into an infinite float.
+_NOT_A_VALUE = (TypeError, ValueError, OverflowError)
+
+
 def _check_wol(data: dict[str, Any]) -> WolConfig:
     try:
         config = WolConfig(
@@ -63,7 +68,7 @@ def _check_wol(data: dict[str, Any]) -> WolConfig:
             repeat=int(data.get("repeat", 3)),
             timeout=float(data.get("timeout", 300.0)),
         )
-    except (TypeError, ValueError) as exc:
+    except _NOT_A_VALUE as exc:
         raise BadRequest(f"wol settings: {exc}", code="invalid_settings") from exc
     if not config.ports or any(not 1 <= p <= 65535 for p in config.ports):
         raise BadRequest("wol settings: ports must be 1-65535", code="invalid_settings")
@@ -79,7 +84,7 @@ def _check_hints(data: dict[str, Any]) -> HintsConfig:
     try:
         interval = float(data.get("sync_interval", 600.0))
         keepalive = {str(k): int(v) for k, v in dict(data.get("keepalive") or {}).items()}
-    except (TypeError, ValueError) as exc:
+    except _NOT_A_VALUE as exc:
         raise BadRequest(f"hints: {exc}", code="invalid_settings") from exc
     if not MIN_SYNC_INTERVAL <= interval <= MAX_SYNC_INTERVAL:
         raise BadRequest(f"hints: sync_interval must be {MIN_SYNC_INTERVAL:.0f}-"
@@ -102,7 +107,7 @@ def _check_notifications(data: dict[str, Any]) -> NotificationsConfig:
             smtp_from=str(data.get("smtp_from", "")),
             smtp_to=str(data.get("smtp_to", "")),
         )
-    except (TypeError, ValueError) as exc:
+    except _NOT_A_VALUE as exc:
         raise BadRequest(f"notifications: {exc}", code="invalid_settings") from exc
     if config.webhook_url and not config.webhook_url.startswith(("https://", "http://")):
         raise BadRequest("notifications: webhook_url must be an http(s) URL",

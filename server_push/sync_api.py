@@ -7,6 +7,9 @@ changes, on ``/api/v1/agents/{agent_id}/sync`` (``epns.sync_contract``).
   XML goes through defusedxml, so a bomb or an entity trick is a 400.
 - At most ``sync.max_concurrent`` syncs run at once; the others get 503 with
   a jittered Retry-After, so a wake-all storm drains instead of piling up.
+
+The handlers read the body themselves (size limit, two formats), so the
+OpenAPI document is told its shape by hand: ``REPORT_SCHEMA``, ``REPLY_SCHEMA``.
 """
 
 from __future__ import annotations
@@ -15,27 +18,69 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from epns.errors import BadRequest, Forbidden, MessageError, PayloadTooLarge, TooManyRequests
 from epns.sync_contract import (
+    VERSION,
     SyncFormat,
+    SyncReason,
     SyncReply,
+    TaskStatus,
     decode_report,
     encode_reply,
     format_of,
 )
+from server_push.api import NAME, AgentId
 from server_push.auth import AgentCaller
+from server_push.errors import error_responses
 from server_push.https import client_cert_pem
 from server_push.services import Services
 
 router = APIRouter(tags=["sync"])
 
+agent_token = HTTPBearer(auto_error=False, scheme_name="agentToken",
+                         description="The agent's token (agent.token in its bundle). An "
+                                     "agent with a client certificate presents that in the "
+                                     "TLS handshake instead, and needs no header.")
+AgentToken = Annotated[HTTPAuthorizationCredentials | None, Security(agent_token)]
 
-async def _caller(services: Services, request: Request, agent_id: str) -> AgentCaller:
-    header = request.headers.get("authorization", "")
-    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+_STRING = {"type": "string", "minLength": 1}
+REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["v", "agent_id", "sync_id", "started_at", "reason"],
+    "properties": {
+        "v": {"const": VERSION}, "agent_id": {"type": "string", "pattern": NAME},
+        "sync_id": _STRING, "started_at": {"type": "number"},
+        "reason": {"enum": [r.value for r in SyncReason]},
+        "wakes": {"type": "array", "items": _STRING},
+        "changes": {"type": "object"},
+        "results": {"type": "array", "items": {
+            "type": "object", "required": ["task_id", "status"],
+            "properties": {"task_id": _STRING, "detail": {"type": "string"},
+                           "status": {"enum": [s.value for s in TaskStatus]}}}},
+    },
+}
+REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["v", "keepalive", "tasks"],
+    "properties": {
+        "v": {"const": VERSION}, "sync_interval": {"type": "number"},
+        "keepalive": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "tasks": {"type": "array", "items": {
+            "type": "object", "required": ["id", "type", "body"],
+            "properties": {"id": {"type": "string"}, "type": {"type": "string"},
+                           "body": {"type": "object"}}}},
+    },
+}
+_XML = {"schema": {"type": "string",
+                   "description": "the same document in XML (epns.sync_contract)"}}
+
+
+async def _caller(services: Services, request: Request, agent_id: str,
+                  token: HTTPAuthorizationCredentials | None) -> AgentCaller:
+    bearer = token.credentials.strip() if token is not None else None
     caller = await services.agent_auth.authenticate(client_cert_pem(request.scope), bearer)
     if caller.agent_id != agent_id:
         raise Forbidden(f"agent {caller.agent_id!r} may sync only its own resource, "
@@ -74,12 +119,15 @@ def _services(request: Request) -> Services:
 
 @router.post("/api/v1/agents/{agent_id}/sync", status_code=204,
              summary="An agent reports its changed data (JSON or XML)",
-             responses={204: {"description": "report accepted"}})
-async def post_report(agent_id: str, request: Request) -> Response:
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": REPORT_SCHEMA}, "application/xml": _XML}}},
+             responses={204: {"description": "report accepted"},
+                        **error_responses(400, 401, 403, 413, 422, 503)})
+async def post_report(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
     """The first step of a sync."""
     arrived = time.time()
     services = _services(request)
-    await _caller(services, request, agent_id)
+    await _caller(services, request, agent_id, token)
     async with _admitted(services):
         raw = await _read_body(request, services.settings.sync.max_body)
         try:
@@ -103,11 +151,14 @@ async def post_report(agent_id: str, request: Request) -> Response:
 
 @router.get("/api/v1/agents/{agent_id}/sync",
             summary="An agent fetches the server's changes: hints and tasks",
-            responses={200: {"content": {"application/json": {}, "application/xml": {}}}})
-async def get_reply(agent_id: str, request: Request) -> Response:
+            responses={200: {"description": "hints and tasks, in the format the agent accepts",
+                             "content": {"application/json": {"schema": REPLY_SCHEMA},
+                                         "application/xml": _XML}},
+                       **error_responses(401, 403, 422, 503)})
+async def get_reply(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
     """The second step of a sync; answered in the format the agent accepts."""
     services = _services(request)
-    await _caller(services, request, agent_id)
+    await _caller(services, request, agent_id, token)
     async with _admitted(services):
         accept = request.headers.get("accept", "")
         fmt = SyncFormat.XML if "application/xml" in accept else SyncFormat.JSON
