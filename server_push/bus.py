@@ -2,6 +2,8 @@
 
 Publishers never wait: a subscriber that falls behind loses its oldest notices
 and gets a ``resync`` notice instead, telling it to reload what it shows.
+When the server stops, ``close`` hands every subscriber a last ``closing``
+notice, so long-lived streams end before the HTTP server waits for them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 QUEUE_LIMIT = 256
+CLOSING = "closing"
 
 
 class Bus:
@@ -19,6 +22,7 @@ class Bus:
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.closed = False
 
     def publish(self, notice: dict[str, Any]) -> None:
         """Hand ``notice`` to every subscriber, without waiting."""
@@ -29,12 +33,20 @@ class Bus:
                 queue.put_nowait({"kind": "resync"})
             queue.put_nowait(notice)
 
+    def close(self) -> None:
+        """The server is stopping: tell every subscriber, now and later, to end."""
+        self.closed = True
+        self.publish({"kind": CLOSING})
+
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
         """A queue of notices for as long as the context lasts."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        if self.closed:
+            queue.put_nowait({"kind": CLOSING})
         self._queues.add(queue)
         try:
             yield queue
         finally:
             self._queues.discard(queue)
+

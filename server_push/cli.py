@@ -104,6 +104,9 @@ async def _serve(settings: ServerSettings, config: Path | None) -> None:
     _welcome(settings, password, config)
     await stop.wait()
     event(log, "stopping")
+    # Open console event streams end now; otherwise the HTTP server's graceful
+    # shutdown would wait for them until its timeout.
+    services.bus.close()
     server.should_exit = True
     await http_task
     await services.stop()

@@ -49,11 +49,11 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, verify=context, headers=headers, timeout=15,
                             **options)
 
-    def cli(self, *args: str) -> str:
-        """Run ``epns-server ARGS`` on this server's settings; its stdout."""
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run ``epns-server ARGS`` on this server's settings (plus ``env``); its stdout."""
         done = subprocess.run([sys.executable, "-m", "server_push", *args], cwd=ROOT,
-                              env=self.env, capture_output=True, text=True, timeout=60,
-                              check=False)
+                              env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              timeout=60, check=False)
         if done.returncode != 0:
             raise AssertionError(f"epns-server {' '.join(args)} failed ({done.returncode}):\n"
                                  + done.stderr)

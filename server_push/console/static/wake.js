@@ -1,0 +1,137 @@
+// Wake-ups and Wake-on-LAN from the console: sending them through the API,
+// and following a wake-up's targets as live notices arrive.
+
+import { api, coalesce, el, failed, notify } from "./common.js";
+
+/** Follows the wake-ups this page started. onChange(view) gets a wake-up
+ *  (with its targets) each time it may have moved. */
+export class WakeTracker {
+  constructor(onChange) {
+    this.onChange = onChange;
+    this.active = new Set();   // wake-up ids with targets still pending
+    this.order = new Map();    // wake-up id -> when this page started it
+    this.byAgent = new Map();  // agent id -> its newest wake-up from this page
+    this.newest = null;        // the wake-up this page started last
+    this.refresh = coalesce((id) => this.load(id), 150);
+  }
+
+  /** Send a wake-up for body ({agents}, {group} or {all: true}); its view. */
+  async start(body) {
+    const view = await api("POST", "/api/v1/wakeups", body);
+    this.active.add(view.id);
+    this.order.set(view.id, this.order.size);
+    this.newest = view.id;
+    await this.load(view.id);
+    return view;
+  }
+
+  /** The newest wake-up this page sent that targets agentId, or undefined. */
+  latest(agentId) {
+    return this.byAgent.get(agentId);
+  }
+
+  async load(id) {
+    let view;
+    try {
+      view = await api("GET", `/api/v1/wakeups/${encodeURIComponent(id)}`);
+    } catch (error) {
+      failed("Reading the wake-up's progress", error);
+      return;
+    }
+    for (const target of view.targets) {
+      const current = this.byAgent.get(target.agent_id);
+      if (current === undefined || this.order.get(current) <= this.order.get(id)) {
+        this.byAgent.set(target.agent_id, id);
+      }
+    }
+    if (view.done) this.active.delete(id);
+    this.onChange(view);
+  }
+
+  /** Feed a live notice; wake-ups it may concern are re-read. An ack only
+   *  announces the agent, so an agent notice re-reads its pending wake-up. */
+  notice(notice) {
+    if (notice.kind === "wakeup" && this.active.has(notice.id)) {
+      this.refresh(notice.id);
+    } else if (notice.kind === "agent" && this.active.has(this.byAgent.get(notice.id))) {
+      this.refresh(this.byAgent.get(notice.id));
+    } else if (notice.kind === "resync") {
+      for (const id of this.active) this.refresh(id);
+    }
+  }
+}
+
+/** Words for what a wake-up request reached. */
+export function describeTarget(body) {
+  if (body.all) return "all agents";
+  if (body.group) return `group ${body.group}`;
+  return body.agents.length === 1 ? body.agents[0] : `${body.agents.length} agents`;
+}
+
+function relayCell(check) {
+  const ok = check.relays_online > 0;
+  return el("td", {},
+    el("span", { class: `badge ${ok ? "good" : "bad"}` }, ok ? `yes (${check.relays_online})` : "no"),
+    ok ? ` ${check.relays.join(", ")}` : null);
+}
+
+/** The Wake-on-LAN panel: a preflight of the targets, then the request. */
+export class WolPanel {
+  constructor() {
+    this.panel = document.getElementById("wol-panel");
+    this.rows = document.getElementById("wol-targets");
+    this.summary = document.getElementById("wol-summary");
+    this.sendButton = document.getElementById("wol-send");
+    this.ids = [];
+    this.sendButton.addEventListener("click", () => this.send());
+    document.getElementById("wol-cancel").addEventListener("click", () => this.close());
+  }
+
+  /** Check the machines behind these agent ids and show what a send would do. */
+  async open(ids) {
+    if (!ids.length) {
+      notify("error", "Select the agents of the machines to wake first (tick their boxes, " +
+        "or choose a group or All).");
+      return;
+    }
+    let checks;
+    try {
+      const query = ids.map(encodeURIComponent).join(",");
+      checks = await api("GET", `/api/v1/wol/preflight?agents=${query}`);
+    } catch (error) {
+      failed("Wake on LAN", error);
+      return;
+    }
+    this.ids = ids;
+    this.rows.replaceChildren(...checks.map((check) => el("tr", {},
+      el("td", {}, check.agent_id ?? "—"), el("td", { class: "mono" }, check.mac ?? "unknown"),
+      el("td", {}, check.subnet ?? "unknown"), relayCell(check),
+      el("td", {}, check.warning ?? ""))));
+    const blind = checks.filter((check) => check.relays_online === 0).length;
+    this.summary.textContent = `${checks.length} machine(s) to wake. ` + (blind
+      ? `${blind} have no relay online in their subnet: only the server's own addresses ` +
+        "(Settings → Wake-on-LAN) reach them."
+      : "Every one has a relay online in its subnet.");
+    this.panel.hidden = false;
+    this.sendButton.focus();
+  }
+
+  close() {
+    this.panel.hidden = true;
+  }
+
+  async send() {
+    this.sendButton.disabled = true;
+    try {
+      const made = await api("POST", "/api/v1/wol", { agents: this.ids });
+      const warnings = made.requests.map((request) => request.warning).filter(Boolean);
+      notify("ok", `Magic packets requested for ${made.requests.length} machine(s); ` +
+        "follow them on the Wake-on-LAN page." + (warnings.length ? ` ${warnings.join(" ")}` : ""));
+      this.close();
+    } catch (error) {
+      failed("Wake on LAN", error);
+    } finally {
+      this.sendButton.disabled = false;
+    }
+  }
+}
