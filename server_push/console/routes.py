@@ -147,8 +147,7 @@ async def login(request: Request) -> Response:
     # A new session on every login: nothing from before it (a planted token)
     # survives into the admin's session.
     request.session.clear()
-    request.session.update(user=principal.name, csrf=secrets.token_urlsafe(32),
-                           login_at=time.time())
+    request.session.update(user=principal.name, csrf=secrets.token_urlsafe(32))
     return RedirectResponse(next_url, status_code=303)
 
 
