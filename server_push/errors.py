@@ -64,6 +64,38 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             for status in statuses}
 
 
+# What FastAPI documents, on its own, for a route with parameters: the body of
+# its default validation handler, which ``_validation_error`` replaces.
+_FASTAPI_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+_ERROR_BODY_REF = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document say what a 422 really is on every route,
+    including routes that declare no refusals of their own."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                declared = operation.get("responses", {}).get("422", {})
+                content = declared.get("content", {}).get("application/json", {})
+                if content.get("schema") == _FASTAPI_422:
+                    content["schema"] = _ERROR_BODY_REF
+                    declared["description"] = _MEANINGS[422]
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        if "ErrorBody" not in schemas:
+            body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs"))
+            schemas["ErrorBody"] = body
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     """The one error shape, as JSON-ready data."""
     return {"error": {"status": status, "code": code, "message": message}}
@@ -119,7 +151,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+    """Register the handlers on ``app``, and document what they answer."""
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(TopicError, _topic_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -128,3 +160,4 @@ def install(app: FastAPI) -> None:
     # A locked, lost or unreachable database is a reason to come back, not a bug.
     app.add_exception_handler(OperationalError, _store_error)
     app.add_exception_handler(Exception, _unexpected)
+    _document_validation_errors(app)

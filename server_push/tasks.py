@@ -12,9 +12,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from epns.errors import BadRequest, NotFound
+from epns.errors import BadRequest, MalformedMessage, NotFound
+from epns.sync_contract import (
+    SyncFormat,
+    SyncReply,
+    TaskResult,
+    TaskType,
+    apply_set_config,
+    encode_reply,
+)
 from epns.sync_contract import Task as WireTask
-from epns.sync_contract import TaskResult, TaskType
 from server_push.history import remember
 from server_push.models import Agent, Task
 
@@ -29,6 +36,21 @@ def task_dict(task: Task) -> dict[str, Any]:
             "sent_at": task.sent_at, "result_at": task.result_at, "detail": task.detail}
 
 
+def _check_body(task_type: str, body: dict[str, Any]) -> None:
+    """BadRequest for a body the sync reply cannot carry (an infinite number, a
+    control character XML refuses, nesting beyond the contract) or, for
+    set_config, hints the agent would refuse. Queued, such a task would break
+    every sync of its agent: it is handed out until a result closes it."""
+    task = WireTask("check", task_type, body)
+    try:
+        for fmt in SyncFormat:
+            encode_reply(SyncReply(tasks=(task,)), fmt)
+        if task_type == TaskType.SET_CONFIG:
+            apply_set_config(SyncReply(), task)
+    except MalformedMessage as exc:
+        raise BadRequest(f"task body: {exc}", code="bad_task_body") from exc
+
+
 class Tasks:
     """Queue, hand out and close tasks."""
 
@@ -41,6 +63,7 @@ class Tasks:
         if task_type not in {t.value for t in TaskType}:
             raise BadRequest(f"unknown task type {task_type!r}; one of "
                              f"{', '.join(t.value for t in TaskType)}", code="unknown_task_type")
+        _check_body(task_type, body)
         now = time.time()
         async with self._sessions() as session, session.begin():
             if await session.get(Agent, agent_id) is None:

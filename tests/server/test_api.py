@@ -1,0 +1,137 @@
+"""The REST API's refusals: authentication, the one error body, validation,
+the wake-up rate limit, and an OpenAPI document that says all of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.server.conftest import Stack
+
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _refusal(answer: httpx.Response, status: int, code: str) -> str:
+    """Assert the one error body; its message."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert set(body) == {"error"}
+    assert (body["error"]["status"], body["error"]["code"]) == (status, code), body
+    message: str = body["error"]["message"]
+    return message
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+def test_no_token_and_a_wrong_token_are_401(stack: Stack) -> None:
+    with stack.server.client() as anonymous, stack.server.client("epns_forged") as forged:
+        missing = anonymous.get("/api/v1/agents")
+        wrong = forged.get("/api/v1/agents")
+    assert "Bearer" in _refusal(missing, 401, "unauthorized")
+    _refusal(wrong, 401, "bad_token")
+
+
+def test_a_revoked_api_token_is_401(stack: Stack) -> None:
+    with stack.api() as api:
+        created = api.post("/api/v1/tokens", json={"name": "integration"}).json()
+    with stack.server.client(created["token"]) as integration:
+        assert integration.get("/api/v1/agents").status_code == 200
+        with stack.api() as api:
+            assert api.delete(f"/api/v1/tokens/{created['id']}").status_code == 204
+        _refusal(integration.get("/api/v1/agents"), 401, "bad_token")
+
+
+# --- the one error body ----------------------------------------------------------------
+
+
+def test_unknown_agent_invalid_id_unknown_route_and_method_share_the_body(
+        stack: Stack) -> None:
+    with stack.api() as api:
+        unknown = api.get("/api/v1/agents/nobody")
+        invalid = api.get("/api/v1/agents/-not-a-name")
+        no_route = api.get("/api/v1/nothing-here")
+        no_method = api.patch("/api/v1/wakeups")
+        no_json = api.post("/api/v1/tokens", content=b'{"name": ',
+                           headers={"Content-Type": "application/json"})
+    assert "nobody" in _refusal(unknown, 404, "unknown_agent")
+    assert "agent_id" in _refusal(invalid, 422, "invalid_request")
+    _refusal(no_route, 404, "not_found")
+    _refusal(no_method, 405, "method_not_allowed")
+    _refusal(no_json, 422, "invalid_request")
+
+
+def test_settings_with_an_infinite_number_are_400(stack: Stack) -> None:
+    # Python's JSON reader accepts Infinity and 1e400; int() of them overflows.
+    with stack.api() as api:
+        for section, body in (("wol", b'{"ports": [Infinity]}'),
+                              ("hints", b'{"keepalive": {"proxy": 1e400}}'),
+                              ("notifications", b'{"smtp_port": -Infinity}')):
+            answer = api.put(f"/api/v1/settings/{section}", content=body,
+                             headers={"Content-Type": "application/json"})
+            _refusal(answer, 400, "invalid_settings")
+
+
+# --- wake-ups --------------------------------------------------------------------------
+
+
+def test_a_wakeup_with_two_targets_is_400(stack: Stack) -> None:
+    stack.create_agent("a1", groups=("g",))
+    with stack.api() as api:
+        answer = api.post("/api/v1/wakeups", json={"agents": ["a1"], "group": "g"})
+    assert "exactly one" in _refusal(answer, 400, "bad_target")
+
+
+def test_an_idempotency_key_replay_is_200_with_the_same_id(stack: Stack) -> None:
+    stack.create_agent("a1")
+    key = {"Idempotency-Key": "nightly-42"}
+    with stack.api() as api:
+        first = api.post("/api/v1/wakeups", json={"agents": ["a1"]}, headers=key)
+        again = api.post("/api/v1/wakeups", json={"agents": ["a1"]}, headers=key)
+    assert first.status_code == 202, first.text
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+
+
+def test_wakeups_beyond_the_burst_are_429_with_retry_after(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(wakeups__burst="2", wakeups__per_minute="1")
+    stack.create_agent("a1")
+    with stack.api() as api:
+        answers = [api.post("/api/v1/wakeups", json={"agents": ["a1"]}) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [202, 202]
+    _refusal(answers[2], 429, "too_many_requests")
+    # One request a minute refills the bucket: the next token is a minute away.
+    assert 30 <= int(answers[2].headers["Retry-After"]) <= 60
+
+
+# --- the OpenAPI document ----------------------------------------------------------------
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{method.upper()} {path}", operation)
+            for path, item in document["paths"].items() for method, operation in item.items()]
+
+
+def test_the_openapi_document_declares_bearer_auth_and_the_error_body(stack: Stack) -> None:
+    with stack.server.client() as anonymous:
+        document = anonymous.get("/api/v1/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["apiToken"] == {"type": "http", "scheme": "bearer",
+                                   "description": schemes["apiToken"]["description"]}
+    assert schemes["agentToken"]["scheme"] == "bearer"
+    operations = dict(_operations(document))
+    assert operations["POST /api/v1/wakeups"]["security"] == [{"apiToken": []}]
+    assert operations["GET /api/v1/agents/{agent_id}/sync"]["security"] == [{"agentToken": []}]
+    assert "security" not in operations["GET /api/v1/health"]
+    assert set(operations["POST /api/v1/wakeups"]["responses"]) >= {
+        "400", "401", "404", "409", "422", "429", "503"}
+    # Every refusal any operation declares is the one error body.
+    for name, operation in operations.items():
+        for status, response in operation["responses"].items():
+            if status[0] in "45":
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == ERROR_BODY, f"{name} {status}: {schema}"
