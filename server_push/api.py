@@ -31,6 +31,8 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # cannot be one, and is refused before the database sees it.
 ID = r"^[A-Za-z0-9_-]{1,64}$"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Free text that is stored: PostgreSQL text cannot hold a NUL character.
+NO_NUL = r"^[^\x00]*$"
 
 
 def get_services(request: Request) -> Services:
@@ -101,7 +103,7 @@ class GroupsUpdate(Strict):
 
 
 class RevokeBody(Strict):
-    reason: str = Field(default="revoked by an admin", max_length=500)
+    reason: str = Field(default="revoked by an admin", max_length=500, pattern=NO_NUL)
 
 
 class TaskCreate(Strict):
@@ -118,7 +120,7 @@ class WakeupCreate(Strict):
 
 
 class TokenCreate(Strict):
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
 
 
 class Bundle(BaseModel):

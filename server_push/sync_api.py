@@ -29,6 +29,7 @@ from epns.sync_contract import (
     SyncFormat,
     SyncReason,
     SyncReply,
+    SyncReport,
     TaskStatus,
     decode_report,
     encode_reply,
@@ -112,6 +113,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _check_report(report: SyncReport, agent_id: str) -> None:
+    if report.agent_id != agent_id:
+        raise BadRequest(f"the report is for {report.agent_id!r}, posted to {agent_id!r}",
+                         code="bad_report")
+    # Both ids reach the database, and PostgreSQL text cannot hold a NUL: such
+    # an id names nothing here, and must not fail the database instead.
+    if "\x00" in report.sync_id or any("\x00" in r.task_id for r in report.results):
+        raise BadRequest("the report's sync_id or a task_id holds a NUL character",
+                         code="bad_report")
+
+
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
@@ -135,9 +147,7 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
             report = decode_report(raw, fmt, max_bytes=services.settings.sync.max_body)
         except MessageError as exc:
             raise BadRequest(str(exc), code="bad_report") from exc
-        if report.agent_id != agent_id:
-            raise BadRequest(f"the report is for {report.agent_id!r}, posted to {agent_id!r}",
-                             code="bad_report")
+        _check_report(report, agent_id)
         await services.tasks.close(agent_id, report.results, arrived)
         await services.registry.on_sync(agent_id, ok=True, detail="report received",
                                         reason=report.reason.value, at=arrived,

@@ -106,7 +106,9 @@ class Tasks:
                 task = await session.get(Task, result.task_id)
                 if task is None or task.agent_id != agent_id or task.state not in OPEN_STATES:
                     continue
+                # An agent's output may hold a NUL; PostgreSQL text cannot.
+                detail = result.detail.replace("\x00", "")
                 task.state, task.result_at = result.status.value, now
-                task.detail = result.detail[:2000]
+                task.detail = detail[:2000]
                 remember(session, agent_id, now, "task_" + result.status.value,
-                         f"{task.type}: {result.detail[:200]}")
+                         f"{task.type}: {detail[:200]}")

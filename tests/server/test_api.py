@@ -3,12 +3,18 @@ the wake-up rate limit, and an OpenAPI document that says all of it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ssl
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 
+from epns import pki, tokens
+from epns.sync_contract import SyncReason, SyncReport, TaskResult, TaskStatus, encode_report
 from tests.server.conftest import Stack
+from tests.support.postgres import available, postgres_cluster
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
@@ -135,3 +141,46 @@ def test_the_openapi_document_declares_bearer_auth_and_the_error_body(stack: Sta
             if status[0] in "45":
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == ERROR_BODY, f"{name} {status}: {schema}"
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if not available():
+        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
+    with postgres_cluster() as url:
+        yield url
+
+
+def _report(agent_id: str, sync_id: str, results: tuple[TaskResult, ...] = ()) -> bytes:
+    return encode_report(SyncReport(agent_id=agent_id, sync_id=sync_id, started_at=time.time(),
+                                    reason=SyncReason.MANUAL, results=results))
+
+
+def test_a_nul_character_is_a_refusal_not_a_database_error_on_postgresql(
+        make_stack: Callable[..., Stack], postgres_url: str) -> None:
+    # SQLite stores a NUL in text; PostgreSQL refuses it, which was a 500.
+    stack = make_stack(database__url=postgres_url)
+    stack.create_agent("a1")
+    with stack.api() as api:
+        token = api.post("/api/v1/tokens", json={"name": "ci\x00"})
+        revoke = api.post("/api/v1/agents/a1/revoke", json={"reason": "stolen\x00"})
+        task_id = api.post("/api/v1/agents/a1/tasks", json={"type": "inventory"}).json()["id"]
+    assert "name" in _refusal(token, 422, "invalid_request")
+    assert "reason" in _refusal(revoke, 422, "invalid_request")
+    key = pki.load_signing_key(stack.pki / pki.SIGNING_KEY)
+    agent_token = tokens.sign_token(key, "a1", now=time.time(), ttl=600)
+    context = ssl.create_default_context(cafile=str(stack.pki / pki.CA_CERT))
+    done = TaskResult(task_id, TaskStatus.DONE, "inventory\x00sent")
+    with httpx.Client(base_url=stack.server.url, verify=context, timeout=15,
+                      headers={"Authorization": f"Bearer {agent_token}",
+                               "Content-Type": "application/json"}) as agent:
+        bad_id = agent.post("/api/v1/agents/a1/sync", content=_report("a1", "sync\x00"))
+        result = agent.post("/api/v1/agents/a1/sync", content=_report("a1", "s1", (done,)))
+    assert "NUL" in _refusal(bad_id, 400, "bad_report")
+    assert result.status_code == 204, result.text
+    with stack.api() as api:
+        tasks = api.get("/api/v1/agents/a1/tasks").json()
+    assert [(t["state"], t["detail"]) for t in tasks] == [("done", "inventorysent")]
