@@ -2,6 +2,8 @@
 
     epns-agent run    --config agent.toml    run in the foreground (for systemd)
     epns-agent status --config agent.toml    what the running agent is doing
+    epns-agent enrol --server URL --token T --ca ca.crt --id ID --dir DIR
+                                             trade a one-time token for an identity
 
 Settings come from the TOML file, ``EPNS_AGENT_*`` variables and, for the
 proxy, ``HTTPS_PROXY``/``NO_PROXY``; they are read once here and passed down.
@@ -128,6 +130,24 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def _enrol_parser(commands: Any) -> None:
+    sub = commands.add_parser("enrol", help="trade a one-time token for this machine's identity")
+    sub.add_argument("--server", required=True, help="the server, https://HOST:PORT")
+    sub.add_argument("--token", required=True, help="the one-time enrolment token")
+    sub.add_argument("--ca", type=Path, required=True, help="the fleet CA, to trust the server")
+    sub.add_argument("--id", dest="agent_id", required=True, help="this agent's id")
+    sub.add_argument("--dir", type=Path, required=True, help="where the identity is written")
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    # Imported here: the CSR needs cryptography's x509, which `run` must not load.
+    from agent_push.enrol import enrol  # noqa: PLC0415
+
+    config = enrol(args.server, args.token, args.ca, args.agent_id, args.dir)
+    sys.stdout.write(f"enrolled {args.agent_id}: run it with  epns-agent run --config {config}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``epns-agent``."""
     parser = argparse.ArgumentParser(prog="epns-agent", description="The epns endpoint agent.")
@@ -135,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("run", "run in the foreground"), ("status", "show what it is doing")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", type=Path, help="agent.toml")
+    _enrol_parser(commands)
     args = parser.parse_args(argv)
     try:
+        if args.command == "enrol":
+            return _enrol(args)
         settings = load_agent_settings(args.config, os.environ)
         if args.command == "status":
             return status(settings, time.time())

@@ -5,7 +5,8 @@ An agent is created with an identity: a client certificate from the fleet CA
 (the default) or a token signed with the server's key, for agents behind a
 TLS-inspecting proxy. The bundle holds everything ``epns-agent run`` needs:
 ``agent.toml``, the CA, the server's public key and the identity files. The
-private key exists only in the bundle; the server keeps the serial.
+private key exists only in the bundle; the server keeps the serial. An agent
+that enrols itself (``enrol.py``) sends a CSR instead: its bundle has no key.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import pki, tokens, topics
@@ -63,8 +65,9 @@ def agent_config(settings: ServerSettings, agent_id: str, groups: Sequence[str],
     """The ``agent.toml`` of a bundle; paths are relative to the bundle directory."""
     url = public_url(settings)
     host = settings.mqtt.agent_host or urlsplit(url).hostname or "localhost"
+    # A token agent clears the certificate paths, which default to certs/agent.*.
     identity = ('cert = "agent.crt"\nkey = "agent.key"' if auth == "certificate"
-                else 'token_file = "agent.token"')
+                else 'cert = ""\nkey = ""\ntoken_file = "agent.token"')
     ports = ", ".join(str(p) for p in settings.mqtt.agent_ports)
     group_list = ", ".join(f'"{g}"' for g in groups)
     return f"""# epns agent {agent_id}: run with  epns-agent run --config agent.toml
@@ -110,40 +113,63 @@ class AgentAdmin:
         now = time.time()
         files, serial, token_id = self._issue(agent_id, auth, now)
         async with self._sessions() as session, session.begin():
-            existing = await session.get(Agent, agent_id)
-            if existing is not None and existing.auth != "discovered":
-                raise Conflict(f"agent {agent_id!r} exists already", code="agent_exists")
-            if existing is None:
-                session.add(Agent(id=agent_id, groups=groups, auth=auth, created_at=now,
-                                  cert_serial=serial, token_id=token_id, interfaces=[],
-                                  inventory={}, presence="unknown"))
-            else:
-                existing.groups, existing.auth = groups, auth
-                existing.cert_serial, existing.token_id = serial, token_id
+            await self.add(session, agent_id, groups, auth, serial=serial, token_id=token_id,
+                           now=now)
             remember(session, agent_id, now, "created", f"{auth} identity, by {actor}")
             audit(session, at=now, actor=actor, action="agent_create", targets=[agent_id],
                   outcome=f"created with a {auth} identity")
+        self.announce(agent_id, auth, actor)
+        return self.bundle(agent_id, groups, auth, files)
+
+    @staticmethod
+    async def add(session: AsyncSession, agent_id: str, groups: list[str], auth: AuthKind, *,
+                  serial: str | None, token_id: str | None, now: float) -> None:
+        """Add the agent's row inside the caller's transaction; Conflict when the
+        id is taken (an agent the broker only discovered is taken over)."""
+        existing = await session.get(Agent, agent_id)
+        if existing is not None and existing.auth != "discovered":
+            raise Conflict(f"agent {agent_id!r} exists already", code="agent_exists")
+        if existing is None:
+            session.add(Agent(id=agent_id, groups=groups, auth=auth, created_at=now,
+                              cert_serial=serial, token_id=token_id, interfaces=[],
+                              inventory={}, presence="unknown"))
+        else:
+            existing.groups, existing.auth = groups, auth
+            existing.cert_serial, existing.token_id = serial, token_id
+
+    def announce(self, agent_id: str, auth: str, actor: str) -> None:
+        """Log the new agent and tell the console."""
         event(log, "agent_created", agent=agent_id, auth=auth, by=actor)
         self._bus.publish({"kind": "agent", "id": agent_id})
+
+    def bundle(self, agent_id: str, groups: Sequence[str], auth: AuthKind,
+               identity: dict[str, str]) -> Bundle:
+        """The bundle: the CA, the server's public key, ``identity`` (file name
+        to text) and an ``agent.toml`` that names them."""
+        files = {"ca.crt": self._pki(pki.CA_CERT).read_text(),
+                 "server.pub": self._pki(pki.SIGNING_PUB).read_text(), **identity}
         files["agent.toml"] = agent_config(self._settings, agent_id, groups, auth)
         return Bundle(agent_id, auth, files)
 
+    def certificate_for(self, agent_id: str, csr_pem: bytes) -> tuple[str, str]:
+        """A client certificate for the key of ``csr_pem``: (PEM, hex serial).
+        PKIError when the CSR is unusable."""
+        ca = pki.Pair(self._pki(pki.CA_CERT), self._pki(pki.CA_KEY))
+        cert = pki.issue_from_csr(ca, csr_pem, agent_id, days=self._settings.pki.agent_cert_days)
+        return (cert.public_bytes(Encoding.PEM).decode(), format(cert.serial_number, "x"))
+
     def _issue(self, agent_id: str, auth: AuthKind, now: float
                ) -> tuple[dict[str, str], str | None, str | None]:
-        files = {"ca.crt": self._pki(pki.CA_CERT).read_text(),
-                 "server.pub": self._pki(pki.SIGNING_PUB).read_text()}
         if auth == "token":
             key = pki.load_signing_key(self._pki(pki.SIGNING_KEY))
             token = tokens.sign_token(key, agent_id, now=now, ttl=self._settings.pki.token_ttl)
             claims = tokens.verify_token(key.public_key(), token, now=now)
-            files["agent.token"] = token + "\n"
-            return files, None, claims.token_id
+            return {"agent.token": token + "\n"}, None, claims.token_id
         ca = pki.Pair(self._pki(pki.CA_CERT), self._pki(pki.CA_KEY))
         with tempfile.TemporaryDirectory() as scratch:
             out = pki.Pair(Path(scratch) / "agent.crt", Path(scratch) / "agent.key")
             pki.create_client_cert(ca, out, agent_id, days=self._settings.pki.agent_cert_days)
-            files["agent.crt"] = out.cert.read_text()
-            files["agent.key"] = out.key.read_text()
+            files = {"agent.crt": out.cert.read_text(), "agent.key": out.key.read_text()}
             serial = format(pki.load_certificate(out.cert).serial_number, "x")
         return files, serial, None
 

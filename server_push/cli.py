@@ -5,6 +5,8 @@
                                                       an agent identity and its config bundle
     epns-server agent revoke ID [--reason TEXT]
     epns-server token create NAME                     an API token for an integration (printed once)
+    epns-server enrol-token create [--group G] [--ttl S] [--agent-id ID]
+                                                      a one-time token for epns-agent enrol
     epns-server admin password [USER]                 set a console password (generated, printed)
 """
 
@@ -30,6 +32,7 @@ from server_push import services as services_module
 from server_push.agents import public_url
 from server_push.app import create_app
 from server_push.embedded import EmbeddedBroker
+from server_push.enrol import DEFAULT_TTL, enrolment
 from server_push.https import make_server
 from server_push.secrets_file import session_secret
 from server_push.services import Services
@@ -168,6 +171,19 @@ def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, create))
 
 
+def _cmd_enrol_token(settings: ServerSettings, args: argparse.Namespace) -> None:
+    async def create(services: Services) -> None:
+        made = await enrolment(services).create_token(args.group or [], args.ttl,
+                                                      args.agent_id, "cli")
+        _say(made.token)
+        sys.stderr.write(f"enrolment token {made.id}, valid {args.ttl:.0f} s; it is shown "
+                         f"only now. On the machine:\n  epns-agent enrol --server "
+                         f"{public_url(settings)} --token TOKEN --ca ca.crt --id "
+                         f"{args.agent_id or 'AGENT_ID'} --dir /etc/epns\n")
+
+    asyncio.run(_with_services(settings, create))
+
+
 def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def password(services: Services) -> None:
         value = os.environ.get("EPNS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -196,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("action", choices=("create",))
     token.add_argument("name")
     token.set_defaults(run=_cmd_token)
+    enrol = sub.add_parser("enrol-token", help="one-time tokens for epns-agent enrol")
+    enrol.add_argument("action", choices=("create",))
+    enrol.add_argument("--group", action="append", help="group (repeatable)")
+    enrol.add_argument("--ttl", type=float, default=DEFAULT_TTL, help="seconds (default a day)")
+    enrol.add_argument("--agent-id", help="the one agent id this token may enrol")
+    enrol.set_defaults(run=_cmd_enrol_token)
     admin = sub.add_parser("admin", help="console users")
     admin.add_argument("action", choices=("password",))
     admin.add_argument("user", nargs="?", default=ADMIN)

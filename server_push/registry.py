@@ -9,6 +9,10 @@ again after a server restart rebuilds it. The state shown is:
   itself has lost the broker and cannot know;
 - ``offline``: its last-will (or a clean goodbye) said offline;
 - ``unknown``: enrolled, never seen.
+
+An offline presence is stamped with the server's clock when it arrives: a
+last will is written when its connection is made, so its own time is the
+connect time, not when the agent went away.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 # Agents that the broker let in without an enrolment here (a certificate made
 # with epns-certs, say) are registered on first sight: the fleet CA vouches.
 DISCOVERED = "discovered"
+# A will's time precedes its own connection's birth by the connect steps (at
+# most their timeouts). A will older than that, before the birth the registry
+# holds, is from a connection that birth replaced (Mosquitto publishes a
+# taken-over connection's will after the new birth): it is ignored.
+WILL_WINDOW = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,18 @@ class AgentView:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready fields."""
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def is_news(agent: Agent, presence: Presence) -> bool:
+    """Whether ``presence`` may change what the registry holds for ``agent``."""
+    online = agent.presence == PresenceState.ONLINE.value
+    if presence.state is PresenceState.OFFLINE:
+        if agent.presence == PresenceState.OFFLINE.value:
+            return False  # the same will again, replayed after a resubscribe
+        return (not online or agent.presence_at is None
+                or presence.at >= agent.presence_at - WILL_WINDOW)
+    # An older birth than the one held is a replay after a resubscribe.
+    return not online or agent.presence_at is None or presence.at >= agent.presence_at
 
 
 def presence_of(agent: Agent, *, now: float, stale_after: float, link_up: bool) -> str:
@@ -129,14 +150,14 @@ class Registry:
         """Record a birth or last-will; True when the agent came online."""
         async with self._sessions() as session, session.begin():
             agent = await self._row(session, agent_id, now)
-            if agent.presence_at is not None and presence.at < agent.presence_at:
-                return False  # an older retained message, replayed after a resubscribe
+            if not is_news(agent, presence):
+                return False
             came_online = (presence.state is PresenceState.ONLINE
                            and (agent.presence != PresenceState.ONLINE.value
                                 or presence.at != agent.presence_at))
             changed = agent.presence != presence.state.value or presence.at != agent.presence_at
             agent.presence = presence.state.value
-            agent.presence_at = presence.at
+            agent.presence_at = presence.at if presence.state is PresenceState.ONLINE else now
             if presence.state is PresenceState.ONLINE:
                 agent.last_seen = now
                 agent.route = presence.route

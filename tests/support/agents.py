@@ -96,10 +96,10 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_agent(config: Path, **env: str) -> AgentProcess:
-    """Start ``epns-agent run --config config``."""
+def start_agent(config: Path, cwd: Path = ROOT, **env: str) -> AgentProcess:
+    """Start ``epns-agent run --config config`` in ``cwd``."""
     process = subprocess.Popen([sys.executable, "-m", "agent_push", "run", "--config",
-                                str(config)], cwd=ROOT, env=_env(**env),
+                                str(config)], cwd=cwd, env=_env(**env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     agent = AgentProcess(process, config)
     threading.Thread(target=pump_stderr, args=(process, agent.lines), daemon=True).start()

@@ -1,0 +1,195 @@
+"""Enrolment: one-time tokens, a CSR over HTTPS, and an agent that runs from
+what ``epns-agent enrol`` wrote. Real broker, real server, real agents."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from epns import pki
+from tests.server.conftest import Stack
+from tests.support.agents import AgentProcess, start_agent
+from tests.support.processes import ROOT
+
+
+def _token(stack: Stack, status: int = 201, **body: Any) -> dict[str, Any]:
+    with stack.api() as api:
+        answer = api.post("/api/v1/enrol-tokens", json=body)
+    assert answer.status_code == status, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def _enrol(stack: Stack, token: str, agent_id: str, csr: str | None = None) -> httpx.Response:
+    if csr is None:
+        csr = pki.create_agent_csr(agent_id)[1].decode()
+    # No bearer token: the enrolment token is the only credential.
+    with stack.server.client() as client:
+        return client.post("/api/v1/enrol", json={"token": token, "agent_id": agent_id,
+                                                  "csr": csr})
+
+
+def _refused(answer: httpx.Response, status: int, code: str) -> str:
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code, error
+    return str(error["message"])
+
+
+def _agent_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent_push", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def _enrol_cli(stack: Stack, token: str, agent_id: str, directory: Path
+               ) -> subprocess.CompletedProcess[str]:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return _agent_cli(directory.parent, "enrol", "--server", stack.server.url, "--token", token,
+                      "--ca", str(stack.pki / pki.CA_CERT), "--id", agent_id,
+                      "--dir", str(directory))
+
+
+def _run_from(stack: Stack, directory: Path, elsewhere: Path) -> AgentProcess:
+    elsewhere.mkdir(exist_ok=True)
+    agent = start_agent(directory / "agent.toml", cwd=elsewhere)
+    stack.agents.append(agent)
+    return agent
+
+
+def test_an_installer_enrols_itself_and_runs_from_what_it_wrote(stack: Stack,
+                                                                tmp_path: Path) -> None:
+    made = _token(stack, groups=["lab"], ttl=600)
+    assert made["token"].startswith("epnsenrol_")
+    assert made["groups"] == ["lab"]
+    directory = tmp_path / "install" / "pc-1"
+    done = _enrol_cli(stack, made["token"], "pc-1", directory)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "agent.crt", "agent.key", "agent.toml", "ca.crt", "server.pub"]
+    assert stat.S_IMODE((directory / "agent.key").stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate((directory / "agent.crt").read_bytes())
+    key = serialization.load_pem_private_key((directory / "agent.key").read_bytes(), None)
+    assert cert.public_key() == key.public_key()
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pc-1"
+
+    agent = _run_from(stack, directory, tmp_path / "elsewhere")
+    stack.wait_agent("pc-1", "online")
+    assert "status=200" in agent.log_contains(r"sync_done .*reason=connect")
+    with stack.api() as api:
+        shown = api.get("/api/v1/agents/pc-1").json()
+        history = api.get("/api/v1/agents/pc-1/history").json()
+        tokens = api.get("/api/v1/enrol-tokens").json()
+        audit = api.get("/api/v1/audit").json()
+    assert (shown["groups"], shown["auth"]) == (["lab"], "certificate")
+    assert any(h["kind"] == "created" and made["id"] in h["detail"] for h in history)
+    assert [(t["id"], t["state"], t["agent_id"]) for t in tokens] == [
+        (made["id"], "used", "pc-1")]
+    assert not any(k in tokens[0] for k in ("token", "token_hash"))
+    assert {"enrol_token_create", "agent_enrol"} <= {a["action"] for a in audit}
+
+
+def test_a_token_enrols_exactly_once(stack: Stack, tmp_path: Path) -> None:
+    made = _token(stack)
+    assert _enrol_cli(stack, made["token"], "once-1", tmp_path / "once-1").returncode == 0
+    again = _enrol_cli(stack, made["token"], "once-2", tmp_path / "once-2")
+    assert again.returncode == 2
+    assert "used already" in again.stderr
+    assert not (tmp_path / "once-2" / "agent.key").exists()
+    _refused(_enrol(stack, made["token"], "once-3"), 401, "enrol_token_used")
+
+
+def test_racing_installers_with_one_token_get_one_identity(stack: Stack) -> None:
+    made = _token(stack)
+    csrs = {f"race-{n}": pki.create_agent_csr(f"race-{n}")[1].decode() for n in range(8)}
+    with ThreadPoolExecutor(len(csrs)) as pool:
+        answers = list(pool.map(lambda item: _enrol(stack, made["token"], *item), csrs.items()))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [401] * 7, [a.text for a in answers]
+    winner = next(a.json()["agent_id"] for a in answers if a.status_code == 201)
+    with stack.api() as api:
+        ids = [a["id"] for a in api.get("/api/v1/agents").json()]
+    assert ids == [winner]
+
+
+def test_unknown_expired_and_cancelled_tokens_are_refused(stack: Stack) -> None:
+    _refused(_enrol(stack, "epnsenrol_not-a-token", "x1"), 401, "bad_enrol_token")
+    expiring = _token(stack, ttl=60)
+    with sqlite3.connect(stack.work / "server.db") as db:
+        db.execute("UPDATE enrol_tokens SET expires_at = ? WHERE id = ?",
+                   (time.time() - 1, expiring["id"]))
+    assert "expired" in _refused(_enrol(stack, expiring["token"], "x2"), 401,
+                                 "enrol_token_expired")
+    cancelled = _token(stack)
+    with stack.api() as api:
+        assert api.delete(f"/api/v1/enrol-tokens/{cancelled['id']}").status_code == 204
+        again = api.delete(f"/api/v1/enrol-tokens/{cancelled['id']}")
+    _refused(again, 404, "unknown_enrol_token")
+    _refused(_enrol(stack, cancelled["token"], "x3"), 401, "bad_enrol_token")
+
+
+def test_a_refused_enrolment_leaves_the_token_usable(stack: Stack) -> None:
+    made = _token(stack)
+    message = _refused(_enrol(stack, made["token"], "pc-2", csr="garbage"), 400, "bad_csr")
+    assert "CSR" in message
+    stack.create_agent("taken")
+    _refused(_enrol(stack, made["token"], "taken"), 409, "agent_exists")
+    # A CSR that asks for another name still gets the id the installer enrols as.
+    other = pki.create_agent_csr("someone-else")[1].decode()
+    answer = _enrol(stack, made["token"], "pc-2", csr=other)
+    assert answer.status_code == 201, answer.text
+    bundle = answer.json()
+    assert sorted(bundle["files"]) == ["agent.crt", "agent.toml", "ca.crt", "server.pub"]
+    cert = x509.load_pem_x509_certificate(bundle["files"]["agent.crt"].encode())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pc-2"
+    with stack.api() as api:
+        used = api.delete(f"/api/v1/enrol-tokens/{made['id']}")
+    _refused(used, 409, "enrol_token_used")
+
+
+def test_a_token_for_one_agent_id_enrols_only_that_id(stack: Stack) -> None:
+    token = stack.server.cli("enrol-token", "create", "--agent-id", "kiosk-1", "--group", "g1",
+                             "--ttl", "600").strip()
+    assert "for agent 'kiosk-1'" in _refused(_enrol(stack, token, "kiosk-2"), 403,
+                                             "enrol_token_other_agent")
+    answer = _enrol(stack, token, "kiosk-1")
+    assert answer.status_code == 201, answer.text
+    with stack.api() as api:
+        assert api.get("/api/v1/agents/kiosk-1").json()["groups"] == ["g1"]
+
+
+def test_enrolment_requests_are_checked_before_anything_is_issued(stack: Stack) -> None:
+    with stack.server.client() as client:
+        too_big = client.post("/api/v1/enrol", content=b"{" + b" " * 100_000 + b"}",
+                              headers={"content-type": "application/json"})
+        missing = client.post("/api/v1/enrol", json={"token": "t"})
+        unknown = client.post("/api/v1/enrol", json={"token": "t", "agent_id": "a",
+                                                     "csr": "c", "admin": True})
+        no_admin = client.post("/api/v1/enrol-tokens", json={})
+    _refused(too_big, 413, "payload_too_large")
+    _refused(missing, 422, "invalid_request")
+    _refused(unknown, 422, "invalid_request")
+    _refused(no_admin, 401, "unauthorized")
+    _token(stack, 422, ttl=5)
+
+
+def test_enrol_needs_the_fleet_ca_to_trust_the_server(stack: Stack, tmp_path: Path) -> None:
+    made = _token(stack)
+    stranger = pki.create_ca(tmp_path / "stranger")
+    done = _agent_cli(ROOT, "enrol", "--server", stack.server.url, "--token", made["token"],
+                      "--ca", str(stranger.cert), "--id", "pc-9", "--dir", str(tmp_path / "pc-9"))
+    assert done.returncode == 2
+    assert "cannot reach" in done.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr
+    # Nothing was sent, so the token still works.
+    assert _enrol(stack, made["token"], "pc-9").status_code == 201
