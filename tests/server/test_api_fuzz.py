@@ -3,9 +3,9 @@ gets generated valid and invalid input (coverage, fuzzing and stateful
 phases) and must answer without a server error, with a status the document
 declares, and with a content type and body that match it.
 
-The CLI runs in a subprocess: schemathesis 4's lazy pytest loader does not
-run under pytest 9, and the CLI is what CI users run by hand to reproduce
-(``st replay`` with the case id from the output).
+The CLI runs in a subprocess: the pytest loader of schemathesis 4.32 reads
+``request.node._nodeid``, which pytest 9 no longer has, and the CLI prints a
+curl command for every failure, which is how one reproduces it by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,11 @@ def test_sync_endpoints_answer_generated_reports(stack: Stack, tmp_path: Path) -
     assert report["operations"]["tested"] == 2
 
 
-def test_rest_api_answers_generated_requests(make_stack: Any, tmp_path: Path) -> None:
+def test_rest_api_answers_generated_requests(make_stack: Callable[..., Stack],
+                                             tmp_path: Path) -> None:
     # A generous wake-up rate limit: the fuzzer should reach the logic, not
     # the limiter (test_api.py covers the limiter).
-    stack: Stack = make_stack(wakeups__burst="100000", wakeups__per_minute="1000000")
+    stack = make_stack(wakeups__burst="100000", wakeups__per_minute="1000000")
     stack.create_agent(FUZZ_AGENT, groups=("fuzz",))
     _schemathesis(stack, tmp_path / "rest", stack.token, None,
                   "--exclude-path-regex", SYNC_PATHS)
