@@ -11,9 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-
-from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
-from python_socks.sync import Proxy
+from typing import TYPE_CHECKING
 
 from epns.agent_config import TimeoutSettings
 from epns.errors import (
@@ -26,6 +24,9 @@ from epns.errors import (
     TlsFailed,
 )
 from epns.routes import ProxyEndpoint, Route
+
+if TYPE_CHECKING:
+    from python_socks import ProxyError
 
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
 
@@ -62,6 +63,10 @@ def _tcp(host: str, port: int, timeout: float) -> socket.socket:
 
 
 def _tunnel(proxy: ProxyEndpoint, host: str, port: int, timeout: float) -> socket.socket:
+    # Proxy routes only: not in the idle memory of an agent that connects directly.
+    from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError  # noqa: PLC0415
+    from python_socks.sync import Proxy  # noqa: PLC0415
+
     where = f"proxy {proxy.host}:{proxy.port}"
     try:
         sock = Proxy.from_url(proxy.url(), rdns=True).connect(host, port, timeout=timeout)

@@ -3,8 +3,8 @@
 paho owns the MQTT 3.1.1 state (packet ids, QoS 1 flows, keep-alive pings);
 the event loop owns the socket. Every paho callback does one thing: hand its
 result to the loop with ``call_soon_threadsafe`` (the model is aiomqtt v2's
-client). Socket readiness drives ``loop_read``/``loop_write``, and a 1 s task
-drives ``loop_misc`` for keep-alive.
+client). Socket readiness drives ``loop_read``/``loop_write``, and a task
+drives ``loop_misc`` for keep-alive, ``KEEPALIVE_CHECKS`` times per keep-alive.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from epns.errors import MqttRefused
+
+# paho sends PINGREQ, and gives up on a missing PINGRESP, only when loop_misc
+# runs and finds the keep-alive elapsed: so at most keepalive / KEEPALIVE_CHECKS
+# late, well inside the 1.5 x keep-alive a broker grants before it drops a silent
+# client. An idle agent wakes 4 times per keep-alive, not once a second.
+KEEPALIVE_CHECKS = 4
 
 # paho 2 reports a 3.1.1 CONNACK code as an MQTT 5 reason code; map it back.
 _CONNACK_311 = {0x80: 3, 0x84: 1, 0x85: 2, 0x86: 4, 0x87: 5, 0x88: 3}
@@ -161,7 +167,7 @@ class MqttLink:
 
     async def _drive_misc(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.keepalive / KEEPALIVE_CHECKS)
             self._client.loop_misc()
 
     # -- the agent's side ------------------------------------------------------

@@ -5,19 +5,18 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-import psutil
-
 from epns.envelope import Interface
-
-_LINK = getattr(psutil, "AF_LINK", -1)
 
 
 def interfaces() -> tuple[Interface, ...]:
     """Each IPv4/IPv6 address with its prefix and the MAC of its interface;
     the server elects Wake-on-LAN relays from these."""
+    import psutil  # noqa: PLC0415 (not before the first connection: idle memory)
+
+    link = getattr(psutil, "AF_LINK", -1)
     found: list[Interface] = []
     for addresses in psutil.net_if_addrs().values():
-        mac = next((a.address for a in addresses if a.family == _LINK), None)
+        mac = next((a.address for a in addresses if a.family == link), None)
         if mac in (None, "00:00:00:00:00:00"):
             mac = None
         for address in addresses:

@@ -27,14 +27,13 @@ import random
 import re
 import signal
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from epns import __version__
 from epns.agent_config import SyncSettings
@@ -57,6 +56,9 @@ from epns.sync_contract import (
     retry_after_seconds,
     sync_path,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("agent.sync")
 
@@ -190,6 +192,9 @@ class HttpSync:
             body = encode_report(report, self._format)
         except MalformedMessage as exc:
             raise SyncFailed(f"the agent's data cannot be sent: {exc}") from exc
+        _skip_httpx_cli()
+        import httpx  # noqa: PLC0415 (only HTTP syncs need it: not in the agent's idle memory)
+
         async with httpx.AsyncClient(**self._client_options) as client:
             answer = await self._send(client, "POST", body)
             self._delivered(report)
@@ -229,6 +234,8 @@ class HttpSync:
 
     async def _attempt(self, client: httpx.AsyncClient, method: str,
                        content: bytes | None) -> _Answer:
+        import httpx  # noqa: PLC0415 (imported by _exchange; see there)
+
         try:
             async with client.stream(method, self._url, content=content) as response:
                 body = b""
@@ -328,6 +335,8 @@ def http_failure(status: int, url: str, retries: int) -> str:
 def describe_error(exc: Exception, *, server: str, proxy_url: str | None,
                    timeout: float) -> str:
     """Plain words for an exception raised while syncing with ``server``."""
+    import httpx  # noqa: PLC0415 (imported by _exchange; see there)
+
     if isinstance(exc, httpx.TimeoutException):
         step = {httpx.ConnectTimeout: "connecting", httpx.WriteTimeout: "sending the report"}
         return (f"no answer from {server} within {timeout:g} s "
@@ -377,6 +386,15 @@ def _host_port(url: str | None) -> str:
     """Where a proxy is, without the credentials its URL may carry."""
     parts = urlsplit(url or "")
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _skip_httpx_cli() -> None:
+    """httpx's ``__init__`` imports its command line, and with it click, rich and
+    pygments (about 6 MiB of memory), whenever those happen to be installed; the
+    agent never runs it. A None in ``sys.modules`` makes that import fail, and
+    httpx falls back to a stub ``main``."""
+    if "httpx" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
 
 
 def _headers(fmt: SyncFormat, token: str | None) -> dict[str, str]:

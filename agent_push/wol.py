@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import wakeonlan
-
 from epns.agent_config import WolSettings
 from epns.wol import Destination, SendOutcome, WolPlan, result_body
 
@@ -33,6 +31,8 @@ def _send_round(plan: WolPlan) -> list[SendOutcome]:
 
 
 def _send(index: int, mac: str, destination: Destination) -> SendOutcome:
+    import wakeonlan  # noqa: PLC0415 (wol commands only: not in the agent's idle memory)
+
     try:
         # wake(), not send_magic_packet(): the latter is deprecated in wakeonlan 4.
         wakeonlan.wake(mac, host=destination.address, port=destination.port)

@@ -6,9 +6,11 @@ traffic <= 3.5 KB per hour at keep-alive 300 s, counted in bytes on the socket.
 For each broker (the epns broker, then Debian's Mosquitto with the shipped
 contract configuration), start the broker on a free loopback port, start one
 agent (``python -m agent_push run --config agent.toml``: keep-alive 300 s on
-the primary route, sync action = a trivial command that sleeps 1 s, sync
-interval longer than the run), wait for its ``connected route=`` line and its
-on-connect sync, let it settle, then watch it for an idle window (default 600 s):
+the primary route, sync action = a trivial command that sleeps 1 s, or with
+``--sync http`` an HTTP sync against the test suite's HTTPS stand-in for the
+management server; sync interval longer than the run), wait for its
+``connected route=`` line and its on-connect sync, let it settle, then watch it
+for an idle window (default 600 s):
 
 - RSS (``VmRSS`` from /proc/PID/status) at both ends of the window and the
   largest value sampled during it;
@@ -26,6 +28,7 @@ table is printed.
 
     /tmp/venv/bin/python bench/agent_idle.py              # 600 s window per broker
     /tmp/venv/bin/python bench/agent_idle.py --quick      # 120 s window (no ping expected)
+    /tmp/venv/bin/python bench/agent_idle.py --quick --sync http   # RSS after an HTTP sync
 
 Everything runs on 127.0.0.1; every wait is bounded; processes are stopped in
 ``finally``.
@@ -227,17 +230,33 @@ def _toml(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string
 
 
+def sync_settings(kind: str, interval: float, url: str | None) -> dict[str, Any]:
+    """The agent's [sync]: the trivial command, or HTTP (POST and GET) to ``url``."""
+    if kind == "http":
+        return {"action": "http", "url": url, "fetch": True, "interval": interval}
+    return {"action": "command", "command": SYNC_COMMAND, "interval": interval}
+
+
+def start_sync_server(pki_dir: Path) -> Any:
+    """The test suite's HTTPS stand-in for the management server's sync
+    endpoint, on 127.0.0.1, with the broker's certificate from ``pki_dir``."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.sync_server import SyncServer  # noqa: PLC0415 (only for --sync http)
+
+    return SyncServer(pki_dir)
+
+
 def write_agent_config(path: Path, pki_dir: Path, pair: pki.Pair, port: int,
-                       keepalive: int, sync_interval: float) -> Path:
+                       keepalive: int, sync: dict[str, Any]) -> Path:
     """agent.toml: the agent's defaults except the broker address, the PKI,
-    keep-alive on the primary route, and a trivial sync command."""
+    keep-alive on the primary route, and the sync."""
     tables: dict[str, dict[str, Any]] = {
         "identity": {"agent_id": AGENT_ID, "cert": str(pair.cert), "key": str(pair.key)},
         "broker": {"host": "127.0.0.1", "ports": [port], "ca": str(pki_dir / pki.CA_CERT),
                    "server_public_key": str(pki_dir / pki.SIGNING_PUB)},
         "proxy": {"use_env": False},
         "keepalive": {"primary": keepalive},
-        "sync": {"action": "command", "command": SYNC_COMMAND, "interval": sync_interval},
+        "sync": sync,
         "log": {"level": "info", "format": "text"},
     }
     lines = [f"state_dir = {_toml(str(path.parent / 'state'))}"]
@@ -287,10 +306,15 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
                               "broker_pid": broker.pid, "broker_notes": broker.notes,
                               "broker_log": str(broker.log)}
     agent: subprocess.Popen[bytes] | None = None
+    sync_server = None
     agent_log = work / "agent.log"
     try:
+        if args.sync == "http":
+            sync_server = start_sync_server(args.pki_dir)
+        sync = sync_settings(args.sync, args.sync_interval,
+                             sync_server.url if sync_server is not None else None)
         config = write_agent_config(work / "agent.toml", args.pki_dir, pair, broker.port,
-                                    args.keepalive, args.sync_interval)
+                                    args.keepalive, sync)
         command = [sys.executable, "-m", "agent_push", "run", "--config", str(config)]
         result["agent_command"] = " ".join(command)
         result["agent_config"] = config.read_text()
@@ -411,6 +435,8 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
     finally:
         if agent is not None:
             result["agent_stop"] = stop_process(agent)
+        if sync_server is not None:
+            sync_server.close()
         result["broker_stop"] = broker.stop()
         result["agent_log_tail"] = log_lines(agent_log)[-30:]
         result["broker_log_warnings"] = [
@@ -575,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0,
                         help="seconds between 'connected' and the window")
     parser.add_argument("--keepalive", type=int, default=300, help="primary-route keep-alive")
+    parser.add_argument("--sync", choices=("command", "http"), default="command",
+                        help="the agent's sync action: a trivial command (default), or HTTP "
+                             "to the test suite's stand-in for the management server")
     parser.add_argument("--sync-interval", type=float, default=86400.0,
                         help="agent sync interval, s (default 86400: no sync in the window)")
     parser.add_argument("--sample-interval", type=float, default=5.0,
@@ -603,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "duration_s": args.duration, "settle_s": args.settle,
             "keepalive_s": args.keepalive, "sync_interval_s": args.sync_interval,
-            "sync_action": {"action": "command", "command": SYNC_COMMAND},
+            "sync_action": sync_settings(args.sync, args.sync_interval, "(stand-in's URL)"),
             "sample_interval_s": args.sample_interval, "brokers": args.brokers,
             "agent_id": AGENT_ID, "pki_dir": str(args.pki_dir), "work_dir": str(work),
             "traffic_source": "ss -tinp: kernel tcp_info of the agent's socket "

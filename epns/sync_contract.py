@@ -33,18 +33,17 @@ import email.utils
 import json
 import math
 import re
-import xml.etree.ElementTree as ET  # building only: parsing goes through defusedxml
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from enum import StrEnum
-from typing import Any, TypeVar
-
-import defusedxml
-import defusedxml.ElementTree
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from epns import topics
 from epns.errors import MalformedMessage, TopicError, UnsafeXML
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET  # building only: parsing goes through defusedxml
 
 VERSION = 1
 # Large enough for a full inventory, small enough that a hostile peer cannot
@@ -194,6 +193,8 @@ def _encode(root: str, fields: dict[str, Any], fmt: SyncFormat) -> bytes:
     plain = _plain(fields, root, 0)
     if fmt is SyncFormat.JSON:
         return json.dumps(plain, separators=(",", ":")).encode()
+    import xml.etree.ElementTree as ET  # noqa: PLC0415 (XML only: idle memory)
+
     element = ET.Element(root)
     for name, value in plain.items():
         _to_xml(ET.SubElement(element, name), value, f"{root}.{name}")
@@ -236,6 +237,8 @@ def _plain_key(key: Any, where: str) -> str:
 
 def _to_xml(element: ET.Element, value: Any, where: str) -> None:
     """Write a plain value into ``element`` (see the module's XML rule)."""
+    import xml.etree.ElementTree as ET  # noqa: PLC0415 (XML only: idle memory)
+
     if isinstance(value, dict):
         element.set("type", "object")
         for key, item in value.items():
@@ -328,6 +331,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _load_xml(raw: bytes, root: str) -> dict[str, Any]:
+    # XML only: kept out of the idle memory of agents that sync JSON.
+    import xml.etree.ElementTree as ET  # noqa: PLC0415
+
+    import defusedxml  # noqa: PLC0415
+    import defusedxml.ElementTree  # noqa: PLC0415
+
     try:
         element = defusedxml.ElementTree.fromstring(raw, forbid_dtd=True)
     except defusedxml.DefusedXmlException as exc:
