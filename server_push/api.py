@@ -9,17 +9,22 @@ integrators (and schemathesis) the whole truth.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
-from epns.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
+from epns import topics
+from epns.envelope import Command, CommandType, target_agent
+from epns.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
 from server_push.auth import Principal
 from server_push.errors import error_responses
+from server_push.history import audit
 from server_push.models import AuditEntry
 from server_push.services import Services
 from server_push.wakeups import WakeRequest, WakeupView
@@ -33,6 +38,7 @@ ID = r"^[A-Za-z0-9_-]{1,64}$"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Free text that is stored: PostgreSQL text cannot hold a NUL character.
 NO_NUL = r"^[^\x00]*$"
+HEALTH_DB_TIMEOUT = 2.0
 
 
 def get_services(request: Request) -> Services:
@@ -154,9 +160,24 @@ def _wakeup_out(view: WakeupView) -> WakeupOut:
 # --- health ------------------------------------------------------------------
 
 
-@router.get("/health", tags=["meta"], summary="Liveness and the broker link")
+@router.get("/health", tags=["meta"],
+            summary="Liveness, the broker link, the database, and the server's clock")
 async def health(services: Svc) -> dict[str, Any]:
-    return {"status": "ok", "broker": services.link.connected.is_set()}
+    database = await _database_answers(services)
+    # The clock lets epns-check measure an agent's skew: commands tolerate 60 s.
+    return {"status": "ok" if database else "degraded",
+            "broker": services.link.connected.is_set(), "database": database,
+            "time": time.time()}
+
+
+async def _database_answers(services: Services) -> bool:
+    """A cheap round trip to the database, bounded so health never hangs."""
+    try:
+        async with asyncio.timeout(HEALTH_DB_TIMEOUT), services.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return False
+    return True
 
 
 # --- agents ------------------------------------------------------------------
@@ -337,3 +358,34 @@ async def agent_pending_wakeups(agent_id: AgentId, services: Svc,
     await services.registry.get(agent_id, time.time())
     return [{"state": t.state, "requested_at": t.requested_at, "delivered_at": t.delivered_at}
             for t in await services.wakeups.pending_for(agent_id)]
+
+
+# --- a test command for epns-check --------------------------------------------
+
+PING_TTL = 60.0
+
+
+@router.post("/agents/{agent_id}/ping", tags=["agents"],
+             summary="Send the agent a signed test command (epns-check's end-to-end step)",
+             responses=refusals(403, 404, 409, 422, 429))
+async def ping_agent(agent_id: AgentId, services: Svc, caller: Caller) -> dict[str, Any]:
+    """Stage a signed ``ping`` in the outbox and publish it; answers once the
+    broker has taken it, with the command id the caller waits for."""
+    now = time.time()
+    wait = services.wake_limiter.take(caller.actor, now)
+    if wait > 0:
+        raise TooManyRequests(f"too many requests from {caller.actor}; retry in {wait:.0f} s",
+                              retry_after=wait)
+    if (await services.registry.get(agent_id, now)).revoked:
+        raise Conflict(f"agent {agent_id!r} is revoked", code="agent_revoked")
+    command = Command(CommandType.PING, target_agent(agent_id), now, now + PING_TTL)
+    async with services.sessions() as session, session.begin():
+        services.outbox.stage(session, command, topics.agent_cmd(agent_id))
+        audit(session, at=now, actor=caller.actor, action="ping", targets=[agent_id],
+              outcome="sent", ref=command.id)
+    taken = await services.outbox.send([command.id])
+    if command.id not in taken:
+        # It stays in the outbox and goes out when the broker is back, unless expired.
+        raise TooManyRequests("the server has no broker connection; retry shortly",
+                              retry_after=5.0, status=503, code="broker_unavailable")
+    return {"command_id": command.id, "sent_at": taken[command.id]}

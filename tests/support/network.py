@@ -32,17 +32,20 @@ class Tinyproxy:
             self.process.wait()
 
 
-def start_tinyproxy(work: Path, username: str = "fleet", password: str = "s3cret") -> Tinyproxy:
-    """Start tinyproxy in the foreground, allowing CONNECT to any port."""
+def start_tinyproxy(work: Path, username: str = "fleet", password: str = "s3cret",
+                    connect_ports: tuple[int, ...] = ()) -> Tinyproxy:
+    """Start tinyproxy in the foreground, allowing CONNECT to any port, or
+    only to ``connect_ports`` (any other is 403, as a strict proxy answers)."""
     binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
     if not Path(binary).exists():
         raise RuntimeError("tinyproxy is not installed: run .ci/run or apt-get install tinyproxy")
     port = free_port()
     conf = work / "tinyproxy.conf"
-    # No ConnectPort line: CONNECT is allowed to every port (8883 and 443 alike).
+    # Without a ConnectPort line, CONNECT is allowed to every port (8883 and 443 alike).
+    allowed = "".join(f"ConnectPort {p}\n" for p in connect_ports)
     conf.write_text(
         f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 50\n"
-        f"Allow 127.0.0.1\nBasicAuth {username} {password}\nLogLevel Info\n"
+        f"Allow 127.0.0.1\nBasicAuth {username} {password}\nLogLevel Info\n{allowed}"
         f"LogFile \"{work / 'tinyproxy.log'}\"\nPidFile \"{work / 'tinyproxy.pid'}\"\n")
     process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -83,3 +86,19 @@ class BlackHole:
         self.server.close()
         for conn in self.accepted:
             conn.close()
+
+
+class SilentPort:
+    """A port whose SYNs are dropped: a listener whose one-slot accept queue is
+    full. To a client this is a firewall that drops packets silently: the
+    connect times out. Loopback only, no root, no packet filter."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port = int(self.server.getsockname()[1])
+        # Never accepted: it fills the queue, and the kernel drops the next SYNs.
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
+    def close(self) -> None:
+        self._filler.close()
+        self.server.close()

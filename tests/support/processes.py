@@ -147,10 +147,13 @@ def render_mosquitto_conf(pki: Path, work: Path, port: int, fallback: int) -> Pa
     return path
 
 
-def start_mosquitto(pki: Path, work: Path) -> BrokerProcess:
-    """Start Debian's mosquitto with the shipped contract configuration."""
+def start_mosquitto(pki: Path, work: Path, acl: str | None = None) -> BrokerProcess:
+    """Start Debian's mosquitto with the shipped contract configuration (or
+    with ``acl`` as its ACL file instead of the shipped one)."""
     port, fallback = free_port(), free_port()
     conf = render_mosquitto_conf(pki, work, port, fallback)
+    if acl is not None:
+        (work / "acl").write_text(acl)
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

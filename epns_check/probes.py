@@ -1,0 +1,229 @@
+"""The network probes: each opens, writes or reads one thing, within a timeout.
+
+They raise what the socket, ssl and HTTP layers raise; ``epns_check.diagnose``
+turns that into words. Every socket a probe opens is closed when the probe
+fails, and otherwise handed to the caller, who closes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from epns.routes import ProxyEndpoint
+from epns_check import mqtt_wire
+from epns_check.diagnose import PeerCertificate
+
+MAX_PROXY_HEAD = 16 * 1024
+
+
+def resolve(host: str) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order."""
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection, as the agent opens it."""
+    return socket.create_connection((host, port), timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyReply:
+    """The status line of a proxy's answer to CONNECT."""
+
+    status: int
+    reason: str
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def proxy_connect(sock: socket.socket, proxy: ProxyEndpoint, host: str, port: int,
+                  timeout: float) -> ProxyReply:
+    """Ask the proxy for a tunnel on ``sock``; on 2xx the socket is the tunnel.
+
+    Written by hand, not with python-socks, to see the exact status code."""
+    sock.settimeout(timeout)
+    target = _authority(host, port)
+    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+    if proxy.username is not None:
+        secret = f"{proxy.username}:{proxy.password or ''}".encode()
+        lines.append(f"Proxy-Authorization: Basic {base64.b64encode(secret).decode()}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status_line = _read_head(sock).split(b"\r\n", 1)[0].decode("latin-1")
+    version, _, rest = status_line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or not code.isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:60]!r}")
+    return ProxyReply(int(code), reason.strip())
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    # One byte at a time: whatever follows the head already belongs to the
+    # tunnel, and must stay in the socket for the TLS handshake.
+    head = bytearray()
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise EOFError("the proxy closed the connection without an answer")
+        head += byte
+        if len(head) > MAX_PROXY_HEAD:
+            raise ValueError("the proxy's answer has no end")
+    return bytes(head)
+
+
+def handshake(raw: socket.socket, context: ssl.SSLContext, host: str,
+              timeout: float) -> ssl.SSLSocket:
+    """TLS over ``raw`` with the server name ``host``; closes ``raw`` on failure."""
+    raw.settimeout(timeout)
+    try:
+        sock = context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+    except BaseException:
+        raw.close()
+        raise
+    try:
+        sock.do_handshake()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def unverified_context() -> ssl.SSLContext:
+    """A context that accepts any certificate, to read what a peer presents:
+    an intercepting middlebox may speak older TLS than the fleet allows."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def presented_certificate(open_raw: Callable[[], socket.socket], host: str, timeout: float,
+                          fleet_cas: Sequence[x509.Certificate]) -> PeerCertificate | None:
+    """What the peer presents on a second, unverified handshake; None when
+    that fails too."""
+    try:
+        sock = handshake(open_raw(), unverified_context(), host, timeout)
+    except (OSError, ValueError):
+        return None
+    with sock:
+        der = sock.getpeercert(binary_form=True)
+    return None if der is None else certificate_facts(der, fleet_cas)
+
+
+def certificate_facts(der: bytes, fleet_cas: Sequence[x509.Certificate]) -> PeerCertificate:
+    """The fields of a certificate that diagnose needs."""
+    cert = x509.load_der_x509_certificate(der)
+    return PeerCertificate(subject=name_of(cert.subject), issuer=name_of(cert.issuer),
+                           names=subject_names(cert), not_before=cert.not_valid_before_utc,
+                           not_after=cert.not_valid_after_utc,
+                           from_fleet_ca=any(issued_by(cert, ca) for ca in fleet_cas))
+
+
+def name_of(name: x509.Name) -> str:
+    """The common name, or the whole name when it has none."""
+    cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else name.rfc4514_string()
+
+
+def subject_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """DNS names and addresses of the subject alternative names."""
+    try:
+        sans = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    except x509.ExtensionNotFound:
+        return ()
+    assert isinstance(sans, x509.SubjectAlternativeName)
+    dns = sans.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    return tuple(dns + ips)
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """True when ``ca`` signed ``cert``."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def utc_now() -> dt.datetime:
+    """The current time, for certificate dates."""
+    return dt.datetime.now(dt.UTC)
+
+
+class MqttSession:
+    """MQTT 3.1.1 over a handshaken socket, one packet at a time.
+
+    PUBLISH packets that arrive while another packet is awaited are kept in
+    ``publishes`` and never acknowledged unless asked: they are commands queued
+    for the agent, which the broker re-sends to it when it reconnects."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self._reader = mqtt_wire.Reader()
+        self._ready: deque[mqtt_wire.Packet] = deque()
+        self.publishes: deque[mqtt_wire.Publish] = deque()
+        self._packet_id = 0
+
+    def next_id(self) -> int:
+        """A fresh packet id."""
+        self._packet_id = self._packet_id % 65535 + 1
+        return self._packet_id
+
+    def send(self, data: bytes) -> None:
+        """Write one packet."""
+        self._sock.sendall(data)
+
+    def expect(self, kind: int, timeout: float) -> mqtt_wire.Packet:
+        """The next packet of ``kind``; TimeoutError, or EOFError when closed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            packet = self._next(deadline)
+            if packet.type == kind:
+                return packet
+            if packet.type == mqtt_wire.PUBLISH:
+                self.publishes.append(mqtt_wire.parse_publish(packet))
+
+    def next_publish(self, timeout: float) -> mqtt_wire.Publish:
+        """The next PUBLISH, kept ones first."""
+        deadline = time.monotonic() + timeout
+        while not self.publishes:
+            packet = self._next(deadline)
+            if packet.type == mqtt_wire.PUBLISH:
+                self.publishes.append(mqtt_wire.parse_publish(packet))
+        return self.publishes.popleft()
+
+    def _next(self, deadline: float) -> mqtt_wire.Packet:
+        while not self._ready:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            self._sock.settimeout(remaining)
+            data = self._sock.recv(65536)
+            if not data:
+                raise EOFError("the broker closed the connection")
+            self._ready.extend(self._reader.feed(data))
+        return self._ready.popleft()
+
+    def close(self) -> None:
+        """DISCONNECT (so no will fires) and close."""
+        try:
+            self._sock.settimeout(1.0)
+            self._sock.sendall(mqtt_wire.disconnect())
+        except OSError:
+            pass  # already gone: closing is all that is left
+        finally:
+            self._sock.close()

@@ -1,0 +1,129 @@
+"""epns-check against the real broker behind deliberately broken networks:
+closed, black-holed and silent ports, and the route the agent will use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from epns_check.cli import main
+from tests.support.network import BlackHole, SilentPort
+from tests.support.processes import ROOT, free_port
+
+
+def test_a_healthy_primary_route_is_exit_0(check, agent_toml, epns_broker):
+    checked = check("--config", agent_toml([epns_broker.port, epns_broker.fallback]))
+    assert checked.code == 0, checked.text()
+    assert checked.verdict["route"] == f"direct:{epns_broker.port}"
+    assert "push works on the primary route" in checked.verdict["summary"]
+    assert [row["number"] for row in checked.report["steps"]] == sorted(
+        row["number"] for row in checked.report["steps"])
+    assert checked.row("tls", f"direct:{epns_broker.port}")["detail"].startswith("TLSv1.")
+    assert checked.row("mqtt")["detail"].startswith("CONNACK 0")
+    assert {row["status"] for row in checked.rows("acl")} == {"PASS"}
+    # Without a server URL and API token the server steps say how to run them.
+    assert "--api-token" in checked.row("e2e")["detail"]
+    assert "disconnected, and reconnects by itself" in checked.report["notes"][0]
+
+
+def test_8883_refused_and_no_fallback_is_exit_2(check, agent_toml):
+    closed = free_port()
+    checked = check("--config", agent_toml([closed]))
+    assert checked.code == 2, checked.text()
+    tcp = checked.row("tcp", f"direct:{closed}")
+    assert tcp["status"] == "FAIL"
+    assert tcp["detail"] == f"TCP 127.0.0.1:{closed} refused"
+    assert "nothing listens on port" in tcp["hint"]
+    assert "no route reaches the broker" in checked.verdict["summary"]
+    assert checked.row("e2e")["status"] == "SKIP"
+
+
+def test_only_443_open_works_on_the_fallback_with_exit_1(check, agent_toml, epns_broker):
+    closed = free_port()
+    checked = check("--config", agent_toml([closed, epns_broker.fallback]))
+    assert checked.code == 1, checked.text()
+    assert checked.verdict["route"] == f"direct:{epns_broker.fallback}"
+    assert "only on a fallback route" in checked.verdict["summary"]
+    assert checked.row("tcp", f"direct:{closed}")["status"] == "FAIL"
+    assert checked.row("tls", f"direct:{epns_broker.fallback}")["status"] == "PASS"
+
+
+def test_8883_black_holed_at_tcp_is_a_timeout(check, agent_toml, epns_broker):
+    """SYNs to the port are dropped (a full accept queue): the connect times out."""
+    silent = SilentPort()
+    try:
+        checked = check("--config", agent_toml([silent.port, epns_broker.fallback],
+                                               timeouts={"tcp_connect": 1.0}))
+    finally:
+        silent.close()
+    assert checked.code == 1, checked.text()
+    tcp = checked.row("tcp", f"direct:{silent.port}")
+    assert tcp["status"] == "FAIL"
+    assert "timed out after 1 s" in tcp["detail"]
+    assert "a firewall drops TCP" in tcp["hint"]
+    assert 0.9 <= tcp["seconds"] < 3
+    assert checked.verdict["route"] == f"direct:{epns_broker.fallback}"
+
+
+def test_8883_that_accepts_tcp_and_never_answers_tls(check, agent_toml, epns_broker):
+    """A middlebox that completes the TCP handshake, then black-holes the flow."""
+    hole = BlackHole()
+    try:
+        checked = check("--config", agent_toml([hole.port, epns_broker.fallback],
+                                               timeouts={"tls_handshake": 1.0}))
+    finally:
+        hole.close()
+    assert checked.code == 1, checked.text()
+    assert checked.row("tcp", f"direct:{hole.port}")["status"] == "PASS"
+    tls = checked.row("tls", f"direct:{hole.port}")
+    assert tls["status"] == "FAIL"
+    assert "no TLS answer within 1 s" in tls["detail"]
+    assert "black-holes the traffic after the connect" in tls["hint"]
+
+
+def test_route_tests_one_route(check, agent_toml, epns_broker):
+    closed = free_port()
+    config = agent_toml([closed, epns_broker.fallback])
+    checked = check("--config", config, "--route", f"direct:{epns_broker.fallback}")
+    assert checked.code == 0, checked.text()
+    assert checked.rows("tcp") == [checked.row("tcp", f"direct:{epns_broker.fallback}")]
+
+
+def test_an_unknown_route_is_a_usage_error(agent_toml, epns_broker, capsys):
+    config = agent_toml([epns_broker.port])
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(config), "--route", "proxy:8883"])
+    assert exited.value.code == 3
+    assert f"this agent's routes are direct:{epns_broker.port}" in capsys.readouterr().err
+
+
+def test_a_missing_certificate_is_a_config_error_and_the_network_is_still_checked(
+        check, agent_toml, epns_broker, tmp_path):
+    config = agent_toml([epns_broker.port], identity={"cert": str(tmp_path / "nope.crt")})
+    checked = check("--config", config)
+    assert checked.code == 3, checked.text()
+    row = checked.row("config", "identity.cert")
+    assert row["status"] == "FAIL"
+    assert "nope.crt does not exist" in row["detail"]
+    assert "agent.crt and agent.key" in row["hint"]
+    assert checked.row("tcp")["status"] == "PASS"
+    assert checked.row("tls")["status"] == "SKIP"
+
+
+def test_flags_alone_and_plain_output_when_piped(pki_dir, epns_broker, agent_ids):
+    """The console script as a support person runs it: no agent.toml, output piped."""
+    agent_id, = agent_ids(1)
+    pair = f"{pki_dir}/agents/{agent_id}"
+    done = subprocess.run(
+        [sys.executable, "-m", "epns_check", "--agent-id", agent_id, "--host", "127.0.0.1",
+         "--port", str(epns_broker.port), "--ca", f"{pki_dir}/ca.crt", "--cert",
+         f"{pair}.crt", "--key", f"{pair}.key", "--server-key", f"{pki_dir}/signing.pub",
+         "--proxy", "", "--timeout", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"[PASS]  6 mqtt        direct:{epns_broker.port}" in done.stdout
+    assert f"verdict: push works on the primary route direct:{epns_broker.port} (exit 0)" \
+        in done.stdout
+    assert "\x1b[" not in done.stdout
