@@ -274,8 +274,13 @@ def issue_from_csr(ca: Pair, csr_pem: bytes, agent_id: str, *, days: float = 825
     role whatever the CSR's subject or extensions ask for. P-256, Ed25519 and
     RSA 2048-8192 keys are accepted; anything else is a PKIError."""
     subject = _client_subject(agent_id, server=False)
-    csr = _load_csr(csr_pem)
-    return _sign(ca, subject, _csr_key(csr), client=True, days=days)
+    return _sign(ca, subject, csr_public_key(csr_pem), client=True, days=days)
+
+
+def csr_public_key(csr_pem: bytes) -> CertificatePublicKeyTypes:
+    """The public key of ``csr_pem``, once the CSR's signature proves its
+    holder has the private key; PKIError for a CSR ``issue_from_csr`` refuses."""
+    return _csr_key(_load_csr(csr_pem))
 
 
 def _load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:

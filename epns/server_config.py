@@ -107,6 +107,25 @@ class PresenceSettings:
 
 
 @dataclass(frozen=True)
+class NotificationSettings:
+    """The offline notifier (where it tells is a run-time setting of the
+    console). ``min_offline_after`` is the shortest offline threshold an admin
+    may set: below a minute a reboot would page someone. Only the server's own
+    config (file or environment), which the operator controls, can lower it;
+    the tests do."""
+
+    check_interval: float = 30.0
+    min_offline_after: float = 60.0
+    # Per webhook POST, and per SMTP step.
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if min(self.check_interval, self.min_offline_after, self.timeout) <= 0:
+            raise ValueError("notifications: check_interval, min_offline_after and timeout "
+                             "must be positive")
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     """The web console's login and session."""
 
@@ -131,6 +150,7 @@ class ServerSettings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     log: LogSettings = field(default_factory=LogSettings)
     state_dir: Path = Path("state")
 

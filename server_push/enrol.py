@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from epns import topics
+from epns import pki, topics
 from epns.errors import BadRequest, Conflict, Forbidden, NotFound, PKIError, Unauthorized
 from epns.logs import event
 from server_push.agents import AgentAdmin, Bundle, check_groups
@@ -120,9 +120,11 @@ class Enrolment:
         now = time.time()
         row = await self._usable(token, agent_id, now)
         try:
-            cert_pem, serial = self._agents.certificate_for(agent_id, csr_pem.encode())
+            pki.csr_public_key(csr_pem.encode())
         except PKIError as exc:
             raise BadRequest(f"the CSR cannot be used: {exc}", code="bad_csr") from exc
+        # Checked above: a PKIError from here on is the server's own (its CA).
+        cert_pem, serial = self._agents.certificate_for(agent_id, csr_pem.encode())
         groups = list(row.groups or [])
         actor = f"enrol-token:{row.id}"
         try:

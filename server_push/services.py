@@ -20,6 +20,7 @@ from server_push.auth import AgentAuthenticator, Credentials
 from server_push.bus import Bus
 from server_push.events import Dispatcher, WolTracker
 from server_push.mqtt_link import BrokerLink
+from server_push.notify import Notifier
 from server_push.outbox import Outbox
 from server_push.ratelimit import RateLimiter
 from server_push.registry import Registry
@@ -79,6 +80,9 @@ class Services:
         """Start the broker link and the sweepers."""
         self._tasks = [asyncio.create_task(self._link_loop(), name="broker-link"),
                        asyncio.create_task(self.wakeups.run_sweeper(), name="wake-sweeper")]
+        self._tasks.append(asyncio.create_task(Notifier(
+            self.sessions, self.registry, self.config, self.settings.notifications).run(),
+            name="offline-notifier"))
 
     async def _link_loop(self) -> None:
         watcher = asyncio.create_task(self._watch_link())
@@ -131,7 +135,8 @@ async def build(settings: ServerSettings) -> Services:
         tasks=Tasks(sessions), agents=AgentAdmin(sessions, settings, revocations, bus),
         credentials=Credentials(sessions),
         agent_auth=AgentAuthenticator(sessions, key.public_key(), revocations),
-        config=SettingsStore(sessions), revocations=revocations,
+        config=SettingsStore(sessions, settings.notifications.min_offline_after),
+        revocations=revocations,
         wake_limiter=RateLimiter(settings.wakeups.per_minute, settings.wakeups.burst),
         sync_slots=asyncio.Semaphore(settings.sync.max_concurrent))
     holder["services"] = services

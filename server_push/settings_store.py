@@ -42,6 +42,10 @@ class HintsConfig:
     keepalive: dict[str, int] = field(default_factory=dict)
 
 
+# The default floor of offline_after; see epns.server_config.NotificationSettings.
+MIN_OFFLINE_AFTER = 60.0
+
+
 @dataclass(frozen=True)
 class NotificationsConfig:
     """Offline notifications: an agent offline longer than ``offline_after`` s."""
@@ -97,7 +101,8 @@ def _check_hints(data: dict[str, Any]) -> HintsConfig:
     return HintsConfig(interval, keepalive)
 
 
-def _check_notifications(data: dict[str, Any]) -> NotificationsConfig:
+def _check_notifications(data: dict[str, Any],
+                         min_offline_after: float = MIN_OFFLINE_AFTER) -> NotificationsConfig:
     try:
         config = NotificationsConfig(
             offline_after=float(data.get("offline_after", 3600.0)),
@@ -112,8 +117,9 @@ def _check_notifications(data: dict[str, Any]) -> NotificationsConfig:
     if config.webhook_url and not config.webhook_url.startswith(("https://", "http://")):
         raise BadRequest("notifications: webhook_url must be an http(s) URL",
                          code="invalid_settings")
-    if not 60 <= config.offline_after <= 30 * 86400:
-        raise BadRequest("notifications: offline_after 60 s - 30 days", code="invalid_settings")
+    if not min_offline_after <= config.offline_after <= 30 * 86400:
+        raise BadRequest(f"notifications: offline_after {min_offline_after:g} s - 30 days",
+                         code="invalid_settings")
     return config
 
 
@@ -125,8 +131,12 @@ _CHECKS: dict[str, Callable[[dict[str, Any]], Section]] = {
 class SettingsStore:
     """Typed read and checked write of the run-time settings."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 min_offline_after: float = MIN_OFFLINE_AFTER) -> None:
         self._sessions = sessions
+        self._min_offline_after = min_offline_after
+        self._checks: dict[str, Callable[[dict[str, Any]], Section]] = {
+            **_CHECKS, "notifications": self._check_notifications}
 
     async def _raw(self, key: str) -> dict[str, Any]:
         async with self._sessions() as session:
@@ -143,11 +153,14 @@ class SettingsStore:
 
     async def notifications(self) -> NotificationsConfig:
         """The offline notification settings."""
-        return _check_notifications(await self._raw("notifications"))
+        return self._check_notifications(await self._raw("notifications"))
+
+    def _check_notifications(self, data: dict[str, Any]) -> NotificationsConfig:
+        return _check_notifications(data, self._min_offline_after)
 
     async def read(self, key: str) -> dict[str, Any]:
         """One section as plain JSON; BadRequest for an unknown section."""
-        check = _CHECKS.get(key)
+        check = self._checks.get(key)
         if check is None:
             raise BadRequest(f"no settings section {key!r} (one of {', '.join(_CHECKS)})",
                              code="unknown_settings")
@@ -155,7 +168,7 @@ class SettingsStore:
 
     async def write(self, key: str, data: dict[str, Any]) -> dict[str, Any]:
         """Check and store one section; returns it as stored."""
-        check = _CHECKS.get(key)
+        check = self._checks.get(key)
         if check is None:
             raise BadRequest(f"no settings section {key!r} (one of {', '.join(_CHECKS)})",
                              code="unknown_settings")
