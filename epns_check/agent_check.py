@@ -61,6 +61,7 @@ class AgentCheck:
         self.material = Material()
         self.proxy = (parse_proxy(settings.proxy.url, settings.proxy.username,
                                   settings.proxy.password) if settings.proxy.url else None)
+        self.last_good = _last_route(settings)
         self._proxy_down = False
 
     # --- bookkeeping -------------------------------------------------------------
@@ -71,18 +72,19 @@ class AgentCheck:
                                    route.name if route else None))
         return finding
 
-    def routes(self) -> tuple[list[Route], str | None]:
-        """The routes to test, in the agent's order, and its last good route."""
+    def _plan(self) -> list[Route]:
+        """The agent's routes in its planned order: the first is the primary."""
         broker, proxy = self.settings.broker, self.settings.proxy
-        last_good = _last_route(self.settings)
-        routes = plan_routes(broker.host, broker.ports, proxy=self.proxy,
-                             no_proxy=proxy.no_proxy, websocket_url=broker.websocket_url,
-                             last_good=last_good)
-        # MQTT over WebSocket needs an HTTP upgrade this check does not speak.
-        routes = [r for r in routes if r.transport == "mqtts"]
+        return plan_routes(broker.host, broker.ports, proxy=self.proxy,
+                           no_proxy=proxy.no_proxy, websocket_url=broker.websocket_url)
+
+    def routes(self) -> list[Route]:
+        """The routes to test: the agent's order (the last route that worked
+        first, as the agent tries them), or only the one --route names."""
+        planned = self._plan()
         if self.options.route is not None:
-            routes = [r for r in routes if r.name == self.options.route]
-        return routes, last_good
+            return [r for r in planned if r.name == self.options.route]
+        return sorted(planned, key=lambda r: r.name != self.last_good)
 
     # --- the run -----------------------------------------------------------------
 
@@ -90,37 +92,30 @@ class AgentCheck:
         """Every step; the report with its verdict."""
         self.material, config = load(self.settings, self.source)
         self.results += config
-        routes, last_good = self.routes()
+        routes = self.routes()
         self._dns()
-        session: tuple[probes.MqttSession, Route] | None = None
+        session: probes.MqttSession | None = None
+        tried_mqtt = False
         for route in routes:
-            sock = self._tls(route)
-            if sock is None:
+            stream = self._tls(route)
+            if stream is None:
                 continue
-            if session is None:
-                opened = self._mqtt(route, sock)
-                session = (opened, route) if opened is not None else None
-            else:
-                sock.close()
+            if tried_mqtt:
+                stream.close()
+                continue
+            tried_mqtt = True
+            session = self._mqtt(route, stream)
         try:
             self._end_to_end(session)
         finally:
             if session is not None:
-                session[0].close()
+                session.close()
         self._server_steps()
-        names = [r.name for r in routes]
-        planned = [r.name for r in self._planned()]
-        order = names if self.options.route else [n for n in planned if n in names]
-        verdict = decide(self.results, order, last_good=last_good)
+        order = routes if self.options.route else self._plan()
+        verdict = decide(self.results, [r.name for r in order], last_good=self.last_good)
         return Report(f"epns-check: agent {self.settings.identity.agent_id} -> "
                       f"{self.settings.broker.host}", tuple(self.results), verdict,
                       (TAKEOVER_NOTE,))
-
-    def _planned(self) -> list[Route]:
-        """The agent's order without its last good route: the first is primary."""
-        broker, proxy = self.settings.broker, self.settings.proxy
-        return plan_routes(broker.host, broker.ports, proxy=self.proxy,
-                           no_proxy=proxy.no_proxy, websocket_url=None)
 
     # --- step 2: DNS ---------------------------------------------------------------
 
@@ -197,7 +192,7 @@ class AgentCheck:
 
     # --- step 5: TLS ---------------------------------------------------------------
 
-    def _tls(self, route: Route) -> ssl.SSLSocket | None:
+    def _tls(self, route: Route) -> probes.Stream | None:
         context = self.material.broker_context
         raw = self._open(route)
         if raw is None:
@@ -227,7 +222,31 @@ class AgentCheck:
         finding = diagnose.tls_ok(sock.version() or "TLS", cipher[0] if cipher else "?", cert,
                                   host=route.host, now=probes.utc_now())
         self._add(Step.TLS, route.name, finding, started, route)
+        if route.transport == "wss":
+            return self._upgrade(route, sock)
         return sock
+
+    def _upgrade(self, route: Route, sock: ssl.SSLSocket) -> probes.Stream | None:
+        """MQTT over secure WebSocket: the HTTP upgrade, reported with TLS."""
+        timeout = self.settings.timeouts.tls_handshake
+        where = probes.authority(route.host, route.port)
+        url = f"wss://{where}{route.path}"
+        subject = f"{route.name} upgrade"
+        started = time.monotonic()
+        try:
+            answer, proven = probes.websocket_upgrade(sock, where, route.path, timeout)
+        except (OSError, EOFError, ValueError) as exc:
+            sock.close()
+            self._add(Step.TLS, subject, diagnose.websocket_silent(exc, url, timeout), started,
+                      route)
+            return None
+        finding = diagnose.websocket_answer(answer.status, answer.reason, proven=proven,
+                                            protocol=answer.protocol, url=url)
+        self._add(Step.TLS, subject, finding, started, route)
+        if finding.status is not Status.PASS:
+            sock.close()
+            return None
+        return probes.WebSocketStream(sock)
 
     def _rejected(self, route: Route, exc: ssl.SSLCertVerificationError) -> Finding:
         """Why the certificate did not verify, from what the peer presents to a
@@ -248,7 +267,7 @@ class AgentCheck:
 
     # --- steps 6 and 7: MQTT CONNECT and the ACL --------------------------------------
 
-    def _mqtt(self, route: Route, sock: ssl.SSLSocket) -> probes.MqttSession | None:
+    def _mqtt(self, route: Route, sock: probes.Stream) -> probes.MqttSession | None:
         session = probes.MqttSession(sock)
         if self._connect(route, session) and self._acl(route, session):
             return session
@@ -304,7 +323,7 @@ class AgentCheck:
 
     # --- step 8: end to end ----------------------------------------------------------
 
-    def _end_to_end(self, session: tuple[probes.MqttSession, Route] | None) -> None:
+    def _end_to_end(self, session: probes.MqttSession | None) -> None:
         started = time.monotonic()
         server = self._server_url()
         if session is None:
@@ -315,7 +334,7 @@ class AgentCheck:
                 "give --api-token (or EPNS_API_TOKEN) and the server's URL (sync.url or "
                 "--server-url) to have the server send a test command"), started)
             return
-        finding = self._ping(session[0], server, self.options.api_token, started)
+        finding = self._ping(session, server, self.options.api_token, started)
         self._add(Step.E2E, server, finding, started)
 
     def _ping(self, session: probes.MqttSession, server: str, api_token: str,

@@ -121,8 +121,8 @@ def _agent_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                            api_token=args.api_token or os.environ.get(API_TOKEN_ENV),
                            push_timeout=args.push_timeout)
     check = AgentCheck(settings, options, source)
-    if args.route is not None and not check.routes()[0]:
-        known = [r.name for r in AgentCheck(settings, CheckOptions(), source).routes()[0]]
+    if args.route is not None and not check.routes():
+        known = [r.name for r in AgentCheck(settings, CheckOptions(), source).routes()]
         parser.error(f"--route {args.route}: this agent's routes are {', '.join(known)}")
     return check.run()
 

@@ -320,6 +320,43 @@ def tls_failure(exc: BaseException, *, host: str, port: int, timeout: float,
                    "the epns broker")
 
 
+# --- MQTT over secure WebSocket ------------------------------------------------
+
+
+def websocket_answer(status: int, reason: str, *, proven: bool, protocol: str | None,
+                     url: str) -> Finding:
+    """The answer to the WebSocket upgrade on ``url``."""
+    said = f"{status} {reason}".strip()
+    if status == 101 and proven and protocol == "mqtt":
+        return passed(f"WebSocket upgrade on {url} accepted (subprotocol mqtt)")
+    if status == 101:
+        return Finding(Status.FAIL, f"{url} switched protocols, but not to an MQTT WebSocket "
+                                    f"(subprotocol {protocol!r})",
+                       "something other than the broker answers there: check "
+                       "broker.websocket_url")
+    if status == 404:
+        return Finding(Status.FAIL, f"no WebSocket endpoint at {url} ({said})",
+                       "check the path in broker.websocket_url")
+    if status in (400, 403, 426):
+        return Finding(Status.FAIL, f"{url} refused the WebSocket upgrade ({said})",
+                       "a reverse proxy or web filter in front of the broker blocks WebSocket "
+                       "upgrades: allow them for this URL")
+    return Finding(Status.FAIL, f"{url} answered {said} instead of a WebSocket upgrade",
+                   "a web server, captive portal or filter answers there, not the broker: "
+                   "check broker.websocket_url and the web filter")
+
+
+def websocket_silent(exc: BaseException, url: str, timeout: float) -> Finding:
+    """No usable answer to the WebSocket upgrade."""
+    if net_error(exc) is NetError.TIMEOUT:
+        return Finding(Status.FAIL, f"no answer to the WebSocket upgrade on {url} within "
+                                    f"{timeout:g} s",
+                       "a filter holds the upgrade: allow WebSocket to this URL")
+    return Finding(Status.FAIL, f"no HTTP answer to the WebSocket upgrade on {url}: "
+                                f"{_strerror(exc)}",
+                   "the port in broker.websocket_url is not the broker's WebSocket listener")
+
+
 # --- MQTT and the ACL ----------------------------------------------------------
 
 

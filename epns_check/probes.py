@@ -15,13 +15,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from epns.routes import ProxyEndpoint
-from epns_check import mqtt_wire
+from epns_check import mqtt_wire, websocket
 from epns_check.diagnose import PeerCertificate
 
 MAX_PROXY_HEAD = 16 * 1024
@@ -46,7 +47,8 @@ class ProxyReply:
     reason: str
 
 
-def _authority(host: str, port: int) -> str:
+def authority(host: str, port: int) -> str:
+    """``host:port`` as HTTP writes it (IPv6 in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -56,7 +58,7 @@ def proxy_connect(sock: socket.socket, proxy: ProxyEndpoint, host: str, port: in
 
     Written by hand, not with python-socks, to see the exact status code."""
     sock.settimeout(timeout)
-    target = _authority(host, port)
+    target = authority(host, port)
     lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
     if proxy.username is not None:
         secret = f"{proxy.username}:{proxy.password or ''}".encode()
@@ -164,6 +166,69 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class Stream(Protocol):
+    """What MQTT runs over: a TLS socket, or a WebSocket on one."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def settimeout(self, timeout: float | None, /) -> None: ...
+    def close(self) -> None: ...
+
+
+def websocket_upgrade(sock: ssl.SSLSocket, authority: str, path: str,
+                      timeout: float) -> tuple[websocket.UpgradeAnswer, bool]:
+    """Ask for MQTT over WebSocket on ``sock``; the answer, and whether its
+    Sec-WebSocket-Accept proves a WebSocket server read our key."""
+    sock.settimeout(timeout)
+    key = websocket.new_key()
+    sock.sendall(websocket.upgrade_request(authority, path, key))
+    answer = websocket.parse_answer(_read_head(sock))
+    return answer, answer.accept == websocket.accept_for(key)
+
+
+class WebSocketStream:
+    """MQTT bytes in binary frames over an upgraded TLS socket."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self._frames = websocket.FrameReader(mqtt_wire.MAX_PACKET)
+        self._data = bytearray()
+
+    def sendall(self, data: bytes, /) -> None:
+        """Send ``data`` as one binary frame."""
+        self._sock.sendall(websocket.frame(websocket.BINARY, data))
+
+    def recv(self, size: int, /) -> bytes:
+        """Up to ``size`` payload bytes; b"" once the server closes."""
+        while not self._data:
+            raw = self._sock.recv(65536)
+            if not raw:
+                return b""
+            for item in self._frames.feed(raw):
+                if item.opcode == websocket.CLOSE:
+                    return b""
+                if item.opcode == websocket.PING:
+                    self._sock.sendall(websocket.frame(websocket.PONG, item.payload))
+                elif item.opcode in (websocket.BINARY, websocket.CONTINUATION):
+                    self._data += item.payload
+        chunk = bytes(self._data[:size])
+        del self._data[:size]
+        return chunk
+
+    def settimeout(self, timeout: float | None, /) -> None:
+        """Bound the next read."""
+        self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        """Close the WebSocket, then the socket."""
+        try:
+            self._sock.sendall(websocket.frame(websocket.CLOSE, (1000).to_bytes(2, "big")))
+        except OSError:
+            pass  # already gone: closing is all that is left
+        finally:
+            self._sock.close()
+
+
 class MqttSession:
     """MQTT 3.1.1 over a handshaken socket, one packet at a time.
 
@@ -171,7 +236,7 @@ class MqttSession:
     ``publishes`` and never acknowledged unless asked: they are commands queued
     for the agent, which the broker re-sends to it when it reconnects."""
 
-    def __init__(self, sock: ssl.SSLSocket) -> None:
+    def __init__(self, sock: Stream) -> None:
         self._sock = sock
         self._reader = mqtt_wire.Reader()
         self._ready: deque[mqtt_wire.Packet] = deque()

@@ -176,10 +176,12 @@ def decide(results: Sequence[Result], routes: Sequence[str], *, last_good: str |
         return Verdict(EXIT_DEGRADED, f"push works only on a fallback route: the agent will "
                                       f"use {chosen}; its primary route {routes[0]} fails",
                        chosen)
+    works = f"push works on the primary route {routes[0]}"
+    if chosen != routes[0]:
+        works += f" (the agent tries {chosen} first: it worked last)"
     if any(r.status is Status.WARN for r in _relevant(results, chosen)):
-        return Verdict(EXIT_DEGRADED, f"push works on the primary route {chosen}, with "
-                                      "warnings", chosen)
-    return Verdict(EXIT_OK, f"push works on the primary route {chosen}", chosen)
+        return Verdict(EXIT_DEGRADED, f"{works}, with warnings", chosen)
+    return Verdict(EXIT_OK, works, chosen)
 
 
 def decide_server(results: Sequence[Result]) -> Verdict:

@@ -91,6 +91,17 @@ def test_route_tests_one_route(check, agent_toml, epns_broker):
     assert checked.rows("tcp") == [checked.row("tcp", f"direct:{epns_broker.fallback}")]
 
 
+def test_the_route_that_worked_last_is_tested_first(check, agent_toml, epns_broker):
+    config = agent_toml([epns_broker.port, epns_broker.fallback])
+    state = config.parent / f"state-{config.stem}"
+    state.mkdir()
+    (state / "route").write_text(f"direct:{epns_broker.fallback}\n")
+    checked = check("--config", config)
+    assert checked.code == 0, checked.text()
+    assert checked.verdict["route"] == f"direct:{epns_broker.fallback}"
+    assert checked.row("mqtt")["route"] == f"direct:{epns_broker.fallback}"
+
+
 def test_an_unknown_route_is_a_usage_error(agent_toml, epns_broker, capsys):
     config = agent_toml([epns_broker.port])
     with pytest.raises(SystemExit) as exited:
@@ -127,3 +138,32 @@ def test_flags_alone_and_plain_output_when_piped(pki_dir, epns_broker, agent_ids
     assert f"verdict: push works on the primary route direct:{epns_broker.port} (exit 0)" \
         in done.stdout
     assert "\x1b[" not in done.stdout
+
+
+def test_where_only_https_passes_mqtt_over_websocket_works(check, agent_toml, start_broker):
+    broker = start_broker(listeners__websocket__enabled="true",
+                          listeners__websocket__host="127.0.0.1",
+                          listeners__websocket__port="0")
+    line = broker.log_contains(r"listening listener=websocket transport=wss")
+    ws_port = int(line.split(" port=")[1].split()[0])
+    closed = free_port()
+    config = agent_toml([closed], broker={"websocket_url": f"wss://127.0.0.1:{ws_port}/mqtt"})
+    checked = check("--config", config)
+    assert checked.code == 1, checked.text()
+    assert checked.verdict["route"] == "direct:wss"
+    upgrade = checked.row("tls", "direct:wss upgrade")
+    assert upgrade["detail"] == (f"WebSocket upgrade on wss://127.0.0.1:{ws_port}/mqtt "
+                                 "accepted (subprotocol mqtt)")
+    assert checked.row("mqtt")["route"] == "direct:wss"
+    assert {row["status"] for row in checked.rows("acl")} == {"PASS"}
+
+
+def test_a_websocket_url_that_names_the_mqtt_port(check, agent_toml, epns_broker):
+    url = f"wss://127.0.0.1:{epns_broker.port}/mqtt"
+    config = agent_toml([epns_broker.port], broker={"websocket_url": url})
+    checked = check("--config", config, "--route", "direct:wss")
+    assert checked.code == 2, checked.text()
+    upgrade = checked.row("tls", "direct:wss upgrade")
+    assert upgrade["status"] == "FAIL"
+    assert upgrade["hint"] == ("the port in broker.websocket_url is not the broker's WebSocket "
+                               "listener")

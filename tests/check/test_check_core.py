@@ -1,0 +1,171 @@
+"""The sans-IO core of epns-check: the verdict, the MQTT codec, the words."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import ssl
+
+import pytest
+
+from epns.errors import ProtocolViolation
+from epns_check import diagnose, mqtt_wire, render
+from epns_check.report import Finding, Report, Result, Status, Step, decide, passed
+
+PASS, WARN, FAIL = passed("ok"), Finding(Status.WARN, "meh", "do x"), Finding(Status.FAIL, "no")
+
+
+def _route(step, route, finding):
+    return Result(step, route, finding, route=route)
+
+
+def _working(route):
+    return [_route(Step.TCP, route, PASS), _route(Step.TLS, route, PASS)]
+
+
+IDENTITY = [_route(Step.MQTT, "direct:8883", PASS), _route(Step.ACL, "direct:8883", PASS)]
+ROUTES = ["direct:8883", "direct:443"]
+
+
+def test_verdict_primary_fallback_broken_and_config():
+    both = _working("direct:8883") + _working("direct:443") + IDENTITY
+    assert decide(both, ROUTES).exit_code == 0
+    assert decide(both, ROUTES).route == "direct:8883"
+    fallback = [_route(Step.TCP, "direct:8883", FAIL), *_working("direct:443"), *IDENTITY]
+    verdict = decide(fallback, ROUTES)
+    assert (verdict.exit_code, verdict.route) == (1, "direct:443")
+    refused = [*_working("direct:8883"), _route(Step.MQTT, "direct:8883", FAIL)]
+    assert decide(refused, ROUTES).exit_code == 2
+    config = [Result(Step.CONFIG, "identity.cert", FAIL), *both]
+    assert decide(config, ROUTES).exit_code == 3
+
+
+def test_verdict_warnings_count_only_where_they_touch_push():
+    base = _working("direct:8883") + IDENTITY
+    warned_elsewhere = [*base, _route(Step.TLS, "direct:443", WARN)]
+    assert decide(warned_elsewhere, ROUTES).exit_code == 0
+    assert decide([*base, Result(Step.CONFIG, "x", WARN)], ROUTES).exit_code == 1
+    assert decide([*base, Result(Step.CLOCK, "x", FAIL)], ROUTES).exit_code == 2
+
+
+def test_verdict_follows_the_last_route_that_worked():
+    both = _working("direct:8883") + _working("direct:443") + IDENTITY
+    verdict = decide(both, ROUTES, last_good="direct:443")
+    assert (verdict.exit_code, verdict.route) == (0, "direct:443")
+    assert verdict.summary == ("push works on the primary route direct:8883 (the agent tries "
+                               "direct:443 first: it worked last)")
+
+
+def test_mqtt_packets_round_trip_through_the_reader():
+    reader = mqtt_wire.Reader()
+    connack = bytes([0x20, 2, 0, 5])
+    suback = bytes([0x90, 3, 0, 7, 0x80])
+    publish = mqtt_wire.publish("epns/v1/agents/a1/cmd", b"x" * 300, packet_id=9)
+    wire = connack + suback + publish
+    packets = [p for index in range(len(wire)) for p in reader.feed(wire[index:index + 1])]
+    assert [p.type for p in packets] == [mqtt_wire.CONNACK, mqtt_wire.SUBACK, mqtt_wire.PUBLISH]
+    assert mqtt_wire.connack_code(packets[0]) == 5
+    assert mqtt_wire.suback(packets[1]) == (7, [0x80])
+    got = mqtt_wire.parse_publish(packets[2])
+    assert (got.topic, got.qos, got.packet_id, got.payload) == (
+        "epns/v1/agents/a1/cmd", 1, 9, b"x" * 300)
+
+
+def test_connect_carries_the_token_and_keeps_the_session():
+    packet = mqtt_wire.connect("a1", keepalive=300, username="a1", password="v1.t.s")
+    assert packet[0] == 0x10
+    assert packet[2:10] == b"\x00\x04MQTT\x04\xc0"  # user, password, no clean session
+    assert packet.endswith(b"\x00\x02a1\x00\x02a1\x00\x06v1.t.s")
+
+
+def test_the_reader_refuses_a_length_no_broker_sends():
+    with pytest.raises(ProtocolViolation):
+        mqtt_wire.Reader().feed(b"\x30\xff\xff\xff\xff\x01")
+    with pytest.raises(ProtocolViolation):
+        mqtt_wire.Reader().feed(b"\x30\xff\xff\xff\x7f")
+
+
+@pytest.mark.parametrize(("host", "names", "matches"), [
+    ("broker.example.net", ("broker.example.net",), True),
+    ("Broker.Example.NET.", ("broker.example.net",), True),
+    ("a.example.net", ("*.example.net",), True),
+    ("a.b.example.net", ("*.example.net",), False),
+    ("127.0.0.1", ("localhost", "127.0.0.1"), True),
+    ("127.0.0.1", ("localhost",), False),
+    ("::1", ("0:0:0:0:0:0:0:1",), True),
+])
+def test_name_matching(host, names, matches):
+    assert diagnose.name_matches(host, names) is matches
+
+
+NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def _cert(**changes):
+    fields = {"subject": "broker", "issuer": "epns fleet CA", "names": ("broker",),
+              "not_before": NOW - dt.timedelta(days=1), "not_after": NOW + dt.timedelta(days=90),
+              "from_fleet_ca": True}
+    return diagnose.PeerCertificate(**{**fields, **changes})
+
+
+def _rejected(cert):
+    return diagnose.tls_rejected(cert, fleet_ca="epns fleet CA", ca_file="ca.crt",
+                                 host="broker", port=8883, reason="x", now=NOW)
+
+
+def test_tls_rejections_are_told_apart():
+    assert "TLS interception by 'Fortinet CA'" in _rejected(
+        _cert(issuer="Fortinet CA", from_fleet_ca=False)).detail
+    assert _rejected(_cert(from_fleet_ca=False)).detail.startswith("unknown CA")
+    assert "self-signed" in _rejected(_cert(issuer="broker", from_fleet_ca=False)).detail
+    assert "expired on 2029-12-30" in _rejected(
+        _cert(not_after=NOW - dt.timedelta(days=2))).detail
+    assert "valid only from" in _rejected(_cert(not_before=NOW + dt.timedelta(days=2))).detail
+    assert "is for other, not broker" in _rejected(_cert(names=("other",))).detail
+
+
+def test_client_certificate_alerts_are_not_server_certificate_problems():
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"  # type: ignore[misc]
+    finding = diagnose.tls_failure(alert, host="b", port=1, timeout=1, proxy=None)
+    assert finding.detail == ("the broker refused this agent's client certificate "
+                              "(tlsv1 alert unknown ca)")
+
+
+def test_clock_thresholds():
+    assert diagnose.clock(29.0, "x").status is Status.PASS
+    assert diagnose.clock(-45.0, "x").status is Status.WARN
+    assert "45.0 s ahead of the server" in diagnose.clock(-45.0, "x").detail
+    assert diagnose.clock(61.0, "x").status is Status.FAIL
+
+
+@pytest.mark.parametrize(("status", "credentials", "words"), [
+    (407, True, "refused the credentials"), (401, False, "demands credentials"),
+    (403, True, "forbids CONNECT"), (502, True, "refused CONNECT"), (200, True, "opened")])
+def test_proxy_answers(status, credentials, words):
+    finding = diagnose.proxy_answer(status, "Reason", target="b:8883", proxy="p:3128",
+                                    credentials=credentials)
+    assert words in finding.detail
+
+
+def test_connack_codes_have_causes():
+    for code in range(1, 6):
+        finding = diagnose.connack(code, agent_id="a1", method="token", certificate_name=None)
+        assert finding.status is Status.FAIL
+        assert finding.detail.startswith(f"CONNACK {code}: ")
+        assert finding.hint
+
+
+def test_rendering_for_people_and_for_pipes():
+    report = Report("epns-check: agent a1 -> broker",
+                    (Result(Step.TCP, "direct:8883", Finding(Status.FAIL, "refused", "open it"),
+                            0.5, "direct:8883"),), decide([], ["direct:8883"]), ("a note",))
+    text = render.plain(report)
+    assert "[FAIL]  3 tcp         direct:8883 (0.50 s): refused\n       -> open it\n" in text
+    assert text.endswith("(exit 2)\n")
+    stream = io.StringIO()
+    render.table(report, stream)
+    table = stream.getvalue()
+    assert "FAIL" in table
+    assert "-> open it" in table
+    assert "verdict: push does not work" in table
