@@ -145,13 +145,22 @@ class WolRequest(Base):
     """One Wake-on-LAN request for one target machine, and its outcome."""
 
     __tablename__ = "wol_requests"
+    __table_args__ = (
+        Index("ix_wol_requests_agent_state", "agent_id", "state"),
+        Index("ix_wol_requests_state_deadline", "state", "deadline"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float)
     requested_by: Mapped[str] = mapped_column(String(128))
     agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
     mac: Mapped[str] = mapped_column(String(17))
-    # [{"by": relay agent id or "server", "to": [addresses], "result": …}]
+    # The target's last known IPv4 address and its subnet; None when unknown
+    # (then no relay could be chosen).
+    address: Mapped[str | None] = mapped_column(String(45), default=None)
+    subnet: Mapped[str | None] = mapped_column(String(49), default=None)
+    # [{"by": relay agent id or "server", "to": [addresses], "ports": [...],
+    #   "command": id or None, "at": time, "result": wol_result body or None}]
     sends: Mapped[list[Any]] = mapped_column(default=list)
     state: Mapped[str] = mapped_column(String(16), default="sent")  # sent | woke | not_woken
     deadline: Mapped[float] = mapped_column(Float)

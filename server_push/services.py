@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -18,7 +17,7 @@ from server_push import db
 from server_push.agents import AgentAdmin
 from server_push.auth import AgentAuthenticator, Credentials
 from server_push.bus import Bus
-from server_push.events import Dispatcher, WolTracker
+from server_push.events import Dispatcher
 from server_push.mqtt_link import BrokerLink
 from server_push.notify import Notifier
 from server_push.outbox import Outbox
@@ -28,19 +27,9 @@ from server_push.revocations import RevocationStore
 from server_push.settings_store import SettingsStore
 from server_push.tasks import Tasks
 from server_push.wakeups import Wakeups
+from server_push.wol import WolDispatch
 
 log = logging.getLogger(__name__)
-
-
-class _NoWol:
-    """Stands in until the WoL dispatcher is attached."""
-
-    async def on_agent_online(self, agent_id: str, now: float) -> None:
-        """Nothing to track."""
-
-    async def on_result(self, agent_id: str, ref: str | None, body: dict[str, Any],
-                        now: float) -> None:
-        """Nothing to track."""
 
 
 @dataclass
@@ -63,7 +52,7 @@ class Services:
     revocations: RevocationStore
     wake_limiter: RateLimiter
     sync_slots: asyncio.Semaphore
-    wol: WolTracker = field(default_factory=_NoWol)
+    wol: WolDispatch
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def on_message(self, topic: str, raw: bytes) -> None:
@@ -79,7 +68,8 @@ class Services:
     def start(self) -> None:
         """Start the broker link and the sweepers."""
         self._tasks = [asyncio.create_task(self._link_loop(), name="broker-link"),
-                       asyncio.create_task(self.wakeups.run_sweeper(), name="wake-sweeper")]
+                       asyncio.create_task(self.wakeups.run_sweeper(), name="wake-sweeper"),
+                       asyncio.create_task(self.wol.run_sweeper(), name="wol-sweeper")]
         self._tasks.append(asyncio.create_task(Notifier(
             self.sessions, self.registry, self.config, self.settings.notifications).run(),
             name="offline-notifier"))
@@ -129,15 +119,17 @@ async def build(settings: ServerSettings) -> Services:
 
     link = BrokerLink(settings.mqtt, on_message, on_connect)
     outbox = Outbox(sessions, key, link)
+    config = SettingsStore(sessions, settings.notifications.min_offline_after)
     services = Services(
         settings=settings, engine=engine, sessions=sessions, bus=bus, link=link, outbox=outbox,
         registry=registry, wakeups=Wakeups(sessions, outbox, bus, settings.wakeups),
         tasks=Tasks(sessions), agents=AgentAdmin(sessions, settings, revocations, bus),
         credentials=Credentials(sessions),
         agent_auth=AgentAuthenticator(sessions, key.public_key(), revocations),
-        config=SettingsStore(sessions, settings.notifications.min_offline_after),
-        revocations=revocations,
+        config=config, revocations=revocations,
         wake_limiter=RateLimiter(settings.wakeups.per_minute, settings.wakeups.burst),
-        sync_slots=asyncio.Semaphore(settings.sync.max_concurrent))
+        sync_slots=asyncio.Semaphore(settings.sync.max_concurrent),
+        wol=WolDispatch(sessions, outbox, bus, registry, config=config,
+                        sweep_interval=settings.wakeups.sweep_interval))
     holder["services"] = services
     return services
