@@ -106,11 +106,17 @@ def _respond(status: int, code: str, message: str,
     return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
+# A limiter that never refills (per_minute = 0) asks to wait forever; the
+# header needs a whole number of seconds.
+_MAX_RETRY_AFTER = 86400
+
+
 async def _request_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
     headers = None
     if isinstance(exc, TooManyRequests):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+        seconds = max(1, round(min(exc.retry_after, _MAX_RETRY_AFTER)))
+        headers = {"Retry-After": str(seconds)}
     return _respond(exc.status, exc.code, exc.detail, headers)
 
 

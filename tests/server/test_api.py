@@ -114,6 +114,17 @@ def test_wakeups_beyond_the_burst_are_429_with_retry_after(
     assert 30 <= int(answers[2].headers["Retry-After"]) <= 60
 
 
+def test_a_bucket_that_never_refills_asks_to_retry_in_a_day(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(wakeups__burst="1", wakeups__per_minute="0")
+    stack.create_agent("a1")
+    with stack.api() as api:
+        answers = [api.post("/api/v1/wakeups", json={"agents": ["a1"]}) for _ in range(2)]
+    assert answers[0].status_code == 202, answers[0].text
+    _refusal(answers[1], 429, "too_many_requests")
+    assert answers[1].headers["Retry-After"] == "86400"
+
+
 # --- the OpenAPI document ----------------------------------------------------------------
 
 
