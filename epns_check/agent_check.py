@@ -26,7 +26,7 @@ import httpx
 from epns import topics
 from epns.agent_config import AgentSettings
 from epns.envelope import Event, EventType, decode_command, encode_event, target_agent
-from epns.errors import EPNSError, MessageError
+from epns.errors import EPNSError, MessageError, ProtocolViolation
 from epns.routes import ProxyEndpoint, Route, bypasses_proxy, parse_proxy, plan_routes
 from epns_check import diagnose, mqtt_wire, probes
 from epns_check.material import Material, load
@@ -312,9 +312,12 @@ class AgentCheck:
         evt = topics.agent_evt(agent_id)
         started = time.monotonic()
         event = encode_event(Event(EventType.PONG, time.time(), None, {"from": "epns-check"}))
+        packet_id = session.next_id()
         try:
-            session.send(mqtt_wire.publish(evt, event, packet_id=session.next_id()))
-            session.expect(mqtt_wire.PUBACK, timeout)
+            session.send(mqtt_wire.publish(evt, event, packet_id=packet_id))
+            acked = mqtt_wire.puback_id(session.expect(mqtt_wire.PUBACK, timeout))
+            if acked != packet_id:
+                raise ProtocolViolation(f"PUBACK for packet {acked}, sent {packet_id}")
         except (OSError, EOFError, EPNSError) as exc:
             self._add(Step.ACL, evt, diagnose.publish_lost(exc, evt, timeout), started, route)
             return False

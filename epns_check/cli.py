@@ -15,12 +15,14 @@ and ``HTTPS_PROXY``/``NO_PROXY``; flags win over both.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from epns import __version__
 from epns.agent_config import ENV_PREFIX, AgentSettings, load_agent_settings
 from epns.errors import ConfigError
 from epns_check import render
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report = _agent_report(args, parser)
     if args.json:
-        sys.stdout.write(render.as_json(report) + "\n")
+        checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        sys.stdout.write(render.as_json(report, epns_version=__version__,
+                                        checked_at=checked_at) + "\n")
     elif sys.stdout.isatty():
         render.table(report, sys.stdout)
     else:

@@ -124,8 +124,12 @@ def proxy_unreachable(exc: BaseException, proxy: str, timeout: float) -> Finding
         return Finding(Status.FAIL, f"proxy {proxy} does not answer within {timeout:g} s",
                        "a firewall drops traffic to the proxy, or proxy.url names the wrong "
                        "host: check proxy.url (or HTTPS_PROXY)")
-    return Finding(Status.FAIL, f"proxy {proxy} {kind.value}: {_strerror(exc)}",
-                   "no proxy listens there: check proxy.url (or HTTPS_PROXY) for host and port")
+    if kind is NetError.REFUSED:
+        return Finding(Status.FAIL, f"proxy {proxy} refused the connection",
+                       "no proxy listens there: check proxy.url (or HTTPS_PROXY) for host and "
+                       "port")
+    return Finding(Status.FAIL, f"proxy {proxy}: {kind.value} ({_strerror(exc)})",
+                   "check proxy.url (or HTTPS_PROXY), and the network on the way to the proxy")
 
 
 def proxy_answer(status: int, reason: str, *, target: str, proxy: str,

@@ -13,6 +13,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -77,7 +78,9 @@ def load(settings: AgentSettings, source: str) -> tuple[Material, list[Result]]:
 def _summary(settings: AgentSettings) -> str:
     broker, ident = settings.broker, settings.identity
     how = "certificate" if ident.cert is not None else "token"
-    proxy = f", proxy {settings.proxy.url.split('@')[-1]}" if settings.proxy.url else ""
+    # The proxy's address only: its URL may carry the password.
+    parts = urlsplit(settings.proxy.url or "")
+    proxy = f", proxy {parts.hostname}:{parts.port or 3128}" if parts.hostname else ""
     return (f"agent {ident.agent_id} ({how}), broker {broker.host} ports "
             f"{', '.join(map(str, broker.ports))}{proxy}")
 

@@ -17,9 +17,9 @@ _STYLES = {Status.PASS: "bold green", Status.WARN: "bold yellow", Status.FAIL: "
 _VERDICT_STYLES = {0: "bold green", 1: "bold yellow", 2: "bold red", 3: "bold red"}
 
 
-def as_json(report: Report) -> str:
-    """The whole report as JSON."""
-    return json.dumps(report.to_dict(), indent=2)
+def as_json(report: Report, **context: str) -> str:
+    """The whole report as JSON; ``context`` (version, time) goes on top."""
+    return json.dumps({**context, **report.to_dict()}, indent=2)
 
 
 def plain(report: Report) -> str:

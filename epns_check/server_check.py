@@ -32,7 +32,7 @@ _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S10
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """An address to check: its name, where, and the CA its certificate is from."""
+    """A broker listener to check: its name and where this host reaches it."""
 
     name: str
     host: str

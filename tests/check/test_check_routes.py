@@ -26,6 +26,8 @@ def test_a_healthy_primary_route_is_exit_0(check, agent_toml, epns_broker):
     # Without a server URL and API token the server steps say how to run them.
     assert "--api-token" in checked.row("e2e")["detail"]
     assert "disconnected, and reconnects by itself" in checked.report["notes"][0]
+    assert checked.report["epns_version"]
+    assert checked.report["checked_at"].endswith("+00:00")
 
 
 def test_8883_refused_and_no_fallback_is_exit_2(check, agent_toml):

@@ -162,3 +162,13 @@ def test_server_side_with_a_broker_down_and_a_certificate_about_to_expire(
     assert "(11 days)" in expiring["detail"]
     assert expiring["hint"].startswith("renew it")
     assert checked.row("metrics")["status"] == "FAIL"
+
+
+def test_server_side_with_a_config_that_cannot_be_loaded(check, tmp_path):
+    broken = tmp_path / "server.toml"
+    broken.write_text("[http]\nport = 'nine'\n")
+    checked = check("--server", "--config", broken)
+    assert checked.code == 3, checked.text()
+    row = checked.row("config")
+    assert row["status"] == "FAIL"
+    assert "port" in row["detail"]
