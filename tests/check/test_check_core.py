@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import io
+import socket
 import ssl
 
 import pytest
@@ -169,3 +171,17 @@ def test_rendering_for_people_and_for_pipes():
     assert "FAIL" in table
     assert "-> open it" in table
     assert "verdict: push does not work" in table
+
+
+def test_tcp_failures_are_told_apart():
+    refused = diagnose.tcp_failure(ConnectionRefusedError(), "b", 8883, 2)
+    dropped = diagnose.tcp_failure(TimeoutError(), "b", 8883, 2)
+    unreachable = diagnose.tcp_failure(OSError(errno.EHOSTUNREACH, "No route to host"), "b",
+                                       8883, 2)
+    assert refused.detail == "TCP b:8883 refused"
+    assert dropped.detail == "TCP b:8883 timed out after 2 s"
+    assert unreachable.detail == "TCP b:8883 unreachable: No route to host"
+    assert "default gateway" in unreachable.hint
+    lost = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert diagnose.unresolved("b", lost, proxy=None).status is Status.FAIL
+    assert diagnose.unresolved("b", lost, proxy="p:3128").status is Status.WARN

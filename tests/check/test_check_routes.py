@@ -169,3 +169,13 @@ def test_a_websocket_url_that_names_the_mqtt_port(check, agent_toml, epns_broker
     assert upgrade["status"] == "FAIL"
     assert upgrade["hint"] == ("the port in broker.websocket_url is not the broker's WebSocket "
                                "listener")
+
+
+def test_a_broker_name_and_every_address_it_resolves_to(check, agent_toml, epns_broker):
+    config = agent_toml([epns_broker.port], broker={"host": "localhost"})
+    checked = check("--config", config)
+    assert checked.code == 0, checked.text()
+    dns = checked.row("dns", "localhost")
+    assert dns["detail"].startswith("localhost resolves to ")
+    assert "127.0.0.1" in dns["detail"]
+    assert "localhost matches" in checked.row("tls")["detail"]
