@@ -14,6 +14,7 @@ delivers them to the agent when it reconnects, which it does by itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -373,7 +374,10 @@ class AgentCheck:
                 continue  # queued for the agent: left unacknowledged, so it gets them
             arrived = time.monotonic() - started
             if message.packet_id is not None:
-                session.send(mqtt_wire.puback(message.packet_id))
+                # The command is here either way; unacknowledged, the broker
+                # would only re-send the ping to the agent, which answers it.
+                with contextlib.suppress(OSError):
+                    session.send(mqtt_wire.puback(message.packet_id))
             return self._verify(message.payload, command_id, arrived, key_file)
         return diagnose.push_lost(command_id, timeout)
 

@@ -115,14 +115,16 @@ def _config_error(source: str, exc: ConfigError) -> Report:
 
 def _agent_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Report:
     source = str(args.config) if args.config else "command line"
-    try:
-        settings = agent_settings(args, os.environ)
-    except ConfigError as exc:
-        return _config_error(source, exc)
     options = CheckOptions(route=args.route, server_url=args.server_url,
                            api_token=args.api_token or os.environ.get(API_TOKEN_ENV),
                            push_timeout=args.push_timeout)
-    check = AgentCheck(settings, options, source)
+    try:
+        settings = agent_settings(args, os.environ)
+        check = AgentCheck(settings, options, source)
+    except ConfigError as exc:
+        return _config_error(source, exc)
+    if args.server_url is not None and not args.server_url.startswith(("https://", "http://")):
+        parser.error(f"--server-url {args.server_url}: give the server's https:// URL")
     if args.route is not None and not check.routes():
         known = [r.name for r in AgentCheck(settings, CheckOptions(), source).routes()]
         parser.error(f"--route {args.route}: this agent's routes are {', '.join(known)}")

@@ -33,10 +33,17 @@ def _answer(response: httpx.Response) -> Answer:
     data = data if isinstance(data, dict) else {}
     error = data.get("error")
     error = error if isinstance(error, dict) else {}
-    date = response.headers.get("date")
     return Answer(response.status_code, str(error.get("code", "")),
                   str(error.get("message", response.reason_phrase)), data,
-                  email.utils.parsedate_to_datetime(date).timestamp() if date else None)
+                  _date(response.headers.get("date")))
+
+
+def _date(header: str | None) -> float | None:
+    """The Date header as a timestamp; None when absent or not a date."""
+    try:
+        return email.utils.parsedate_to_datetime(header).timestamp() if header else None
+    except (TypeError, ValueError):
+        return None
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -179,3 +179,9 @@ def test_a_broker_name_and_every_address_it_resolves_to(check, agent_toml, epns_
     assert dns["detail"].startswith("localhost resolves to ")
     assert "127.0.0.1" in dns["detail"]
     assert "localhost matches" in checked.row("tls")["detail"]
+
+
+def test_a_proxy_url_that_cannot_be_used_is_a_config_error(check, agent_toml, epns_broker):
+    checked = check("--config", agent_toml([epns_broker.port]), "--proxy", "http://:3128")
+    assert checked.code == 3, checked.text()
+    assert "is not http://host:port" in checked.row("config")["detail"]
