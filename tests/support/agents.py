@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from epns import pki
-from tests.support.processes import ROOT, pump_stderr, stop_process
+from tests.support.processes import ROOT, pump_stderr, stop_process, wait_for_line
 
 
 def _toml_value(value: Any) -> str:
@@ -64,15 +63,7 @@ class AgentProcess:
 
     def log_contains(self, pattern: str, timeout: float = 10.0, after: int = 0) -> str:
         """Wait for a log line (from index ``after``) matching ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in list(self.lines[after:]):
-                if regex.search(line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no agent log line matches {pattern!r}; log:\n"
-                             + "\n".join(self.lines))
+        return wait_for_line(self.lines, pattern, timeout, after=after, what="agent")
 
     def count(self, pattern: str) -> int:
         regex = re.compile(pattern)

@@ -88,6 +88,11 @@ class Client:
     def close(self) -> None:
         self.paho.disconnect()
         self.paho.loop_stop()
+        # paho 2.x closes the socket pair that wakes its loop thread only in
+        # __del__; when the client dies inside a reference cycle, the garbage
+        # collector may finalize those sockets first and pytest (warnings are
+        # errors) fails the run with a ResourceWarning. Close them now.
+        self.paho._reset_sockets()
 
 
 def tls_context(pki_dir: Path, cert: Path | None = None, key: Path | None = None

@@ -38,14 +38,7 @@ class BrokerProcess:
 
     def log_contains(self, pattern: str, timeout: float = 5.0) -> str:
         """Wait until a log line matches ``pattern`` (regex); return it."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if regex.search(line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no log line matches {pattern!r}; log:\n" + "\n".join(self.lines))
+        return wait_for_line(self.lines, pattern, timeout, what=f"{self.kind} broker")
 
     def metrics(self) -> str:
         assert self.metrics_port is not None
@@ -63,6 +56,20 @@ class BrokerProcess:
 
     def stop(self) -> int:
         return stop_process(self.process)
+
+
+def wait_for_line(lines: list[str], pattern: str, timeout: float, *, after: int = 0,
+                  what: str = "process") -> str:
+    """Wait until one of ``lines`` (from index ``after``), which another thread
+    fills, matches ``pattern``; return it, or fail with the whole log."""
+    deadline = time.monotonic() + timeout
+    regex = re.compile(pattern)
+    while time.monotonic() < deadline:
+        for line in list(lines[after:]):
+            if regex.search(line):
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} log line matches {pattern!r}; log:\n" + "\n".join(lines))
 
 
 def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:

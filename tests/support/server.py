@@ -4,7 +4,6 @@ ephemeral loopback port, against a broker the test started."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import ssl
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import ROOT, free_port, pump_stderr, stop_process
+from tests.support.processes import ROOT, free_port, pump_stderr, stop_process, wait_for_line
 
 
 @dataclass
@@ -32,15 +31,7 @@ class ServerProcess:
 
     def log_contains(self, pattern: str, timeout: float = 10.0, after: int = 0) -> str:
         """Wait for a log line (from index ``after``) matching ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in list(self.lines[after:]):
-                if regex.search(line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no server log line matches {pattern!r}; log:\n"
-                             + "\n".join(self.lines))
+        return wait_for_line(self.lines, pattern, timeout, after=after, what="server")
 
     def client(self, token: str | None = None, **options: Any) -> httpx.Client:
         """An HTTPS client that trusts the fleet CA, with a bearer token if given."""
