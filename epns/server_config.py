@@ -28,6 +28,8 @@ class HttpSettings:
     client_ca: Path = Path("certs/ca.crt")
     # What agents and admins type: goes into agent config bundles and links.
     public_url: str = ""
+    # Largest API or console request body; the sync endpoints have sync.max_body.
+    max_body: int = 256 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

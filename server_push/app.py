@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from server_push import api, enrol_api, errors, sync_api, wol_api
+from server_push.body_limit import BodyLimit
 from server_push.console import STATIC_DIR, STATIC_PATH
 from server_push.console import router as console_router
 from server_push.services import Services
@@ -25,6 +26,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     app.add_middleware(SessionMiddleware, secret_key=session_secret, https_only=True,
                        same_site="strict", session_cookie="epns_session",
                        max_age=int(services.settings.console.session_max_age))
+    app.add_middleware(BodyLimit, max_bytes=services.settings.http.max_body)
     errors.install(app)
     app.include_router(api.router)
     app.include_router(sync_api.router)

@@ -5,7 +5,7 @@ changes, on ``/api/v1/agents/{agent_id}/sync`` (``epns.sync_contract``).
   touch only its own resource (403 otherwise).
 - Bodies are read up to ``sync.max_body`` bytes (413 beyond), JSON or XML;
   XML goes through defusedxml, so a bomb or an entity trick is a 400.
-- At most ``sync.max_concurrent`` syncs run at once; the others get 503 with
+- At most ``sync.max_concurrent`` syncs run at once; the others get 429 with
   a jittered Retry-After, so a wake-all storm drains instead of piling up.
 
 The handlers read the body themselves (size limit, two formats), so the
@@ -96,7 +96,7 @@ async def _admitted(services: Services) -> AsyncIterator[None]:
         wait = services.settings.sync.retry_after
         raise TooManyRequests("the server is busy with other syncs; retry later",
                               retry_after=wait * random.uniform(1.0, 2.0),  # noqa: S311 - jitter
-                              status=503, code="busy")
+                              code="busy")
     async with slots:
         yield
 
@@ -134,7 +134,7 @@ def _services(request: Request) -> Services:
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": REPORT_SCHEMA}, "application/xml": _XML}}},
              responses={204: {"description": "report accepted"},
-                        **error_responses(400, 401, 403, 413, 422, 503)})
+                        **error_responses(400, 401, 403, 413, 422, 429, 503)})
 async def post_report(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
     """The first step of a sync."""
     arrived = time.time()
@@ -164,7 +164,7 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
             responses={200: {"description": "hints and tasks, in the format the agent accepts",
                              "content": {"application/json": {"schema": REPLY_SCHEMA},
                                          "application/xml": _XML}},
-                       **error_responses(401, 403, 422, 503)})
+                       **error_responses(401, 403, 422, 429, 503)})
 async def get_reply(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
     """The second step of a sync; answered in the format the agent accepts."""
     services = _services(request)

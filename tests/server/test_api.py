@@ -195,3 +195,22 @@ def test_a_nul_character_is_a_refusal_not_a_database_error_on_postgresql(
     with stack.api() as api:
         tasks = api.get("/api/v1/agents/a1/tasks").json()
     assert [(t["state"], t["detail"]) for t in tasks] == [("done", "inventorysent")]
+
+
+def test_an_oversized_api_body_is_413_declared_or_streamed(stack: Stack) -> None:
+    big = b'{"name": "' + b"x" * (300 * 1024) + b'"}'
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(big), 16 * 1024):
+            yield big[start:start + 16 * 1024]
+
+    with stack.api() as api:
+        declared = api.post("/api/v1/tokens", content=big,
+                            headers={"Content-Type": "application/json"})
+        streamed = api.post("/api/v1/tokens", content=chunks(),
+                            headers={"Content-Type": "application/json"})
+        after = api.get("/api/v1/health")
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"]["code"] == "payload_too_large"
+    assert after.status_code == 200

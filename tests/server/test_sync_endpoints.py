@@ -202,7 +202,7 @@ def _status_line(tls: ssl.SSLSocket) -> bytes:
     return received.split(b"\r\n", 1)[0]
 
 
-def test_a_sync_beyond_max_concurrent_is_503_with_retry_after(
+def test_a_sync_beyond_max_concurrent_is_429_with_retry_after(
         make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(sync__max_concurrent="1")
     bundle = stack.create_agent("a1")
@@ -214,10 +214,10 @@ def test_a_sync_beyond_max_concurrent_is_503_with_retry_after(
             # certificate; until then a second sync may still get in.
             deadline = time.monotonic() + 10
             shed = client.get(_sync("a1"))
-            while shed.status_code != 503 and time.monotonic() < deadline:
+            while shed.status_code != 429 and time.monotonic() < deadline:
                 time.sleep(0.05)
                 shed = client.get(_sync("a1"))
-            _refusal(shed, 503, "busy")
+            _refusal(shed, 429, "busy")
             # sync.retry_after (10 s) spread by a jitter of 1-2x, so a storm drains.
             assert 10 <= int(shed.headers["Retry-After"]) <= 20
             held.sendall(body[-1:])
