@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -140,6 +141,18 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class WolSendSettings:
+    """Where the server's own magic packets may go, whatever the settings page
+    says: an operator's fence (the page is editable through the API)."""
+
+    allowed_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+
+    def __post_init__(self) -> None:
+        for network in self.allowed_networks:
+            ipaddress.ip_network(network)
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """Everything ``epns-server`` needs, frozen and passed down."""
 
@@ -152,6 +165,7 @@ class ServerSettings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    wol: WolSendSettings = field(default_factory=WolSendSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     log: LogSettings = field(default_factory=LogSettings)
     state_dir: Path = Path("state")

@@ -28,6 +28,7 @@ from server_push.settings_store import SettingsStore
 from server_push.tasks import Tasks
 from server_push.wakeups import Wakeups
 from server_push.wol import WolDispatch
+from server_push.wol_sender import allowed_networks
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ async def build(settings: ServerSettings) -> Services:
         wake_limiter=RateLimiter(settings.wakeups.per_minute, settings.wakeups.burst),
         sync_slots=asyncio.Semaphore(settings.sync.max_concurrent),
         wol=WolDispatch(sessions, outbox, bus, registry, config=config,
-                        sweep_interval=settings.wakeups.sweep_interval))
+                        sweep_interval=settings.wakeups.sweep_interval,
+                        allowed=allowed_networks(settings.wol.allowed_networks)))
     holder["services"] = services
     return services

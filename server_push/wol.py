@@ -49,7 +49,7 @@ from server_push.models import Agent, WolRequest
 from server_push.outbox import Outbox
 from server_push.registry import Registry
 from server_push.settings_store import SettingsStore, WolConfig
-from server_push.wol_sender import send_plan
+from server_push.wol_sender import Networks, send_plan
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,10 @@ class WolDispatch:
     """Plans, sends and tracks Wake-on-LAN requests."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, bus: Bus,
-                 registry: Registry, *, config: SettingsStore, sweep_interval: float) -> None:
+                 registry: Registry, *, config: SettingsStore, sweep_interval: float,
+                 allowed: Networks) -> None:
         self._sessions = sessions
+        self._allowed = allowed
         self._outbox = outbox
         self._bus = bus
         self._registry = registry
@@ -242,7 +244,7 @@ class WolDispatch:
         plan = WolPlan(tuple(WolTarget(row.mac, tuple(
             Destination(address, port) for address in send["to"] for port in send["ports"]))
             for row, send in direct), repeat)
-        outcomes = await send_plan(plan, SPACING)
+        outcomes = await send_plan(plan, SPACING, self._allowed)
         now = time.time()
         updated: dict[str, WolRequest] = {}
         async with self._fill_lock, self._sessions() as session, session.begin():

@@ -79,6 +79,9 @@ def server_env(pki: Path, work: Path, mqtt_port: int, http_port: int,
         "EPNS_SERVER_CONSOLE__SECRETS_FILE": str(work / "secrets.json"),
         "EPNS_SERVER_STATE_DIR": str(work),
         "EPNS_SERVER_WAKEUPS__SWEEP_INTERVAL": "0.5",
+        # Whatever a test (or the API fuzzer) stores on the settings page, the
+        # server's own magic packets never leave this machine.
+        "EPNS_SERVER_WOL__ALLOWED_NETWORKS": "127.0.0.0/8",
     })
     env.update({f"EPNS_SERVER_{k.upper()}": v for k, v in overrides.items()})
     return env
