@@ -55,10 +55,13 @@ class Services:
     sync_slots: asyncio.Semaphore
     wol: WolDispatch
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _dispatcher: Dispatcher | None = None
 
     async def on_message(self, topic: str, raw: bytes) -> None:
         """The broker link's handler."""
-        await Dispatcher(self.registry, self.wakeups, self.wol).handle(topic, raw)
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self.registry, self.wakeups, self.wol)
+        await self._dispatcher.handle(topic, raw)
 
     async def on_connect(self) -> None:
         """The broker link is up: presence is live again; re-send held commands."""
@@ -67,13 +70,13 @@ class Services:
         await self.wakeups.on_commands_published(await self.outbox.flush())
 
     def start(self) -> None:
-        """Start the broker link and the sweepers."""
+        """Start the broker link, the sweepers and the offline notifier."""
+        notifier = Notifier(self.sessions, self.registry, self.config,
+                            self.settings.notifications)
         self._tasks = [asyncio.create_task(self._link_loop(), name="broker-link"),
                        asyncio.create_task(self.wakeups.run_sweeper(), name="wake-sweeper"),
-                       asyncio.create_task(self.wol.run_sweeper(), name="wol-sweeper")]
-        self._tasks.append(asyncio.create_task(Notifier(
-            self.sessions, self.registry, self.config, self.settings.notifications).run(),
-            name="offline-notifier"))
+                       asyncio.create_task(self.wol.run_sweeper(), name="wol-sweeper"),
+                       asyncio.create_task(notifier.run(), name="offline-notifier")]
 
     async def _link_loop(self) -> None:
         watcher = asyncio.create_task(self._watch_link())
