@@ -26,7 +26,13 @@ from agent_push.dialer import open_route
 from agent_push.mqtt import Message, MqttLink
 from agent_push.presence import interfaces
 from agent_push.state import StateDir
-from agent_push.sync import SyncCoordinator, SyncOutcome, SyncRequest, build_sync_action
+from agent_push.sync import (
+    SyncCoordinator,
+    SyncOutcome,
+    SyncRequest,
+    TlsFiles,
+    build_sync_action,
+)
 from agent_push.wol import relay
 from epns import topics
 from epns.agent_config import AgentSettings
@@ -53,12 +59,13 @@ log = logging.getLogger("agent")
 
 @dataclass(frozen=True)
 class AgentContext:
-    """What the edge prepared from the settings: keys, TLS contexts, token."""
+    """What the edge prepared from the settings: keys, the broker's TLS context,
+    the files of the sync's (built by the HTTP exchange's child), token."""
 
     settings: AgentSettings
     command_key: PublicKey
     broker_tls: ssl.SSLContext
-    sync_tls: ssl.SSLContext
+    sync_tls: TlsFiles
     token: str | None
     version: str
 
@@ -90,9 +97,10 @@ class Agent:
         self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
         self.link: MqttLink | None = None
         self.sync = SyncCoordinator(
-            build_sync_action(self.settings.sync, self.agent_id, context=context.sync_tls,
+            build_sync_action(self.settings.sync, self.agent_id, tls=context.sync_tls,
                               token=context.token, proxy_url=self._proxy_url(),
-                              changes=self._changes, inventory=self._inventory),
+                              changes=self._changes, inventory=self._inventory,
+                              log=self.settings.log),
             self._synced)
 
     # -- the two loops -------------------------------------------------------

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent_push.agent import Agent, AgentContext
 from agent_push.state import STATUS, read_json
+from agent_push.sync import TlsFiles
 from epns import __version__, logs, tls
 from epns.agent_config import AgentSettings, load_agent_settings
 from epns.errors import ConfigError, EPNSError, PKIError
@@ -71,7 +72,11 @@ def build_context(settings: AgentSettings) -> AgentContext:
         except OSError as exc:
             raise ConfigError(f"cannot read identity.token_file: {exc}") from exc
     broker_tls = tls.client_context(broker.ca, ident.cert, ident.key)
-    sync_tls = tls.client_context(settings.sync.ca or broker.ca, ident.cert, ident.key)
+    sync_tls = TlsFiles(settings.sync.ca or broker.ca, ident.cert, ident.key)
+    if settings.sync.action == "http" and settings.sync.ca is not None:
+        # The HTTP exchange's child builds its own context at each sync; this
+        # one, dropped at once, makes an unreadable sync.ca a config error now.
+        tls.client_context(settings.sync.ca)
     # The package's own version, as the sync's User-Agent says it: reading the
     # installed metadata (importlib.metadata) would cost 1 MiB of idle memory.
     return AgentContext(settings, command_key, broker_tls, sync_tls, token, __version__)

@@ -5,7 +5,9 @@ raises for the network, the server or the product it calls: a failure is an
 outcome whose ``detail`` says what went wrong in words a support person reads.
 
 - ``HttpSync``: the exchange of ``epns.sync_contract``: POST the agent's
-  changes, then GET the server's (when ``sync.fetch`` is on).
+  changes, then GET the server's (when ``sync.fetch`` is on), in a child
+  process (``agent_push.http_exchange``) so that the HTTP stack never stays in
+  the agent's memory.
 - ``CommandSync``: runs a program, e.g. an existing product's "replicate now".
 - ``EntryPointSync``: calls ``module:function`` in this process.
 
@@ -23,24 +25,20 @@ import importlib
 import inspect
 import logging
 import os
-import random
-import re
 import signal
-import ssl
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from epns import __version__
+from agent_push.http_exchange import ExchangeJob, ExchangeResult
 from epns.agent_config import SyncSettings
 from epns.errors import ConfigError, MalformedMessage, SyncFailed
-from epns.logs import event
+from epns.logs import LogSettings, event
 from epns.sync_contract import (
-    MAX_BYTES,
     SyncFormat,
     SyncReason,
     SyncReply,
@@ -53,23 +51,11 @@ from epns.sync_contract import (
     decode_reply,
     encode_report,
     format_of,
-    retry_after_seconds,
     sync_path,
 )
 
-if TYPE_CHECKING:
-    import httpx
-
 log = logging.getLogger("agent.sync")
 
-# The answers that mean "busy, come back later".
-RETRYABLE = frozenset({429, 503})
-# Without Retry-After, wait n is drawn from [0, BACKOFF_BASE * 2**n] (full jitter).
-BACKOFF_BASE = 1.0
-# On top of a Retry-After, up to this fraction more (at least a second), so the
-# agents a busy server told the same time do not all come back at once.
-RETRY_JITTER = 0.25
-MIN_RETRY_JITTER = 1.0
 # How much of a failed command's output goes into the outcome's detail.
 OUTPUT_TAIL = 300
 
@@ -105,73 +91,76 @@ def build_sync_action(
     settings: SyncSettings,
     agent_id: str,
     *,
-    context: ssl.SSLContext,
+    tls: TlsFiles,
     changes: Callable[[], Mapping[str, Any]],
     inventory: Callable[[], Mapping[str, Any]] | None = None,
     token: str | None = None,
     proxy_url: str | None = None,
+    log: LogSettings | None = None,
 ) -> SyncAction:
-    """The action ``sync.action`` names; a ConfigError says what is missing."""
+    """The action ``sync.action`` names; a ConfigError says what is missing.
+    ``log`` is how the HTTP exchange's child logs: as the agent does."""
     if settings.action == "command":
         return CommandSync(settings.command, settings.timeout, agent_id)
     if settings.action == "entry_point":
         assert settings.entry_point is not None  # SyncSettings refuses it otherwise
         return EntryPointSync(settings.entry_point, settings.timeout)
-    return HttpSync(settings, agent_id, context, changes=changes, inventory=inventory,
-                    token=token, proxy_url=proxy_url)
+    return HttpSync(settings, agent_id, tls, changes=changes, inventory=inventory,
+                    token=token, proxy_url=proxy_url, log=log)
 
 
 # --- HTTP -------------------------------------------------------------------------
 
+# The child that runs the HTTP exchange: this interpreter, so the same packages.
+EXCHANGE_CHILD = (sys.executable, "-m", "agent_push.http_exchange")
+# What the child may take beyond its exchange: starting Python and importing httpx.
+CHILD_START = 10.0
+
 
 @dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    retry_after: str | None
-    content_type: str | None
-    body: bytes
+class TlsFiles:
+    """What an HTTP sync's TLS context is built from: the CA the server's
+    certificate must chain to and, for a certificate identity, the agent's own."""
+
+    ca: Path | None
+    cert: Path | None = None
+    key: Path | None = None
 
 
 class HttpSync:
     """POST the agent's report, then GET the server's reply when ``sync.fetch`` is on.
 
-    ``context`` verifies the server and carries the agent's client certificate
-    when it has one; ``token`` is sent as a bearer token when the agent uses a
-    token identity. Task results and a requested inventory are kept until a
-    report that carries them is accepted, so a failed sync loses nothing.
+    The exchange itself runs in a child process (``agent_push.http_exchange``),
+    so that the agent never holds the HTTP stack in memory; the child is killed
+    when the sync is cancelled or overruns ``exchange_deadline``. ``tls`` names
+    the CA and the client certificate; ``token`` is sent as a bearer token when
+    the agent uses a token identity. Task results and a requested inventory are
+    kept here until a report that carries them is accepted, so a failed sync
+    loses nothing.
     """
 
     def __init__(
         self,
         settings: SyncSettings,
         agent_id: str,
-        context: ssl.SSLContext,
+        tls: TlsFiles,
         *,
         changes: Callable[[], Mapping[str, Any]],
         inventory: Callable[[], Mapping[str, Any]] | None = None,
         token: str | None = None,
         proxy_url: str | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
+        log: LogSettings | None = None,
     ) -> None:
         if settings.url is None:
             raise ConfigError("sync.url is required when sync.action = 'http'")
         self._settings = settings
         self._agent_id = agent_id
-        self._server = settings.url.rstrip("/")
-        self._url = self._server + sync_path(agent_id)
         self._format = SyncFormat(settings.format)
-        self._client_options: dict[str, Any] = {
-            "verify": context, "proxy": proxy_url, "timeout": settings.timeout,
-            "headers": _headers(self._format, token),
-            # Proxy variables were read once, at the edge, into proxy_url.
-            "trust_env": False,
-        }
-        self._proxy_url = proxy_url
+        self._job = _job_template(settings, agent_id, tls, token=token, proxy_url=proxy_url,
+                                  log=log or LogSettings())
+        self._deadline = exchange_deadline(settings)
         self._changes = changes
         self._inventory = inventory
-        self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
         self._results: dict[str, TaskResult] = {}
         self._inventory_due = False
 
@@ -179,29 +168,48 @@ class HttpSync:
         """Run one sync; a failure is an outcome, never an exception."""
         began = time.monotonic()
         try:
-            status, reply = await self._exchange(request)
+            result = await self._exchange(request)
+            if result.error is not None:
+                return SyncOutcome(False, result.error, result.http_status,
+                                   time.monotonic() - began)
+            reply = self._accept(result) if self._settings.fetch else None
         except SyncFailed as exc:
             return SyncOutcome(False, str(exc), exc.status, time.monotonic() - began)
         detail = ("report accepted" if reply is None
                   else f"report accepted, reply with {len(reply.tasks)} task(s)")
-        return SyncOutcome(True, detail, status, time.monotonic() - began, reply)
+        return SyncOutcome(True, detail, result.status, time.monotonic() - began, reply)
 
-    async def _exchange(self, request: SyncRequest) -> tuple[int, SyncReply | None]:
+    async def _exchange(self, request: SyncRequest) -> ExchangeResult:
         report = self._report(request)
         try:
             body = encode_report(report, self._format)
         except MalformedMessage as exc:
             raise SyncFailed(f"the agent's data cannot be sent: {exc}") from exc
-        _skip_httpx_cli()
-        import httpx  # noqa: PLC0415 (only HTTP syncs need it: not in the agent's idle memory)
-
-        async with httpx.AsyncClient(**self._client_options) as client:
-            answer = await self._send(client, "POST", body)
+        result = await self._in_child(replace(self._job, body=body))
+        if result.posted:
             self._delivered(report)
-            if not self._settings.fetch:
-                return answer.status, None
-            answer = await self._send(client, "GET")
-        return answer.status, self._accept(answer)
+        return result
+
+    async def _in_child(self, job: ExchangeJob) -> ExchangeResult:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *EXCHANGE_CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                # Its own session, as for CommandSync: a Ctrl-C meant for the
+                # agent does not reach it; the agent kills it when it stops.
+                start_new_session=True)
+        except OSError as exc:
+            raise SyncFailed(f"cannot start the HTTP exchange ({EXCHANGE_CHILD[0]}): "
+                             f"{exc.strerror or exc}") from exc
+        try:
+            async with asyncio.timeout(self._deadline):
+                output, _ = await process.communicate(job.encode())
+        except TimeoutError:
+            raise SyncFailed(f"the sync with {job.server} did not finish within "
+                             f"{self._deadline:g} s and was stopped") from None
+        finally:
+            if process.returncode is None:  # overran, or the sync was cancelled
+                await _kill(process)
+        return _exchange_result(output, process.returncode)
 
     def _report(self, request: SyncRequest) -> SyncReport:
         source = self._changes
@@ -220,57 +228,14 @@ class HttpSync:
             self._results.pop(result.task_id, None)
         self._inventory_due = False
 
-    async def _send(self, client: httpx.AsyncClient, method: str,
-                    content: bytes | None = None) -> _Answer:
-        answer = await self._attempt(client, method, content)
-        retries = 0
-        while answer.status in RETRYABLE and retries < self._settings.max_retries:
-            await self._wait_to_retry(answer, method, retries)
-            retries += 1
-            answer = await self._attempt(client, method, content)
-        if not 200 <= answer.status < 300:
-            raise SyncFailed(http_failure(answer.status, self._url, retries), answer.status)
-        return answer
-
-    async def _attempt(self, client: httpx.AsyncClient, method: str,
-                       content: bytes | None) -> _Answer:
-        import httpx  # noqa: PLC0415 (imported by _exchange; see there)
-
-        try:
-            async with client.stream(method, self._url, content=content) as response:
-                body = b""
-                if method == "GET" and response.is_success:
-                    body = await _read_limited(response, MAX_BYTES)
-        # anyio lets some TLS and socket errors through without wrapping them.
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            raise SyncFailed(describe_error(exc, server=self._server, proxy_url=self._proxy_url,
-                                            timeout=self._settings.timeout)) from exc
-        headers = response.headers
-        return _Answer(response.status_code, headers.get("retry-after"),
-                       headers.get("content-type"), body)
-
-    async def _wait_to_retry(self, answer: _Answer, method: str, retries: int) -> None:
-        limit = self._settings.max_retry_after
-        asked = retry_after_seconds(answer.retry_after, time.time())
-        if asked is not None and asked > limit:
-            # Coming back sooner than asked would only be refused again; the
-            # next sync (interval or wake) tries later anyway.
-            raise SyncFailed(f"server answered {answer.status}: busy, and asks to retry after "
-                             f"{asked:.0f} s, more than sync.max_retry_after ({limit:g} s)",
-                             answer.status)
-        delay = retry_delay(asked, retries, limit, self._rng)
-        event(log, "sync_retry", logging.WARNING, method=method, status=answer.status,
-              retry_after=answer.retry_after, wait=round(delay, 2), retry=retries + 1)
-        await self._sleep(delay)
-
-    def _accept(self, answer: _Answer) -> SyncReply:
-        if answer.status == 204:
+    def _accept(self, result: ExchangeResult) -> SyncReply:
+        if result.status == 204:
             return self._take_tasks(SyncReply())
         try:
-            fmt = self._format if answer.content_type is None else format_of(answer.content_type)
-            reply = decode_reply(answer.body, fmt)
+            fmt = self._format if result.content_type is None else format_of(result.content_type)
+            reply = decode_reply(result.reply or b"", fmt)
         except MalformedMessage as exc:
-            raise SyncFailed(f"the server's reply is unusable: {exc}", answer.status) from exc
+            raise SyncFailed(f"the server's reply is unusable: {exc}", result.status) from exc
         return self._take_tasks(reply)
 
     def _take_tasks(self, reply: SyncReply) -> SyncReply:
@@ -286,6 +251,41 @@ class HttpSync:
         return reply
 
 
+def exchange_deadline(settings: SyncSettings) -> float:
+    """Seconds an HTTP sync's child may run before it is killed: every attempt
+    of each step at its timeouts (connect, send, answer), every retry wait of a
+    busy answer at its longest, and the child's start."""
+    steps = 2 if settings.fetch else 1
+    attempts = settings.max_retries + 1
+    step = attempts * 3 * settings.timeout + settings.max_retries * settings.max_retry_after
+    return CHILD_START + steps * step
+
+
+def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *, token: str | None,
+                  proxy_url: str | None, log: LogSettings) -> ExchangeJob:
+    """The job every sync hands its child, but for the report."""
+    assert settings.url is not None  # HttpSync refuses it otherwise
+    server = settings.url.rstrip("/")
+    return ExchangeJob(
+        url=server + sync_path(agent_id), server=server, format=settings.format, body=b"",
+        fetch=settings.fetch, ca=_text(tls.ca), cert=_text(tls.cert), key=_text(tls.key),
+        token=token, proxy_url=proxy_url, timeout=settings.timeout,
+        max_retries=settings.max_retries, max_retry_after=settings.max_retry_after,
+        log_level=log.level, log_format=log.format)
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _exchange_result(output: bytes, code: int | None) -> ExchangeResult:
+    try:
+        return ExchangeResult.decode(output)
+    except (ValueError, TypeError) as exc:
+        # The child wrote why to the agent's log (its stderr) before this line.
+        raise SyncFailed(f"the HTTP exchange {_exit_words(code)} without a result") from exc
+
+
 def answer_task(reply: SyncReply, task: Task, *, inventory: bool) -> tuple[SyncReply, TaskResult]:
     """The reply with ``task`` applied, and the agent's answer to it.
     ``inventory`` says whether this agent can send a full inventory."""
@@ -298,121 +298,6 @@ def answer_task(reply: SyncReply, task: Task, *, inventory: bool) -> tuple[SyncR
         return reply, TaskResult(task.id, TaskStatus.DONE, "inventory sent with this report")
     return reply, TaskResult(task.id, TaskStatus.UNSUPPORTED,
                              f"this agent does not run {task.type!r} tasks")
-
-
-def retry_delay(asked: float | None, retries: int, limit: float, rng: random.Random) -> float:
-    """Seconds to wait before retrying a busy answer: what the server ``asked``
-    plus jitter, or else exponential backoff with full jitter; at most ``limit``."""
-    if asked is None:
-        # The exponent is capped so that many retries cannot overflow a float.
-        return rng.uniform(0, min(limit, BACKOFF_BASE * 2 ** min(retries, 30)))
-    return min(limit, asked + rng.uniform(0, max(MIN_RETRY_JITTER, asked * RETRY_JITTER)))
-
-
-_STATUS_WORDS = {
-    400: "the server did not understand the report (is sync.format what it expects?)",
-    401: "the agent's identity was not accepted",
-    403: "this agent may not sync with this server",
-    413: "the report is too large for the server",
-    429: "too many requests",
-    503: "service unavailable",
-}
-
-
-def http_failure(status: int, url: str, retries: int) -> str:
-    """Plain words for an HTTP status that ends a sync."""
-    if status == 404:
-        words = f"no sync endpoint at {url} (check sync.url)"
-    elif 300 <= status < 400:
-        words = "a redirect, which the agent does not follow (check sync.url)"
-    else:
-        words = _STATUS_WORDS.get(status) or ("server error" if status >= 500 else "refused")
-    if retries:
-        words += f", still after {retries} retries"
-    return f"server answered {status}: {words}"
-
-
-def describe_error(exc: Exception, *, server: str, proxy_url: str | None,
-                   timeout: float) -> str:
-    """Plain words for an exception raised while syncing with ``server``."""
-    import httpx  # noqa: PLC0415 (imported by _exchange; see there)
-
-    if isinstance(exc, httpx.TimeoutException):
-        step = {httpx.ConnectTimeout: "connecting", httpx.WriteTimeout: "sending the report"}
-        return (f"no answer from {server} within {timeout:g} s "
-                f"(timed out {step.get(type(exc), 'waiting for the answer')})")
-    if isinstance(exc, httpx.ProxyError):
-        return f"proxy {_host_port(proxy_url)}: {exc}"
-    causes = list(_causes(exc))
-    tls_error = next((e for e in causes if isinstance(e, ssl.SSLError)
-                      and not isinstance(e, ssl.SSLWantReadError | ssl.SSLWantWriteError)), None)
-    if tls_error is not None:
-        return f"TLS: {_tls_words(tls_error)} ({server})"
-    errno = next((e.errno for e in causes if isinstance(e, OSError) and e.errno), None)
-    reason = os.strerror(errno).lower() if errno is not None else ""
-    if isinstance(exc, httpx.ConnectError):
-        # Through a proxy, the connection that failed is the one to the proxy.
-        peer = server if proxy_url is None else f"proxy {_host_port(proxy_url)}"
-        return f"cannot connect to {peer}: {reason or exc}"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
-        return f"{server} closed the connection without answering" + (
-            f" ({reason})" if reason else "")
-    return f"sync with {server} failed: {type(exc).__name__}: {exc}"
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it was raised from, into exception groups too: anyio
-    reports a refused connection as a group of one error per address tried."""
-    pending = [exc]
-    while pending:
-        current = pending.pop(0)
-        yield current
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        cause = current.__cause__ or current.__context__
-        if cause is not None:
-            pending.append(cause)
-
-
-def _tls_words(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
-    # "[SSL: CODE] words (_ssl.c:1234)" -> "words"
-    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", text)
-
-
-def _host_port(url: str | None) -> str:
-    """Where a proxy is, without the credentials its URL may carry."""
-    parts = urlsplit(url or "")
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def _skip_httpx_cli() -> None:
-    """httpx's ``__init__`` imports its command line, and with it click, rich and
-    pygments (about 6 MiB of memory), whenever those happen to be installed; the
-    agent never runs it. A None in ``sys.modules`` makes that import fail, and
-    httpx falls back to a stub ``main``."""
-    if "httpx" not in sys.modules:
-        sys.modules["httpx._main"] = None  # type: ignore[assignment]
-
-
-def _headers(fmt: SyncFormat, token: str | None) -> dict[str, str]:
-    headers = {"Content-Type": fmt.content_type, "Accept": fmt.content_type,
-               "User-Agent": f"epns-agent/{__version__}"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise SyncFailed(f"the server's reply is larger than {limit} bytes",
-                             response.status_code)
-    return bytes(body)
 
 
 # --- a program, or a function -----------------------------------------------------

@@ -1,5 +1,7 @@
 """The sync actions against real counterparts: an HTTPS server on 127.0.0.1 with
-the session PKI, real child processes, real imported functions."""
+the session PKI, real child processes, real imported functions. HttpSync runs
+its exchange in the real child; the retries of busy answers are checked on the
+exchange itself, in this process, where its waits can be recorded."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import asyncio
 import logging
 import os
 import random
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,14 +18,17 @@ from typing import Any
 
 import pytest
 
+from agent_push import sync
+from agent_push.http_exchange import BACKOFF_BASE, ExchangeJob, ExchangeResult, exchange
 from agent_push.sync import (
-    BACKOFF_BASE,
     CommandSync,
     EntryPointSync,
     HttpSync,
     SyncOutcome,
     SyncRequest,
+    TlsFiles,
     build_sync_action,
+    exchange_deadline,
 )
 from epns import pki
 from epns.agent_config import SyncSettings
@@ -38,7 +42,6 @@ from epns.sync_contract import (
     TaskResult,
     TaskStatus,
 )
-from epns.tls import client_context
 from tests.support import sync_entry
 from tests.support.processes import free_port
 from tests.support.sync_server import Answer, SyncServer
@@ -54,10 +57,10 @@ def server(pki_dir: Path) -> Iterator[SyncServer]:
 
 
 @pytest.fixture
-def mtls(pki_dir: Path) -> ssl.SSLContext:
-    """The agent's context: the fleet CA, and its client certificate."""
+def mtls(pki_dir: Path) -> TlsFiles:
+    """The agent's TLS files: the fleet CA, and its client certificate."""
     pair = pki.agent_pair(pki_dir, AGENT)
-    return client_context(pki_dir / pki.CA_CERT, pair.cert, pair.key)
+    return TlsFiles(pki_dir / pki.CA_CERT, pair.cert, pair.key)
 
 
 class Sleeps:
@@ -75,12 +78,27 @@ def _settings(url: str, **overrides: Any) -> SyncSettings:
                            "max_retry_after": 60.0, **overrides})
 
 
-def _http(url: str, context: ssl.SSLContext, *, sleeps: Sleeps | None = None,
+def _http(url: str, tls: TlsFiles, *,
           changes: Callable[[], Mapping[str, Any]] = lambda: CHANGES,
           **overrides: Any) -> HttpSync:
     options = {k: overrides.pop(k) for k in ("token", "inventory") if k in overrides}
-    return HttpSync(_settings(url, **overrides), AGENT, context, changes=changes,
-                    sleep=sleeps or Sleeps(), rng=random.Random(7), **options)
+    return HttpSync(_settings(url, **overrides), AGENT, tls, changes=changes, **options)
+
+
+def _job(url: str, tls: TlsFiles, **overrides: Any) -> ExchangeJob:
+    fields: dict[str, Any] = {
+        "url": url + "/api/v1/agents/a001/sync", "server": url, "format": "json",
+        "body": b'{"v": 1, "agent_id": "a001", "sync_id": "s1", "started_at": 1.0, '
+                b'"reason": "manual"}',
+        "fetch": True, "ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key),
+        "token": None, "proxy_url": None, "timeout": 5.0, "max_retries": 2,
+        "max_retry_after": 60.0, "log_level": "info", "log_format": "text"}
+    return ExchangeJob(**{**fields, **overrides})
+
+
+def _exchange(job: ExchangeJob, sleeps: Sleeps) -> ExchangeResult:
+    result: ExchangeResult = asyncio.run(exchange(job, sleep=sleeps, rng=random.Random(7)))
+    return result
 
 
 def _request(reason: SyncReason = SyncReason.WAKE, wakes: tuple[str, ...] = ("w1",)
@@ -97,7 +115,7 @@ def _sync(action: Callable[[SyncRequest], Any], request: SyncRequest | None = No
 # --- the exchange -----------------------------------------------------------------
 
 
-def test_post_then_get_with_fetch_on(server: SyncServer, mtls: ssl.SSLContext) -> None:
+def test_post_then_get_with_fetch_on(server: SyncServer, mtls: TlsFiles) -> None:
     server.reply = SyncReply(sync_interval=120.0, keepalive={"proxy": 45})
     request = _request(SyncReason.WAKE, ("w1", "w2"))
     outcome = _sync(_http(server.url, mtls), request)
@@ -118,14 +136,14 @@ def test_post_then_get_with_fetch_on(server: SyncServer, mtls: ssl.SSLContext) -
     assert report.changes == CHANGES
 
 
-def test_no_get_when_fetch_is_off(server: SyncServer, mtls: ssl.SSLContext) -> None:
+def test_no_get_when_fetch_is_off(server: SyncServer, mtls: TlsFiles) -> None:
     outcome = _sync(_http(server.url, mtls, fetch=False))
     assert outcome.ok, outcome.detail
     assert (outcome.status, outcome.reply, outcome.detail) == (204, None, "report accepted")
     assert server.methods() == ["POST"]
 
 
-def test_the_server_sees_the_agents_certificate(pki_dir: Path, mtls: ssl.SSLContext) -> None:
+def test_the_server_sees_the_agents_certificate(pki_dir: Path, mtls: TlsFiles) -> None:
     with SyncServer(pki_dir, client_certs="required") as strict:
         assert _sync(_http(strict.url, mtls)).ok
     assert {r.client_cn for r in strict.requests} == {AGENT}
@@ -135,14 +153,14 @@ def test_the_server_sees_the_agents_certificate(pki_dir: Path, mtls: ssl.SSLCont
 def test_a_token_agent_sends_its_bearer_token(server: SyncServer, pki_dir: Path,
                                               token_for: Callable[..., str]) -> None:
     token = token_for(AGENT)
-    no_cert = client_context(pki_dir / pki.CA_CERT)
+    no_cert = TlsFiles(pki_dir / pki.CA_CERT)
     assert _sync(_http(server.url, no_cert, token=token)).ok
     assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {token}"] * 2
     assert {r.client_cn for r in server.requests} == {None}
 
 
 @pytest.mark.parametrize("fmt", list(SyncFormat))
-def test_format_round_trip(server: SyncServer, mtls: ssl.SSLContext, fmt: SyncFormat) -> None:
+def test_format_round_trip(server: SyncServer, mtls: TlsFiles, fmt: SyncFormat) -> None:
     server.reply = SyncReply(sync_interval=900.0, keepalive={"primary": 240},
                              tasks=(Task("t1", "reboot", {"when": "now"}),))
     outcome = _sync(_http(server.url, mtls, format=fmt.value))
@@ -156,7 +174,7 @@ def test_format_round_trip(server: SyncServer, mtls: ssl.SSLContext, fmt: SyncFo
 
 
 def test_the_reply_format_follows_its_content_type(server: SyncServer,
-                                                   mtls: ssl.SSLContext) -> None:
+                                                   mtls: TlsFiles) -> None:
     server.reply = SyncReply(sync_interval=600.0)
     server.reply_format = SyncFormat.XML
     outcome = _sync(_http(server.url, mtls, format="json"))
@@ -168,12 +186,13 @@ def test_the_reply_format_follows_its_content_type(server: SyncServer,
 
 
 def test_429_retry_after_is_honoured_then_the_sync_succeeds(
-        server: SyncServer, mtls: ssl.SSLContext, caplog: pytest.LogCaptureFixture) -> None:
+        server: SyncServer, mtls: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
     server.script(Answer(429, {"Retry-After": "7"}))
     sleeps = Sleeps()
     with caplog.at_level(logging.INFO, logger="agent.sync"):
-        outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
-    assert outcome.ok, outcome.detail
+        result = _exchange(_job(server.url, mtls), sleeps)
+    assert result.error is None
+    assert (result.posted, result.status) == (True, 200)
     assert server.methods() == ["POST", "POST", "GET"]
     [wait] = sleeps.waits
     assert 7 <= wait <= 7 + 7 * 0.25 + 1
@@ -181,11 +200,11 @@ def test_429_retry_after_is_honoured_then_the_sync_succeeds(
 
 
 def test_503_without_retry_after_backs_off_with_jitter(server: SyncServer,
-                                                       mtls: ssl.SSLContext) -> None:
-    server.script(Answer(200), Answer(503), Answer(503))
+                                                       mtls: TlsFiles) -> None:
+    server.script(Answer(204), Answer(503), Answer(503))
     sleeps = Sleeps()
-    outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
-    assert outcome.ok, outcome.detail
+    result = _exchange(_job(server.url, mtls), sleeps)
+    assert result.error is None
     assert server.methods() == ["POST", "GET", "GET", "GET"]
     first, second = sleeps.waits
     assert 0 <= first <= BACKOFF_BASE
@@ -193,32 +212,42 @@ def test_503_without_retry_after_backs_off_with_jitter(server: SyncServer,
 
 
 def test_a_server_busy_beyond_max_retries_fails_the_sync(server: SyncServer,
-                                                         mtls: ssl.SSLContext) -> None:
+                                                         mtls: TlsFiles) -> None:
     server.script(*[Answer(503, {"Retry-After": "1"})] * 3)
     sleeps = Sleeps()
-    outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
-    assert not outcome.ok
-    assert outcome.status == 503
-    assert outcome.detail == "server answered 503: service unavailable, still after 2 retries"
+    result = _exchange(_job(server.url, mtls), sleeps)
+    assert (result.posted, result.http_status) == (False, 503)
+    assert result.error == "server answered 503: service unavailable, still after 2 retries"
     assert len(sleeps.waits) == 2
     assert server.methods() == ["POST"] * 3
 
 
 def test_a_retry_after_beyond_the_limit_is_not_waited_for(server: SyncServer,
-                                                          mtls: ssl.SSLContext) -> None:
+                                                          mtls: TlsFiles) -> None:
     server.script(Answer(429, {"Retry-After": "3600"}))
     sleeps = Sleeps()
-    outcome = _sync(_http(server.url, mtls, sleeps=sleeps))
-    assert not outcome.ok
-    assert outcome.detail == ("server answered 429: busy, and asks to retry after 3600 s, "
-                              "more than sync.max_retry_after (60 s)")
+    result = _exchange(_job(server.url, mtls), sleeps)
+    assert result.error == ("server answered 429: busy, and asks to retry after 3600 s, "
+                            "more than sync.max_retry_after (60 s)")
     assert sleeps.waits == []
+
+
+def test_the_child_retries_and_logs_as_the_agent_does(
+        server: SyncServer, mtls: TlsFiles, capfd: pytest.CaptureFixture[str]) -> None:
+    server.script(Answer(503, {"Retry-After": "0"}))
+    outcome = _sync(_http(server.url, mtls, fetch=False))
+    assert outcome.ok, outcome.detail
+    assert server.methods() == ["POST", "POST"]
+    # The child's stderr is the agent's: its line is in the agent's text format.
+    [line] = [x for x in capfd.readouterr().err.splitlines() if "sync_retry" in x]
+    assert line.split()[1:4] == ["WARNING", "agent.sync", "sync_retry"]
+    assert "method=POST status=503 retry_after=0" in line
 
 
 # --- failures in plain words ------------------------------------------------------
 
 
-def test_401_is_a_clear_failure(server: SyncServer, mtls: ssl.SSLContext) -> None:
+def test_401_is_a_clear_failure(server: SyncServer, mtls: TlsFiles) -> None:
     server.script(Answer(401))
     outcome = _sync(_http(server.url, mtls))
     assert not outcome.ok
@@ -227,7 +256,7 @@ def test_401_is_a_clear_failure(server: SyncServer, mtls: ssl.SSLContext) -> Non
     assert server.methods() == ["POST"]
 
 
-def test_server_down_is_a_clear_failure(mtls: ssl.SSLContext) -> None:
+def test_server_down_is_a_clear_failure(mtls: TlsFiles) -> None:
     url = f"https://127.0.0.1:{free_port()}"
     outcome = _sync(_http(url, mtls))
     assert not outcome.ok
@@ -237,7 +266,7 @@ def test_server_down_is_a_clear_failure(mtls: ssl.SSLContext) -> None:
 
 def test_an_unknown_server_certificate_is_a_clear_failure(
         server: SyncServer, rogue_pki_dir: Path) -> None:
-    outcome = _sync(_http(server.url, client_context(rogue_pki_dir / pki.CA_CERT)))
+    outcome = _sync(_http(server.url, TlsFiles(rogue_pki_dir / pki.CA_CERT)))
     assert not outcome.ok
     assert outcome.detail.startswith("TLS: certificate verify failed: ")
     assert server.url in outcome.detail
@@ -246,7 +275,7 @@ def test_an_unknown_server_certificate_is_a_clear_failure(
 
 def test_a_missing_client_certificate_is_a_clear_failure(pki_dir: Path) -> None:
     with SyncServer(pki_dir, client_certs="required") as strict:
-        outcome = _sync(_http(strict.url, client_context(pki_dir / pki.CA_CERT)))
+        outcome = _sync(_http(strict.url, TlsFiles(pki_dir / pki.CA_CERT)))
     assert not outcome.ok
     # With TLS 1.3 the refusal arrives after the client's handshake: as the
     # server's alert, or as the reset of the connection it closed.
@@ -257,7 +286,7 @@ def test_a_missing_client_certificate_is_a_clear_failure(pki_dir: Path) -> None:
     assert strict.requests == []
 
 
-def test_a_slow_server_times_out(server: SyncServer, mtls: ssl.SSLContext) -> None:
+def test_a_slow_server_times_out(server: SyncServer, mtls: TlsFiles) -> None:
     server.script(Answer(204, delay=30))
     outcome = _sync(_http(server.url, mtls, timeout=0.5))
     assert not outcome.ok
@@ -265,7 +294,7 @@ def test_a_slow_server_times_out(server: SyncServer, mtls: ssl.SSLContext) -> No
                               "(timed out waiting for the answer)")
 
 
-def test_a_login_page_instead_of_a_reply(server: SyncServer, mtls: ssl.SSLContext) -> None:
+def test_a_login_page_instead_of_a_reply(server: SyncServer, mtls: TlsFiles) -> None:
     server.script(Answer(204), Answer(200, {"Content-Type": "text/html"}, b"<html>login"))
     outcome = _sync(_http(server.url, mtls))
     assert not outcome.ok
@@ -273,7 +302,7 @@ def test_a_login_page_instead_of_a_reply(server: SyncServer, mtls: ssl.SSLContex
     assert outcome.detail.startswith("the server's reply is unusable: content type 'text/html'")
 
 
-def test_an_oversized_reply_is_refused(server: SyncServer, mtls: ssl.SSLContext) -> None:
+def test_an_oversized_reply_is_refused(server: SyncServer, mtls: TlsFiles) -> None:
     huge = b"[" + b" " * MAX_BYTES + b"]"
     server.script(Answer(204), Answer(200, {"Content-Type": "application/json"}, huge))
     outcome = _sync(_http(server.url, mtls))
@@ -282,7 +311,7 @@ def test_an_oversized_reply_is_refused(server: SyncServer, mtls: ssl.SSLContext)
 
 
 def test_data_that_cannot_be_collected_fails_the_sync(server: SyncServer,
-                                                      mtls: ssl.SSLContext) -> None:
+                                                      mtls: TlsFiles) -> None:
     def broken() -> Mapping[str, Any]:
         raise PermissionError("cannot read /etc/machine-id")
 
@@ -293,11 +322,85 @@ def test_data_that_cannot_be_collected_fails_the_sync(server: SyncServer,
     assert server.requests == []
 
 
+# --- the child ------------------------------------------------------------------
+
+
+def _children() -> list[int]:
+    """The live (not zombie) child processes of this test process."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return [pid for pid in pids if _state(pid) != "Z"]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_a_cancelled_sync_kills_its_child(server: SyncServer, mtls: TlsFiles) -> None:
+    server.script(Answer(204, delay=30))
+
+    async def scenario() -> list[int]:
+        before = set(_children())
+        running = asyncio.ensure_future(_http(server.url, mtls, timeout=20.0)(_request()))
+        while not server.requests:  # the child has sent its POST: it is waiting
+            await asyncio.sleep(0.05)
+        [child] = set(_children()) - before
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        return [child]
+
+    [child] = asyncio.run(scenario())
+    # Killed and collected: neither running nor a zombie.
+    assert _state(child) == "gone"
+
+
+def test_a_child_past_its_deadline_is_killed(server: SyncServer, mtls: TlsFiles,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "exchange_deadline", lambda settings: 0.3)
+    before = set(_children())
+    outcome = _sync(_http(server.url, mtls))
+    assert not outcome.ok
+    assert outcome.detail == (f"the sync with {server.url} did not finish within 0.3 s "
+                              "and was stopped")
+    assert set(_children()) <= before
+
+
+def test_a_child_that_ends_without_a_result(server: SyncServer, mtls: TlsFiles,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "EXCHANGE_CHILD", (sys.executable, "-c", "raise SystemExit(3)"))
+    outcome = _sync(_http(server.url, mtls))
+    assert not outcome.ok
+    assert outcome.detail == "the HTTP exchange exited with 3 without a result"
+
+
+def test_unreadable_tls_files_fail_the_sync_in_plain_words(server: SyncServer,
+                                                          tmp_path: Path) -> None:
+    outcome = _sync(_http(server.url, TlsFiles(tmp_path / "missing-ca.crt")))
+    assert not outcome.ok
+    assert outcome.detail == (f"cannot load the fleet CA: {tmp_path / 'missing-ca.crt'} "
+                              "does not exist")
+    assert server.requests == []
+
+
+def test_the_deadline_covers_every_attempt_and_wait() -> None:
+    settings = SyncSettings(url="https://x", fetch=True, timeout=30.0, max_retries=5,
+                            max_retry_after=300.0)
+    # Two steps of 6 attempts (connect, send, answer: 3 x 30 s) and 5 waits of 300 s.
+    assert exchange_deadline(settings) == sync.CHILD_START + 2 * (6 * 90 + 5 * 300)
+    assert exchange_deadline(replace(settings, fetch=False, max_retries=0)) == (
+        sync.CHILD_START + 90)
+
+
 # --- tasks ------------------------------------------------------------------------
 
 
 def test_tasks_are_answered_with_the_next_report(server: SyncServer,
-                                                 mtls: ssl.SSLContext) -> None:
+                                                 mtls: TlsFiles) -> None:
     server.reply = SyncReply(sync_interval=600.0, keepalive={"primary": 240}, tasks=(
         Task("t1", "inventory"),
         Task("t2", "set_config", {"keepalive": {"proxy": 45}}),
@@ -326,7 +429,7 @@ def test_tasks_are_answered_with_the_next_report(server: SyncServer,
 
 
 def test_results_wait_for_a_report_that_is_accepted(server: SyncServer,
-                                                    mtls: ssl.SSLContext) -> None:
+                                                    mtls: TlsFiles) -> None:
     server.reply = SyncReply(tasks=(Task("t1", "inventory"),))
     sync = _http(server.url, mtls)
     assert _sync(sync).ok
@@ -345,9 +448,9 @@ def test_results_wait_for_a_report_that_is_accepted(server: SyncServer,
 # --- choosing the action ----------------------------------------------------------
 
 
-def test_build_sync_action_follows_the_settings(mtls: ssl.SSLContext) -> None:
+def test_build_sync_action_follows_the_settings(mtls: TlsFiles) -> None:
     def build(**fields: Any) -> object:
-        return build_sync_action(SyncSettings(**fields), AGENT, context=mtls,
+        return build_sync_action(SyncSettings(**fields), AGENT, tls=mtls,
                                  changes=lambda: {})
 
     assert isinstance(build(url="https://127.0.0.1:1"), HttpSync)
