@@ -27,6 +27,7 @@ from agent_push.mqtt import Message, MqttLink
 from agent_push.presence import interfaces
 from agent_push.state import StateDir
 from agent_push.sync import (
+    RetrySchedule,
     SyncCoordinator,
     SyncOutcome,
     SyncRequest,
@@ -101,7 +102,7 @@ class Agent:
                               token=context.token, proxy_url=self._proxy_url(),
                               changes=self._changes, inventory=self._inventory,
                               log=self.settings.log),
-            self._synced)
+            self._synced, retry=RetrySchedule(self.settings.sync.retry_base, self._sync_interval))
 
     # -- the two loops -------------------------------------------------------
 
@@ -148,10 +149,13 @@ class Agent:
 
     async def _interval_loop(self) -> None:
         while True:
-            interval = float(self.state.hints().get("sync_interval") or self.settings.sync.interval)
             # A little jitter, so agents started together do not sync together forever.
-            await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311
+            await asyncio.sleep(self._sync_interval() * random.uniform(0.9, 1.1))  # noqa: S311
             self.sync.request("interval")
+
+    def _sync_interval(self) -> float:
+        """The server's hint when it sent one, else ``sync.interval``."""
+        return float(self.state.hints().get("sync_interval") or self.settings.sync.interval)
 
     # -- connecting ------------------------------------------------------------
 

@@ -90,7 +90,8 @@ class ExchangeResult:
     """How the exchange ended. ``posted``: the server accepted the report.
     On success, ``status``, ``content_type`` and ``reply`` are the last
     answer's (the GET's when ``fetch`` is on). On failure, ``error`` says why
-    in plain words and ``http_status`` is the status that ended it."""
+    in plain words, ``http_status`` is the status that ended it and, when a
+    busy server said when to come back, ``retry_after`` is that wait (s)."""
 
     posted: bool
     status: int | None = None
@@ -98,6 +99,7 @@ class ExchangeResult:
     content_type: str | None = None
     error: str | None = None
     http_status: int | None = None
+    retry_after: float | None = None
 
     def encode(self) -> bytes:
         """The result as the child writes it on stdout."""
@@ -151,6 +153,15 @@ async def exchange(job: ExchangeJob, *, sleep: Callable[[float], Awaitable[None]
         return await run.steps(client)
 
 
+class _Busy(SyncFailed):
+    """A busy answer (429/503) that ends the exchange; ``retry_after`` is the
+    wait it asked for, if it said."""
+
+    def __init__(self, detail: str, status: int, retry_after: float | None) -> None:
+        super().__init__(detail, status)
+        self.retry_after = retry_after
+
+
 class _Exchange:
     """The two steps of one exchange, with the retries of busy answers."""
 
@@ -168,6 +179,9 @@ class _Exchange:
             self._posted = True
             if self._job.fetch:
                 answer = await self._send(client, "GET")
+        except _Busy as exc:
+            return ExchangeResult(self._posted, error=str(exc), http_status=exc.status,
+                                  retry_after=exc.retry_after)
         except SyncFailed as exc:
             return ExchangeResult(self._posted, error=str(exc), http_status=exc.status)
         if not self._job.fetch:
@@ -182,9 +196,12 @@ class _Exchange:
             await self._wait_to_retry(answer, method, retries)
             retries += 1
             answer = await self._attempt(client, method, content)
-        if not 200 <= answer.status < 300:
-            raise SyncFailed(http_failure(answer.status, self._job.url, retries), answer.status)
-        return answer
+        if 200 <= answer.status < 300:
+            return answer
+        detail = http_failure(answer.status, self._job.url, retries)
+        if answer.status in RETRYABLE:
+            raise _Busy(detail, answer.status, retry_after_seconds(answer.retry_after, time.time()))
+        raise SyncFailed(detail, answer.status)
 
     async def _attempt(self, client: httpx.AsyncClient, method: str,
                        content: bytes | None) -> _Answer:
@@ -209,10 +226,10 @@ class _Exchange:
         asked = retry_after_seconds(answer.retry_after, time.time())
         if asked is not None and asked > limit:
             # Coming back sooner than asked would only be refused again; the
-            # next sync (interval or wake) tries later anyway.
-            raise SyncFailed(f"server answered {answer.status}: busy, and asks to retry after "
-                             f"{asked:.0f} s, more than sync.max_retry_after ({limit:g} s)",
-                             answer.status)
+            # agent's retry of the whole sync waits that long.
+            raise _Busy(f"server answered {answer.status}: busy, and asks to retry after "
+                        f"{asked:.0f} s, more than sync.max_retry_after ({limit:g} s)",
+                        answer.status, asked)
         delay = retry_delay(asked, retries, limit, self._rng)
         event(log, "sync_retry", logging.WARNING, method=method, status=answer.status,
               retry_after=answer.retry_after, wait=round(delay, 2), retry=retries + 1)

@@ -14,7 +14,11 @@ outcome whose ``detail`` says what went wrong in words a support person reads.
 ``SyncCoordinator`` runs one sync at a time and coalesces requests: one that
 arrives during a sync causes exactly one more sync afterwards. That follow-up
 starts after the request, which is what the server's delivery contract needs:
-a wake requested at T is satisfied by a sync that *started* after T.
+a wake requested at T is satisfied by a sync that *started* after T. After a
+failed sync it retries on the ``RetrySchedule`` (jittered exponential backoff,
+at most the sync interval) until one succeeds, carrying the failed syncs' wake
+ids, so that a wake-up that arrived while the server was down is answered
+soon after it is back rather than an interval later.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import importlib
 import inspect
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -74,13 +79,15 @@ class SyncRequest:
 class SyncOutcome:
     """How a sync ended. ``status`` is the server's last HTTP status, if any;
     ``reply`` is the server's reply (set_config tasks already applied to its
-    hints) when the GET step ran."""
+    hints) when the GET step ran; ``retry_after`` is the wait (s) a busy
+    server asked for when it ended the sync."""
 
     ok: bool
     detail: str
     status: int | None = None
     duration: float = 0.0
     reply: SyncReply | None = None
+    retry_after: float | None = None
 
 
 SyncAction = Callable[[SyncRequest], Awaitable[SyncOutcome]]
@@ -171,7 +178,7 @@ class HttpSync:
             result = await self._exchange(request)
             if result.error is not None:
                 return SyncOutcome(False, result.error, result.http_status,
-                                   time.monotonic() - began)
+                                   time.monotonic() - began, retry_after=result.retry_after)
             reply = self._accept(result) if self._settings.fetch else None
         except SyncFailed as exc:
             return SyncOutcome(False, str(exc), exc.status, time.monotonic() - began)
@@ -421,7 +428,37 @@ def _load_entry_point(target: str) -> Callable[[SyncRequest], Any]:
 # --- coordination -----------------------------------------------------------------
 
 # When requests are merged, the merged sync carries the most telling reason.
-_REASON_RANK = (SyncReason.WAKE, SyncReason.CONNECT, SyncReason.MANUAL, SyncReason.INTERVAL)
+_REASON_RANK = (SyncReason.WAKE, SyncReason.CONNECT, SyncReason.MANUAL, SyncReason.RETRY,
+                SyncReason.INTERVAL)
+# A retry never comes sooner than this after a failed sync, however the jitter falls.
+RETRY_FLOOR = 1.0
+
+
+class RetrySchedule:
+    """When to retry after consecutive failed syncs: a uniform draw from
+    ``[0, base * 2**n]`` (full jitter; n failures before this one), but at
+    least ``floor`` and what a busy server asked for, and at most ``cap()``,
+    the current sync interval, when the interval sync would come anyway."""
+
+    def __init__(self, base: float, cap: Callable[[], float], *, floor: float = RETRY_FLOOR,
+                 rng: random.Random | None = None) -> None:
+        self._base = base
+        self._cap = cap
+        self._floor = floor
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
+        self.failures = 0
+
+    def next_delay(self, asked: float | None = None) -> float:
+        """The wait before the next retry; each call counts one more failure."""
+        cap = self._cap()
+        # The exponent is capped so that many failures cannot overflow a float.
+        bound = min(cap, self._base * 2 ** min(self.failures, 30))
+        self.failures += 1
+        return min(cap, max(self._rng.uniform(0, bound), self._floor, asked or 0.0))
+
+    def reset(self) -> None:
+        """A sync succeeded: the next failure starts again from ``base``."""
+        self.failures = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +469,7 @@ class _Wanted:
     wakes: tuple[str, ...] = ()
 
     def merge(self, reason: SyncReason, wake_id: str | None) -> _Wanted:
-        wakes = self.wakes if wake_id is None else tuple(dict.fromkeys((*self.wakes, wake_id)))
+        wakes = self.wakes if wake_id is None else _united(self.wakes, (wake_id,))
         return _Wanted(min(self.reason, reason, key=_REASON_RANK.index), wakes)
 
 
@@ -442,18 +479,25 @@ class SyncCoordinator:
     ``request`` while idle starts a sync at once; during a sync, it marks one
     more sync as needed (the wake ids are united), which starts when the
     current one ends. ``on_done(request, outcome)`` is awaited after each sync.
+    A failed sync schedules a "retry" sync after ``retry.next_delay``; every
+    sync until one succeeds carries the wake ids of the failed ones. Any sync
+    that starts meanwhile (a wake, a connect) takes the retry's place.
     """
 
-    def __init__(self, action: SyncAction, on_done: OnDone, *,
+    def __init__(self, action: SyncAction, on_done: OnDone, *, retry: RetrySchedule,
                  clock: Callable[[], float] = time.time) -> None:
         self._action = action
         self._on_done = on_done
+        self._retry = retry
         self._clock = clock
         self._wanted: _Wanted | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._retry_timer: asyncio.TimerHandle | None = None
+        # The wake ids of the failed syncs since the last success.
+        self._unanswered: tuple[str, ...] = ()
 
     def request(self, reason: str, wake_id: str | None = None) -> None:
         """Ask for a sync (``reason`` is a SyncReason value); call it from the event loop."""
@@ -470,9 +514,10 @@ class SyncCoordinator:
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Cancel the running sync and forget the wanted one."""
+        """Cancel the running sync and the scheduled retry; forget the wanted one."""
         self._closed = True
         self._wanted = None
+        self._cancel_retry()
         task = self._task
         if task is not None:
             task.cancel()
@@ -490,8 +535,10 @@ class SyncCoordinator:
             self._idle.set()
 
     async def _run(self, wanted: _Wanted) -> None:
+        self._cancel_retry()  # this sync is the retry
         # started_at is taken now, after every request merged into this sync.
-        request = SyncRequest(wanted.reason, wanted.wakes, self._clock())
+        request = SyncRequest(wanted.reason, _united(self._unanswered, wanted.wakes),
+                              self._clock())
         try:
             outcome = await self._action(request)
         except Exception as exc:  # actions report failures; a bug in one must not stop syncing
@@ -500,8 +547,30 @@ class SyncCoordinator:
               logging.INFO if outcome.ok else logging.WARNING, id=request.sync_id,
               reason=request.reason.value, wakes=",".join(request.wakes) or "-",
               status=outcome.status, duration=round(outcome.duration, 3), detail=outcome.detail)
+        self._plan_retry(request, outcome)
         try:
             await self._on_done(request, outcome)
         except Exception as exc:  # the next sync must still run
             event(log, "sync_on_done_failed", logging.ERROR, id=request.sync_id,
                   error=f"{type(exc).__name__}: {exc}")
+
+    def _plan_retry(self, request: SyncRequest, outcome: SyncOutcome) -> None:
+        if outcome.ok:
+            self._retry.reset()
+            self._unanswered = ()
+            return
+        self._unanswered = request.wakes
+        delay = self._retry.next_delay(outcome.retry_after)
+        self._retry_timer = asyncio.get_running_loop().call_later(delay, self.request, "retry")
+        event(log, "sync_retry_scheduled", id=request.sync_id, delay=round(delay, 2),
+              failures=self._retry.failures, wakes=",".join(request.wakes) or "-")
+
+    def _cancel_retry(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+
+
+def _united(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The wake ids of ``groups``, each once, in order of first appearance."""
+    return tuple(dict.fromkeys(wake for group in groups for wake in group))

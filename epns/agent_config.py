@@ -138,6 +138,9 @@ class SyncSettings:
     fetch: bool = False
     format: Literal["json", "xml"] = "json"
     interval: float = 600.0
+    # After a failed sync, retry after uniform(0, retry_base * 2**n) s (n failed
+    # syncs before), at least 1 s, at most the interval; a success resets n.
+    retry_base: float = 15.0
     timeout: float = 30.0
     # 429/503 answers are retried after Retry-After (plus jitter), this many times.
     max_retries: int = 5
@@ -150,6 +153,9 @@ class SyncSettings:
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.timeout <= 0:
             raise ValueError("sync.interval and sync.timeout must be positive")
+        if self.retry_base < 1:
+            # Below a second, a failing server would be asked again and again.
+            raise ValueError("sync.retry_base must be at least 1 s")
         if self.action == "http" and self.url is not None and not self.url.startswith(
                 ("https://", "http://")):
             raise ValueError("sync.url must be an http(s) URL")

@@ -95,6 +95,8 @@ class SyncReason(StrEnum):
     WAKE = "wake"
     INTERVAL = "interval"
     MANUAL = "manual"
+    # After a failed sync, with backoff; it carries the failed sync's wakes.
+    RETRY = "retry"
 
 
 class TaskType(StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -88,3 +89,42 @@ def test_a_refused_identity_is_a_clear_sync_failure_and_the_agent_keeps_running(
     code, report = agent.status()
     assert code == 0
     assert "401" in report
+
+
+def test_a_failed_sync_is_retried_with_backoff_and_carries_the_wake(
+        epns_broker, pki_dir, run_agent, agent_ids, sign, sync_server):
+    agent_id, = agent_ids(1)
+    # The server is down for four syncs: 503 without Retry-After, and no
+    # retries within a sync, so that each answer fails one sync.
+    sync_server.script(*[Answer(503)] * 4)
+    agent, _ = run_agent(agent_id, [epns_broker.port],
+                         sync={"action": "http", "url": sync_server.url, "command": [],
+                               "max_retries": 0, "retry_base": 1.0})
+    agent.log_contains(r"sync_failed .*reason=connect")
+    failed_at = time.monotonic()
+    server = connect_server(epns_broker.port, pki_dir)
+    try:
+        wake = sign(agent_id)
+        server.publish(f"epns/v1/agents/{agent_id}/cmd", wake)
+    finally:
+        server.close()
+    wake_id = json.loads(wake)["id"]
+    done = agent.log_contains(r"sync_done .*reason=retry", timeout=30)
+    elapsed = time.monotonic() - failed_at
+    assert f"wakes={wake_id}" in done  # the wake's failed sync is answered by the retry
+    posts = [r.report for r in sync_server.requests if r.method == "POST"]
+    assert len(posts) == 5  # four failures, one success: no tight loop
+    assert posts[-1].reason == "retry"
+    assert wake_id in posts[-1].wakes
+    # Each failure schedules the next try: 1 s, then up to 2, 4, 8 s (full
+    # jitter, at least 1 s); the wake's own sync replaced one retry.
+    delays = [float(d) for d in re.findall(r"sync_retry_scheduled .*delay=([\d.]+) failures=",
+                                          "\n".join(agent.lines))]
+    assert len(delays) == 4
+    assert all(1.0 <= d <= 2 ** n for n, d in enumerate(delays))
+    syncs = [line for line in agent.lines if re.search(r"sync_(done|failed) ", line)]
+    fired = [d for d, after in zip(delays, syncs[1:], strict=True) if "reason=retry" in after]
+    assert len(fired) == 3
+    assert elapsed >= sum(fired) - 0.5
+    assert agent.count(r"sync_retry_scheduled") == 4  # the success scheduled none
+

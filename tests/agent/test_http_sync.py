@@ -218,6 +218,7 @@ def test_a_server_busy_beyond_max_retries_fails_the_sync(server: SyncServer,
     result = _exchange(_job(server.url, mtls), sleeps)
     assert (result.posted, result.http_status) == (False, 503)
     assert result.error == "server answered 503: service unavailable, still after 2 retries"
+    assert result.retry_after == 1.0  # the agent's retry of the sync waits at least that
     assert len(sleeps.waits) == 2
     assert server.methods() == ["POST"] * 3
 
@@ -229,7 +230,16 @@ def test_a_retry_after_beyond_the_limit_is_not_waited_for(server: SyncServer,
     result = _exchange(_job(server.url, mtls), sleeps)
     assert result.error == ("server answered 429: busy, and asks to retry after 3600 s, "
                             "more than sync.max_retry_after (60 s)")
+    assert result.retry_after == 3600.0
     assert sleeps.waits == []
+
+
+def test_a_busy_servers_wait_reaches_the_outcome(server: SyncServer, mtls: TlsFiles) -> None:
+    server.script(Answer(503, {"Retry-After": "3600"}), Answer(500))
+    busy = _sync(_http(server.url, mtls))
+    assert (busy.ok, busy.status, busy.retry_after) == (False, 503, 3600.0)
+    failed = _sync(_http(server.url, mtls))
+    assert (failed.ok, failed.status, failed.retry_after) == (False, 500, None)
 
 
 def test_the_child_retries_and_logs_as_the_agent_does(

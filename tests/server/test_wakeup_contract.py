@@ -137,12 +137,18 @@ def test_an_ack_sent_while_the_server_is_down_is_not_lost(stack: Stack) -> None:
     port = int(stack.server.url.rsplit(":", 1)[1])
     stack.server.stop()
     # The agent takes the command and acks it while the server is away; its
-    # syncs fail until the server is back, then its regular interval sync runs.
-    agent = _restart_agent(stack, "a1", sync={"interval": 4.0})
+    # syncs fail until the server is back, and it retries them with backoff
+    # (1 s, then up to 2, 4, 8 s…), long before its interval (the server's
+    # hint from the first connect, 600 s): a retry carries the wake.
+    agent = _restart_agent(stack, "a1", sync={"retry_base": 1.0})
     agent.log_contains(r"command_accepted .*type=wake")
     agent.log_contains(r"sync_failed|sync_done .*ok=False|sync.*refused", timeout=15)
     stack.server = start_server(stack.pki, stack.work, stack.broker.port, http_port=port)
     stack.wait_wakeup(str(wakeup["id"]), "satisfied", timeout=20)
+    agent.log_contains(r"sync_done .*reason=retry")
+    # Satisfied by the retry, not by a wake-up sent again.
+    assert agent.count(r"command_accepted .*type=wake") == 1
+    assert not any("wake_reissued" in line for line in stack.server.lines)
 
 
 def test_a_command_held_while_the_broker_is_down_is_sent_when_it_is_back(stack: Stack) -> None:
