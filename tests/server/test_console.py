@@ -173,6 +173,19 @@ def test_wake_up_in_the_console_reaches_synced_without_a_reload(
     expect(history).to_contain_text("wake_delivered")
     expect(history).to_contain_text("sync")
     expect(page.locator("#pending")).to_have_text("None.")
+
+    # The wake-up history, newest first, and the group wake-up per target.
+    page.get_by_role("link", name="Wake-ups").click()
+    wakeups = page.locator("#wakeups tr")
+    expect(wakeups).to_have_count(2)
+    expect(wakeups.first).to_contain_text("group lab")
+    expect(wakeups.last).to_contain_text("a1")
+    wakeups.first.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"/console/wakeups/[0-9a-f]+$"))
+    expect(page.locator("#state")).to_have_text("done")
+    expect(page.locator("#targets tr")).to_have_count(2)
+    for target in page.locator("#targets tr").all():
+        expect(target).to_contain_text("synced")
     assert tab.errors == []
 
 
@@ -183,6 +196,31 @@ def test_api_refuses_a_console_session_without_its_csrf_token(
     tab.login()
     token = tab.page.locator('meta[name="csrf-token"]').get_attribute("content")
     assert token
+    # Wake on LAN: the preflight first, then the request; the API's refusal
+    # (this agent never reported its MAC) is shown as the API words it.
+    page = tab.page
+    page.locator('tr[data-agent-id="a1"]').get_by_label("Select a1").check()
+    page.get_by_role("button", name="Wake on LAN").click()
+    expect(page.locator("#wol-targets tr")).to_have_count(1)
+    expect(page.locator("#wol-targets")).to_contain_text("a1")
+    page.get_by_role("button", name="Send magic packets").click()
+    with stack.api() as api:
+        refusal = api.post("/api/v1/wol", json={"agents": ["a1"]}).json()["error"]["message"]
+    expect(page.locator("#feedback")).to_contain_text(f"Wake on LAN failed: {refusal}")
+    # The WoL history follows new requests live. This one names its target by
+    # MAC and a 127.0.0.1 address, and the server has no addresses of its own
+    # configured: nothing is sent anywhere.
+    page.get_by_role("link", name="Wake-on-LAN").click()
+    expect(page.locator("#empty")).to_be_visible()
+    with stack.api() as api:
+        sent = api.post("/api/v1/wol", json={"targets": [
+            {"mac": "aa:bb:cc:dd:ee:42", "address": "127.0.0.1", "prefix": 8}]})
+        assert sent.status_code == 202, sent.text
+    history = page.locator("#wol-history tr")
+    expect(history).to_have_count(1)
+    expect(history).to_contain_text("aa:bb:cc:dd:ee:42")
+    expect(history).to_contain_text("sent, waiting")
+
     cookie = {"Cookie": f"epns_session={tab.session_cookie()}"}
     with stack.server.client() as http:
         refused = http.post("/api/v1/wakeups", json={"agents": ["a1"]}, headers=cookie)
