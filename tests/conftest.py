@@ -20,7 +20,7 @@ from tests.support.processes import (
     start_stock_amqtt,
 )
 
-AGENT_POOL = 150
+AGENT_POOL = 400
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,7 +38,7 @@ def _close_clients() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dev PKI with a pool of agent certificates (a001..a150)."""
+    """A dev PKI with a pool of agent certificates (a001..a400)."""
     directory = tmp_path_factory.mktemp("pki")
     ca = pki.init_dev_pki(directory, ("localhost", "127.0.0.1"))
     for number in range(1, AGENT_POOL + 1):
