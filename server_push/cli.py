@@ -46,9 +46,12 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
-def _init_pki(settings: ServerSettings) -> None:
+def _init_pki(settings: ServerSettings) -> bool:
+    """Make the dev PKI where it is missing; True when it is new."""
     names = tuple(dict.fromkeys(("localhost", socket.gethostname(), "127.0.0.1", "::1")))
+    new = not (settings.pki.dir / pki.CA_CERT).exists()
     pki.init_dev_pki(settings.pki.dir, names)
+    return new
 
 
 async def _first_admin(services: Services) -> str | None:
@@ -60,11 +63,17 @@ async def _first_admin(services: Services) -> str | None:
     return password
 
 
-def _welcome(settings: ServerSettings, password: str | None, config: Path | None) -> None:
+def _welcome(settings: ServerSettings, password: str | None, config: Path | None,
+             new_pki: bool) -> None:
     url = public_url(settings)
+    folder = settings.pki.dir
     lines = ["", "epns is running.",
-             f"  Console   {url}/   (trust {settings.pki.dir / pki.CA_CERT} in your browser)",
+             f"  Console   {url}/   (trust {folder / pki.CA_CERT} in your browser)",
              f"  API docs  {url}/api/docs"]
+    if new_pki:
+        lines += [f"  PKI       new development PKI in {folder}/: fleet CA {pki.CA_CERT}, "
+                  f"broker and server certificates, command signing key {pki.SIGNING_KEY}",
+                  "            (keep it: agents enrolled against it trust only this CA)"]
     if password is not None:
         lines += [f"  Login     user '{ADMIN}', password '{password}'   <- shown only now",
                   "            change it: epns-server admin password"]
@@ -75,7 +84,7 @@ def _welcome(settings: ServerSettings, password: str | None, config: Path | None
     _say("\n".join(lines))
 
 
-async def _serve(settings: ServerSettings, config: Path | None) -> None:
+async def _serve(settings: ServerSettings, config: Path | None, new_pki: bool) -> None:
     broker: EmbeddedBroker | None = None
     broker_task: asyncio.Task[None] | None = None
     if settings.broker.enabled:
@@ -104,7 +113,7 @@ async def _serve(settings: ServerSettings, config: Path | None) -> None:
         raise EPNSError(f"the HTTPS listener on {settings.http.host}:{settings.http.port} "
                         "did not start (port in use?)")
     event(log, "ready", url=public_url(settings))
-    _welcome(settings, password, config)
+    _welcome(settings, password, config, new_pki)
     await stop.wait()
     event(log, "stopping")
     # Open console event streams end now; otherwise the HTTP server's graceful
@@ -139,10 +148,9 @@ def _write_bundle(out: Path, files: dict[str, str]) -> None:
 
 
 def _cmd_run(settings: ServerSettings, args: argparse.Namespace) -> None:
-    if settings.broker.enabled:
-        _init_pki(settings)
+    new_pki = _init_pki(settings) if settings.broker.enabled else False
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings, args.config))
+        asyncio.run(_serve(settings, args.config, new_pki))
 
 
 def _cmd_agent(settings: ServerSettings, args: argparse.Namespace) -> None:
