@@ -21,6 +21,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import pki, tokens, topics
@@ -112,12 +113,17 @@ class AgentAdmin:
         groups = check_groups(groups)
         now = time.time()
         files, serial, token_id = self._issue(agent_id, auth, now)
-        async with self._sessions() as session, session.begin():
-            await self.add(session, agent_id, groups, auth, serial=serial, token_id=token_id,
-                           now=now)
-            remember(session, agent_id, now, "created", f"{auth} identity, by {actor}")
-            audit(session, at=now, actor=actor, action="agent_create", targets=[agent_id],
-                  outcome=f"created with a {auth} identity")
+        try:
+            async with self._sessions() as session, session.begin():
+                await self.add(session, agent_id, groups, auth, serial=serial,
+                               token_id=token_id, now=now)
+                remember(session, agent_id, now, "created", f"{auth} identity, by {actor}")
+                audit(session, at=now, actor=actor, action="agent_create", targets=[agent_id],
+                      outcome=f"created with a {auth} identity")
+        except IntegrityError as exc:
+            # Two creates of one id raced past the check in add(); the loser's
+            # identity was never handed out.
+            raise Conflict(f"agent {agent_id!r} exists already", code="agent_exists") from exc
         self.announce(agent_id, auth, actor)
         return self.bundle(agent_id, groups, auth, files)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -214,3 +215,13 @@ def test_an_oversized_api_body_is_413_declared_or_streamed(stack: Stack) -> None
         assert answer.status_code == 413, answer.text
         assert answer.json()["error"]["code"] == "payload_too_large"
     assert after.status_code == 200
+
+
+def test_racing_creates_of_one_agent_give_one_201_and_409s(stack: Stack) -> None:
+    def create(_: int) -> int:
+        with stack.api() as api:
+            return api.post("/api/v1/agents", json={"id": "racer"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(create, range(8)))
+    assert statuses == [201] + [409] * 7
