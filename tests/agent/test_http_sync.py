@@ -372,8 +372,9 @@ def test_a_cancelled_sync_kills_its_child(server: SyncServer, mtls: TlsFiles) ->
 def test_a_child_past_its_deadline_is_killed(server: SyncServer, mtls: TlsFiles,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sync, "exchange_deadline", lambda settings: 0.3)
+    server.script(Answer(204, delay=30))  # a child that would otherwise wait 20 s
     before = set(_children())
-    outcome = _sync(_http(server.url, mtls))
+    outcome = _sync(_http(server.url, mtls, timeout=20.0))
     assert not outcome.ok
     assert outcome.detail == (f"the sync with {server.url} did not finish within 0.3 s "
                               "and was stopped")
