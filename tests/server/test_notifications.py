@@ -52,6 +52,9 @@ def _go_offline(stack: Stack, agent_id: str, create: bool = True) -> float:
     when the server shows it offline."""
     agent = stack.start_agent(agent_id, create=create)
     stack.wait_agent(agent_id, "online")
+    # Killed after its connect sync: a sync still in flight would be heard of
+    # after the will, and move "last seen" past the offline time.
+    agent.log_contains(r"sync_done .*reason=connect")
     agent.stop(signal.SIGKILL)
     stack.agents.remove(agent)
     return float(stack.wait_agent(agent_id, "offline")["presence_at"])

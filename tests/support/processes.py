@@ -89,8 +89,13 @@ def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> i
 def pump_stderr(process: subprocess.Popen[str], lines: list[str]) -> None:
     """Collect a process's stderr lines as they come (run in a thread)."""
     assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line.rstrip("\n"))
+    try:
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+    except ValueError:
+        # stop_process closed the pipe while a child of the process still held
+        # its write end open: nothing more is coming that the test waits for.
+        return
 
 
 def broker_env(pki: Path, **overrides: str) -> dict[str, str]:
