@@ -54,7 +54,7 @@ def test_no_proxy_skips_the_proxy_routes():
     ("a.push.example", (".push.example",), True),
     ("notpush.example", ("push.example",), False),
     ("127.0.0.1", ("127.0.0.0/8",), True),
-    ("127.0.0.1", ("10.0.0.0/8",), False),
+    ("127.0.0.1", ("127.1.0.0/16",), False),
     ("PUSH.Example.", ("push.example",), True),
     ("push.example", ("", " "), False),
 ])
