@@ -11,8 +11,10 @@ import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from epns.errors import PayloadTooLarge
 from server_push.errors import error_body
 
 
@@ -66,3 +68,17 @@ async def _refuse(send: Send, limit: int) -> None:
                           (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """The body of ``request``, or PayloadTooLarge as soon as it is known to be
+    over ``limit`` bytes: from Content-Length, else while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the {what} is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the {what} exceeds the limit of {limit} bytes")
+    return bytes(body)

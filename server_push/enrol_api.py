@@ -10,9 +10,9 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
 
-from epns.errors import PayloadTooLarge
 from epns.pki import MAX_CSR_BYTES
 from server_push.api import CHANGE, ID, NAME, Bundle, Caller, Strict, Svc, refusals
+from server_push.body_limit import read_limited
 from server_push.enrol import DEFAULT_TTL, MAX_TTL, MIN_TTL, enrolment
 from server_push.errors import error_responses
 
@@ -64,18 +64,6 @@ async def cancel_enrol_token(token_id: Annotated[str, Path(pattern=ID)], service
     return Response(status_code=204)
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_ENROL_BODY:
-        raise PayloadTooLarge(f"the request is {declared} bytes; the limit is {MAX_ENROL_BODY}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_ENROL_BODY:
-            raise PayloadTooLarge(f"the request exceeds the limit of {MAX_ENROL_BODY} bytes")
-    return bytes(body)
-
-
 @router.post("/enrol", status_code=201, response_model=Bundle,
              summary="An installer trades a one-time token and a CSR for its identity",
              description="No admin credentials: the token is the credential. The answer "
@@ -86,7 +74,7 @@ async def _read_body(request: Request) -> bytes:
                  "content": {"application/json": {"schema": EnrolRequest.model_json_schema()}}}})
 async def enrol(request: Request, services: Svc) -> Bundle:
     # Read with a limit before parsing: this route is open to anyone.
-    raw = await _read_body(request)
+    raw = await read_limited(request, MAX_ENROL_BODY, "request")
     try:
         body = EnrolRequest.model_validate_json(raw)
     except ValidationError as exc:

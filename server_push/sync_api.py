@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from epns.errors import BadRequest, Forbidden, MessageError, PayloadTooLarge, TooManyRequests
+from epns.errors import BadRequest, Forbidden, MessageError, TooManyRequests
 from epns.sync_contract import (
     VERSION,
     SyncFormat,
@@ -37,6 +37,7 @@ from epns.sync_contract import (
 )
 from server_push.api import NAME, AgentId
 from server_push.auth import AgentCaller
+from server_push.body_limit import read_limited
 from server_push.errors import error_responses
 from server_push.https import client_cert_pem
 from server_push.services import Services
@@ -101,18 +102,6 @@ async def _admitted(services: Services) -> AsyncIterator[None]:
         yield
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the report is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the report exceeds the limit of {limit} bytes")
-    return bytes(body)
-
-
 def _check_report(report: SyncReport, agent_id: str) -> None:
     if report.agent_id != agent_id:
         raise BadRequest(f"the report is for {report.agent_id!r}, posted to {agent_id!r}",
@@ -141,7 +130,7 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
     services = _services(request)
     await _caller(services, request, agent_id, token)
     async with _admitted(services):
-        raw = await _read_body(request, services.settings.sync.max_body)
+        raw = await read_limited(request, services.settings.sync.max_body, "report")
         try:
             fmt = format_of(request.headers.get("content-type", ""))
             report = decode_report(raw, fmt, max_bytes=services.settings.sync.max_body)
