@@ -18,7 +18,7 @@ connect time, not when the agent went away.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,10 +198,3 @@ class Registry:
         async with self._sessions() as session, session.begin():
             await self._row(session, agent_id, at)
             remember(session, agent_id, at, kind, detail)
-
-    async def group_members(self, group: str) -> Sequence[str]:
-        """The non-revoked agents in ``group``."""
-        async with self._sessions() as session:
-            rows = (await session.execute(
-                select(Agent.id, Agent.groups).where(Agent.revoked_at.is_(None)))).all()
-        return [row.id for row in rows if group in (row.groups or [])]

@@ -67,7 +67,7 @@ class Services:
         """The broker link is up: presence is live again; re-send held commands."""
         self.registry.link_up = True
         self.bus.publish({"kind": "link", "up": True})
-        await self.wakeups.on_commands_published(await self.outbox.flush())
+        await self.wakeups.record_published(await self.outbox.flush())
 
     def start(self) -> None:
         """Start the broker link, the sweepers and the offline notifier."""

@@ -136,7 +136,7 @@ class Wakeups:
             return earlier, False
         event(log, "wakeup_accepted", id=wakeup.id, by=actor, kind=wanted.kind,
               agents=len(agent_ids), collapsed=collapsed)
-        await self._published(await self._outbox.send(command_ids))
+        await self.record_published(await self._outbox.send(command_ids))
         self._bus.publish({"kind": "wakeup", "id": wakeup.id})
         return await self.get(wakeup.id), True
 
@@ -160,10 +160,10 @@ class Wakeups:
         return None if found is None else await self.get(found)
 
     async def _resolve(self, session: AsyncSession, wanted: WakeRequest) -> list[str]:
-        live = select(Agent.id, Agent.groups).where(Agent.revoked_at.is_(None))
         if wanted.kind == "agents":
             return await self._named_agents(session, wanted.agents)
-        rows = (await session.execute(live)).all()
+        rows = (await session.execute(
+            select(Agent.id, Agent.groups).where(Agent.revoked_at.is_(None)))).all()
         if wanted.kind == "all":
             found = [row.id for row in rows]
         else:
@@ -258,7 +258,8 @@ class Wakeups:
         return {row.agent_id: (row.command_id, row.command_expires_at, row.published_at)
                 for row in rows}
 
-    async def _published(self, taken: dict[str, float]) -> None:
+    async def record_published(self, taken: dict[str, float]) -> None:
+        """Record when the broker took commands (``Outbox.send``, ``Outbox.flush``)."""
         if not taken:
             return
         async with self._sessions() as session, session.begin():
@@ -267,10 +268,6 @@ class Wakeups:
                                       .where(WakeTarget.command_id == command_id,
                                              WakeTarget.published_at.is_(None))
                                       .values(published_at=at))
-
-    async def on_commands_published(self, taken: dict[str, float]) -> None:
-        """Record when the broker took commands re-sent after a reconnect."""
-        await self._published(taken)
 
     # --- delivery ------------------------------------------------------------
 
@@ -310,7 +307,7 @@ class Wakeups:
             await self._settle(session, wakeup_ids)
         if fresh is not None:
             event(log, "wake_reissued", agent=agent_id, command=fresh, targets=len(consumed))
-            await self._published(await self._outbox.send([fresh]))
+            await self.record_published(await self._outbox.send([fresh]))
         if answered:
             event(log, "wakeups_satisfied", agent=agent_id, sync=sync_id, count=len(answered))
             self._notify_agent(agent_id)
