@@ -153,6 +153,27 @@ class WolSendSettings:
 
 
 @dataclass(frozen=True)
+class BrokerAuthSettings:
+    """The HTTP auth and ACL endpoint for an external broker (EMQX, Mosquitto
+    with mosquitto-go-auth) whose token agents the server vouches for. The
+    broker logs in with HTTP Basic ``username``/``secret``; an empty secret
+    turns the endpoint off (404), so it is never an open password oracle."""
+
+    username: str = "broker"
+    secret: str = ""
+    # Wrong Basic credentials per peer address: a bucket of ``failure_burst``
+    # that refills at ``failures_per_minute``; beyond it, 429.
+    failures_per_minute: float = 10.0
+    failure_burst: int = 10
+
+    def __post_init__(self) -> None:
+        if self.secret and len(self.secret) < 16:
+            raise ValueError("broker_auth.secret must be at least 16 characters")
+        if ":" in self.username:
+            raise ValueError("broker_auth.username must not contain ':' (HTTP Basic)")
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """Everything ``epns-server`` needs, frozen and passed down."""
 
@@ -167,6 +188,7 @@ class ServerSettings:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     wol: WolSendSettings = field(default_factory=WolSendSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    broker_auth: BrokerAuthSettings = field(default_factory=BrokerAuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
     state_dir: Path = Path("state")
 
