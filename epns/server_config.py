@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from epns import config
 from epns.errors import ConfigError
@@ -174,6 +174,28 @@ class BrokerAuthSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Several servers on one PostgreSQL (docs/scale-out.md). ``single``: this
+    server does everything. ``leader``: the replica holding a PostgreSQL
+    advisory lock consumes the agents' events, through one persistent MQTT
+    session (``consumer_id``) that passes from leader to leader, and runs the
+    sweepers. ``shared``: every replica takes its share of the events through
+    a ``$share/<share_group>/`` subscription (Mosquitto, not the epns broker);
+    the lock holder still runs the sweepers. ``mqtt.client_id`` must differ
+    per replica."""
+
+    mode: Literal["single", "leader", "shared"] = "single"
+    consumer_id: str = "epns-server-events"
+    share_group: str = "epns-server"
+    # How often a replica tries for the lock, and the leader checks it still holds it.
+    elect_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.elect_interval <= 0:
+            raise ValueError("cluster.elect_interval must be positive")
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """Everything ``epns-server`` needs, frozen and passed down."""
 
@@ -189,6 +211,7 @@ class ServerSettings:
     wol: WolSendSettings = field(default_factory=WolSendSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     broker_auth: BrokerAuthSettings = field(default_factory=BrokerAuthSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     log: LogSettings = field(default_factory=LogSettings)
     state_dir: Path = Path("state")
 
