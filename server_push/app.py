@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from server_push import api, enrol_api, errors, sync_api, wol_api
+from server_push import api, broker_auth_api, enrol_api, errors, sync_api, wol_api
 from server_push.body_limit import BodyLimit
 from server_push.console import STATIC_DIR, STATIC_PATH
 from server_push.console import router as console_router
@@ -32,6 +32,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     app.include_router(sync_api.router)
     app.include_router(wol_api.router)
     app.include_router(enrol_api.router)
+    app.include_router(broker_auth_api.router)
     app.include_router(console_router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="console-static")
     return app
