@@ -48,10 +48,28 @@ class MqttSettings:
     key: Path = Path("certs/server.key")
     client_id: str = "epns-server"
     keepalive: int = 30
+    # Other nodes of a clustered broker, "host:port" each: after a failed or
+    # lost session the server tries the next address, host:port first.
+    fallbacks: tuple[str, ...] = ()
     # Addresses agents use to reach the broker, for their config bundle; empty
     # means the host of ``http.public_url``.
     agent_host: str = ""
     agent_ports: tuple[int, ...] = (8883, 443)
+
+    def __post_init__(self) -> None:
+        for address in self.fallbacks:
+            _split_address(address)
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Where the broker is, in the order the server tries it."""
+        return ((self.host, self.port), *(_split_address(a) for a in self.fallbacks))
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"mqtt.fallbacks: {address!r} is not host:port")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)

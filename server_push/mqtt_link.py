@@ -38,6 +38,9 @@ class BrokerLink:
         self._settings = settings
         self._on_message = on_message
         self._on_connect = on_connect
+        # A clustered broker's nodes: a failed or lost session moves to the next.
+        self._addresses = settings.addresses()
+        self._current = 0
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
@@ -52,6 +55,7 @@ class BrokerLink:
                 failures += 1
                 event(log, "broker_link_down", logging.WARNING, broker=self._address(),
                       error=str(exc))
+                self._current = (self._current + 1) % len(self._addresses)
             finally:
                 self._client = None
                 self.connected.clear()
@@ -60,8 +64,9 @@ class BrokerLink:
     async def _session(self) -> None:
         settings = self._settings
         context = tls.client_context(settings.ca, settings.cert, settings.key)
+        host, port = self._addresses[self._current]
         async with aiomqtt.Client(
-            settings.host, settings.port, identifier=settings.client_id, clean_session=False,
+            host, port, identifier=settings.client_id, clean_session=False,
             tls_context=context, keepalive=settings.keepalive, timeout=PUBLISH_TIMEOUT,
         ) as client:
             for topic in SUBSCRIPTIONS:
@@ -76,7 +81,8 @@ class BrokerLink:
                 await self._on_message(message.topic.value, raw)
 
     def _address(self) -> str:
-        return f"{self._settings.host}:{self._settings.port}"
+        host, port = self._addresses[self._current]
+        return f"{host}:{port}"
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
