@@ -31,85 +31,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import signal
 import ssl
-import struct
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import mqtt_wire as wire
 import uvloop
 from bench_pki import DEFAULT_DIR, agent_id
+from wake_payload import decode as decode_wake
 
-# MQTT 3.1.1 control packet types (high nibble of the first byte).
-CONNACK = 2
-PUBLISH = 3
-SUBACK = 9
-PINGRESP = 13
-PINGREQ = b"\xc0\x00"
-DISCONNECT = b"\xe0\x00"
-SUBACK_FAILURE = 0x80
+# The real agent's reconnect policy, imported (the package is installed
+# editable in the project's venv, so no sys.path change is needed).
+from agent_push.backoff import Backoff
+from epns.agent_config import ReconnectSettings
+from epns.topics import ALL_CMD
+
+# The real agent's reconnect defaults (base 1 s, cap 120 s).
+RECONNECT = ReconnectSettings()
+
 SUBSCRIBE_PACKET_ID = 1
-OFFLINE_PAYLOAD = b'{"v":1,"state":"offline","at":0}'
 # How often the single keep-alive task looks for agents due a PINGREQ.
 PING_SCAN_INTERVAL = 1.0
 PROGRESS_INTERVAL = 5.0
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _packet(first_byte: int, body: bytes) -> bytes:
-    """A whole control packet: fixed header with the variable-length size."""
-    size, encoded = len(body), bytearray()
-    while True:
-        digit, size = size % 128, size // 128
-        encoded.append(digit | (0x80 if size else 0))
-        if not size:
-            break
-    return bytes([first_byte]) + bytes(encoded) + body
-
-
-def connect_packet(client_id: str, keepalive: int, will_topic: str, will_payload: bytes) -> bytes:
-    """CONNECT, MQTT 3.1.1: clean session off, a retained QoS 1 will, no
-    username or password (the client certificate is the identity)."""
-    will_flag, will_qos1, will_retain = 0x04, 0x08, 0x20
-    flags = will_flag | will_qos1 | will_retain
-    body = (_utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
-            + _utf8(client_id) + _utf8(will_topic) + struct.pack("!H", len(will_payload))
-            + will_payload)
-    return _packet(0x10, body)
-
-
-def subscribe_packet(packet_id: int, topic_filter: str, qos: int) -> bytes:
-    """SUBSCRIBE with one filter (the fixed-header flags 0b0010 are mandatory)."""
-    return _packet(0x82, struct.pack("!H", packet_id) + _utf8(topic_filter) + bytes([qos]))
-
-
-def _parse_frame(buffer: bytearray) -> tuple[int, bytes, int] | None:
-    """(packet type, body, frame size) of the first whole frame, or None."""
-    if len(buffer) < 2:
-        return None
-    remaining, multiplier, position = 0, 1, 1
-    while True:
-        if position >= len(buffer) or position > 4:
-            return None
-        byte = buffer[position]
-        remaining += (byte & 0x7F) * multiplier
-        multiplier *= 128
-        position += 1
-        if not byte & 0x80:
-            break
-    end = position + remaining
-    if len(buffer) < end:
-        return None
-    return buffer[0] >> 4, bytes(buffer[position:end]), end
 
 
 def describe(exc: BaseException | None) -> str:
@@ -130,14 +80,18 @@ class AgentFailure(Exception):
 
 
 class Agent(asyncio.Protocol):
-    """One simulated agent: its TLS context, its connection and its timings."""
+    """One simulated agent: its TLS context, its connection and its timings.
+
+    The same object serves every connection attempt of the agent (``reset``
+    between attempts), so reconnects keep its identity and its counters."""
 
     def __init__(self, name: str, context: ssl.SSLContext, keepalive: int,
-                 on_lost: Any) -> None:
+                 filters: list[str], hooks: AgentHooks) -> None:
         self.name = name
         self.context = context
         self.keepalive = keepalive
-        self._on_lost = on_lost
+        self.filters = filters
+        self._hooks = hooks
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.stage = "not started"
@@ -150,6 +104,15 @@ class Agent(asyncio.Protocol):
         self.publishes = 0
         self._buffer = bytearray()
 
+    def reset(self) -> None:
+        """Forget the last connection before a new attempt."""
+        self.transport = None
+        self.waiter = None
+        self.stage = "not started"
+        self.outcome = None
+        self.closed = self.aborted = self.ready = False
+        self._buffer.clear()
+
     # -- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -160,22 +123,23 @@ class Agent(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         self.tls_version = ssl_object.version() if ssl_object is not None else None
         self.stage = "CONNACK"
-        self._send(connect_packet(self.name, self.keepalive,
-                                  f"epns/v1/agents/{self.name}/presence", OFFLINE_PAYLOAD), now)
+        self._send(wire.connect_packet(self.name, self.keepalive,
+                                       f"epns/v1/agents/{self.name}/presence",
+                                       wire.OFFLINE_PAYLOAD), now)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while (frame := _parse_frame(self._buffer)) is not None:
-            packet_type, body, size = frame
+        while (frame := wire.parse_frame(self._buffer)) is not None:
+            packet_type, flags, body, size = frame
             del self._buffer[:size]
-            self._handle(packet_type, body)
+            self._handle(packet_type, flags, body)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.aborted:
             return
         if self.ready:
-            self._on_lost(self, describe(exc))
+            self._hooks.lost(self, describe(exc))
         else:
             self._fail(f"connection closed while waiting for {self.stage}: {describe(exc)}")
 
@@ -186,27 +150,32 @@ class Agent(asyncio.Protocol):
             self.transport.write(data)
             self.last_tx = now
 
-    def _handle(self, packet_type: int, body: bytes) -> None:
-        if packet_type == CONNACK and self.stage == "CONNACK":
+    def _handle(self, packet_type: int, flags: int, body: bytes) -> None:
+        if packet_type == wire.CONNACK and self.stage == "CONNACK":
             code = body[1] if len(body) >= 2 else -1
             if code != 0:
                 self._fail(f"CONNACK return code {code}")
                 return
             self.stage = "SUBACK"
-            self._send(subscribe_packet(SUBSCRIBE_PACKET_ID, f"epns/v1/agents/{self.name}/cmd",
-                                        1), time.monotonic())
-        elif packet_type == SUBACK and self.stage == "SUBACK":
-            if len(body) < 3 or body[2] == SUBACK_FAILURE:
-                self._fail("SUBACK refused the subscription (0x80)")
+            self._send(wire.subscribe_packet(SUBSCRIBE_PACKET_ID, self.filters, 1),
+                       time.monotonic())
+        elif packet_type == wire.SUBACK and self.stage == "SUBACK":
+            codes = body[2:]
+            if len(codes) != len(self.filters) or wire.SUBACK_FAILURE in codes:
+                self._fail(f"SUBACK refused a subscription (codes {list(codes)})")
                 return
             self.suback_at = time.monotonic()
             self.stage = "idle"
             self.ready = True
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(None)
-        elif packet_type == PUBLISH:
-            # Not expected while idle; counted, never answered.
+        elif packet_type == wire.PUBLISH:
+            now = time.monotonic()
             self.publishes += 1
+            topic, packet_id, payload = wire.parse_publish(flags, body)
+            if packet_id:
+                self._send(wire.puback_packet(packet_id), now)
+            self._hooks.received(topic, payload, now)
 
     def _fail(self, reason: str) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -215,11 +184,11 @@ class Agent(asyncio.Protocol):
     def ping_if_due(self, now: float) -> None:
         """Send PINGREQ when half the keep-alive passed without sending."""
         if self.ready and not self.closed and now - self.last_tx >= self.keepalive / 2:
-            self._send(PINGREQ, now)
+            self._send(wire.PINGREQ, now)
 
     def disconnect(self, now: float) -> None:
         """Send DISCONNECT (the broker then drops the will) and close."""
-        self._send(DISCONNECT, now)
+        self._send(wire.DISCONNECT, now)
         if self.transport is not None and not self.closed:
             self.transport.close()
 
@@ -276,23 +245,79 @@ def progress(message: str) -> None:
     print(f"loadgen {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-class LoadGenerator:
-    """Connects the agents, holds them, closes them, and reports."""
+class AgentHooks(Protocol):
+    """What an agent reports to its fleet."""
 
-    def __init__(self, args: argparse.Namespace, agents: list[Agent]) -> None:
+    def lost(self, agent: Agent, reason: str) -> None:
+        """A connected agent lost its connection."""
+
+    def received(self, topic: str, payload: bytes, now: float) -> None:
+        """An agent received a PUBLISH at ``now`` (monotonic)."""
+
+
+class LoadGenerator:
+    """Connects the agents, holds them, closes them, and reports; with
+    ``--control``, also answers the orchestrator's commands (module docstring)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.agents = agents
+        self.agents: list[Agent] = []
         self.stop = asyncio.Event()
         self.lost: Counter[str] = Counter()
         self.lost_during_hold = 0
         self.holding = False
+        # Wake-ups received, by kind: latency (s) of each, and the last arrival.
+        self.receipts: dict[str, list[float]] = {"fanout": [], "agent": []}
+        self.last_receipt: dict[str, float] = {}
+        self.unrecognised_publishes = 0
+        # Reconnects (--reconnect): when each agent was lost and came back.
+        self.lost_at: dict[str, float] = {}
+        self.back_at: dict[str, float] = {}
+        self.refused: Counter[str] = Counter()
+        self.gave_up = 0
+        self._reconnects: set[asyncio.Task[None]] = set()
 
-    def on_lost(self, agent: Agent, reason: str) -> None:
+    def lost(self, agent: Agent, reason: str) -> None:
         """A connected agent lost its connection (before teardown)."""
         if self.holding or not self.stop.is_set():
             self.lost[reason] += 1
             if self.holding:
                 self.lost_during_hold += 1
+        if self.args.reconnect and not self.stop.is_set():
+            self.lost_at.setdefault(agent.name, time.monotonic())
+            task = asyncio.get_running_loop().create_task(self.reconnect(agent))
+            self._reconnects.add(task)
+            task.add_done_callback(self._reconnects.discard)
+
+    def received(self, topic: str, payload: bytes, now: float) -> None:
+        """Record a wake-up's latency from the send time in its payload."""
+        decoded = decode_wake(payload)
+        if decoded is None:
+            self.unrecognised_publishes += 1
+            return
+        kind = "fanout" if topic == ALL_CMD else "agent"
+        self.receipts[kind].append(now - decoded[1])
+        self.last_receipt[kind] = now
+
+    async def reconnect(self, agent: Agent) -> None:
+        """Like the real agent after a loss: wait the Backoff's delay, try,
+        repeat; give up after ``--reconnect-cap`` seconds (bounded run)."""
+        backoff = Backoff(RECONNECT.base, RECONNECT.cap)
+        deadline = time.monotonic() + self.args.reconnect_cap
+        while not self.stop.is_set():
+            delay = backoff.next_delay()
+            if time.monotonic() + delay > deadline:
+                self.gave_up += 1
+                return
+            await asyncio.sleep(delay)
+            if self.stop.is_set():
+                return
+            agent.reset()
+            await self.connect_one(agent)
+            if agent.outcome == "ok":
+                self.back_at[agent.name] = agent.suback_at
+                return
+            self.refused[agent.outcome or "unknown"] += 1
 
     async def connect_one(self, agent: Agent) -> None:
         """Steps 1-4 of the module docstring for one agent, bounded in time."""
@@ -361,6 +386,54 @@ class LoadGenerator:
                 agent.outcome = f"{why} {where}"
                 agent.abort()
 
+    # -- commands from the orchestrator (--control) ------------------------
+
+    async def control(self) -> None:
+        """Read commands on stdin, one per line, and answer each with an event."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                     sys.stdin.buffer)
+        while not self.stop.is_set():
+            line = (await reader.readline()).decode().split()
+            if not line or line[0] == "end":
+                self.stop.set()
+            elif line[0] == "wait":
+                await self.wait_receipts(line[1], int(line[2]), float(line[3]))
+            elif line[0] == "back":
+                await self.wait_back(int(line[1]), float(line[2]))
+            else:
+                emit("error", message=f"unknown command {line!r}")
+
+    async def wait_receipts(self, kind: str, count: int, timeout: float) -> None:
+        """Wait until ``count`` wake-ups of ``kind`` arrived (or ``timeout``),
+        then report their latencies and forget them."""
+        started = time.monotonic()
+        while len(self.receipts[kind]) < count and time.monotonic() - started < timeout:
+            await asyncio.sleep(0.01)
+        latencies, self.receipts[kind] = self.receipts[kind], []
+        emit("receipts", kind=kind, expected=count, received=len(latencies),
+             latencies_s=[round(x, 6) for x in latencies],
+             last_at=self.last_receipt.get(kind), waited_s=round(time.monotonic() - started, 3),
+             unrecognised=self.unrecognised_publishes, cpu_s=round(cpu_seconds(), 3))
+
+    async def wait_back(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` agents were lost and came back (or ``timeout``);
+        report when each was lost and back, and the refused attempts."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            settled = self.lost_at and not self._reconnects
+            if len(self.back_at) >= count or settled:
+                break
+            await asyncio.sleep(0.05)
+        emit("back", lost_at=list(self.lost_at.values()), back_at=list(self.back_at.values()),
+             refused=dict(self.refused.most_common()), refused_total=sum(self.refused.values()),
+             gave_up=self.gave_up, still_reconnecting=len(self._reconnects),
+             ready=sum(a.ready and not a.closed for a in self.agents),
+             cpu_s=round(cpu_seconds(), 3))
+        self.lost_at, self.back_at = {}, {}
+        self.refused.clear()
+
     async def keep_alive(self) -> None:
         """One task for all agents: PINGREQ for those due one."""
         while True:
@@ -417,6 +490,7 @@ class LoadGenerator:
 
         self.holding = True
         pinger = asyncio.create_task(self.keep_alive())
+        control = asyncio.create_task(self.control()) if self.args.control else None
         hold_start = time.monotonic()
         if not self.stop.is_set():
             try:
@@ -424,11 +498,16 @@ class LoadGenerator:
                     await self.stop.wait()
             except TimeoutError:
                 pass
+        if control is not None:
+            control.cancel()
         self.holding = False
         pinger.cancel()
         hold_end, cpu_held = time.monotonic(), cpu_seconds()
         still_open = sum(a.ready and not a.closed for a in self.agents)
         self.stop.set()
+        for task in list(self._reconnects):
+            task.cancel()
+        await asyncio.gather(*self._reconnects, return_exceptions=True)
         teardown = await self.close_all()
         return {
             "count": len(self.agents),
@@ -452,6 +531,13 @@ class LoadGenerator:
                       "total": round(cpu_seconds(), 2)},
             "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
+
+
+def read_line_unbuffered() -> None:
+    """Wait for one line on stdin without buffering past it: later lines are
+    the --control commands, read by the event loop."""
+    while os.read(0, 1) not in (b"\n", b""):
+        pass
 
 
 def raise_nofile_limit() -> None:
@@ -484,6 +570,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="highest TLS version offered (default: let the broker choose)")
     parser.add_argument("--wait-go", action="store_true",
                         help="after building the TLS contexts, wait for a line on stdin")
+    parser.add_argument("--fanout", action="store_true",
+                        help="also subscribe to the fan-out topic epns/v1/all/cmd, as real "
+                             "agents do")
+    parser.add_argument("--control", action="store_true",
+                        help="while holding, take commands on stdin (wait, back, end)")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="reconnect lost agents with the agent's Backoff")
+    parser.add_argument("--reconnect-cap", type=float, default=120.0,
+                        help="seconds an agent keeps trying to reconnect after a loss")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the load generator only dials the loopback interface")
@@ -510,17 +605,14 @@ def main(argv: list[str] | None = None) -> int:
                "cpu_s": round(cpu_seconds() - cpu, 2)}
     emit("prepared", **prepare)
     if args.wait_go:
-        sys.stdin.readline()
+        read_line_unbuffered()
 
     async def run() -> dict[str, Any]:
-        generator: LoadGenerator
-
-        def on_lost(agent: Agent, reason: str) -> None:
-            generator.on_lost(agent, reason)
-
-        agents = [Agent(name, context, args.keepalive, on_lost)
-                  for name, context in zip(names, contexts, strict=True)]
-        generator = LoadGenerator(args, agents)
+        generator = LoadGenerator(args)
+        filters = ["epns/v1/agents/{}/cmd", *([ALL_CMD] if args.fanout else [])]
+        generator.agents = [Agent(name, context, args.keepalive,
+                                  [f.format(name) for f in filters], generator)
+                            for name, context in zip(names, contexts, strict=True)]
         return await generator.run(prepare)
 
     report = uvloop.run(run())
