@@ -23,6 +23,14 @@ from epns.server_config import MqttSettings
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("epns/v1/agents/+/presence", "epns/v1/agents/+/evt")
+
+
+def shared_subscriptions(group: str) -> tuple[str, ...]:
+    """Several replicas in ``shared`` mode: each event goes to one of the group
+    (``$share``, Mosquitto); presence goes to all, as only a plain
+    subscription gets the retained births, and ``handled.py`` applies it once."""
+    return (SUBSCRIPTIONS[0], f"$share/{group}/{SUBSCRIPTIONS[1]}")
+
 PUBLISH_TIMEOUT = 10.0
 RETRY_CAP = 30.0
 
@@ -34,8 +42,11 @@ class BrokerLink:
     """Keeps the server's session up; ``publish`` fails fast while it is down."""
 
     def __init__(self, settings: MqttSettings, on_message: OnMessage,
-                 on_connect: OnConnect) -> None:
+                 on_connect: OnConnect, *, subscriptions: tuple[str, ...] = SUBSCRIPTIONS,
+                 clean_session: bool = False) -> None:
         self._settings = settings
+        self._subscriptions = subscriptions
+        self._clean_session = clean_session
         self._on_message = on_message
         self._on_connect = on_connect
         # A clustered broker's nodes: a failed or lost session moves to the next.
@@ -66,10 +77,10 @@ class BrokerLink:
         context = tls.client_context(settings.ca, settings.cert, settings.key)
         host, port = self._addresses[self._current]
         async with aiomqtt.Client(
-            host, port, identifier=settings.client_id, clean_session=False,
+            host, port, identifier=settings.client_id, clean_session=self._clean_session,
             tls_context=context, keepalive=settings.keepalive, timeout=PUBLISH_TIMEOUT,
         ) as client:
-            for topic in SUBSCRIPTIONS:
+            for topic in self._subscriptions:
                 await client.subscribe(topic, qos=1)
             self._client = client
             self.connected.set()
