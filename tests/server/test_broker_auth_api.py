@@ -53,11 +53,15 @@ def _go_auth(client: httpx.Client, path: str, shape: str, params: dict[str, Any]
     """One go-auth request: ``shape`` json (POST), form (POST), get-json (its
     http_method GET sends the JSON body too) or put-form."""
     url = f"{GO_AUTH}/{path}" + ("?response_mode=text" if mode == "text" else "")
-    as_json = {"content": json.dumps(params),
-               "headers": {**GO_AUTH_HEADERS, "Content-Type": "application/json"}}
-    as_form = {"data": {k: str(v) for k, v in params.items()}, "headers": GO_AUTH_HEADERS}
-    method, options = {"json": ("POST", as_json), "form": ("POST", as_form),
-                       "get-json": ("GET", as_json), "put-form": ("PUT", as_form)}[shape]
+    as_json: dict[str, Any] = {
+        "content": json.dumps(params),
+        "headers": {**GO_AUTH_HEADERS, "Content-Type": "application/json"}}
+    as_form: dict[str, Any] = {"data": {k: str(v) for k, v in params.items()},
+                               "headers": GO_AUTH_HEADERS}
+    shapes: dict[str, tuple[str, dict[str, Any]]] = {
+        "json": ("POST", as_json), "form": ("POST", as_form),
+        "get-json": ("GET", as_json), "put-form": ("PUT", as_form)}
+    method, options = shapes[shape]
     answer = client.request(method, url, **options)
     assert answer.status_code in (200, 403), answer.text
     allowed = answer.status_code == 200
