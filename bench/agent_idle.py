@@ -39,15 +39,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -56,21 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from bench_pki import BROKER_NAMES, DEFAULT_DIR
-from run_hold import (
-    Broker,
-    epns_env,
-    fmt,
-    mib,
-    proc_cpu_seconds,
-    start_mosquitto,
-    system_cpu_seconds,
-    wait_for_line,
-)
+from brokers import start_epns, start_mosquitto, wait_for_line
+from procfs import proc_cpu_seconds, system_cpu_seconds
+from results_io import fmt, machine_info, mib, save_and_print
 
 from epns import pki
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 AGENT_ID = "bench-idle-agent"
 READY_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 60.0
@@ -199,27 +188,6 @@ def ensure_pki(directory: Path) -> pki.Pair:
     return pair
 
 
-def start_epns(pki_dir: Path, work: Path) -> Broker:
-    """``python -m broker`` with the benchmark's settings (all defaults but the
-    loopback listener, no fallback listener, this PKI); wait for its ready line."""
-    env = epns_env(pki_dir)
-    # One agent: the admission limits run_hold lifts do not matter; keep defaults.
-    for key in ("EPNS_BROKER_LIMITS__CONNECT_RATE", "EPNS_BROKER_LIMITS__CONNECT_BURST"):
-        env.pop(key, None)
-    log = work / "epns-broker.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "broker"], env=env, cwd=ROOT,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=stderr)
-    try:
-        ready = wait_for_line(log, r"ready ports=primary:(\d+)", process, READY_TIMEOUT_S)
-    except RuntimeError:
-        process.kill()
-        process.wait()
-        raise
-    return Broker("epns", process, int(ready.group(1)), log)
-
-
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -297,7 +265,8 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
     print(f"== {kind}: starting broker", file=sys.stderr, flush=True)
     try:
         if kind == "epns":
-            broker = start_epns(args.pki_dir, work)
+            # One agent: the admission limits run_hold lifts do not matter.
+            broker = start_epns(args.pki_dir, work, None, lift_admission=False)
         else:
             broker = start_mosquitto(args.pki_dir, work, None, args.mosquitto)
     except (RuntimeError, OSError) as exc:
@@ -475,31 +444,6 @@ def code_identity() -> dict[str, Any]:
             "uncommitted_agent_epns_broker": changed}
 
 
-def machine_info(mosquitto: str | None) -> dict[str, Any]:
-    """What the figures were measured on."""
-    model = next((line.split(":", 1)[1].strip()
-                  for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown")
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
-                   .splitlines() if line.startswith("MemTotal"))
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "mem_total_mib": mem_kib // 1024,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "openssl": ssl.OPENSSL_VERSION,
-        "paho_mqtt": importlib.metadata.version("paho-mqtt"),
-        "uvloop": importlib.metadata.version("uvloop"),
-        "amqtt": importlib.metadata.version("amqtt"),
-    }
-    if mosquitto:
-        version = subprocess.run([mosquitto, "-h"], capture_output=True, text=True,
-                                 check=False, timeout=10)
-        info["mosquitto"] = (version.stdout or version.stderr).splitlines()[0].strip()
-    return info
-
-
 def markdown(data: dict[str, Any]) -> str:
     """Both brokers side by side, then the targets."""
     runs = data["runs"]
@@ -644,22 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.brokers:
         data["runs"].append(run_one(kind, args, pair, work))
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    table = markdown(data)
-    data["table_markdown"] = table
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"agent-idle-{stamp}.json"
-    out.write_text(json.dumps(data, indent=2) + "\n")
-
-    machine = data["machine"]
-    print(f"Command: `{data['command']}`\n")
-    print(f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-          f"{machine['mem_total_mib']:,} MiB, Linux {machine['kernel']}; Python "
-          f"{machine['python']}, paho-mqtt {machine['paho_mqtt']}, uvloop {machine['uvloop']}, "
-          f"{machine['openssl']}"
-          + (f", {machine['mosquitto']}" if "mosquitto" in machine else "")
-          + f"; git {data['code']['git']}\n")
-    print(table)
-    print(f"\nResults: {out.relative_to(ROOT)}")
+    save_and_print(data, f"agent-idle-{stamp}", markdown(data))
     return 1 if any("error" in r for r in data["runs"]) else 0
 
 

@@ -25,296 +25,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib.metadata
-import json
 import os
-import platform
-import re
 import resource
-import selectors
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench_pki import DEFAULT_DIR, ensure_bench_pki
+from brokers import (
+    Broker,
+    code_identity,
+    log_summary,
+    scrape_epns_metrics,
+    start_epns,
+    start_mosquitto,
+)
+from child import JsonLinesChild
+from procfs import Sample, others_pct, proc_status, steal_pct, tcp_counters
+from results_io import fmt, machine_info, mib, ratio, save_and_print
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
-EPNS_BROKER = Path(sys.executable).parent / "epns-broker"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Let a fresh broker finish its start-up work before the baseline is taken.
 SETTLE_S = 2.0
 BASELINE_IDLE_S = 3.0
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 30.0
 
 
-# -- /proc ------------------------------------------------------------------
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name may contain spaces; the fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM in KiB, and the thread count, from /proc/PID/status."""
-    wanted = {"VmRSS": "rss_kib", "VmHWM": "hwm_kib", "Threads": "threads"}
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in wanted:
-            values[wanted[key]] = int(value.split()[0])
-    return values
-
-
-def system_cpu_seconds() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of all CPUs, from /proc/stat. Busy is user,
-    kernel and interrupt time: depending on the kernel's accounting, loopback
-    softirq work is charged to the process or only here. Steal is time the
-    hypervisor gave to other guests: on a VM it slows everything down."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
-
-
-def tcp_counters() -> dict[str, int]:
-    """Listen-queue overflows and SYN retransmissions (whole network namespace)
-    from /proc/net/netstat: a client whose SYN overflowed the broker's accept
-    queue retries after 1 s, which shows up as a latency tail."""
-    lines = Path("/proc/net/netstat").read_text().splitlines()
-    wanted = ("ListenOverflows", "ListenDrops", "TCPSynRetrans")
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
-            return {name: int(table.get(name, 0)) for name in wanted}
-    return {}
-
-
-@dataclass
-class Sample:
-    """The broker at one instant, and how much CPU everything else had used."""
-
-    at: float
-    cpu_s: float
-    rss_kib: int
-    # CPU of every process but the broker, the load generator and this one:
-    # another job on the machine shows up here and flags the run.
-    others_cpu_s: float
-    steal_s: float
-
-    @classmethod
-    def take(cls, pid: int, loadgen_pid: int | None = None) -> Sample:
-        """Read /proc now."""
-        busy, steal = system_cpu_seconds()
-        cpu = proc_cpu_seconds(pid)
-        ours = cpu + proc_cpu_seconds(os.getpid())
-        if loadgen_pid is not None:
-            ours += proc_cpu_seconds(loadgen_pid)
-        return cls(time.monotonic(), cpu, proc_status(pid)["rss_kib"], busy - ours, steal)
-
-
-def others_pct(a: Sample, b: Sample) -> float:
-    """CPU % (of one core) used by other processes between two samples."""
-    return round(100 * (b.others_cpu_s - a.others_cpu_s) / (b.at - a.at), 1)
-
-
-def steal_pct(a: Sample, b: Sample) -> float:
-    """CPU % (of one core) stolen by the hypervisor between two samples."""
-    return round(100 * (b.steal_s - a.steal_s) / (b.at - a.at), 1)
-
-
-# -- processes ---------------------------------------------------------------
-
-def pinned(command: list[str], cpu: int | None) -> list[str]:
-    """``command`` run on one CPU (through taskset, which execs it, so the pid
-    stays the program's), so broker and load generator do not steal each
-    other's core. The open-file limit needs nothing here: main() raised the
-    soft limit to the hard one and children inherit it."""
-    if cpu is None:
-        return command
-    return ["taskset", "--cpu-list", str(cpu), *command]
-
-
-def free_port() -> int:
-    """A free loopback TCP port (for brokers that cannot listen on port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def code_identity() -> dict[str, str]:
-    """Which code a broker process is about to run: the commit, and a hash of
-    the broker/ and epns/ sources (others may be editing the working tree)."""
-    digest = hashlib.sha256()
-    for path in sorted([*ROOT.glob("broker/*.py"), *ROOT.glob("epns/*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    return {"git": git, "sources_sha256": digest.hexdigest()[:16]}
-
-
-def wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes],
-                  timeout: float) -> re.Match[str]:
-    """Poll a log file until a line matches; fail if the process exits first."""
-    regex = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        match = regex.search(text)
-        if match:
-            return match
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = path.read_text(errors="replace")[-2000:] if path.exists() else ""
-    raise RuntimeError(f"no line matching {pattern!r} in {path}:\n{tail}")
-
-
-@dataclass
-class Broker:
-    """A broker process under test."""
-
-    kind: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    metrics_port: int | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        """The broker's process id (the one /proc is read for)."""
-        return self.process.pid
-
-    def stop(self) -> dict[str, Any]:
-        """SIGTERM, then wait; SIGKILL only if it does not stop in time."""
-        started = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=STOP_TIMEOUT_S)
-            killed = False
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-            killed = True
-        return {"seconds": round(time.monotonic() - started, 2), "exit_code": code,
-                "killed_after_timeout": killed}
-
-
-def epns_env(pki_dir: Path) -> dict[str, str]:
-    """The epns broker's settings for the benchmark, as environment variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
-    env.update({
-        "EPNS_BROKER_LISTENERS__PRIMARY__HOST": "127.0.0.1",
-        "EPNS_BROKER_LISTENERS__PRIMARY__PORT": "0",
-        "EPNS_BROKER_LISTENERS__FALLBACK__ENABLED": "false",
-        "EPNS_BROKER_TLS__CERT": str(pki_dir / "broker.crt"),
-        "EPNS_BROKER_TLS__KEY": str(pki_dir / "broker.key"),
-        "EPNS_BROKER_TLS__CA": str(pki_dir / "ca.crt"),
-        "EPNS_BROKER_IDENTITY__SERVER_PUBLIC_KEY": str(pki_dir / "signing.pub"),
-        "EPNS_BROKER_IDENTITY__REVOCATION_FILE": str(pki_dir / "revoked.txt"),
-        "EPNS_BROKER_METRICS__HOST": "127.0.0.1",
-        "EPNS_BROKER_METRICS__PORT": "0",
-        # Admission control (default 1000/s, burst 500) would refuse part of
-        # the benchmark's burst before TLS; lifted to measure raw connect cost.
-        "EPNS_BROKER_LIMITS__CONNECT_RATE": "100000",
-        "EPNS_BROKER_LIMITS__CONNECT_BURST": "100000",
-    })
-    return env
-
-
-def start_epns(pki_dir: Path, work: Path, cpu: int | None) -> Broker:
-    """Start ``epns-broker`` and wait for its ready line."""
-    log = work / "epns-broker.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(pinned([str(EPNS_BROKER)], cpu), env=epns_env(pki_dir),
-                                   cwd=work, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        ready = wait_for_line(log, r"ready ports=primary:(\d+)", process, READY_TIMEOUT_S)
-        metrics = re.search(r"metrics url=http://127\.0\.0\.1:(\d+)/", log.read_text())
-    except RuntimeError:
-        process.kill()
-        process.wait()
-        raise
-    return Broker("epns", process, int(ready.group(1)), log,
-                  int(metrics.group(1)) if metrics else None)
-
-
-# The options of the shipped 443 listener block, dropped with it.
-_LISTENER_OPTS = {"cafile", "certfile", "keyfile", "require_certificate", "tls_version",
-                  "ciphers", "use_identity_as_username", "use_username_as_clientid"}
-
-
-def render_mosquitto_conf(pki_dir: Path, work: Path, port: int) -> tuple[Path, list[str]]:
-    """The shipped contract config with this run's certificate paths, ACL path
-    and one loopback listener. Returns the file and what had to change beyond
-    paths and ports, with the reason. start_mosquitto checks that Mosquitto
-    opened that one listener only: per-listener options written before any
-    'listener' line would create a default listener on port 1883."""
-    source = ROOT / "docker/mosquitto/mosquitto.conf"
-    conf = source.read_text()
-    conf = conf.replace("/mosquitto/certs/", f"{pki_dir}/")
-    conf = conf.replace("/mosquitto/config/acl", str(work / "acl"))
-    shutil.copy(ROOT / "docker/mosquitto/acl", work / "acl")
-    notes: list[str] = []
-    # One listener: the 8883 block becomes 127.0.0.1:<port>, the 443 block goes.
-    head, found_primary, rest = conf.partition("\nlistener 8883\n")
-    primary, found_fallback, fallback = rest.partition("\nlistener 443\n")
-    if not (found_primary and found_fallback) or "require_certificate true" not in primary:
-        raise RuntimeError(f"{source} no longer has the expected 8883 and 443 TLS listeners")
-    if any(line.strip() and not line.startswith("#") and line.split()[0] not in _LISTENER_OPTS
-           for line in fallback.splitlines()):
-        raise RuntimeError(f"{source}: global options after the 443 listener; update the bench")
-    conf = f"{head}\nlistener {port} 127.0.0.1\n{primary.rstrip()}\n"
-    if os.geteuid() == 0:
-        # As root Mosquitto drops to user 'mosquitto' before reading the
-        # owner-only broker key, and fails to start.
-        conf = "user root\n" + conf
-        notes.append("added 'user root' (running as root; the broker key is owner-only)")
-    path = work / "mosquitto.conf"
-    path.write_text(conf)
-    return path, notes
-
-
-def start_mosquitto(pki_dir: Path, work: Path, cpu: int | None, binary: str) -> Broker:
-    """Start Mosquitto with the rendered contract config; wait until it runs."""
-    port = free_port()
-    conf, notes = render_mosquitto_conf(pki_dir, work, port)
-    log = work / "mosquitto.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(pinned([binary, "-c", str(conf)], cpu), cwd=work,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=stderr)
-    try:
-        wait_for_line(log, r"mosquitto version \S+ running", process, READY_TIMEOUT_S)
-        opened = re.findall(r"Opening \S+ listen socket on port (\d+)", log.read_text())
-        if opened != [str(port)]:
-            raise RuntimeError(f"mosquitto opened listeners {opened}, expected only {port}")
-    except RuntimeError:
-        process.kill()
-        process.wait()
-        raise
-    return Broker("mosquitto", process, port, log, notes=notes)
-
-
-class LoadGen:
-    """The load generator process and its JSON-lines stdout."""
+class LoadGen(JsonLinesChild):
+    """The load generator process for one hold run."""
 
     def __init__(self, broker: Broker, count: int, args: argparse.Namespace, work: Path,
                  cpu: int | None) -> None:
@@ -327,80 +69,15 @@ class LoadGen:
                    "--hold", str(hold_cap), "--wait-go"]
         if args.tls12:
             command += ["--tls-max", "1.2"]
-        self.command = command
-        self.log = work / f"loadgen-{broker.kind}-{count}.log"
-        with self.log.open("wb") as stderr:
-            self.process = subprocess.Popen(pinned(command, cpu), cwd=BENCH,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=stderr)
-        self._buffer = b""
-        self._selector = selectors.DefaultSelector()
-        assert self.process.stdout is not None
-        self._selector.register(self.process.stdout, selectors.EVENT_READ)
-
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        """Read stdout until the JSON line of event ``name``; bounded in time."""
-        deadline = time.monotonic() + timeout
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        while True:
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                event = json.loads(line)
-                if event.get("event") == name:
-                    return dict(event)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"loadgen sent no {name!r} event in {timeout:g} s")
-            if self._selector.select(timeout=min(remaining, 1.0)):
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise RuntimeError(f"loadgen exited before {name!r}; see {self.log}")
-                self._buffer += chunk
+        super().__init__(command, work / f"loadgen-{broker.kind}-{count}.log", BENCH, cpu)
 
     def go(self) -> None:
         """Start the connect phase."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"go\n")
-        self.process.stdin.flush()
+        self.send("go")
 
     def end_hold(self) -> None:
         """SIGTERM: stop holding, DISCONNECT everyone, report."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def close(self) -> None:
-        """Make sure the process is gone."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._selector.close()
-
-
-def scrape_epns_metrics(port: int) -> dict[str, float]:
-    """A few gauges from the epns broker's /metrics, as a cross-check."""
-    wanted = ("epns_broker_connections", "epns_broker_sessions", "epns_broker_subscriptions",
-              "epns_broker_refusals_total", "epns_broker_disconnects_total")
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(wanted):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
-def log_summary(broker: Broker) -> dict[str, Any]:
-    """Warnings and errors in the broker's log, counted, with a few examples."""
-    lines = broker.log.read_text(errors="replace").splitlines()
-    if broker.kind == "epns":
-        bad = [line for line in lines if " WARNING " in line or " ERROR " in line
-               or "Traceback" in line]
-    else:
-        bad = [line for line in lines if "Error" in line or "Warning" in line]
-    return {"lines": len(lines), "warnings_or_errors": len(bad), "examples": bad[:5]}
+        self.terminate()
 
 
 # -- one run -----------------------------------------------------------------
@@ -521,53 +198,6 @@ def run_one(kind: str, count: int, args: argparse.Namespace, work_root: Path) ->
 
 # -- report -------------------------------------------------------------------
 
-def machine_info(mosquitto: str) -> dict[str, Any]:
-    """What the figures were measured on."""
-    model = next((line.split(":", 1)[1].strip()
-                  for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown")
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
-                   .splitlines() if line.startswith("MemTotal"))
-    version = subprocess.run([mosquitto, "-h"], capture_output=True, text=True, check=False)
-    mosquitto_version = (version.stdout or version.stderr).splitlines()[0].strip()
-    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                              "broker", "epns"], capture_output=True, text=True,
-                             check=False).stdout.split("\n")
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "mem_total_mib": mem_kib // 1024,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "openssl": ssl.OPENSSL_VERSION,
-        "amqtt": importlib.metadata.version("amqtt"),
-        "uvloop": importlib.metadata.version("uvloop"),
-        "mosquitto": mosquitto_version,
-        "git": git,
-        "uncommitted_broker_changes": [line for line in changed if line],
-        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
-    }
-
-
-def fmt(value: Any, digits: int = 1) -> str:
-    """A figure for a markdown table: thousands separators, "n/a" for none."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _ratio(a: Any, b: Any) -> str:
-    if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
-        return "n/a"
-    return f"{a / b:.2f}x"
-
-
 def markdown(data: dict[str, Any]) -> str:
     """The results as a markdown table: both brokers side by side per N."""
     runs = {(r["broker"], r["n"]): r for r in data["runs"]}
@@ -622,7 +252,7 @@ def markdown(data: dict[str, Any]) -> str:
             values = [get(runs[(k, n)]) if (k, n) in runs else None for k in kinds]
             cells += [fmt(v, digits) for v in values]
             if len(kinds) == 2:
-                cells.append(_ratio(values[0], values[1]) if comparable else "")
+                cells.append(ratio(values[0], values[1]) if comparable else "")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     small, large = sizes[0], sizes[-1]
@@ -633,15 +263,10 @@ def markdown(data: dict[str, Any]) -> str:
     for kind in kinds:
         a, b = runs.get((kind, small), {}), runs.get((kind, large), {})
         note = "" if a.get("all_connected") and b.get("all_connected") else " (not all connected)"
-        wall = _ratio(b.get("time_to_connect_s"), a.get("time_to_connect_s"))
-        cpu = _ratio(b.get("broker_connect_cpu_s"), a.get("broker_connect_cpu_s"))
+        wall = ratio(b.get("time_to_connect_s"), a.get("time_to_connect_s"))
+        cpu = ratio(b.get("broker_connect_cpu_s"), a.get("broker_connect_cpu_s"))
         lines.append(f"| {kind} | {wall}{note} | {cpu} |")
     return "\n".join(lines)
-
-
-def mib(kib: Any) -> float | None:
-    """KiB to MiB, None when not measured."""
-    return kib / 1024 if isinstance(kib, int | float) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,20 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         for count in sizes:
             data["runs"].append(run_one(kind, count, args, work_root))
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    table = markdown(data)
-    data["table_markdown"] = table
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"hold-{stamp}.json"
-    out.write_text(json.dumps(data, indent=2) + "\n")
-
-    machine = data["machine"]
-    print(f"Command: `{data['command']}`\n")
-    print(f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-          f"{machine['mem_total_mib']:,} MiB, Linux {machine['kernel']}; Python "
-          f"{machine['python']}, amqtt {machine['amqtt']}, uvloop {machine['uvloop']}, "
-          f"{machine['mosquitto']}, {machine['openssl']}; git {machine['git']}\n")
-    print(table)
-    print(f"\nResults: {out.relative_to(ROOT)}")
+    save_and_print(data, f"hold-{stamp}", markdown(data))
     failed = [r for r in data["runs"] if "error" in r]
     return 1 if failed else 0
 

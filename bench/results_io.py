@@ -1,0 +1,101 @@
+"""What every benchmark records and prints: the machine, figures formatted for
+markdown, and the results file."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def _first_line(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
+    return ((done.stdout or done.stderr).splitlines() or ["unknown"])[0].strip()
+
+
+def machine_info(mosquitto: str | None) -> dict[str, Any]:
+    """What the figures were measured on, and which code ran (commit, and
+    whether the tree had uncommitted changes: others may be editing it)."""
+    model = next((line.split(":", 1)[1].strip()
+                  for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown")
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
+                   .splitlines() if line.startswith("MemTotal"))
+    git = _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                              "broker", "epns", "agent_push"], capture_output=True, text=True,
+                             check=False).stdout.splitlines()
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_mib": mem_kib // 1024,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "amqtt": importlib.metadata.version("amqtt"),
+        "uvloop": importlib.metadata.version("uvloop"),
+        "paho_mqtt": importlib.metadata.version("paho-mqtt"),
+        "git": git,
+        "dirty": git.endswith("-dirty"),
+        # Kept under this name: earlier result files use it.
+        "uncommitted_broker_changes": changed,
+        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+    if mosquitto:
+        info["mosquitto"] = _first_line([mosquitto, "-h"])
+    return info
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """The machine and versions in one sentence, for a report."""
+    return (f"{machine['nproc']} CPUs ({machine['cpu_model']}), "
+            f"{machine['mem_total_mib']:,} MiB RAM, Linux {machine['kernel']}; Python "
+            f"{machine['python']}, amqtt {machine['amqtt']}, uvloop {machine['uvloop']}, "
+            f"paho-mqtt {machine['paho_mqtt']}, {machine['openssl']}"
+            + (f", {machine['mosquitto']}" if "mosquitto" in machine else "")
+            + f"; git {machine['git']}")
+
+
+def save_and_print(data: dict[str, Any], name: str, table: str) -> Path:
+    """Write ``bench/results/<name>.json`` (with the table in it) and print the
+    command, the machine, the table and the file's path."""
+    data["table_markdown"] = table
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"Command: `{data['command']}`\n")
+    print(f"Machine: {machine_line(data['machine'])}\n")
+    print(table)
+    print(f"\nResults: {out.relative_to(ROOT)}")
+    return out
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """A figure for a markdown table: thousands separators, "n/a" for none."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(a: Any, b: Any) -> str:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def mib(kib: Any) -> float | None:
+    """KiB to MiB, None when not measured."""
+    return kib / 1024 if isinstance(kib, int | float) else None
