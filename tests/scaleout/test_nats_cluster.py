@@ -1,0 +1,233 @@
+"""Scale-out on a 3-node NATS cluster (MQTT + JetStream): the agents and the
+server run unchanged, only their configuration says where the nodes are.
+
+Every process is real: Debian's nats-server on loopback ports, the management
+server, ``epns-agent`` processes, and paho clients for the permission checks.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from epns import pki, topics
+from tests.server.conftest import Stack
+from tests.support import clients
+from tests.support.agents import AgentProcess
+from tests.support.nats import NATS_SERVER, NatsCluster, start_cluster
+from tests.support.processes import BrokerProcess
+from tests.support.server import start_server
+
+pytestmark = [
+    pytest.mark.nats,
+    pytest.mark.skipif(NATS_SERVER is None,
+                       reason="nats-server is not installed (apt-get install nats-server)"),
+]
+
+AGENTS = ("a1", "a2", "a3", "a4")
+
+
+@dataclass
+class NatsStack:
+    """The cluster, a server on ``server_node`` (the others as its fallbacks),
+    and a ``Stack`` for the API helpers."""
+
+    cluster: NatsCluster
+    stack: Stack
+
+    def ports_from(self, node: int) -> list[int]:
+        """The MQTT ports, node ``node`` first: the order an agent tries them."""
+        ports = self.cluster.mqtt_ports
+        return ports[node:] + ports[:node]
+
+    def start_agent(self, agent_id: str, node: int, groups: tuple[str, ...] = ()
+                    ) -> AgentProcess:
+        """An agent whose first route is ``node``; the other nodes follow."""
+        return self.stack.start_agent(agent_id, groups, broker={"ports": self.ports_from(node)})
+
+    def node_of(self, agent_id: str) -> int:
+        """The node the agent is connected to, from the route its birth reported."""
+        route = self.stack.wait_agent(agent_id, "online")["route"]
+        return self.cluster.mqtt_ports.index(int(route.removeprefix("direct:")))
+
+
+def _server_overrides(cluster: NatsCluster, node: int) -> dict[str, str]:
+    others = [p for i, p in enumerate(cluster.mqtt_ports) if i != node]
+    return {"mqtt__fallbacks": ",".join(f"127.0.0.1:{p}" for p in others),
+            "mqtt__agent_ports": ",".join(map(str, cluster.mqtt_ports))}
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsStack]:
+    """A cluster whose accounts list ``AGENTS``, and a server on node 0."""
+    certs = tmp_path / "pki"
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+    cluster = start_cluster(certs, tmp_path / "nats", AGENTS)
+    work = tmp_path / "server"
+    work.mkdir()
+    overrides = _server_overrides(cluster, 0)
+    server = None
+    stack = None
+    try:
+        server = start_server(certs, work, cluster.mqtt_ports[0], **overrides)
+        server.log_contains(r"broker_link_up", timeout=20)
+        token = server.cli("token", "create", "tests").strip()
+        node = cluster.nodes[0]
+        assert node.process is not None
+        broker = BrokerProcess("nats", node.process, node.mqtt_port)
+        stack = Stack(certs, work, broker, server, token, server_overrides=overrides)
+        yield NatsStack(cluster, stack)
+    finally:
+        if stack is not None:
+            for agent in stack.agents:
+                agent.stop()
+            stack.server.stop()
+        elif server is not None:
+            server.stop()
+        cluster.stop()
+
+
+def _wake(stack: Stack, **body: object) -> str:
+    with stack.api() as api:
+        answer = api.post("/api/v1/wakeups", json=body)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+def _online(nats: NatsStack, agent: AgentProcess) -> None:
+    agent.log_contains(r"sync_done .*reason=connect", timeout=20)
+
+
+def test_agents_on_other_nodes_than_the_server_are_woken(nats: NatsStack) -> None:
+    stack = nats.stack
+    a1 = nats.start_agent("a1", node=1, groups=("lab",))
+    a2 = nats.start_agent("a2", node=2, groups=("lab",))
+    for agent in (a1, a2):
+        _online(nats, agent)
+    # The server is on node 0; each agent on a node of its own.
+    assert (nats.node_of("a1"), nats.node_of("a2")) == (1, 2)
+    one = _wake(stack, agents=["a1"])
+    group = _wake(stack, group="lab")
+    everyone = _wake(stack, all=True)
+    stack.wait_wakeup(one, "satisfied", timeout=20)
+    stack.wait_wakeup(group, "satisfied", count=2, timeout=20)
+    stack.wait_wakeup(everyone, "satisfied", count=2, timeout=20)
+    assert a1.count(r"command_accepted .*type=wake") == 3
+    assert a2.count(r"command_accepted .*type=wake") == 2
+
+
+def test_a_killed_node_loses_no_wakeup(nats: NatsStack) -> None:
+    """Node 1 dies with SIGKILL under two agents: they reconnect to the other
+    nodes with backoff, and the wake-ups asked before, while and after all
+    reach satisfied, each acknowledged once per agent."""
+    stack = nats.stack
+    agents = {"a1": nats.start_agent("a1", node=1), "a2": nats.start_agent("a2", node=1),
+              "a3": nats.start_agent("a3", node=2)}
+    for agent in agents.values():
+        _online(nats, agent)
+    assert [nats.node_of(a) for a in agents] == [1, 1, 2]
+    ids = list(agents)
+    before = _wake(stack, agents=ids)
+    stack.wait_wakeup(before, "satisfied", count=3, timeout=20)
+    marks = {name: len(agent.lines) for name, agent in agents.items()}
+
+    nats.cluster.nodes[1].kill()
+    during = _wake(stack, agents=ids)
+    for name in ("a1", "a2"):
+        agent = agents[name]
+        agent.log_contains(r"disconnected ", after=marks[name], timeout=10)
+        agent.log_contains(r"reconnect_scheduled delay=", after=marks[name], timeout=10)
+        agent.log_contains(r"connected route=direct:", after=marks[name], timeout=30)
+    stack.wait_wakeup(during, "satisfied", count=3, timeout=40)
+    assert nats.node_of("a1") != 1
+    assert nats.node_of("a2") != 1
+    after = _wake(stack, agents=ids)
+    stack.wait_wakeup(after, "satisfied", count=3, timeout=20)
+
+    for wakeup in (before, during, after):
+        assert stack.wakeup(wakeup)["counts"] == {"satisfied": 3}
+    for agent in agents.values():
+        assert agent.count(r"command_accepted .*type=wake") >= 3
+
+
+def test_the_server_follows_its_node_dying(nats: NatsStack) -> None:
+    """The server's node dies: it moves to a fallback, still wakes the agents,
+    and the retained presence (a JetStream stream, replicated) survives."""
+    stack = nats.stack
+    agents = [nats.start_agent("a1", node=1), nats.start_agent("a2", node=2)]
+    for agent in agents:
+        _online(nats, agent)
+    mark = len(stack.server.lines)
+    nats.cluster.nodes[0].kill()
+    during = _wake(stack, agents=["a1", "a2"])
+    stack.server.log_contains(r"broker_link_down", after=mark, timeout=15)
+    up = stack.server.log_contains(r"broker_link_up", after=mark, timeout=30)
+    assert f":{nats.cluster.mqtt_ports[0]}" not in up
+    stack.wait_wakeup(during, "satisfied", count=2, timeout=30)
+    # A server restarted onto a surviving node rebuilds presence from the
+    # retained births, which lived on in the other replicas.
+    port = int(stack.server.url.rsplit(":", 1)[1])
+    stack.server.stop(signal.SIGTERM)
+    overrides = _server_overrides(nats.cluster, 1)
+    stack.server = start_server(stack.pki, stack.work, nats.cluster.mqtt_ports[1],
+                                http_port=port, **overrides)
+    for agent_id in ("a1", "a2"):
+        stack.wait_agent(agent_id, "online", timeout=20)
+
+
+def test_agents_are_held_to_their_own_topics(nats: NatsStack) -> None:
+    certs = nats.stack.pki
+    ca = pki.Pair(certs / pki.CA_CERT, certs / pki.CA_KEY)
+    for agent_id in ("a1", "a2"):
+        pki.create_client_cert(ca, pki.agent_pair(certs, agent_id), agent_id)
+    ports = nats.cluster.mqtt_ports
+    # Not the running server's client id: NATS would hand its session over.
+    server = clients.connect(ports[0], certs, "probe",
+                             cert=(certs / pki.SERVER_CERT, certs / pki.SERVER_KEY))
+    for topic in ("epns/v1/agents/+/presence", "epns/v1/agents/+/evt"):
+        assert server.subscribe(topic) == [1]
+    victim = clients.connect(ports[1], certs, "a2", cert=clients.agent_files(certs, "a2"),
+                             clean=False)
+    assert victim.subscribe(topics.agent_cmd("a2")) == [1]
+    intruder = clients.connect(ports[2], certs, "a1", cert=clients.agent_files(certs, "a1"),
+                               clean=False)
+    assert intruder.subscribe(topics.agent_cmd("a1")) == [1]
+    assert intruder.subscribe(topics.ALL_CMD) == [1]
+    for refused in (topics.agent_cmd("a2"), "epns/v1/agents/+/cmd", "#", "$MQTT/sub/#",
+                    topics.agent_presence("a2"), topics.agent_evt("a2")):
+        assert intruder.subscribe(refused) == [0x80], refused
+    # Publishes outside its own evt and presence never reach anyone.
+    intruder.publish(topics.agent_presence("a2"), b"forged", retain=True)
+    intruder.publish(topics.agent_evt("a2"), b"forged")
+    intruder.publish(topics.agent_cmd("a2"), b"forged")
+    intruder.publish(topics.ALL_CMD, b"forged")
+    victim.expect_none(wait=1.5)
+    server.expect_none(wait=0.5)
+    # Its own topics work, across nodes.
+    intruder.publish(topics.agent_presence("a1"), b"online")
+    got = server.expect(timeout=5)
+    assert (got.topic, got.payload) == (topics.agent_presence("a1"), b"online")
+    # A certificate decides who a client is: claiming the server's user name
+    # with an agent's certificate is refused at CONNACK.
+    clients.connect(ports[0], certs, "a1x", cert=clients.agent_files(certs, "a1"),
+                    token="x", username="OU=epns-server,CN=epns-server",
+                    expect_rc=5).close()
+    # Nor does the NATS client port admit the fleet's users without a
+    # certificate: they are MQTT-only (allowed_connection_types).
+    assert "Authorization Violation" in _nats_login(nats.cluster.nodes[0].client_port,
+                                                    "OU=epns-server,CN=epns-server")
+
+
+def _nats_login(port: int, user: str) -> str:
+    """CONNECT to a NATS client port as ``user``, without a password; the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.recv(4096)  # INFO
+        connect = json.dumps({"verbose": False, "pedantic": False, "user": user})
+        sock.sendall(f"CONNECT {connect}\r\nPING\r\n".encode())
+        return sock.recv(4096).decode()
