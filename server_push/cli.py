@@ -8,6 +8,7 @@
     epns-server enrol-token create [--group G] [--ttl S] [--agent-id ID]
                                                       a one-time token for epns-agent enrol
     epns-server admin password [USER]                 set a console password (generated, printed)
+    epns-server health                                exit 0 when the running server is healthy
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from server_push.agents import public_url
 from server_push.app import create_app
 from server_push.embedded import EmbeddedBroker
 from server_push.enrol import DEFAULT_TTL, enrolment
+from server_push.health_probe import probe
 from server_push.https import make_server
 from server_push.secrets_file import session_secret
 from server_push.services import Services
@@ -201,6 +203,13 @@ def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, password))
 
 
+def _cmd_health(settings: ServerSettings, _args: argparse.Namespace) -> None:
+    healthy, detail = probe(settings.http)
+    _say(detail)
+    if not healthy:
+        raise SystemExit(1)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epns-server", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="server.toml (optional)")
@@ -230,6 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("action", choices=("password",))
     admin.add_argument("user", nargs="?", default=ADMIN)
     admin.set_defaults(run=_cmd_admin)
+    sub.add_parser("health", help="ask the running server's /api/v1/health (exit 0 = ok)"
+                   ).set_defaults(run=_cmd_health)
     return parser
 
 
