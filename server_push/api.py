@@ -166,7 +166,7 @@ async def health(services: Svc) -> dict[str, Any]:
     database = await _database_answers(services)
     # The clock lets epns-check measure an agent's skew: commands tolerate 60 s.
     return {"status": "ok" if database else "degraded",
-            "broker": services.link.connected.is_set(), "database": database,
+            "broker": services.broker_up(), "database": database, "role": services.role,
             "time": time.time()}
 
 

@@ -1,7 +1,8 @@
 """What the server does with each message from the broker: presence into the
 registry, acks and syncs into the wake-up records, WoL results to the WoL
 dispatcher. A message that does not parse is logged and dropped; it never
-stops the consumer."""
+stops the consumer. A message some replica (or this one, for a QoS 1
+redelivery) has already claimed is dropped too (``handled.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from epns.envelope import Event, EventType, decode_event, decode_presence
 from epns.errors import MessageError
 from epns.logs import event
 from epns.wakeup import server_time
+from server_push.handled import HandledEvents
 from server_push.registry import Registry
 from server_push.wakeups import Wakeups
 
@@ -34,10 +36,12 @@ class WolTracker(Protocol):
 class Dispatcher:
     """Routes broker messages; ``handle`` is the broker link's message handler."""
 
-    def __init__(self, registry: Registry, wakeups: Wakeups, wol: WolTracker) -> None:
+    def __init__(self, registry: Registry, wakeups: Wakeups, wol: WolTracker,
+                 handled: HandledEvents) -> None:
         self._registry = registry
         self._wakeups = wakeups
         self._wol = wol
+        self._handled = handled
 
     async def handle(self, topic: str, raw: bytes) -> None:
         """Handle one message; never raises for a bad message."""
@@ -46,6 +50,9 @@ class Dispatcher:
             event(log, "message_ignored", logging.WARNING, topic=topic, reason="not an agent topic")
             return
         now = time.time()
+        if not await self._handled.claim(topic, raw, now):
+            event(log, "message_duplicate", logging.DEBUG, topic=topic)
+            return
         try:
             if parsed.channel is topics.AgentChannel.PRESENCE:
                 await self._presence(parsed.agent_id, raw, now)

@@ -228,3 +228,18 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+
+class HandledEvent(Base):
+    """A broker message some replica has applied, by the digest of its topic
+    and bytes: QoS 1 redelivers, and replicas may both receive one (presence
+    in ``shared`` mode), yet each is applied once. Pruned after a day."""
+
+    __tablename__ = "handled_events"
+    __table_args__ = (Index("ix_handled_events_at", "at"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    at: Mapped[float] = mapped_column(Float)
+    # Which replica applied it (host:pid): what an operator, or a test, reads.
+    handled_by: Mapped[str] = mapped_column(String(128))

@@ -1,5 +1,11 @@
 """The server's parts, built once from the settings and shared by the API,
-the console and the broker consumer (``app.state.services``)."""
+the console and the broker consumer (``app.state.services``).
+
+With several servers on one PostgreSQL (``[cluster]``, docs/scale-out.md) the
+work every replica shares (sweepers, notifier, pruning) runs on the elected
+leader only; in ``leader`` mode the broker session does too, and a follower
+hands its staged commands to the leader; in ``shared`` mode every replica
+keeps its own session and takes its share of the events."""
 
 from __future__ import annotations
 
@@ -7,18 +13,22 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from epns import pki
+from epns.errors import ConfigError
 from epns.logs import event
 from epns.server_config import ServerSettings
 from server_push import db
 from server_push.agents import AgentAdmin
 from server_push.auth import AgentAuthenticator, Credentials
 from server_push.bus import Bus
+from server_push.cluster import Cluster
 from server_push.events import Dispatcher
-from server_push.mqtt_link import BrokerLink
+from server_push.handled import HandledEvents
+from server_push.mqtt_link import SUBSCRIPTIONS, BrokerLink, shared_subscriptions
 from server_push.notify import Notifier
 from server_push.outbox import Outbox
 from server_push.ratelimit import RateLimiter
@@ -54,13 +64,16 @@ class Services:
     wake_limiter: RateLimiter
     sync_slots: asyncio.Semaphore
     wol: WolDispatch
+    handled: HandledEvents
+    cluster: Cluster | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
+    _flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def on_message(self, topic: str, raw: bytes) -> None:
         """The broker link's handler."""
         if self._dispatcher is None:
-            self._dispatcher = Dispatcher(self.registry, self.wakeups, self.wol)
+            self._dispatcher = Dispatcher(self.registry, self.wakeups, self.wol, self.handled)
         await self._dispatcher.handle(topic, raw)
 
     async def on_connect(self) -> None:
@@ -70,13 +83,86 @@ class Services:
         await self.wakeups.record_published(await self.outbox.flush())
 
     def start(self) -> None:
-        """Start the broker link, the sweepers and the offline notifier."""
+        """Start the broker link, the sweepers and the offline notifier (in a
+        cluster: the election, and the leader's part once elected)."""
+        mode = self.settings.cluster.mode
+        if self.cluster is None:
+            work = [self._link_loop(), self._shared_work()]
+        elif mode == "shared":
+            work = [self._link_loop(), self.cluster.run(self._shared_work)]
+        else:
+            work = [self.cluster.run(self._lead_with_link)]
+        self._tasks = [asyncio.create_task(job) for job in work]
+
+    async def _shared_work(self) -> None:
+        """What one replica does for all: expiry sweeps, offline notices, pruning."""
         notifier = Notifier(self.sessions, self.registry, self.config,
                             self.settings.notifications)
-        self._tasks = [asyncio.create_task(self._link_loop(), name="broker-link"),
-                       asyncio.create_task(self.wakeups.run_sweeper(), name="wake-sweeper"),
-                       asyncio.create_task(self.wol.run_sweeper(), name="wol-sweeper"),
-                       asyncio.create_task(notifier.run(), name="offline-notifier")]
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.wakeups.run_sweeper(), name="wake-sweeper")
+            group.create_task(self.wol.run_sweeper(), name="wol-sweeper")
+            group.create_task(notifier.run(), name="offline-notifier")
+            group.create_task(self.handled.run_pruner(), name="handled-pruner")
+
+    async def _lead_with_link(self) -> None:
+        """``leader`` mode, while elected: the broker session (persistent, one
+        client id for every replica, so it passes on with the events queued in
+        it), publishing for the followers, and the shared work."""
+        self.outbox.hand_off = None
+        self.registry.link_up = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._link_loop(), name="broker-link")
+                group.create_task(self._flush_for_followers(), name="outbox-flusher")
+                group.create_task(self._shared_work())
+        finally:
+            self.outbox.hand_off = self._hand_off
+
+    def _hand_off(self) -> None:
+        assert self.cluster is not None
+        self.cluster.tell({"kind": "outbox"})
+
+    async def _flush_for_followers(self) -> None:
+        """Publish what followers staged: when one says so, and every
+        ``elect_interval`` in case a notice was lost."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wanted.wait(),
+                                       self.settings.cluster.elect_interval)
+            self._flush_wanted.clear()
+            if self.link.connected.is_set():
+                await self.wakeups.record_published(await self.outbox.flush())
+
+    @property
+    def role(self) -> str:
+        """``single``, or ``leader`` or ``follower`` in a cluster."""
+        if self.cluster is None:
+            return "single"
+        return "leader" if self.cluster.leading else "follower"
+
+    def broker_up(self) -> bool:
+        """Whether commands reach the broker: through this replica's session,
+        or for a follower in leader mode, the leader's, as it last said."""
+        if self.settings.cluster.mode == "leader" and self.role == "follower":
+            return self.registry.link_up
+        return self.link.connected.is_set()
+
+    def on_cluster_notice(self, notice: dict[str, Any]) -> None:
+        """A notice from another replica (``cluster.py``)."""
+        assert self.cluster is not None
+        kind = notice.get("kind")
+        if kind == "outbox":
+            self._flush_wanted.set()
+        elif kind == "hello":
+            if self.cluster.leading and self.settings.cluster.mode == "leader":
+                self.cluster.tell({"kind": "link", "up": self.link.connected.is_set()})
+        elif kind == "link":
+            # A follower in leader mode has no session: the leader's is what counts.
+            if self.settings.cluster.mode == "leader" and not self.cluster.leading:
+                self.registry.link_up = bool(notice.get("up"))
+                self.bus.deliver(notice)
+        else:
+            self.bus.deliver(notice)
 
     async def _link_loop(self) -> None:
         watcher = asyncio.create_task(self._watch_link())
@@ -121,7 +207,13 @@ async def build(settings: ServerSettings) -> Services:
     async def on_connect() -> None:
         await holder["services"].on_connect()
 
-    link = BrokerLink(settings.mqtt, on_message, on_connect)
+    mode = settings.cluster.mode
+    if mode != "single" and engine.dialect.name != "postgresql":
+        raise ConfigError(f"cluster.mode = {mode!r} needs PostgreSQL (database.url)")
+    link = BrokerLink(settings.mqtt, on_message, on_connect,
+                      subscriptions=(shared_subscriptions(settings.cluster.share_group)
+                                     if mode == "shared" else SUBSCRIPTIONS),
+                      clean_session=mode == "shared")
     outbox = Outbox(sessions, key, link)
     config = SettingsStore(sessions, settings.notifications.min_offline_after)
     services = Services(
@@ -135,6 +227,12 @@ async def build(settings: ServerSettings) -> Services:
         sync_slots=asyncio.Semaphore(settings.sync.max_concurrent),
         wol=WolDispatch(sessions, outbox, bus, registry, config=config,
                         sweep_interval=settings.wakeups.sweep_interval,
-                        allowed=allowed_networks(settings.wol.allowed_networks)))
+                        allowed=allowed_networks(settings.wol.allowed_networks)),
+        handled=HandledEvents(sessions))
+    if mode != "single":
+        services.cluster = Cluster(engine, settings.cluster, services.on_cluster_notice)
+        bus.relay = services.cluster.tell
+    if mode == "leader":
+        outbox.hand_off = services._hand_off
     holder["services"] = services
     return services

@@ -288,11 +288,13 @@ class Wakeups:
     async def on_sync(self, agent_id: str, *, started_at: float, sync_id: str,
                       wakes: Sequence[str], now: float) -> int:
         """A sync of ``agent_id`` that started at ``started_at`` (server clock)
-        completed: satisfy what it answers. Returns how many targets it satisfied."""
+        completed: satisfy what it answers. Returns how many targets it satisfied.
+        The targets are locked (PostgreSQL) so two syncs applied at once by two
+        replicas satisfy each target once."""
         async with self._sessions() as session, session.begin():
             pending = (await session.scalars(select(WakeTarget).where(
                 WakeTarget.agent_id == agent_id,
-                WakeTarget.state.in_(PENDING_STATES)))).all()
+                WakeTarget.state.in_(PENDING_STATES)).with_for_update())).all()
             answered = [t for t in pending
                         if satisfies(sync_started_at=started_at, requested_at=t.requested_at)]
             for target in answered:
