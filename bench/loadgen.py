@@ -263,7 +263,7 @@ class LoadGenerator:
         self.args = args
         self.agents: list[Agent] = []
         self.stop = asyncio.Event()
-        self.lost: Counter[str] = Counter()
+        self.lost_reasons: Counter[str] = Counter()
         self.lost_during_hold = 0
         self.holding = False
         # Wake-ups received, by kind: latency (s) of each, and the last arrival.
@@ -280,7 +280,7 @@ class LoadGenerator:
     def lost(self, agent: Agent, reason: str) -> None:
         """A connected agent lost its connection (before teardown)."""
         if self.holding or not self.stop.is_set():
-            self.lost[reason] += 1
+            self.lost_reasons[reason] += 1
             if self.holding:
                 self.lost_during_hold += 1
         if self.args.reconnect and not self.stop.is_set():
@@ -521,7 +521,7 @@ class LoadGenerator:
                 "seconds": round(hold_end - hold_start, 2),
                 "open_at_end": still_open,
                 "lost": self.lost_during_hold,
-                "lost_reasons": dict(self.lost.most_common()),
+                "lost_reasons": dict(self.lost_reasons.most_common()),
                 "publishes_received": sum(a.publishes for a in self.agents),
                 "cpu_s": round(cpu_held - cpu_connected, 2),
             },
