@@ -124,6 +124,34 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]
     return status, headers, body
 
 
+class Connection:
+    """One agent's HTTP/1.1 keep-alive connection to the server, opened (TLS
+    with the agent's certificate) when a request needs it."""
+
+    def __init__(self, fleet: Fleet, context: ssl.SSLContext) -> None:
+        self._fleet = fleet
+        self._context = context
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def exchange(self, request: bytes) -> tuple[int, dict[str, str]]:
+        """Send ``request``, read the answer: (status, headers)."""
+        if self._streams is None:
+            self._streams = await self._fleet.open_http(self._context)
+        reader, writer = self._streams
+        writer.write(request)
+        async with asyncio.timeout(HTTP_TIMEOUT):
+            status, headers, _body = await read_answer(reader)
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
 class Sim(asyncio.Protocol):
     """One simulated agent: its MQTT connection and its wake-up handling."""
 
@@ -241,38 +269,37 @@ class Sim(asyncio.Protocol):
         get = (f"GET {path} HTTP/1.1\r\nHost: {fleet.host_header}\r\n"
                "Accept: application/json\r\n\r\n").encode()
         async with asyncio.timeout(HTTP_TIMEOUT * (MAX_RETRIES + 1) + MAX_RETRY_AFTER):
-            reader, writer = await fleet.open_http(self.context)
+            http = Connection(fleet, self.context)
             try:
-                status = await self._step(record, "post", post, reader, writer)
+                status = await self._step(record, "post", post, http)
                 if 200 <= status < 300:
-                    status = await self._step(record, "get", get, reader, writer)
+                    status = await self._step(record, "get", get, http)
                 record["ok"] = 200 <= status < 300
                 if not record["ok"]:
                     record["error"] = f"HTTP {status}"
             finally:
-                writer.close()
+                http.close()
 
     async def _step(self, record: dict[str, Any], step: str, request: bytes,
-                    reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+                    http: Connection) -> int:
         retries = 0
         while True:
             sent = time.monotonic()
             record.setdefault(f"{step}_first_sent", sent)
             record[f"{step}_sent"] = sent
-            writer.write(request)
-            async with asyncio.timeout(HTTP_TIMEOUT):
-                status, headers, _body = await read_answer(reader)
+            status, headers = await http.exchange(request)
             record[f"{step}_answered"] = time.monotonic()
             if status not in RETRYABLE or retries >= MAX_RETRIES:
                 return status
             self.fleet.busy[status] += 1
             record["retries"] += 1
             asked = retry_after_seconds(headers.get("retry-after"), time.time())
+            # A new connection for the retry, as httpx's pool in the agent's
+            # child ends up making: the server's keep-alive (5 s) is shorter
+            # than any Retry-After it sends.
+            http.close()
             await asyncio.sleep(retry_delay(asked, retries, MAX_RETRY_AFTER, self.fleet.rng))
             retries += 1
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-                reader, writer = await self.fleet.open_http(self.context)
 
     def disconnect(self) -> None:
         """DISCONNECT (no will) and close."""
