@@ -1,0 +1,667 @@
+"""Scenario 6: end-to-end wake-up through the all-in-one server.
+
+From the API call ``POST /api/v1/wakeups`` to the agents' sync arriving at the
+server, with N simulated agents (``e2e_agents.py``, its own process) that do
+what a real agent does on a wake-up: PUBACK, verify, ack event, sync (POST +
+GET over mTLS), sync event. Run against:
+
+- ``epns``: ``epns-server run`` with its embedded broker (the default);
+- ``mosquitto``: ``epns-server run`` with the embedded broker off and
+  ``[mqtt]`` pointed at Debian's Mosquitto running the shipped contract config
+  (``docker/mosquitto/``) with the same CA, certificates and ACL.
+
+Per broker, with a fresh server (its own PKI, SQLite database and state):
+
+1. create an API token (``epns-server token create``) and the N agents through
+   ``POST /api/v1/agents`` (the server issues each its certificate), then
+   connect them all; none of this is timed;
+2. (a) one wake-up of all (``{"all": true}``); (b) a stream of single-agent
+   wake-ups at a bounded rate, each for another agent;
+3. per target: API call sent -> the agent's sync POST sent (the attempt the
+   server accepted) and -> that POST answered 2xx (clock: ``time.monotonic``,
+   shared by the processes), and -> satisfied on the server's clock
+   (``satisfied_at`` of ``GET /api/v1/wakeups/<id>``, polled, bounded);
+   p50/p99/max, the time until every target is satisfied, satisfied/targets,
+   429 answers; CPU of the server, the broker and the load generator per
+   wake-up target, from /proc/PID/stat.
+
+``run()`` is what ``bench/suite.py`` imports; the command line prints a
+markdown table (epns vs Mosquitto) and writes JSON to ``bench/results/``.
+
+    /tmp/venv/bin/python bench/scenario_end_to_end.py            # 1,000 agents
+    /tmp/venv/bin/python bench/scenario_end_to_end.py --quick    # 200 agents
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # imported by bench/suite.py, or run as a script
+    sys.path.insert(0, str(BENCH))
+
+import httpx  # noqa: E402
+from brokers import (  # noqa: E402
+    Broker,
+    code_identity,
+    free_port,
+    start_mosquitto,
+    wait_for_line,
+)
+from procfs import proc_cpu_seconds, system_cpu_seconds  # noqa: E402
+
+from epns import pki  # noqa: E402
+
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+MOSQUITTO = "/usr/sbin/mosquitto"
+BROKERS = ("epns", "mosquitto")
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+# Every wait below is bounded by one of these.
+CONNECT_TIMEOUT_S = 180.0
+PHASE_TIMEOUT_S = 240.0
+SETTLE_MAX_S = 60.0
+POLL_INTERVAL_S = 1.0
+SATISFY_GRACE_S = 3.0
+# The stream of single-agent wake-ups (b).
+STREAM_RATE = 10.0  # per second
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big a run is."""
+
+    agents: int
+    stream: int  # single-agent wake-ups in phase (b)
+    http_concurrency: int = 200
+
+
+def plan_for(quick: bool, agents: int | None) -> Plan:
+    """The default sizes: 1,000 agents and 200 single wake-ups; quick 200 and 50."""
+    count = agents or (200 if quick else 1000)
+    return Plan(agents=count, stream=min(count, 50 if quick else 200))
+
+
+# -- processes -----------------------------------------------------------------
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (all its threads)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def stop(process: subprocess.Popen[bytes]) -> int | None:
+    """SIGTERM, wait, SIGKILL past the timeout; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@dataclass
+class Server:
+    """``epns-server run`` (and its embedded broker, if any)."""
+
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    url: str
+    log: Path
+    broker_pid: int
+
+    def cli(self, *args: str) -> str:
+        """``epns-server ARGS`` on this server's settings; its stdout."""
+        done = subprocess.run([sys.executable, "-m", "server_push", *args], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=60,
+                              check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"epns-server {' '.join(args)} failed:\n{done.stderr}")
+        return done.stdout
+
+
+def server_env(pki_dir: Path, work: Path, http_port: int, mqtt_port: int,
+               embedded: bool) -> dict[str, str]:
+    """The server's settings (and its embedded broker's: the child inherits the
+    environment) for the benchmark, all on 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
+    env.update({
+        "EPNS_SERVER_HTTP__HOST": "127.0.0.1",
+        "EPNS_SERVER_HTTP__PORT": str(http_port),
+        "EPNS_SERVER_HTTP__CERT": str(pki_dir / pki.BROKER_CERT),
+        "EPNS_SERVER_HTTP__KEY": str(pki_dir / pki.BROKER_KEY),
+        "EPNS_SERVER_HTTP__CLIENT_CA": str(pki_dir / pki.CA_CERT),
+        "EPNS_SERVER_HTTP__PUBLIC_URL": f"https://127.0.0.1:{http_port}",
+        "EPNS_SERVER_MQTT__HOST": "127.0.0.1",
+        "EPNS_SERVER_MQTT__PORT": str(mqtt_port),
+        "EPNS_SERVER_MQTT__CA": str(pki_dir / pki.CA_CERT),
+        "EPNS_SERVER_MQTT__CERT": str(pki_dir / pki.SERVER_CERT),
+        "EPNS_SERVER_MQTT__KEY": str(pki_dir / pki.SERVER_KEY),
+        "EPNS_SERVER_MQTT__AGENT_HOST": "127.0.0.1",
+        "EPNS_SERVER_MQTT__AGENT_PORTS": str(mqtt_port),
+        "EPNS_SERVER_BROKER__ENABLED": "true" if embedded else "false",
+        "EPNS_SERVER_PKI__DIR": str(pki_dir),
+        "EPNS_SERVER_DATABASE__URL": f"sqlite+aiosqlite:///{work / 'server.db'}",
+        "EPNS_SERVER_CONSOLE__SECRETS_FILE": str(work / "secrets.json"),
+        "EPNS_SERVER_STATE_DIR": str(work),
+        "EPNS_SERVER_WOL__ALLOWED_NETWORKS": "127.0.0.0/8",
+        # The wake-up API's per-caller limit (60/min, burst 20) would pace the
+        # stream of single wake-ups at one a second; lifted, as the bench is
+        # one caller doing the work of many.
+        "EPNS_SERVER_WAKEUPS__PER_MINUTE": "60000",
+        "EPNS_SERVER_WAKEUPS__BURST": "1000",
+    })
+    if embedded:
+        env.update({
+            "EPNS_BROKER_LISTENERS__PRIMARY__HOST": "127.0.0.1",
+            "EPNS_BROKER_LISTENERS__PRIMARY__PORT": str(mqtt_port),
+            "EPNS_BROKER_LISTENERS__FALLBACK__ENABLED": "false",
+            "EPNS_BROKER_TLS__CERT": str(pki_dir / pki.BROKER_CERT),
+            "EPNS_BROKER_TLS__KEY": str(pki_dir / pki.BROKER_KEY),
+            "EPNS_BROKER_TLS__CA": str(pki_dir / pki.CA_CERT),
+            "EPNS_BROKER_IDENTITY__SERVER_PUBLIC_KEY": str(pki_dir / pki.SIGNING_PUB),
+            "EPNS_BROKER_IDENTITY__REVOCATION_FILE": str(pki_dir / pki.REVOKED),
+            "EPNS_BROKER_METRICS__HOST": "127.0.0.1",
+            "EPNS_BROKER_METRICS__PORT": "0",
+            # Connect admission (1000/s, burst 500) would refuse part of the
+            # untimed connect phase; the wake-up path does not go through it.
+            "EPNS_BROKER_LIMITS__CONNECT_RATE": "100000",
+            "EPNS_BROKER_LIMITS__CONNECT_BURST": "100000",
+        })
+    return env
+
+
+def start_server(pki_dir: Path, work: Path, mqtt_port: int, broker: Broker | None) -> Server:
+    """Start the server (with the embedded broker unless ``broker`` is given)
+    and wait until it serves; find the broker's pid."""
+    http_port = free_port()
+    env = server_env(pki_dir, work, http_port, mqtt_port, embedded=broker is None)
+    log = work / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "server_push", "run"], cwd=ROOT,
+                                   env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(log, r" ready url=", process, READY_TIMEOUT_S)
+        if broker is None:
+            wait_for_line(log, r"\[broker\] .* ready ports=primary:\d+", process,
+                          READY_TIMEOUT_S)
+            pids = children(process.pid)
+            if len(pids) != 1:
+                raise RuntimeError(f"expected one embedded broker child, found {pids}")
+            broker_pid = pids[0]
+        else:
+            broker_pid = broker.pid
+        wait_for_line(log, r"broker_link_up", process, READY_TIMEOUT_S)
+    except RuntimeError:
+        process.kill()
+        process.wait()
+        raise
+    return Server(process, env, f"https://127.0.0.1:{http_port}", log, broker_pid)
+
+
+def create_agents(server: Server, token: str, names: list[str], bundles: Path) -> float:
+    """Create the agents through the API (the server issues their certificates);
+    writes each bundle's certificate and key. Returns the seconds it took."""
+    started = time.monotonic()
+    with api_client(server, token) as api:
+        for name in names:
+            answer = api.post("/api/v1/agents", json={"id": name, "auth": "certificate"})
+            if answer.status_code != 201:
+                raise RuntimeError(f"creating {name}: {answer.status_code} {answer.text}")
+            directory = bundles / name
+            directory.mkdir(parents=True, exist_ok=True)
+            files = answer.json()["files"]
+            for part in ("agent.crt", "agent.key"):
+                (directory / part).write_text(files[part])
+    return time.monotonic() - started
+
+
+def api_client(server: Server, token: str) -> httpx.Client:
+    """An HTTP/1.1 keep-alive API client trusting the fleet CA."""
+    ca = Path(server.env["EPNS_SERVER_HTTP__CLIENT_CA"])
+    return httpx.Client(base_url=server.url, verify=str(ca), timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+class Agents:
+    """The ``e2e_agents.py`` process and its JSON lines."""
+
+    def __init__(self, command: list[str], log: Path) -> None:
+        self.command = command
+        self.log = log
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(command, cwd=BENCH, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=stderr)
+        assert self.process.stdout is not None
+        self._fd = self.process.stdout.fileno()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.process.stdout, selectors.EVENT_READ)
+        self._buffer = b""
+        self.events: dict[str, dict[str, Any]] = {}
+        self.syncs: list[dict[str, Any]] = []
+
+    def pump(self, timeout: float) -> None:
+        """Read what stdout has within ``timeout``; file it by event."""
+        if self._selector.select(timeout=timeout):
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"e2e_agents exited; see {self.log}")
+            self._buffer += chunk
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            event = json.loads(line)
+            if event["event"] == "sync":
+                self.syncs.append(event)
+            else:
+                self.events[event["event"]] = event
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        """Pump until event ``name`` arrived; bounded."""
+        deadline = time.monotonic() + timeout
+        while name not in self.events:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"e2e_agents sent no {name!r} in {timeout:g} s")
+            self.pump(min(1.0, max(0.0, deadline - time.monotonic())))
+        return self.events[name]
+
+    def send(self, line: str) -> None:
+        """A line on its stdin (go, stop)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        """Make sure it is gone."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._selector.close()
+
+
+# -- measuring -----------------------------------------------------------------
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the processes under test, and of everything else."""
+
+    pids: dict[str, int]
+    start: dict[str, float] = field(default_factory=dict)
+    began: float = 0.0
+
+    def _read(self) -> dict[str, float]:
+        values = {name: proc_cpu_seconds(pid) for name, pid in self.pids.items()}
+        values["orchestrator"] = proc_cpu_seconds(os.getpid())
+        busy, steal = system_cpu_seconds()
+        values["others"] = busy - sum(values.values())
+        values["steal"] = steal
+        return values
+
+    def begin(self) -> None:
+        """Start counting."""
+        self.began, self.start = time.monotonic(), self._read()
+
+    def end(self) -> dict[str, float]:
+        """CPU seconds used since ``begin``, per process, and the wall time."""
+        now = self._read()
+        used = {name: round(now[name] - self.start[name], 2) for name in now}
+        used["wall"] = round(time.monotonic() - self.began, 2)
+        return used
+
+
+def settle(meter: CpuMeter, idle_pct: float = 5.0) -> float:
+    """Wait until the server and the broker are idle (each under ``idle_pct``
+    of a core over one second), at most SETTLE_MAX_S; the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < SETTLE_MAX_S:
+        meter.begin()
+        time.sleep(1.0)
+        used = meter.end()
+        if max(used["server"], used["broker"]) * 100 / used["wall"] < idle_pct:
+            break
+    return round(time.monotonic() - started, 1)
+
+
+def quantiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max in milliseconds (nearest rank); None when empty."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    return {"p50": round(rank(0.5) * 1000, 1), "p99": round(rank(0.99) * 1000, 1),
+            "max": round(ordered[-1] * 1000, 1)}
+
+
+def wakeup_view(api: httpx.Client, wakeup_id: str) -> dict[str, Any]:
+    """``GET /api/v1/wakeups/<id>`` (with every target)."""
+    answer = api.get(f"/api/v1/wakeups/{wakeup_id}")
+    answer.raise_for_status()
+    view: dict[str, Any] = answer.json()
+    return view
+
+
+def summarize(sent: dict[str, tuple[float, float]], targets: int,
+              syncs: list[dict[str, Any]], views: dict[str, dict[str, Any]],
+              cpu: dict[str, float]) -> dict[str, Any]:
+    """The figures of one phase. ``sent`` maps wake-up id -> (monotonic, wall)
+    time the API call was sent; ``syncs`` are the agents' records."""
+    received, post_sent, post_answered, satisfied = [], [], [], []
+    busy = failed = 0
+    for record in syncs:
+        monotonic_sent = sent[record["wakeup"]][0]
+        busy += record["retries"]
+        received.append(record["received"] - monotonic_sent)
+        if not record["ok"]:
+            failed += 1
+        if "post_answered" in record and record["ok"]:
+            post_sent.append(record["post_sent"] - monotonic_sent)
+            post_answered.append(record["post_answered"] - monotonic_sent)
+    last_satisfied = None
+    count_satisfied = 0
+    for wakeup_id, view in views.items():
+        wall_sent = sent[wakeup_id][1]
+        for target in view["targets"]:
+            if target["state"] == "satisfied":
+                count_satisfied += 1
+                satisfied.append(target["satisfied_at"] - wall_sent)
+                last_satisfied = max(last_satisfied or 0.0, target["satisfied_at"])
+    first_wall = min(wall for _, wall in sent.values())
+    return {
+        "targets": targets, "syncs": len(syncs), "syncs_failed": failed,
+        "busy_answers": busy, "satisfied": count_satisfied,
+        "time_to_all_satisfied_s": (round(last_satisfied - first_wall, 3)
+                                    if last_satisfied is not None
+                                    and count_satisfied == targets else None),
+        "received_ms": quantiles(received), "post_sent_ms": quantiles(post_sent),
+        "post_answered_ms": quantiles(post_answered),
+        "satisfied_ms": quantiles(satisfied),
+        "cpu_s": cpu,
+        "cpu_ms_per_wakeup": {name: round(cpu[name] * 1000 / targets, 2)
+                              for name in ("server", "broker", "agents")},
+        "samples_post_sent_s": [round(v, 4) for v in post_sent],
+    }
+
+
+def wait_phase(agents: Agents, api: httpx.Client, wanted: dict[str, int],
+               syncs: int) -> dict[str, dict[str, Any]]:
+    """Until every wake-up in ``wanted`` (id -> targets) has as many satisfied
+    targets and the agents reported ``syncs`` syncs in all (or PHASE_TIMEOUT_S):
+    the views."""
+    deadline = time.monotonic() + PHASE_TIMEOUT_S
+    total = sum(wanted.values())
+    views: dict[str, dict[str, Any]] = {}
+    satisfied: dict[str, int] = dict.fromkeys(wanted, 0)
+    next_poll = 0.0
+    synced_at: float | None = None
+    while time.monotonic() < deadline:
+        agents.pump(0.1)
+        if time.monotonic() >= next_poll:
+            next_poll = time.monotonic() + POLL_INTERVAL_S
+            for wakeup_id, count in wanted.items():
+                if satisfied[wakeup_id] < count:
+                    views[wakeup_id] = wakeup_view(api, wakeup_id)
+                    satisfied[wakeup_id] = views[wakeup_id]["counts"].get("satisfied", 0)
+        if len(agents.syncs) >= syncs:
+            # Every sync is reported: done once all are satisfied, or a grace
+            # period later (a failed sync satisfies nothing).
+            synced_at = synced_at or time.monotonic()
+            if (sum(satisfied.values()) >= total
+                    or time.monotonic() - synced_at > SATISFY_GRACE_S):
+                break
+    return views
+
+
+def phase_all(agents: Agents, api: httpx.Client, meter: CpuMeter, count: int
+              ) -> dict[str, Any]:
+    """(a) One wake-up of every agent."""
+    first = len(agents.syncs)
+    meter.begin()
+    sent_at, wall = time.monotonic(), time.time()
+    answer = api.post("/api/v1/wakeups", json={"all": True})
+    answered = time.monotonic() - sent_at
+    answer.raise_for_status()
+    wakeup_id = answer.json()["id"]
+    wait_phase(agents, api, {wakeup_id: count}, first + count)
+    seen_done = time.monotonic() - sent_at
+    time.sleep(1.0)  # the agents' trailing sync events
+    agents.pump(0)
+    cpu = meter.end()
+    views = {wakeup_id: wakeup_view(api, wakeup_id)}
+    syncs = [s for s in agents.syncs[first:] if s["wakeup"] == wakeup_id]
+    result = summarize({wakeup_id: (sent_at, wall)}, count, syncs, views, cpu)
+    result.update(api_call_ms=round(answered * 1000, 1),
+                  polled_all_satisfied_s=round(seen_done, 2))
+    return result
+
+
+def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list[str]
+                 ) -> dict[str, Any]:
+    """(b) One wake-up per agent in ``names``, at STREAM_RATE per second."""
+    first = len(agents.syncs)
+    sent: dict[str, tuple[float, float]] = {}
+    meter.begin()
+    began = time.monotonic()
+    api_ms = []
+    for index, name in enumerate(names):
+        due = began + index / STREAM_RATE
+        while (now := time.monotonic()) < due:
+            agents.pump(min(0.05, due - now))
+        sent_at, wall = time.monotonic(), time.time()
+        answer = api.post("/api/v1/wakeups", json={"agents": [name]})
+        api_ms.append(time.monotonic() - sent_at)
+        answer.raise_for_status()
+        sent[answer.json()["id"]] = (sent_at, wall)
+    stream_s = time.monotonic() - began
+    deadline = time.monotonic() + PHASE_TIMEOUT_S
+    while len(agents.syncs) - first < len(names) and time.monotonic() < deadline:
+        agents.pump(0.2)
+    time.sleep(1.0)
+    agents.pump(0)
+    cpu = meter.end()
+    wait_phase(agents, api, dict.fromkeys(sent, 1), 0)
+    views = {wakeup_id: wakeup_view(api, wakeup_id) for wakeup_id in sent}
+    syncs = [s for s in agents.syncs[first:] if s["wakeup"] in sent]
+    result = summarize(sent, len(names), syncs, views, cpu)
+    result.update(rate_asked=STREAM_RATE, rate_done=round(len(names) / stream_s, 2),
+                  api_call_ms=quantiles(api_ms))
+    return result
+
+
+# -- one broker ----------------------------------------------------------------
+
+def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
+    """Server (+ broker), agents, both phases, teardown; the figures."""
+    work.mkdir(parents=True, exist_ok=True)
+    pki_dir = work / "pki"
+    pki.init_dev_pki(pki_dir, ("localhost", "127.0.0.1"))
+    print(f"## {kind}: {plan.agents} agents", file=sys.stderr, flush=True)
+    external: Broker | None = None
+    server: Server | None = None
+    agents: Agents | None = None
+    code = code_identity()
+    try:
+        if kind == "mosquitto":
+            external = start_mosquitto(pki_dir, work, None, MOSQUITTO)
+            mqtt_port = external.port
+        else:
+            mqtt_port = free_port()
+        server = start_server(pki_dir, work, mqtt_port, external)
+        token = server.cli("token", "create", "bench").strip()
+        names = [f"bench-{i:05d}" for i in range(1, plan.agents + 1)]
+        bundles = work / "agents"
+        create_s = create_agents(server, token, names, bundles)
+        print(f"created {len(names)} agents in {create_s:.1f} s", file=sys.stderr, flush=True)
+        command = [sys.executable, str(BENCH / "e2e_agents.py"), "--mqtt-port", str(mqtt_port),
+                   "--http-port", server.url.rsplit(":", 1)[1], "--pki-dir", str(pki_dir),
+                   "--bundles-dir", str(bundles), "--count", str(plan.agents),
+                   "--http-concurrency", str(plan.http_concurrency),
+                   "--max-run", str(4 * PHASE_TIMEOUT_S)]
+        agents = Agents(command, work / "agents.log")
+        agents.wait_event("prepared", 120)
+        agents.send("go")
+        connected = agents.wait_event("connected", CONNECT_TIMEOUT_S)
+        if connected["ok"] != plan.agents:
+            raise RuntimeError(f"only {connected['ok']} of {plan.agents} agents connected: "
+                               f"{connected['errors']}")
+        meter = CpuMeter({"server": server.process.pid, "broker": server.broker_pid,
+                          "agents": agents.process.pid})
+        settled = settle(meter)
+        with api_client(server, token) as api:
+            wake_all = phase_all(agents, api, meter, plan.agents)
+            print(f"wake all: {wake_all['satisfied']}/{plan.agents} satisfied",
+                  file=sys.stderr, flush=True)
+            settle(meter)
+            stream = phase_stream(agents, api, meter, names[-plan.stream:])
+            print(f"stream: {stream['satisfied']}/{plan.stream} satisfied",
+                  file=sys.stderr, flush=True)
+        agents.send("stop")
+        report = agents.wait_event("report", 60)
+        return {"broker": kind, "code": code, "agents": plan.agents,
+                "create_agents_s": round(create_s, 1), "settled_s": settled,
+                "connect": connected, "wake_all": wake_all, "stream": stream,
+                "agents_report": report, "command": agents.command}
+    finally:
+        if agents is not None:
+            agents.close()
+        if server is not None:
+            broker_pid = server.broker_pid
+            stop(server.process)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(broker_pid, 0)
+                if external is None:  # an orphaned embedded broker
+                    os.kill(broker_pid, signal.SIGKILL)
+        if external is not None:
+            external.stop()
+
+
+# -- the suite's entry point -----------------------------------------------------
+
+PHASES = (("wake_all", "wake all"), ("stream", "single wake-ups"))
+
+
+def metrics_of(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The suite's metric rows: one per figure, a value per broker."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, unit: str, pick: Any) -> None:
+        values = {}
+        for broker, result in results.items():
+            try:
+                values[broker] = pick(result)
+            except (KeyError, TypeError):
+                values[broker] = None
+        rows.append({"name": name, "unit": unit, "values": values, "target": None})
+
+    for key, label in PHASES:
+        for figure, words in (("received_ms", "API call -> command at the agent"),
+                              ("post_sent_ms", "API call -> sync POST sent"),
+                              ("post_answered_ms", "API call -> sync POST answered"),
+                              ("satisfied_ms", "API call -> satisfied (server)")):
+            for q in ("p50", "p99", "max"):
+                add(f"{label}: {words} {q}", "ms",
+                    lambda r, k=key, f=figure, q=q: r[k][f][q])
+        add(f"{label}: time to all satisfied", "s",
+            lambda r, k=key: r[k]["time_to_all_satisfied_s"])
+        add(f"{label}: satisfied / targets", "ratio",
+            lambda r, k=key: r[k]["satisfied"] / r[k]["targets"])
+        add(f"{label}: 429/503 answers", "count", lambda r, k=key: r[k]["busy_answers"])
+        add(f"{label}: failed syncs", "count", lambda r, k=key: r[k]["syncs_failed"])
+        for who in ("server", "broker", "agents"):
+            add(f"{label}: {who} CPU per wake-up", "ms",
+                lambda r, k=key, w=who: r[k]["cpu_ms_per_wakeup"][w])
+        add(f"{label}: other processes' CPU", "% of a core",
+            lambda r, k=key: round(100 * r[k]["cpu_s"]["others"] / r[k]["cpu_s"]["wall"], 1))
+    return rows
+
+
+def run(*, brokers: list[str], quick: bool, work_dir: Path, pki_dir: Path,
+        agents: int | None = None) -> dict[str, Any]:
+    """Scenario 6 for each broker. ``pki_dir`` (the suite's PKI) is not used:
+    the agents' certificates come from each server's own PKI in ``work_dir``.
+    ``samples`` are wake-all latencies API call -> sync POST sent (the attempt
+    the server accepted), in seconds."""
+    del pki_dir
+    plan = plan_for(quick, agents)
+    results = {kind: run_broker(kind, plan, work_dir / f"e2e-{kind}") for kind in brokers}
+    command = "python bench/scenario_end_to_end.py" + (" --quick" if quick else "") + (
+        f" --agents {agents}" if agents else "") + " --brokers " + " ".join(brokers)
+    return {"scenario": "end_to_end", "command": command, "metrics": metrics_of(results),
+            "samples": {kind: r["wake_all"]["samples_post_sent_s"]
+                        for kind, r in results.items()},
+            "details": results, "machine": machine_info()}
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the run happened."""
+    model = next((line.split(":", 1)[1].strip()
+                  for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    mosquitto = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True,
+                               check=False).stdout.split("\n", 1)[0]
+    return {"cpus": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "python": platform.python_version(), "mosquitto": mosquitto}
+
+
+# -- command line ------------------------------------------------------------------
+
+def table(result: dict[str, Any], brokers: list[str]) -> Iterator[str]:
+    """The markdown table: a column per broker, and epns/mosquitto."""
+    both = brokers == ["epns", "mosquitto"]
+    yield "| figure | " + " | ".join(brokers) + (" | epns / mosquitto |" if both else " |")
+    yield "|---" * (len(brokers) + 1 + both) + "|"
+    for row in result["metrics"]:
+        values = [row["values"].get(b) for b in brokers]
+        cells = ["-" if v is None else f"{v:g}" for v in values]
+        if both:
+            a, b = values
+            cells.append(f"{a / b:.2f}" if a is not None and b else "-")
+        yield f"| {row['name']} ({row['unit']}) | " + " | ".join(cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 agents, 50 single wake-ups")
+    parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
+    parser.add_argument("--agents", type=int, help="number of agents (default 1000)")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/epns-bench-e2e"))
+    args = parser.parse_args(argv)
+    if args.agents is not None and args.agents < 1:
+        parser.error("--agents must be at least 1")
+    if args.work_dir.exists():
+        shutil.rmtree(args.work_dir)
+    result = run(brokers=args.brokers, quick=args.quick, work_dir=args.work_dir,
+                 pki_dir=args.work_dir, agents=args.agents)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"end_to_end-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print("\n".join(table(result, args.brokers)))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
