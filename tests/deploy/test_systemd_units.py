@@ -100,6 +100,15 @@ def test_units_are_hardened(unit: str) -> None:
         assert int(service["LimitNOFILE"][0]) > BrokerSettings().limits.max_connections + 1000
 
 
+def test_the_server_writes_only_to_its_state_directory() -> None:
+    """Its defaults are relative (certs/, state/): they must land in the one
+    writable directory, since ProtectSystem=strict makes /etc read-only."""
+    service = _service("epns-server")
+    assert service["WorkingDirectory"] == ["/var/lib/" + service["StateDirectory"][0]]
+    assert "--config" not in service["ExecStart"][0]
+    assert service["EnvironmentFile"] == ["-/etc/epns/server.env"]
+
+
 def test_the_agent_units_environment_is_real_config() -> None:
     service = _service("epns-agent")
     env = dict(value.split("=", 1) for value in service["Environment"])
