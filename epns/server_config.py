@@ -195,15 +195,16 @@ class BrokerAuthSettings:
 class ClusterSettings:
     """Several servers on one PostgreSQL (docs/scale-out.md). ``single``: this
     server does everything. ``leader``: the replica holding a PostgreSQL
-    advisory lock consumes the agents' events, through one persistent MQTT
-    session (``consumer_id``) that passes from leader to leader, and runs the
-    sweepers. ``shared``: every replica takes its share of the events through
-    a ``$share/<share_group>/`` subscription (Mosquitto, not the epns broker);
-    the lock holder still runs the sweepers. ``mqtt.client_id`` must differ
-    per replica."""
+    advisory lock does the shared work (sweepers, notifier) and holds the one
+    broker session, whose ``mqtt.client_id`` and certificate every replica
+    shares, so the session and the events queued in it pass from leader to
+    leader; followers hand their commands to it. ``shared``: every replica
+    keeps its own session (its own ``mqtt.client_id`` and certificate) and
+    takes its share of the events through a ``$share/<share_group>/``
+    subscription (Mosquitto; not the epns broker); the lock holder still does
+    the shared work."""
 
     mode: Literal["single", "leader", "shared"] = "single"
-    consumer_id: str = "epns-server-events"
     share_group: str = "epns-server"
     # How often a replica tries for the lock, and the leader checks it still holds it.
     elect_interval: float = 2.0
