@@ -23,6 +23,7 @@ from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.session import Session
 
+from broker.expiry import SessionExpiry
 from broker.handler import FleetHandler
 from broker.metrics import Metrics
 from broker.outbox import Outbox, Outgoing
@@ -39,6 +40,8 @@ _SUBACK_FAILURE = 0x80
 # The outbox implements QoS 1 delivery; QoS 2 subscriptions are granted QoS 1,
 # which MQTT 3.1.1 allows (section 3.9.3).
 _MAX_GRANTED_QOS = 1
+# How often expired offline sessions are dropped (amqtt's monitor: 1 s).
+_EXPIRY_INTERVAL = 1.0
 
 
 def _snake(name: str) -> str:
@@ -61,6 +64,7 @@ class FleetBroker(Broker):
         self.index = SubscriptionIndex()
         self.outboxes: dict[str, Outbox] = {}
         self.writers: dict[str, WriterAdapter] = {}
+        self.expiry = SessionExpiry(limits.session_expiry)
         metrics.sessions = lambda: len(self._sessions)
         metrics.subscriptions = lambda: len(self.index)
 
@@ -143,6 +147,7 @@ class FleetBroker(Broker):
     async def _adopt_session(self, incoming: Session) -> Session:
         """The session this (authenticated) connection continues or starts."""
         client_id = incoming.client_id
+        self.expiry.forget(client_id)
         existing = self._sessions.get(client_id)
         if existing is not None and existing[0].transitions.is_connected():
             await self._take_over(client_id, existing[1])
@@ -191,6 +196,34 @@ class FleetBroker(Broker):
             BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id, client_session=session)
         if session.clean_session:
             await self._cleanup_session(client_id)
+        else:
+            self.expiry.disconnected(client_id, time.monotonic())
+
+    async def _session_monitor(self) -> None:
+        """Override: amqtt 0.12.1 scans every session twice a second for
+        expired ones (2 % of a core with 10,000 agents idle). Clean sessions
+        are dropped at disconnect (``_end_connection``); stored ones expire
+        through ``broker.expiry``, which looks at the expired ones only."""
+        while True:
+            await asyncio.sleep(_EXPIRY_INTERVAL)
+            await self.expire_sessions(time.monotonic())
+
+    async def expire_sessions(self, now: float) -> int:
+        """Drop the sessions offline for ``limits.session_expiry``."""
+        expired = 0
+        for client_id in self.expiry.due(now):
+            entry = self._sessions.get(client_id)
+            if entry is None or entry[0].transitions.is_connected():
+                continue  # gone already, or back (forget() came first)
+            event(log, "session_expired", client=client_id)
+            await self._cleanup_session(client_id)
+            expired += 1
+        return expired
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        """Forget the session, and its expiry."""
+        self.expiry.forget(client_id)
+        await super()._cleanup_session(client_id)
 
     async def _del_all_subscriptions(self, session: Session) -> None:
         """Override: stock amqtt scans every filter of every client to drop one

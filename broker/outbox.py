@@ -40,7 +40,9 @@ class Outbox:
         self._max_inflight = max_inflight
         self._max_queued = max_queued
         self._inflight: OrderedDict[int, Outgoing] = OrderedDict()
-        self._queued: deque[Outgoing] = deque()
+        # Created on the first queued message: an empty deque is 760 B, and
+        # most agents never have a message waiting.
+        self._queued: deque[Outgoing] | None = None
         self._next_id = 0
         self.dropped = 0
 
@@ -52,7 +54,7 @@ class Outbox:
     @property
     def queued(self) -> int:
         """Messages waiting for a window slot or a connection."""
-        return len(self._queued)
+        return len(self._queued) if self._queued is not None else 0
 
     def offer(self, message: Outgoing, *, connected: bool) -> tuple[list[Send], Outgoing | None]:
         """Accept a message. Returns what to send now, and the message dropped
@@ -61,6 +63,8 @@ class Outbox:
             # QoS 0 is never stored for an offline client (MQTT 3.1.1 section 3.1.2.4).
             return ([Send(message, None)] if connected else []), None
         dropped = None
+        if self._queued is None:
+            self._queued = deque()
         if len(self._queued) >= self._max_queued:
             dropped = self._queued.popleft()
             self.dropped += 1
