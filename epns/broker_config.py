@@ -19,9 +19,12 @@ class ListenerSettings:
     """One listening socket. ``mqtts`` is MQTT over TLS; ``wss`` is MQTT over
     secure WebSocket, for networks where only HTTPS passes."""
 
+    # TCP port; 0 takes a free one and logs it in the ready line.
     port: int
     host: str = "0.0.0.0"  # noqa: S104 - a broker listens for the fleet
+    # mqtts (MQTT over TLS) or wss (MQTT over secure WebSocket).
     transport: Literal["mqtts", "wss"] = "mqtts"
+    # A disabled listener is not opened.
     enabled: bool = True
 
     def __post_init__(self) -> None:
@@ -49,8 +52,11 @@ class ListenersSettings:
 class TLSSettings:
     """The broker's certificate and the fleet CA that client certificates chain to."""
 
+    # The broker's certificate chain (PEM), presented to every client.
     cert: Path = Path("certs/broker.crt")
+    # Its private key (PEM).
     key: Path = Path("certs/broker.key")
+    # The fleet CA: client certificates must chain to it.
     ca: Path = Path("certs/ca.crt")
 
 
@@ -60,6 +66,7 @@ class IdentitySettings:
 
     # The server's Ed25519 public key: verifies agent tokens. Empty disables tokens.
     server_public_key: Path | None = Path("certs/signing.pub")
+    # agent:ID, serial:HEX and token:ID lines (the server appends to it); empty: none.
     revocation_file: Path | None = Path("certs/revoked.txt")
     # How often the revocation file is re-read, and revoked sessions closed.
     revocation_check_interval: float = 2.0
@@ -69,18 +76,25 @@ class IdentitySettings:
 class LimitSettings:
     """Protection for the fleet's one shared machine."""
 
+    # Connections beyond this are closed at once; keep it under the open-file limit.
     max_connections: int = 19_000
     # Admission: new TCP connections per second, with a burst; excess is closed
     # before any TLS work, which is what absorbs a reconnect storm.
     connect_rate: float = 1_000.0
     connect_burst: int = 500
+    # Seconds from the TCP accept to a complete CONNECT; then the socket is closed.
     connect_timeout: float = 10.0
+    # Seconds the TLS handshake may take.
     tls_handshake_timeout: float = 10.0
+    # A client silent for this many times its keep-alive is dropped (MQTT says 1.5).
     keepalive_factor: float = 1.5
     # A client that asks for keep-alive 0 (none) gets this as its idle limit.
     max_idle: float = 3_600.0
+    # Larger packets close the connection.
     max_packet_size: int = 65_536
+    # Unacknowledged QoS 1 messages per client.
     max_inflight: int = 32
+    # Messages queued per client (offline or over max_inflight); the oldest is dropped.
     max_queued: int = 1_000
     # A persistent session (an offline agent's queue) is kept this long.
     session_expiry: float = 7 * 86_400.0
@@ -102,8 +116,11 @@ class LimitSettings:
 class MetricsSettings:
     """Prometheus text metrics over plain HTTP; keep it on a private address."""
 
+    # Serve /metrics at all.
     enabled: bool = True
+    # Plain HTTP: a loopback or private address.
     host: str = "127.0.0.1"
+    # 0 takes a free one and logs it.
     port: int = 9883
 
 
