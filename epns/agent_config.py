@@ -23,11 +23,15 @@ ENV_PREFIX = "EPNS_AGENT_"
 class IdentitySettings:
     """Who the agent is: a client certificate (CN = agent id) or a token."""
 
+    # Required: the agent's id, its MQTT client id and its certificate's CN.
     agent_id: str = ""
+    # The client certificate (PEM); unset for a token identity.
     cert: Path | None = Path("certs/agent.crt")
+    # Its private key (PEM).
     key: Path | None = Path("certs/agent.key")
     # A token signed by the server, for networks whose proxy breaks mTLS.
     token_file: Path | None = None
+    # Groups whose fan-out commands it takes.
     groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -46,11 +50,13 @@ class IdentitySettings:
 class BrokerEndpoint:
     """Where the broker is, and what the agent pins."""
 
+    # The broker's name, as its certificate says it.
     host: str = "localhost"
     # Tried in this order on every route: the primary port, then the fallback.
     ports: tuple[int, ...] = (8883, 443)
     # MQTT over secure WebSocket, tried last, e.g. "wss://push.example.com:8443/mqtt".
     websocket_url: str | None = None
+    # The fleet CA the broker's certificate must chain to.
     ca: Path = Path("certs/ca.crt")
     # The server's Ed25519 public key: every command must carry its signature.
     server_public_key: Path = Path("certs/signing.pub")
@@ -71,10 +77,14 @@ class ProxySettings:
     (``http://user:secret@proxy:3128``); ``use_env`` takes ``HTTPS_PROXY`` and
     ``NO_PROXY`` when no url is set."""
 
+    # http://[user:secret@]host:port; unset: HTTPS_PROXY (use_env).
     url: str | None = None
+    # Proxy credentials, when the url does not carry them.
     username: str | None = None
     password: str | None = None
+    # Take HTTPS_PROXY and NO_PROXY when url is unset.
     use_env: bool = True
+    # Hosts reached without the proxy (NO_PROXY adds to them).
     no_proxy: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -87,9 +97,13 @@ class TimeoutSettings:
     """Every step of a connection attempt is bounded, so a firewall that drops
     packets silently costs seconds, not minutes."""
 
+    # Seconds for the TCP connection (to the broker or proxy).
     tcp_connect: float = 5.0
+    # Seconds for the proxy's answer to CONNECT.
     proxy_connect: float = 8.0
+    # Seconds for the TLS handshake.
     tls_handshake: float = 8.0
+    # Seconds from MQTT CONNECT to CONNACK.
     connack: float = 8.0
 
     def __post_init__(self) -> None:
@@ -103,9 +117,13 @@ class KeepaliveSettings:
     """MQTT keep-alive per kind of route (seconds). Port 443 and proxies sit
     behind middleboxes that cut idle flows, so they get shorter ones."""
 
+    # Direct to the first of broker.ports.
     primary: int = 300
+    # Direct to a later port (443).
     fallback: int = 120
+    # Through the HTTP proxy.
     proxy: int = 60
+    # Over broker.websocket_url.
     websocket: int = 60
 
     def __post_init__(self) -> None:
@@ -118,8 +136,11 @@ class KeepaliveSettings:
 class ReconnectSettings:
     """Exponential backoff with full jitter; reset once a connection has lasted."""
 
+    # Seconds: the first delay's upper bound.
     base: float = 1.0
+    # Seconds: the longest delay.
     cap: float = 120.0
+    # Seconds a connection must last to reset the backoff.
     stable_after: float = 60.0
 
     def __post_init__(self) -> None:
@@ -133,19 +154,28 @@ class SyncSettings:
     GETs the server's (when ``fetch`` is on); ``command`` runs a program;
     ``entry_point`` calls ``module:function``."""
 
+    # What a sync does: see the section's text.
     action: Literal["http", "command", "entry_point"] = "http"
+    # The management server, https://HOST:PORT (action = http).
     url: str | None = None
+    # After the POST, GET the server's changes (tasks, hints).
     fetch: bool = False
+    # The body of the HTTP exchange.
     format: Literal["json", "xml"] = "json"
+    # Seconds between periodic syncs; a wake-up syncs at once.
     interval: float = 600.0
     # After a failed sync, retry after uniform(0, retry_base * 2**n) s (n failed
     # syncs before), at least 1 s, at most the interval; a success resets n.
     retry_base: float = 15.0
+    # Seconds a whole sync may take.
     timeout: float = 30.0
     # 429/503 answers are retried after Retry-After (plus jitter), this many times.
     max_retries: int = 5
+    # The longest Retry-After obeyed (seconds).
     max_retry_after: float = 300.0
+    # The program and its arguments (action = command).
     command: tuple[str, ...] = ()
+    # module:function (action = entry_point).
     entry_point: str | None = None
     # The server's CA; the broker's CA when unset.
     ca: Path | None = None
@@ -170,8 +200,11 @@ class SyncSettings:
 class WolSettings:
     """How a Wake-on-LAN relay sends: to each address, on each port, repeated."""
 
+    # UDP ports each magic packet goes to.
     ports: tuple[int, ...] = (7, 9)
+    # How many times each packet is sent.
     repeat: int = 3
+    # Seconds between the repeats.
     spacing: float = 0.1
 
     def __post_init__(self) -> None:
@@ -193,6 +226,7 @@ class AgentSettings:
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     wol: WolSettings = field(default_factory=WolSettings)
+    # The last working route, the server's hints, status.json (agent_push/state.py).
     state_dir: Path = Path("state")
     log: LogSettings = field(default_factory=LogSettings)
 
