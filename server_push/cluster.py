@@ -66,8 +66,8 @@ class Cluster:
             while True:
                 try:
                     await self._membership(lead)
-                except (SQLAlchemyError, OSError, TimeoutError) as exc:
-                    event(log, "cluster_link_down", logging.WARNING, error=str(exc))
+                except Exception as exc:  # asyncpg's own errors too: the election must go on
+                    event(log, "cluster_link_down", logging.WARNING, error=repr(exc))
                 await asyncio.sleep(self._settings.elect_interval)
         finally:
             sender.cancel()
