@@ -214,7 +214,8 @@ def test_scale_has_three_nats_nodes_two_servers_and_postgres() -> None:
     assert len(servers) == 2
     loaded = [load_server_settings(None, {k: _resolve(str(v)) for k, v in
                                           s["environment"].items()}) for s in servers.values()]
-    assert len({s.mqtt.client_id for s in loaded}) == 2, "one MQTT client id per replica"
+    # leader mode: the one broker session passes from leader to leader.
+    assert len({s.mqtt.client_id for s in loaded}) == 1, "one MQTT session, shared"
     for settings in loaded:
         assert not settings.broker.enabled
         assert settings.cluster.mode == "leader"
