@@ -23,9 +23,13 @@ class HttpSettings:
     one or with a bearer token, admins log in with a password."""
 
     host: str = "0.0.0.0"  # noqa: S104 - agents sync from the whole fleet
+    # 0 takes a free one.
     port: int = 9443
+    # The HTTPS certificate chain (PEM).
     cert: Path = Path("certs/broker.crt")
+    # Its private key (PEM).
     key: Path = Path("certs/broker.key")
+    # Agents' client certificates must chain to it (the fleet CA).
     client_ca: Path = Path("certs/ca.crt")
     # What agents and admins type: goes into agent config bundles and links.
     public_url: str = ""
@@ -41,12 +45,18 @@ class HttpSettings:
 class MqttSettings:
     """How the server reaches the broker, as the server role."""
 
+    # The broker, as its certificate names it.
     host: str = "127.0.0.1"
     port: int = 8883
+    # The CA the broker's certificate must chain to.
     ca: Path = Path("certs/ca.crt")
+    # The server's client certificate (CN and OU epns-server).
     cert: Path = Path("certs/server.crt")
+    # Its private key (PEM).
     key: Path = Path("certs/server.key")
+    # The server's MQTT client id (see [cluster] for replicas).
     client_id: str = "epns-server"
+    # Seconds.
     keepalive: int = 30
     # Other nodes of a clustered broker, "host:port" each: after a failed or
     # lost session the server tries the next address, host:port first.
@@ -76,7 +86,9 @@ def _split_address(address: str) -> tuple[str, int]:
 class EmbeddedBrokerSettings:
     """The all-in-one default: the server starts ``epns-broker`` as a child process."""
 
+    # Run epns-broker as a child process; false with an external broker.
     enabled: bool = True
+    # Its broker.toml; unset: its defaults and EPNS_BROKER_*.
     config: Path | None = None
 
 
@@ -85,8 +97,11 @@ class PkiSettings:
     """The fleet CA (to issue agent certificates), the command signing key and
     the revocation list the broker watches."""
 
+    # ca.crt/key, signing.key/pub, revoked.txt; a dev PKI is made here on first run.
     dir: Path = Path("certs")
+    # Validity of the agent certificates it issues.
     agent_cert_days: float = 825.0
+    # Seconds an agent token it issues is valid.
     token_ttl: float = 365 * 86400.0
 
 
@@ -94,6 +109,7 @@ class PkiSettings:
 class DatabaseSettings:
     """SQLite by default; PostgreSQL with ``postgresql+asyncpg://…``."""
 
+    # A SQLAlchemy URL; a relative SQLite path is relative to the file.
     url: str = "sqlite+aiosqlite:///state/server.db"
 
 
@@ -101,7 +117,9 @@ class DatabaseSettings:
 class WakeupSettings:
     """Limits of the wake-up API."""
 
+    # Seconds a wake-up waits for its agents when not told.
     default_ttl: float = 900.0
+    # The longest TTL a caller may ask for.
     max_ttl: float = 7 * 86400.0
     # Per caller (API token or console user): a bucket of ``burst`` requests
     # that refills at ``per_minute``.
@@ -115,8 +133,11 @@ class WakeupSettings:
 class SyncSettings:
     """Admission control of the agents' sync endpoints."""
 
+    # Largest sync report in bytes; beyond, 413.
     max_body: int = 1024 * 1024
+    # Syncs served at once; the others get 429.
     max_concurrent: int = 64
+    # Retry-After of that 429, in seconds (jittered up to 2x).
     retry_after: float = 10.0
 
 
@@ -124,6 +145,7 @@ class SyncSettings:
 class PresenceSettings:
     """When an online agent whose presence has not been refreshed is shown as stale."""
 
+    # Seconds without presence before an online agent shows as stale.
     stale_after: float = 3 * 300.0 * 1.5
 
 
@@ -135,7 +157,9 @@ class NotificationSettings:
     config (file or environment), which the operator controls, can lower it;
     the tests do."""
 
+    # Seconds between checks for offline agents.
     check_interval: float = 30.0
+    # The floor described above, in seconds.
     min_offline_after: float = 60.0
     # Per webhook POST, and per SMTP step.
     timeout: float = 10.0
@@ -150,8 +174,11 @@ class NotificationSettings:
 class ConsoleSettings:
     """The web console's login and session."""
 
+    # Seconds a console login lasts.
     session_max_age: float = 12 * 3600.0
+    # Failed logins allowed per user name or address within failed_login_window.
     failed_login_limit: int = 5
+    # Seconds.
     failed_login_window: float = 300.0
     # Where the generated admin password and session secret are kept; the
     # password is printed once, when it is made.
@@ -163,6 +190,7 @@ class WolSendSettings:
     """Where the server's own magic packets may go, whatever the settings page
     says: an operator's fence (the page is editable through the API)."""
 
+    # CIDR networks the server's own magic packets may be sent to.
     allowed_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
 
     def __post_init__(self) -> None:
@@ -177,7 +205,9 @@ class BrokerAuthSettings:
     broker logs in with HTTP Basic ``username``/``secret``; an empty secret
     turns the endpoint off (404), so it is never an open password oracle."""
 
+    # The broker's HTTP Basic user name.
     username: str = "broker"
+    # Its password, at least 16 characters; empty turns the endpoint off.
     secret: str = ""
     # Wrong Basic credentials per peer address: a bucket of ``failure_burst``
     # that refills at ``failures_per_minute``; beyond it, 429.
@@ -204,7 +234,9 @@ class ClusterSettings:
     subscription (Mosquitto; not the epns broker); the lock holder still does
     the shared work."""
 
+    # single, leader or shared: see the section's text.
     mode: Literal["single", "leader", "shared"] = "single"
+    # The $share group name (mode = shared).
     share_group: str = "epns-server"
     # How often a replica tries for the lock, and the leader checks it still holds it.
     elect_interval: float = 2.0
