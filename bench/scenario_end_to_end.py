@@ -308,6 +308,7 @@ class CpuMeter:
     pids: dict[str, int]
     start: dict[str, float] = field(default_factory=dict)
     began: float = 0.0
+    processes: dict[int, tuple[str, float]] = field(default_factory=dict)
 
     def _read(self) -> dict[str, float]:
         values = {name: proc_cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -317,16 +318,37 @@ class CpuMeter:
         values["steal"] = steal
         return values
 
-    def begin(self) -> None:
-        """Start counting."""
+    def begin(self, *, others: bool = False) -> None:
+        """Start counting (and note every process's CPU, if ``others``)."""
+        self.processes = every_process() if others else {}
         self.began, self.start = time.monotonic(), self._read()
 
-    def end(self) -> dict[str, float]:
-        """CPU seconds used since ``begin``, per process, and the wall time."""
+    def end(self) -> dict[str, Any]:
+        """CPU seconds used since ``begin``, per process, and the wall time;
+        with ``others`` at begin, the busiest other processes too."""
         now = self._read()
-        used = {name: round(now[name] - self.start[name], 2) for name in now}
+        used: dict[str, Any] = {name: round(now[name] - self.start[name], 2) for name in now}
         used["wall"] = round(time.monotonic() - self.began, 2)
+        if self.processes:
+            ours = {*self.pids.values(), os.getpid()}
+            later = every_process()
+            busiest = sorted(((later[pid][1] - cpu, name) for pid, (name, cpu)
+                              in self.processes.items() if pid in later and pid not in ours),
+                             reverse=True)[:5]
+            used["busiest_others"] = [f"{name}: {cpu:.1f} s" for cpu, name in busiest]
         return used
+
+
+def every_process() -> dict[int, tuple[str, float]]:
+    """Every process's command line (shortened) and CPU seconds so far."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                name = " ".join(a.decode(errors="replace") for a in argv[:4])[:100]
+                found[int(entry.name)] = (name, proc_cpu_seconds(int(entry.name)))
+    return found
 
 
 def settle(meter: CpuMeter, idle_pct: float = 5.0) -> float:
@@ -365,7 +387,7 @@ def wakeup_view(api: httpx.Client, wakeup_id: str) -> dict[str, Any]:
 
 def summarize(sent: dict[str, tuple[float, float]], targets: int,
               syncs: list[dict[str, Any]], views: dict[str, dict[str, Any]],
-              cpu: dict[str, float]) -> dict[str, Any]:
+              cpu: dict[str, Any]) -> dict[str, Any]:
     """The figures of one phase. ``sent`` maps wake-up id -> (monotonic, wall)
     time the API call was sent; ``syncs`` are the agents' records."""
     received, post_sent, post_answered, satisfied = [], [], [], []
@@ -438,7 +460,7 @@ def phase_all(agents: Agents, api: httpx.Client, meter: CpuMeter, count: int
               ) -> dict[str, Any]:
     """(a) One wake-up of every agent."""
     first = len(agents.syncs)
-    meter.begin()
+    meter.begin(others=True)
     sent_at, wall = time.monotonic(), time.time()
     answer = api.post("/api/v1/wakeups", json={"all": True})
     answered = time.monotonic() - sent_at
@@ -462,7 +484,7 @@ def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list
     """(b) One wake-up per agent in ``names``, at STREAM_RATE per second."""
     first = len(agents.syncs)
     sent: dict[str, tuple[float, float]] = {}
-    meter.begin()
+    meter.begin(others=True)
     began = time.monotonic()
     api_ms = []
     for index, name in enumerate(names):
@@ -583,6 +605,8 @@ def metrics_of(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             for q in ("p50", "p99", "max"):
                 add(f"{label}: {words} {q}", "ms",
                     lambda r, k=key, f=figure, q=q: r[k][f][q])
+        add(f"{label}: API call answered" + (" p50" if key == "stream" else ""), "ms",
+            lambda r, k=key: r[k]["api_call_ms"] if k == "wake_all" else r[k]["api_call_ms"]["p50"])
         add(f"{label}: time to all satisfied", "s",
             lambda r, k=key: r[k]["time_to_all_satisfied_s"])
         add(f"{label}: satisfied / targets", "ratio",
