@@ -4,6 +4,7 @@
     epns-certs agent AGENT_ID [--dir certs]            a client certificate for one agent
     epns-certs token AGENT_ID [--dir certs] [--ttl S]  a signed token (prints it)
     epns-certs revoke AGENT_ID [--dir certs]           add the agent to the revocation list
+    epns-certs nats-accounts [AGENT_ID ...] [--file F] the fleet as a NATS accounts block
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from epns import pki, tokens
+from epns import nats_config, pki, tokens
 from epns.errors import EPNSError
 
 
@@ -57,6 +58,14 @@ def _cmd_revoke(args: argparse.Namespace) -> None:
     _say(f"{args.agent_id} added to {path}")
 
 
+def _cmd_nats_accounts(args: argparse.Namespace) -> None:
+    ids = list(args.agent_ids)
+    if args.file is not None:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        ids += [line.strip() for line in text.splitlines() if line.strip()]
+    sys.stdout.write(nats_config.render_accounts(ids))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``epns-certs``."""
     parser = argparse.ArgumentParser(prog="epns-certs", description=__doc__.splitlines()[0])
@@ -74,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "token":
             command.add_argument("--ttl", type=float, default=365 * 86400.0,
                                  help="validity in seconds")
+    nats = sub.add_parser("nats-accounts", help="print the NATS accounts block (users and "
+                          "permissions) for these agents and the server")
+    nats.add_argument("agent_ids", nargs="*", metavar="AGENT_ID")
+    nats.add_argument("--file", help="more agent ids, one a line ('-' reads stdin)")
+    nats.set_defaults(run=_cmd_nats_accounts)
     args = parser.parse_args(argv)
     try:
         args.run(args)

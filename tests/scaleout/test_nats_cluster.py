@@ -259,3 +259,20 @@ def _nats_login(port: int, user: str) -> str:
         connect = json.dumps({"verbose": False, "pedantic": False, "user": user})
         sock.sendall(f"CONNECT {connect}\r\nPING\r\n".encode())
         return sock.recv(4096).decode()
+
+
+def test_a_revoked_agent_is_shut_out_by_a_reload(nats: NatsStack) -> None:
+    """Revoking on NATS: the agent's user leaves the accounts block and every
+    node reloads (SIGHUP); its connection is closed and it cannot come back."""
+    certs = nats.stack.pki
+    ca = pki.Pair(certs / pki.CA_CERT, certs / pki.CA_KEY)
+    pki.create_client_cert(ca, pki.agent_pair(certs, "a1"), "a1")
+    agent = clients.connect(nats.cluster.mqtt_ports[1], certs, "a1",
+                            cert=clients.agent_files(certs, "a1"), clean=False)
+    assert agent.subscribe(topics.agent_cmd("a1")) == [1]
+    nats.cluster.reload([a for a in AGENTS if a != "a1"])
+    agent.disconnects.get(timeout=10)
+    agent.close()
+    for port in nats.cluster.mqtt_ports:
+        clients.connect(port, certs, "a1", cert=clients.agent_files(certs, "a1"),
+                        expect_rc=5).close()

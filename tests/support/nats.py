@@ -79,6 +79,24 @@ class NatsCluster:
     """Three nodes; ``mqtt_ports`` in node order."""
 
     nodes: list[NatsNode]
+    pki_dir: Path
+    work: Path
+
+    def write_configs(self, agent_ids: Iterable[str]) -> None:
+        """Every node's config, with the accounts of ``agent_ids``."""
+        accounts = nats_config.render_accounts(agent_ids)
+        for node in self.nodes:
+            store = self.work / f"{node.name}-js"
+            store.mkdir(parents=True, exist_ok=True)
+            peers = [p for p in self.nodes if p is not node]
+            node.config.write_text(render_node(node, peers, self.pki_dir, store, accounts))
+
+    def reload(self, agent_ids: Iterable[str]) -> None:
+        """New accounts for the fleet, applied by SIGHUP, as an operator would."""
+        self.write_configs(agent_ids)
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.send_signal(signal.SIGHUP)
 
     @property
     def mqtt_ports(self) -> list[int]:
@@ -149,15 +167,11 @@ mqtt {{
 
 def start_cluster(pki_dir: Path, work: Path, agent_ids: Iterable[str]) -> NatsCluster:
     """Write the configs of three nodes for ``agent_ids`` and start them."""
-    accounts = nats_config.render_accounts(agent_ids)
+    work.mkdir(parents=True, exist_ok=True)
     nodes = [NatsNode(f"n{i}", free_port(), free_port(), free_port(), free_port(),
                       work / f"n{i}.conf") for i in (1, 2, 3)]
-    for node in nodes:
-        store = work / f"{node.name}-js"
-        store.mkdir(parents=True, exist_ok=True)
-        peers = [p for p in nodes if p is not node]
-        node.config.write_text(render_node(node, peers, pki_dir, store, accounts))
-    cluster = NatsCluster(nodes)
+    cluster = NatsCluster(nodes, pki_dir, work)
+    cluster.write_configs(agent_ids)
     for node in nodes:
         node.start()
     try:
