@@ -9,19 +9,32 @@ behaves like a real agent on (re)connect:
 1. TCP + TLS to the broker, verifying the broker against the fleet CA;
 2. CONNECT: client id = agent id, clean session off, keep-alive 300 s, a
    retained QoS 1 will on ``epns/v1/agents/<id>/presence`` saying "offline";
-3. after CONNACK 0, SUBSCRIBE QoS 1 to ``epns/v1/agents/<id>/cmd``;
-4. done when the SUBACK grants the subscription.
+3. after CONNACK 0, SUBSCRIBE QoS 1 to ``epns/v1/agents/<id>/cmd`` (with
+   ``--fanout`` also to ``epns/v1/all/cmd``, as the real agent does);
+4. done when the SUBACK grants the subscriptions.
 
 At most ``--concurrency`` agents are between step 1 and 4 at any time. Then
-all connections stay idle for ``--hold`` seconds (or until SIGTERM/SIGINT),
-sending nothing but PINGREQ when keep-alive requires it, and finally send
-DISCONNECT and close.
+all connections stay idle for ``--hold`` seconds (or until SIGTERM/SIGINT,
+or the ``end`` command), sending nothing but PINGREQ when keep-alive requires
+it and PUBACK for each QoS 1 PUBLISH, and finally send DISCONNECT and close.
+A PUBLISH whose payload is a benchmark wake-up (``wake_payload``) is recorded
+with its receive latency: receive time minus the send time in the payload.
+
+With ``--reconnect`` an agent that loses its connection reconnects as the
+real agent does: ``agent_push.backoff.Backoff`` with the agent's defaults
+decides each wait, for at most ``--reconnect-cap`` seconds.
+
+With ``--control``, commands on stdin while holding, each answered by one event:
+``wait KIND COUNT TIMEOUT`` (KIND ``fanout`` or ``agent``) -> ``receipts``,
+the latencies once COUNT wake-ups of that kind arrived; ``back COUNT
+TIMEOUT`` -> ``back``, when each lost agent was lost and came back; ``end``.
 
 Output is JSON lines on stdout: ``{"event": "prepared"}`` once the TLS
 contexts are built, ``{"event": "connected", ...}`` when every agent has
-connected or failed, and last ``{"event": "report", ...}`` with everything.
-Progress goes to stderr. Everything is bounded: per-agent timeout, a cap on
-the whole connect phase, a cap on the hold.
+connected or failed, the answers to commands, and last
+``{"event": "report", ...}`` with everything. Progress goes to stderr.
+Everything is bounded: per-agent timeout, a cap on the whole connect phase,
+a cap on the hold, a cap on reconnecting.
 
     python bench/loadgen.py --port 8883 --count 2000 --hold 10
 """

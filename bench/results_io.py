@@ -99,3 +99,17 @@ def ratio(a: Any, b: Any) -> str:
 def mib(kib: Any) -> float | None:
     """KiB to MiB, None when not measured."""
     return kib / 1024 if isinstance(kib, int | float) else None
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float] | None:
+    """p50/p90/p99/max of durations in seconds, in milliseconds (nearest
+    rank), or None if there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    return {k: round(v * 1000, 2) for k, v in
+            (("p50", rank(0.50)), ("p90", rank(0.90)), ("p99", rank(0.99)), ("max", ordered[-1]))}
