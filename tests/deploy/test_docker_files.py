@@ -202,6 +202,10 @@ def test_all_in_one_publishes_the_three_ports() -> None:
     assert published == {8883, 443, 9443}
     assert load_server_settings(None, {}).broker.enabled, "the embedded broker is the default"
     assert any(str(v).endswith(":/var/lib/epns") for v in service["volumes"])
+    # The first start's PKI names the container's host name: the public one.
+    env = {k: _resolve(str(v)) for k, v in service["environment"].items()}
+    host = _resolve(service["hostname"])
+    assert load_server_settings(None, env).http.public_url == f"https://{host}:9443"
 
 
 def test_scale_has_three_nats_nodes_two_servers_and_postgres() -> None:
