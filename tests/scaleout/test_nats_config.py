@@ -4,10 +4,11 @@ broker address list."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from epns import nats_config
+from epns import certs_cli, nats_config
 from epns.errors import ConfigError, EPNSError
 from epns.server_config import load_server_settings
 
@@ -55,3 +56,15 @@ def test_the_server_tries_its_fallback_brokers_after_the_first() -> None:
 def test_a_fallback_must_be_host_and_port(address: str) -> None:
     with pytest.raises(ConfigError, match="fallbacks"):
         load_server_settings(None, {"EPNS_SERVER_MQTT__FALLBACKS": address})
+
+
+def test_epns_certs_prints_the_block_for_ids_given_and_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "agents.txt"
+    listing.write_text("b2\n\n  c3  \n")
+    assert certs_cli.main(["nats-accounts", "a1", "--file", str(listing)]) == 0
+    users = _accounts(capsys.readouterr().out)[nats_config.ACCOUNT]["users"]  # type: ignore[index]
+    assert [u["user"] for u in users] == ["OU=epns-server,CN=epns-server", "OU=epns-agent,CN=a1",
+                                          "OU=epns-agent,CN=b2", "OU=epns-agent,CN=c3"]
+    assert certs_cli.main(["nats-accounts", "a.1"]) == 2
+    assert "'.'" in capsys.readouterr().err
