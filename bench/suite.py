@@ -50,10 +50,10 @@ README = BENCH / "README.md"
 PLOTS = BENCH / "plots"
 START, END = "<!-- suite:start -->", "<!-- suite:end -->"
 SCENARIOS = ("hold", "accept", "wakeups", "storm", "end_to_end", "agent")
-FULL = {"hold": [2_000, 10_000, 19_000], "accept": [2_000, 10_000], "load": 10_000,
-        "storm": 10_000, "agent_s": 600.0, "hold_s": 10.0}
-QUICK = {"hold": [500, 2_000], "accept": [500, 2_000], "load": 2_000, "storm": 2_000,
-         "agent_s": 120.0, "hold_s": 5.0}
+FULL: dict[str, Any] = {"hold": [2_000, 10_000, 19_000], "accept": [2_000, 10_000],
+                        "load": 10_000, "storm": 10_000, "agent_s": 600.0, "hold_s": 10.0}
+QUICK: dict[str, Any] = {"hold": [500, 2_000], "accept": [500, 2_000], "load": 2_000,
+                         "storm": 2_000, "agent_s": 120.0, "hold_s": 5.0}
 
 
 def log(message: str) -> None:

@@ -97,7 +97,8 @@ def accept_scenario(raws: list[Raw], sizes: list[int], command: str) -> dict[str
 
 
 def _wake(run: Raw, phase: str) -> Raw:
-    return run["wakeups"][phase]
+    phase_result: Raw = run["wakeups"][phase]
+    return phase_result
 
 
 def wakeup_scenarios(raws: list[Raw], n: int, command: str) -> list[dict[str, Any]]:
