@@ -61,6 +61,12 @@ def amqtt_config(settings: BrokerSettings, revocations: RevocationFile,
 async def start(settings: BrokerSettings) -> RunningBroker:
     """Start everything; raises ConfigError for unusable settings or files."""
     context = tls.server_context(settings.tls.cert, settings.tls.key, settings.tls.ca)
+    # No TLS 1.3 session tickets. OpenSSL sends two after every handshake
+    # (Python's default), about a fifth of the broker's CPU per connect
+    # (bench/README.md, "Broker tuning for issue 6"), for nothing: agents (paho
+    # on Python's ssl) never resume a session, and a restarted broker could not
+    # read its predecessor's tickets anyway.
+    context.num_tickets = 0
     token_key = None
     if settings.identity.server_public_key is not None:
         try:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -28,6 +30,8 @@ from broker.session import FleetSession
 from epns.broker_config import BrokerSettings
 from epns.identity import identity_from_certificate
 from epns.pki import agent_pair, create_client_cert, init_dev_pki
+from tests.support.clients import RawClient, connect_packet
+from tests.support.processes import BrokerProcess
 
 
 def _tasks_made(work: Callable[[], Awaitable[Any]],
@@ -131,3 +135,19 @@ def test_an_idle_connection_is_one_reader_task() -> None:
     """amqtt 0.12.1 wraps each read in wait_for(keep-alive): a second task."""
     assert _idle_tasks(FleetHandler, FleetSession()) == 1
     assert _idle_tasks(BrokerProtocolHandler, Session()) == 2
+
+
+@pytest.mark.stock_amqtt_defect("two TLS session tickets per connect that no agent uses")
+def test_no_tls_session_tickets_are_sent(hardened_broker: BrokerProcess, pki_dir: Path,
+                                          agent_ids: Callable[[int], list[str]]) -> None:
+    """OpenSSL's default: two TLS 1.3 tickets after each handshake, about a
+    fifth of the broker's CPU per connect, for resumptions that never come."""
+    agent_id, = agent_ids(1)
+    client = RawClient(hardened_broker.port, pki_dir, agent_id)
+    client.send(connect_packet(agent_id))
+    assert client.read_packet()[0] == 2  # CONNACK: the tickets, if any, came before
+    assert client.sock.version() == "TLSv1.3"
+    session = client.sock.session
+    assert session is not None
+    assert not session.has_ticket
+    client.close()
