@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from epns import tls
 from epns.errors import BrokerUnavailable
@@ -81,7 +82,12 @@ class BrokerLink:
             tls_context=context, keepalive=settings.keepalive, timeout=PUBLISH_TIMEOUT,
         ) as client:
             for topic in self._subscriptions:
-                await client.subscribe(topic, qos=1)
+                granted = await client.subscribe(topic, qos=1)
+                if any(_refused(code) for code in granted):
+                    # A NATS node answers 0x80 while JetStream re-elects after a
+                    # node died: a session without its subscriptions would be
+                    # deaf, so this one ends and the next address is tried.
+                    raise aiomqtt.MqttError(f"the broker refused the subscription {topic}")
             self._client = client
             self.connected.set()
             event(log, "broker_link_up", broker=self._address())
@@ -104,3 +110,8 @@ class BrokerLink:
             await client.publish(topic, payload, qos=1, timeout=PUBLISH_TIMEOUT)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"publish to {topic} failed: {exc}") from exc
+
+
+def _refused(code: int | ReasonCode) -> bool:
+    """A SUBACK return code of failure (0x80 in MQTT 3.1.1)."""
+    return (code.value if isinstance(code, ReasonCode) else code) >= 0x80

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from epns import pki, topics
+from epns import nats_config, pki, topics
 from epns.envelope import PresenceState, decode_presence
 from tests.server.conftest import Stack
 from tests.support import clients
@@ -202,7 +202,12 @@ def test_the_server_follows_its_node_dying(nats: NatsStack) -> None:
     # new subscriber on a surviving node gets both, flagged retained.
     probe = clients.connect(nats.cluster.mqtt_ports[2], stack.pki, "probe",
                             cert=(stack.pki / pki.SERVER_CERT, stack.pki / pki.SERVER_KEY))
-    assert probe.subscribe("epns/v1/agents/+/presence") == [1]
+    # Until JetStream has re-elected what the dead node led, a QoS 1
+    # SUBSCRIBE may be refused (0x80): the probe asks again.
+    deadline = time.monotonic() + 20
+    while probe.subscribe("epns/v1/agents/+/presence") != [1]:
+        assert time.monotonic() < deadline, "the subscription is still refused"
+        time.sleep(0.5)
     births = {probe.expect(timeout=10) for _ in agents}
     assert {b.topic for b in births} == {topics.agent_presence(a) for a in ("a1", "a2")}
     assert all(b.retain for b in births)
@@ -276,3 +281,30 @@ def test_a_revoked_agent_is_shut_out_by_a_reload(nats: NatsStack) -> None:
     for port in nats.cluster.mqtt_ports:
         clients.connect(port, certs, "a1", cert=clients.agent_files(certs, "a1"),
                         expect_rc=5).close()
+
+
+def test_a_refused_subscription_ends_the_servers_session(tmp_path: Path) -> None:
+    """A session whose SUBSCRIBE the broker refused would be deaf (a NATS node
+    refuses while JetStream re-elects after a node died): the server drops it
+    and tries again until the subscriptions are granted. Here the refusal is
+    made by permissions, then lifted by a reload."""
+    certs = tmp_path / "pki"
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+    granted = nats_config.render_accounts(AGENTS)
+    deaf = granted.replace('"epns.v1.agents.*.evt",', "")
+    assert deaf != granted
+    cluster = start_cluster(certs, tmp_path / "nats", AGENTS, accounts=deaf)
+    work = tmp_path / "server"
+    work.mkdir()
+    server = start_server(certs, work, cluster.mqtt_ports[0],
+                          **_server_overrides(cluster, 0))
+    try:
+        server.log_contains(r"broker_link_down .*refused the subscription epns/v1/agents/\+/evt",
+                            timeout=20)
+        assert not any("broker_link_up" in line for line in server.lines)
+        mark = len(server.lines)
+        cluster.reload(AGENTS, accounts=granted)
+        server.log_contains(r"broker_link_up", after=mark, timeout=40)
+    finally:
+        server.stop()
+        cluster.stop()

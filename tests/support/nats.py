@@ -82,18 +82,18 @@ class NatsCluster:
     pki_dir: Path
     work: Path
 
-    def write_configs(self, agent_ids: Iterable[str]) -> None:
-        """Every node's config, with the accounts of ``agent_ids``."""
-        accounts = nats_config.render_accounts(agent_ids)
+    def write_configs(self, agent_ids: Iterable[str], accounts: str | None = None) -> None:
+        """Every node's config, with the accounts of ``agent_ids`` (or ``accounts``)."""
+        accounts = accounts or nats_config.render_accounts(agent_ids)
         for node in self.nodes:
             store = self.work / f"{node.name}-js"
             store.mkdir(parents=True, exist_ok=True)
             peers = [p for p in self.nodes if p is not node]
             node.config.write_text(render_node(node, peers, self.pki_dir, store, accounts))
 
-    def reload(self, agent_ids: Iterable[str]) -> None:
+    def reload(self, agent_ids: Iterable[str], accounts: str | None = None) -> None:
         """New accounts for the fleet, applied by SIGHUP, as an operator would."""
-        self.write_configs(agent_ids)
+        self.write_configs(agent_ids, accounts)
         for node in self.nodes:
             if node.process is not None:
                 node.process.send_signal(signal.SIGHUP)
@@ -165,13 +165,15 @@ mqtt {{
 {accounts}"""
 
 
-def start_cluster(pki_dir: Path, work: Path, agent_ids: Iterable[str]) -> NatsCluster:
-    """Write the configs of three nodes for ``agent_ids`` and start them."""
+def start_cluster(pki_dir: Path, work: Path, agent_ids: Iterable[str],
+                  accounts: str | None = None) -> NatsCluster:
+    """Write the configs of three nodes for ``agent_ids`` (or with
+    ``accounts`` as the accounts block) and start them."""
     work.mkdir(parents=True, exist_ok=True)
     nodes = [NatsNode(f"n{i}", free_port(), free_port(), free_port(), free_port(),
                       work / f"n{i}.conf") for i in (1, 2, 3)]
     cluster = NatsCluster(nodes, pki_dir, work)
-    cluster.write_configs(agent_ids)
+    cluster.write_configs(agent_ids, accounts)
     for node in nodes:
         node.start()
     try:
