@@ -308,7 +308,8 @@ class CpuMeter:
     pids: dict[str, int]
     start: dict[str, float] = field(default_factory=dict)
     began: float = 0.0
-    processes: dict[int, tuple[str, float]] = field(default_factory=dict)
+    processes: dict[int, tuple[str, float, float]] = field(default_factory=dict)
+    uptime: float = 0.0
 
     def _read(self) -> dict[str, float]:
         values = {name: proc_cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -321,6 +322,7 @@ class CpuMeter:
     def begin(self, *, others: bool = False) -> None:
         """Start counting (and note every process's CPU, if ``others``)."""
         self.processes = every_process() if others else {}
+        self.uptime = float(Path("/proc/uptime").read_text().split()[0])
         self.began, self.start = time.monotonic(), self._read()
 
     def end(self) -> dict[str, Any]:
@@ -333,18 +335,20 @@ class CpuMeter:
             ours = {*self.pids.values(), os.getpid()}
             later = every_process()
             before = self.processes
+            # A process missing from ``before`` counts only if it started since.
             busiest = sorted(((cpu - (before[pid][1] if pid in before else 0.0), name)
-                              for pid, (name, cpu) in later.items()
-                              if pid not in ours and (name or pid not in before)),
+                              for pid, (name, cpu, started) in later.items()
+                              if pid not in ours and (pid in before or started >= self.uptime)),
                              reverse=True)[:5]
             used["busiest_others"] = [f"{name}: {cpu:.1f} s" for cpu, name in busiest]
         return used
 
 
-def every_process() -> dict[int, tuple[str, float]]:
-    """Every process's command line (shortened) and CPU seconds so far,
-    its reaped children's included: test runs start and end short-lived
-    servers and agents, whose CPU then shows in their parent's."""
+def every_process() -> dict[int, tuple[str, float, float]]:
+    """Every process's command line (shortened), CPU seconds so far (its
+    reaped children's included: test runs start and end short-lived servers
+    and agents, whose CPU then shows in their parent's), and when it started
+    (seconds after boot)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -352,8 +356,9 @@ def every_process() -> dict[int, tuple[str, float]]:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
                 name = " ".join(a.decode(errors="replace") for a in argv[:4])[:100]
                 stat = (entry / "stat").read_text()
-                times = [int(v) for v in stat[stat.rindex(")") + 2:].split()[11:15]]
-                found[int(entry.name)] = (name, sum(times) / CLOCK_TICKS)
+                fields = stat[stat.rindex(")") + 2:].split()
+                found[int(entry.name)] = (name, sum(int(v) for v in fields[11:15]) / CLOCK_TICKS,
+                                          int(fields[19]) / CLOCK_TICKS)
     return found
 
 
