@@ -50,14 +50,18 @@ class Cluster:
         self._settings = settings
         self._on_notice = on_notice
         self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._overflowed = False
         self.replica = uuid.uuid4().hex[:12]
         self.leading = False
 
     def tell(self, notice: dict[str, Any]) -> None:
         """Send ``notice`` to the other replicas, without waiting. When the
-        queue is full it is dropped: the consoles' next notice reloads them."""
-        with contextlib.suppress(asyncio.QueueFull):
+        queue is full it is dropped, and the next batch tells the other
+        replicas' consoles to reload (``resync``), as the bus does locally."""
+        try:
             self._outgoing.put_nowait(notice)
+        except asyncio.QueueFull:
+            self._overflowed = True
 
     async def run(self, lead: Lead) -> None:
         """Listen, try for the lock, and run ``lead()`` while holding it."""
@@ -138,6 +142,9 @@ class Cluster:
             notices = [await self._outgoing.get()]
             while not self._outgoing.empty():
                 notices.append(self._outgoing.get_nowait())
+            if self._overflowed:
+                self._overflowed = False
+                notices.append({"kind": "resync"})
             try:
                 async with self._engine.begin() as connection:
                     for notice in notices:
