@@ -200,22 +200,8 @@ class FleetHandler(BrokerProtocolHandler):
         running: set[asyncio.Task[None]] = set()
         while self.reader is not None:
             try:
-                header = await MQTTFixedHeader.from_stream(self.reader)
-                if header is None:
+                if not await self._read_packet(running):
                     break
-                if header.packet_type in (RESERVED_0, RESERVED_15):
-                    await self.handle_connection_closed()
-                    continue
-                packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
-                await self.plugins_manager.fire_event(
-                    MQTTEvents.PACKET_RECEIVED, packet=packet, session=self.session)
-                if header.packet_type == CONNECT:
-                    await self.handle_connect(cast("ConnectPacket", packet))
-                    continue
-                name = _HANDLERS.get(header.packet_type)
-                if name is not None:
-                    running.add(task := asyncio.create_task(getattr(self, name)(packet)))
-                    task.add_done_callback(running.discard)
             except (MQTTError, NoDataError):
                 continue  # as amqtt: the packet is discarded
             except asyncio.CancelledError:
@@ -227,6 +213,30 @@ class FleetHandler(BrokerProtocolHandler):
             task.cancel()
         await self.handle_connection_closed()
         await self.stop()
+
+    async def _read_packet(self, running: set[asyncio.Task[None]]) -> bool:
+        """Read and dispatch one packet; False at the end of the stream. A
+        method of its own so that the last packet and its task are not kept
+        alive by the loop's locals while the connection idles (1.5 KiB)."""
+        assert self.reader is not None
+        header = await MQTTFixedHeader.from_stream(self.reader)
+        if header is None:
+            return False
+        if header.packet_type in (RESERVED_0, RESERVED_15):
+            await self.handle_connection_closed()
+            return True
+        packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
+        await self.plugins_manager.fire_event(
+            MQTTEvents.PACKET_RECEIVED, packet=packet, session=self.session)
+        if header.packet_type == CONNECT:
+            await self.handle_connect(cast("ConnectPacket", packet))
+            return True
+        name = _HANDLERS.get(header.packet_type)
+        if name is not None:
+            task = asyncio.create_task(getattr(self, name)(packet))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        return True
 
     async def _retry_deliveries(self) -> None:
         """Override: resend unacknowledged messages with DUP and fill the window
