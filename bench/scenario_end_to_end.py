@@ -527,7 +527,10 @@ def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list
 
 def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
     """Server (+ broker), agents, both phases, teardown; the figures."""
-    work.mkdir(parents=True, exist_ok=True)
+    # A fresh server every time: a database left by an earlier run already
+    # holds these agents.
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     pki_dir = work / "pki"
     pki.init_dev_pki(pki_dir, ("localhost", "127.0.0.1"))
     print(f"## {kind}: {plan.agents} agents", file=sys.stderr, flush=True)
