@@ -19,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import tokens
@@ -115,6 +116,17 @@ class Credentials:
                                  created_at=time.time()))
             else:
                 user.password_hash = hash_password(password)
+
+    async def create_user(self, username: str, password: str) -> bool:
+        """Create the user; False when it exists already (replicas starting
+        together on one database race to make the first admin: one wins)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(User(username=username, password_hash=hash_password(password),
+                                 created_at=time.time()))
+        except IntegrityError:
+            return False
+        return True
 
     async def has_users(self) -> bool:
         """True once any console user exists."""

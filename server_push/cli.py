@@ -61,8 +61,7 @@ async def _first_admin(services: Services) -> str | None:
     if await services.credentials.has_users():
         return None
     password = secrets.token_urlsafe(12)
-    await services.credentials.set_password(ADMIN, password)
-    return password
+    return password if await services.credentials.create_user(ADMIN, password) else None
 
 
 def _welcome(settings: ServerSettings, password: str | None, config: Path | None,

@@ -12,6 +12,7 @@ import json
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -281,3 +282,41 @@ def test_both_serve_the_console_and_the_api_with_live_notices_from_the_other(
                         "kind": "agent", "id": "c1"} in seen:
                     break
     assert {"kind": "wakeup", "id": wakeup_id} in seen, seen
+
+
+def test_two_servers_starting_together_on_an_empty_database_both_come_up(
+        tmp_path: Path, postgres_url: str) -> None:
+    certs = tmp_path / "pki"
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+    broker = start_epns(certs)
+    started: dict[str, ServerProcess] = {}
+    failed: list[BaseException] = []
+
+    def start(name: str) -> None:
+        (tmp_path / name).mkdir()
+        try:
+            started[name] = start_server(certs, tmp_path / name, broker.port,
+                                         database__url=postgres_url, cluster__mode="leader",
+                                         cluster__elect_interval=str(ELECT_INTERVAL))
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("a", "b")]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not failed, failed
+        # One migrated and one made the first admin; the other found both done.
+        migrated = [s for s in started.values()
+                    if any("Running upgrade" in line for line in s.lines)]
+        told = [s for s in started.values()
+                if any("password '" in line for line in s.lines)]
+        assert len(migrated) == 1
+        assert len(told) == 1
+        assert sorted(_health(s)["role"] for s in started.values()) == ["follower", "leader"]
+    finally:
+        for server in started.values():
+            server.stop()
+        broker.stop()

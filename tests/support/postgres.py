@@ -34,6 +34,21 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+def _start(data: Path, base: Path, attempts: int = 3) -> int:
+    """Start the cluster on a free port; another process may take the port
+    between free_port and the bind (the suite runs alongside others), so a
+    start that fails is tried again on a new one, and the last failure raises."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        started = subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
+                          "-o", f"-p {port} -h 127.0.0.1 -k {base}", "start"]),
+            capture_output=True, check=attempt == attempts)
+        if started.returncode == 0:
+            break
+    return port
+
+
 @contextmanager
 def postgres_cluster() -> Iterator[str]:
     """Start a cluster; yields an asyncpg URL of an empty database ``epns``."""
@@ -41,14 +56,14 @@ def postgres_cluster() -> Iterator[str]:
     data = base / "data"
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
-    port = free_port()
     subprocess.run(_as_postgres([str(BIN / "initdb"), "-D", str(data), "-U", "postgres",
                                  "--auth=trust", "-E", "UTF8"]),
                    check=True, capture_output=True)
-    log = base / "log"
-    subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
-                                 "-o", f"-p {port} -h 127.0.0.1 -k {base}", "start"]),
-                   check=True, capture_output=True)
+    try:
+        port = _start(data, base)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
     try:
         subprocess.run(_as_postgres([str(BIN / "createdb"), "-h", "127.0.0.1",
                                      "-p", str(port), "-U", "postgres", "epns"]),
