@@ -18,8 +18,9 @@ keep-alive connection, then close. A 429 or 503 is retried after its
 Retry-After plus jitter (``agent_push.http_exchange.retry_delay``), at most 5
 times, and counted. Last, a ``sync`` event (QoS 1), as the agent sends.
 
-At most ``--http-concurrency`` syncs are in flight in this process; the others
-wait for a slot (time spent waiting is inside the measured latency).
+At most ``--http-concurrency`` HTTP connections are open in this process; a
+sync waits for a slot to open one (that wait is inside the measured latency),
+and gives it back while it sleeps before a retry.
 
 Protocol with the orchestrator: JSON lines on stdout. ``prepared`` once the TLS
 contexts are built; after a line on stdin, the connect phase, then
@@ -134,9 +135,16 @@ class Connection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def exchange(self, request: bytes) -> tuple[int, dict[str, str]]:
-        """Send ``request``, read the answer: (status, headers)."""
+        """Send ``request``, read the answer: (status, headers). An open
+        connection holds one of the fleet's HTTP slots (a sleeping retry does
+        not: real agents do not wait for each other)."""
         if self._streams is None:
-            self._streams = await self._fleet.open_http(self._context)
+            await self._fleet.http_slots.acquire()
+            try:
+                self._streams = await self._fleet.open_http(self._context)
+            except BaseException:
+                self._fleet.http_slots.release()
+                raise
         reader, writer = self._streams
         writer.write(request)
         async with asyncio.timeout(HTTP_TIMEOUT):
@@ -150,6 +158,7 @@ class Connection:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+            self._fleet.http_slots.release()
 
 
 class Sim(asyncio.Protocol):
@@ -241,14 +250,12 @@ class Sim(asyncio.Protocol):
         """One wake sync: POST, GET, sync event; its timings go to stdout."""
         record: dict[str, Any] = {"agent": self.name, "wakeup": wakeup, "command": command_id,
                                   "received": received, "retries": 0, "ok": False}
-        async with self.fleet.http_slots:
-            record["slot"] = time.monotonic()
-            started_at, sync_id = time.time(), uuid.uuid4().hex
-            try:
-                await self._exchange(record, command_id, started_at, sync_id)
-            except (OSError, ssl.SSLError, HttpError, asyncio.IncompleteReadError,
-                    TimeoutError) as exc:
-                record["error"] = describe(exc)
+        started_at, sync_id = time.time(), uuid.uuid4().hex
+        try:
+            await self._exchange(record, command_id, started_at, sync_id)
+        except (OSError, ssl.SSLError, HttpError, asyncio.IncompleteReadError,
+                TimeoutError) as exc:
+            record["error"] = describe(exc)
         self.publish_event(Event(EventType.SYNC, time.time(), None, {
             "sync_id": sync_id, "started_at": started_at, "reason": SyncReason.WAKE.value,
             "wakes": [command_id], "ok": record["ok"], "detail": record.get("error", "")}))
@@ -443,7 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=100,
                         help="agents connecting at a time")
     parser.add_argument("--http-concurrency", type=int, default=200,
-                        help="syncs in flight at a time in this process")
+                        help="HTTP connections open at a time in this process")
     parser.add_argument("--max-run", type=float, default=900.0,
                         help="seconds after the connect phase before stopping anyway")
     return parser.parse_args(argv)
