@@ -15,6 +15,7 @@ put on the server's clock before it is compared with T (``server_time``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -35,12 +36,39 @@ class WakeState(StrEnum):
 PENDING_STATES = (WakeState.REQUESTED.value, WakeState.DELIVERED.value)
 
 
-def server_time(agent_time: float, *, agent_now: float, server_now: float) -> float:
-    """``agent_time`` on the server's clock, given one reading of both clocks
-    (an event's own timestamp and the moment the server received it). The
-    event's transit time makes the result a little late, never early, which
-    errs towards not counting a sync that may have started before the request."""
-    return agent_time + (server_now - agent_now)
+@dataclass(frozen=True)
+class ClockOffset:
+    """How far the server's clock is ahead of an agent's (``offset``), as read
+    from one event: its arrival minus its own timestamp, at ``seen_at``."""
+
+    offset: float
+    seen_at: float
+
+
+def clock_offset(*, agent_now: float, server_now: float) -> ClockOffset:
+    """The offset one event shows: the clocks' skew plus the event's transit."""
+    return ClockOffset(offset=server_now - agent_now, seen_at=server_now)
+
+
+def best_offset(kept: ClockOffset | None, sample: ClockOffset, *,
+                max_age: float = 600.0) -> ClockOffset:
+    """The offset to trust: the smallest one seen within ``max_age``.
+
+    Transit only ever adds to an offset, so a message held up on its way (a
+    broker failing over, a congested link) reads as if the agent's clock were
+    behind, and its times land late on the server's clock: a sync that
+    started before a request would seem to start after it. The smallest
+    recent reading is the one with the least transit in it."""
+    if kept is None or sample.seen_at - kept.seen_at > max_age or sample.offset <= kept.offset:
+        return sample
+    return kept
+
+
+def server_time(agent_time: float, offset: ClockOffset) -> float:
+    """``agent_time`` on the server's clock. Whatever transit is left in the
+    offset makes it late, which counts a sync that may have started before a
+    request: keep the offset small with ``best_offset``."""
+    return agent_time + offset.offset
 
 
 def satisfies(*, sync_started_at: float, requested_at: float) -> bool:

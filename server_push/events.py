@@ -14,7 +14,7 @@ from epns import topics
 from epns.envelope import Event, EventType, decode_event, decode_presence
 from epns.errors import MessageError
 from epns.logs import event
-from epns.wakeup import server_time
+from epns.wakeup import ClockOffset, best_offset, clock_offset, server_time
 from server_push.handled import HandledEvents
 from server_push.registry import Registry
 from server_push.wakeups import Wakeups
@@ -42,6 +42,8 @@ class Dispatcher:
         self._wakeups = wakeups
         self._wol = wol
         self._handled = handled
+        # Per agent, the offset of its clock with the least transit in it.
+        self._offsets: dict[str, ClockOffset] = {}
 
     async def handle(self, topic: str, raw: bytes) -> None:
         """Handle one message; never raises for a bad message."""
@@ -69,6 +71,8 @@ class Dispatcher:
 
     async def _event(self, agent_id: str, report: Event, now: float) -> None:
         body = dict(report.body)
+        sample = clock_offset(agent_now=report.at, server_now=now)
+        self._offsets[agent_id] = best_offset(self._offsets.get(agent_id), sample)
         if report.type is EventType.ACK and report.ref is not None:
             await self._registry.touch(agent_id, now)
             await self._wakeups.on_ack(agent_id, report.ref, now)
@@ -92,7 +96,7 @@ class Dispatcher:
         wakes = body.get("wakes")
         if not ok or not isinstance(started, int | float) or not isinstance(wakes, list):
             return
-        started_at = server_time(float(started), agent_now=report.at, server_now=now)
+        started_at = server_time(float(started), self._offsets[agent_id])
         await self._wakeups.on_sync(agent_id, started_at=started_at,
                                     sync_id=str(body.get("sync_id", ""))[:64],
                                     wakes=[str(w) for w in wakes], now=now)
