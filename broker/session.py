@@ -120,13 +120,3 @@ class FleetSession(Session):
         """Empty the queues if they were ever created."""
         if self._queues is not None:
             super().clear_queues()
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickling (amqtt's session persistence) without the queues."""
-        state = self.__dict__.copy()
-        state["_queues"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickling; the queues are created again on demand."""
-        self.__dict__.update(state)
