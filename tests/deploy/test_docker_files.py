@@ -190,8 +190,10 @@ def test_compose_environment_is_real_server_config(name: str, tmp_path: Path) ->
         assert all(key.startswith(ENV_PREFIX) for key in ours), ours
         settings = load_server_settings(None, ours)  # a ConfigError names a wrong key
         for key, raw in service.get("environment", {}).items():
-            # Credentials only ever come from the operator's environment.
-            if re.search(r"PASSWORD|SECRET|TOKEN", key) or "postgresql" in str(raw):
+            # Credentials only ever come from the operator's environment (a
+            # ..._FILE key names where one is kept, not the secret itself).
+            secret_key = re.search(r"PASSWORD|SECRET|TOKEN", key) and not key.endswith("_FILE")
+            if secret_key or "postgresql" in str(raw):
                 assert "${" in str(raw), f"{service_name}: {key} holds a literal secret"
         assert settings.log.format == "json"
 
