@@ -345,10 +345,10 @@ class CpuMeter:
 
 
 def every_process() -> dict[int, tuple[str, float, float]]:
-    """Every process's command line (shortened), CPU seconds so far (its
-    reaped children's included: test runs start and end short-lived servers
-    and agents, whose CPU then shows in their parent's), and when it started
-    (seconds after boot)."""
+    """Every process's command line (shortened), CPU seconds so far and when
+    it started (seconds after boot). Reaped children's CPU is left out: it
+    lands in the parent at once, however long the child ran, so the CPU of a
+    process that ends during a phase is attributed to no one."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -357,7 +357,7 @@ def every_process() -> dict[int, tuple[str, float, float]]:
                 name = " ".join(a.decode(errors="replace") for a in argv[:4])[:100]
                 stat = (entry / "stat").read_text()
                 fields = stat[stat.rindex(")") + 2:].split()
-                found[int(entry.name)] = (name, sum(int(v) for v in fields[11:15]) / CLOCK_TICKS,
+                found[int(entry.name)] = (name, sum(int(v) for v in fields[11:13]) / CLOCK_TICKS,
                                           int(fields[19]) / CLOCK_TICKS)
     return found
 
