@@ -122,6 +122,7 @@ class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
             keepalive = framing.connect_keepalive(self._buffer[:self._connect_size])
             self.connect_seen = True
             self.idle_limit = self.hub.idle_limit(keepalive)
+            self.hub.watch_idle(self)
 
     # -- amqtt ReaderAdapter -------------------------------------------------
 

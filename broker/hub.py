@@ -24,6 +24,7 @@ from typing import Any
 from broker.admission import AdmissionGate
 from broker.connection import MQTTConnection
 from broker.fleet_broker import FleetBroker
+from broker.idle import IdleWatch
 from broker.metrics import Metrics
 from broker.plugins import identity_of
 from broker.revocation import RevocationFile
@@ -51,6 +52,7 @@ class ConnectionHub:
         self.gate = AdmissionGate(limits.max_connections, limits.connect_rate,
                                   limits.connect_burst, time.monotonic())
         self._connections: set[MQTTConnection] = set()
+        self._idle: IdleWatch[MQTTConnection] = IdleWatch()
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -109,6 +111,12 @@ class ConnectionHub:
         if keepalive <= 0:
             return self.limits.max_idle
         return keepalive * self.limits.keepalive_factor
+
+    def watch_idle(self, conn: MQTTConnection) -> None:
+        """The client's CONNECT set its idle limit: the sweep watches it now."""
+        deadline = _idle_deadline(conn)
+        if deadline is not None:
+            self._idle.watch(conn, deadline)
 
     # -- connection events (called by MQTTConnection) ----------------------
 
@@ -173,14 +181,15 @@ class ConnectionHub:
                 self.close_revoked()
 
     def sweep(self, now: float) -> None:
-        """Drop clients silent past their idle limit (keep-alive x factor)."""
-        for conn in list(self._connections):
-            limit = conn.idle_limit
-            if limit is not None and now - conn.last_rx > limit and not conn.closed:
-                self.metrics.disconnects["keepalive"] += 1
-                event(log, "keepalive_expired", logging.WARNING, client=conn.client_id,
-                      peer=_peer(conn), silent_for=round(now - conn.last_rx, 1), limit=limit)
-                conn.abort()
+        """Drop clients silent past their idle limit (keep-alive x factor).
+        Looks only at the connections whose deadline has passed
+        (``broker.idle``), not at the whole fleet."""
+        for conn in self._idle.expired(now, _idle_deadline):
+            self.metrics.disconnects["keepalive"] += 1
+            event(log, "keepalive_expired", logging.WARNING, client=conn.client_id,
+                  peer=_peer(conn), silent_for=round(now - conn.last_rx, 1), limit=conn.idle_limit)
+            conn.abort()
+        self._idle.prune(len(self._connections), self._connections.__contains__)
 
     def close_revoked(self) -> None:
         """Close every connected session the revocation list now refuses."""
@@ -213,6 +222,13 @@ async def _wait_all(tasks: Iterable[asyncio.Task[None]]) -> None:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _idle_deadline(conn: MQTTConnection) -> float | None:
+    """When the connection expires if it stays silent; None once closed."""
+    if conn.closed or conn.idle_limit is None:
+        return None
+    return conn.last_rx + conn.idle_limit
 
 
 def _peer(conn: MQTTConnection) -> str:
