@@ -23,8 +23,8 @@ with its receive latency: receive time minus the send time in the payload.
 With ``--reconnect`` an agent that loses its connection reconnects as the
 real agent does: ``agent_push.backoff.Backoff`` with the agent's defaults
 decides each wait, for at most ``--reconnect-cap`` seconds; at most
-``--concurrency`` attempts are in flight (the load generator's one core
-would otherwise time out its own handshakes).
+``--reconnect-concurrency`` attempts are in flight (with 10,000 at once the
+load generator's one core timed out its own handshakes).
 
 With ``--control``, commands on stdin while holding, each answered by one event:
 ``wait KIND COUNT TIMEOUT`` (KIND ``fanout`` or ``agent``) -> ``receipts``,
@@ -291,7 +291,7 @@ class LoadGenerator:
         self.refused: Counter[str] = Counter()
         self.gave_up = 0
         self._reconnects: set[asyncio.Task[None]] = set()
-        self.reconnect_slots = asyncio.Semaphore(args.concurrency)
+        self.reconnect_slots = asyncio.Semaphore(args.reconnect_concurrency)
 
     def lost(self, agent: Agent, reason: str) -> None:
         """A connected agent lost its connection (before teardown)."""
@@ -601,6 +601,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="reconnect lost agents with the agent's Backoff")
     parser.add_argument("--reconnect-cap", type=float, default=120.0,
                         help="seconds an agent keeps trying to reconnect after a loss")
+    parser.add_argument("--reconnect-concurrency", type=int, default=1000,
+                        help="reconnect attempts in flight at most")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the load generator only dials the loopback interface")
