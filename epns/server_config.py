@@ -135,8 +135,12 @@ class SyncSettings:
 
     # Largest sync report in bytes; beyond, 413.
     max_body: int = 1024 * 1024
-    # Syncs served at once; the others get 429.
+    # Syncs served at once; the others wait for a slot (queue_wait), then get 429.
     max_concurrent: int = 64
+    # Syncs that may wait for a slot at once; beyond, 429 at once.
+    max_queued: int = 1024
+    # Seconds a sync waits for a slot before its 429 (0: refuse at once).
+    queue_wait: float = 5.0
     # Retry-After of that 429, in seconds (jittered up to 2x).
     retry_after: float = 10.0
 

@@ -35,6 +35,7 @@ from server_push.ratelimit import RateLimiter
 from server_push.registry import Registry
 from server_push.revocations import RevocationStore
 from server_push.settings_store import SettingsStore
+from server_push.sync_admission import SyncAdmission
 from server_push.tasks import Tasks
 from server_push.wakeups import Wakeups
 from server_push.wol import WolDispatch
@@ -62,7 +63,7 @@ class Services:
     config: SettingsStore
     revocations: RevocationStore
     wake_limiter: RateLimiter
-    sync_slots: asyncio.Semaphore
+    sync_admission: SyncAdmission
     wol: WolDispatch
     handled: HandledEvents
     cluster: Cluster | None = None
@@ -224,7 +225,9 @@ async def build(settings: ServerSettings) -> Services:
         agent_auth=AgentAuthenticator(sessions, key.public_key(), revocations),
         config=config, revocations=revocations,
         wake_limiter=RateLimiter(settings.wakeups.per_minute, settings.wakeups.burst),
-        sync_slots=asyncio.Semaphore(settings.sync.max_concurrent),
+        sync_admission=SyncAdmission(max_concurrent=settings.sync.max_concurrent,
+                                     max_queued=settings.sync.max_queued,
+                                     queue_wait=settings.sync.queue_wait),
         wol=WolDispatch(sessions, outbox, bus, registry, config=config,
                         sweep_interval=settings.wakeups.sweep_interval,
                         allowed=allowed_networks(settings.wol.allowed_networks)),

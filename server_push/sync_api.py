@@ -5,8 +5,10 @@ changes, on ``/api/v1/agents/{agent_id}/sync`` (``epns.sync_contract``).
   touch only its own resource (403 otherwise).
 - Bodies are read up to ``sync.max_body`` bytes (413 beyond), JSON or XML;
   XML goes through defusedxml, so a bomb or an entity trick is a 400.
-- At most ``sync.max_concurrent`` syncs run at once; the others get 429 with
-  a jittered Retry-After, so a wake-all storm drains instead of piling up.
+- At most ``sync.max_concurrent`` syncs run at once; up to ``sync.max_queued``
+  more wait ``sync.queue_wait`` seconds for a slot (``sync_admission.py``);
+  the rest get 429 with a jittered Retry-After, so a wake-all storm drains
+  instead of piling up.
 
 The handlers read the body themselves (size limit, two formats), so the
 OpenAPI document is told its shape by hand: ``REPORT_SCHEMA``, ``REPLY_SCHEMA``.
@@ -92,14 +94,16 @@ async def _caller(services: Services, request: Request, agent_id: str,
 
 @contextlib.asynccontextmanager
 async def _admitted(services: Services) -> AsyncIterator[None]:
-    slots = services.sync_slots
-    if slots.locked():
+    admission = services.sync_admission
+    if not await admission.acquire():
         wait = services.settings.sync.retry_after
         raise TooManyRequests("the server is busy with other syncs; retry later",
                               retry_after=wait * random.uniform(1.0, 2.0),  # noqa: S311 - jitter
                               code="busy")
-    async with slots:
+    try:
         yield
+    finally:
+        admission.release()
 
 
 def _check_report(report: SyncReport, agent_id: str) -> None:

@@ -9,6 +9,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -204,7 +205,7 @@ def _status_line(tls: ssl.SSLSocket) -> bytes:
 
 def test_a_sync_beyond_max_concurrent_is_429_with_retry_after(
         make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(sync__max_concurrent="1")
+    stack = make_stack(sync__max_concurrent="1", sync__queue_wait="0")
     bundle = stack.create_agent("a1")
     body = _report("a1")
     held = _slow_report(stack, bundle, body)
@@ -223,6 +224,29 @@ def test_a_sync_beyond_max_concurrent_is_429_with_retry_after(
             held.sendall(body[-1:])
             assert _status_line(held) == b"HTTP/1.1 204 No Content"
             assert client.get(_sync("a1")).status_code == 200
+    finally:
+        held.close()
+
+
+def test_a_sync_beyond_max_concurrent_waits_for_a_slot_within_queue_wait(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(sync__max_concurrent="1", sync__queue_wait="20")
+    bundle = stack.create_agent("a1")
+    body = _report("a1")
+    held = _slow_report(stack, bundle, body)
+    try:
+        time.sleep(1.0)  # the held report passes its certificate check and takes the slot
+        with _as_agent(stack, bundle) as client, ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            waiting = pool.submit(client.get, _sync("a1"))
+            time.sleep(1.5)
+            assert not waiting.done(), "the second sync did not wait for the slot"
+            held.sendall(body[-1:])
+            assert _status_line(held) == b"HTTP/1.1 204 No Content"
+            reply = waiting.result(timeout=15)
+            # Served once the slot came free, not refused and sent away for 10-20 s.
+            assert reply.status_code == 200, reply.text
+            assert time.monotonic() - started >= 1.5
     finally:
         held.close()
 
