@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.codecs_amqtt import read_or_raise
 from amqtt.errors import MQTTError, NoDataError
 from amqtt.events import MQTTEvents
 from amqtt.mqtt import packet_class
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from broker.fleet_broker import FleetBroker
 
 _MQTT_3_1_1 = 4
+_PUBACK_REMAINING = 2  # the packet id: a PUBACK's whole body (MQTT 3.1.1 section 3.4)
 # amqtt's handler logs its debug lines here; one logger for all connections.
 _amqtt_log = logging.getLogger("amqtt.mqtt.protocol.handler")
 _HANDLERS = {
@@ -226,6 +228,13 @@ class FleetHandler(BrokerProtocolHandler):
         if header.packet_type in (RESERVED_0, RESERVED_15):
             await self.handle_connection_closed()
             return True
+        if header.packet_type == PUBACK and header.remaining_length == _PUBACK_REMAINING:
+            # Override: amqtt 0.12.1 decodes each PUBACK into a packet object,
+            # fires PACKET_RECEIVED (no plugin of this broker listens) and
+            # handles it in a task of its own: 10,000 tasks after a wake-all.
+            # Acknowledging is a dictionary lookup; it is done here.
+            self._acked(int.from_bytes(await read_or_raise(self.reader, 2), "big"))
+            return True
         packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
         await self.plugins_manager.fire_event(
             MQTTEvents.PACKET_RECEIVED, packet=packet, session=self.session)
@@ -263,8 +272,12 @@ class FleetHandler(BrokerProtocolHandler):
             task.add_done_callback(self._drains.discard)
 
     async def handle_puback(self, puback: PubackPacket) -> None:
-        """Override: the outbox owns in-flight messages, not a 5 s waiter."""
-        freed = self.outbox.acked(puback.packet_id)
+        """Override: the outbox owns in-flight messages, not a 5 s waiter.
+        Only a malformed PUBACK comes here (``_read_packet`` takes the others)."""
+        self._acked(puback.packet_id)
+
+    def _acked(self, packet_id: int) -> None:
+        freed = self.outbox.acked(packet_id)
         if freed:
             self.send(freed)
 
