@@ -62,6 +62,12 @@ class Outbox:
         if message.qos == 0:
             # QoS 0 is never stored for an offline client (MQTT 3.1.1 section 3.1.2.4).
             return ([Send(message, None)] if connected else []), None
+        if connected and not self._queued and len(self._inflight) < self._max_inflight:
+            # What queue-then-fill gives with nothing queued, without making
+            # the queue: a wake-all made 10,000 deques (7.6 MB) that stayed.
+            packet_id = self._allocate_id()
+            self._inflight[packet_id] = message
+            return [Send(message, packet_id)], None
         dropped = None
         if self._queued is None:
             self._queued = deque()

@@ -143,3 +143,15 @@ def test_packet_ids_are_1_to_65535_and_skip_inflight_ids_across_wrap_around() ->
     assert box.acked(2) == []
     sends, _ = box.offer(_msg(-2), connected=True)
     assert [s.packet_id for s in sends] == [3]
+
+
+def test_a_message_sent_at_once_makes_no_queue() -> None:
+    """A connected client with a free window gets the message without the
+    queue being made (an empty deque is 760 B per session that stays)."""
+    box = Outbox(max_inflight=2, max_queued=10)
+    sends, dropped = box.offer(_msg(1), connected=True)
+    assert (sends, dropped) == ([Send(_msg(1), 1)], None)
+    assert box._queued is None
+    box.offer(_msg(2), connected=True)
+    box.offer(_msg(3), connected=True)  # the window is full: now it queues
+    assert box.queued == 1
