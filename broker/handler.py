@@ -241,6 +241,13 @@ class FleetHandler(BrokerProtocolHandler):
         if header.packet_type == CONNECT:
             await self.handle_connect(cast("ConnectPacket", packet))
             return True
+        if header.packet_type == PUBLISH:
+            # Override: amqtt 0.12.1 handles each PUBLISH in a task of its own
+            # (a task per wake-up sent). Routing does not wait on anything but
+            # the PUBACK's write, so the reader does it in turn: no task, and a
+            # client's messages are routed in the order sent (MQTT 3.1.1 4.6).
+            await self.handle_publish(cast("PublishPacket", packet))
+            return True
         name = _HANDLERS.get(header.packet_type)
         if name is not None:
             task = asyncio.create_task(getattr(self, name)(packet))

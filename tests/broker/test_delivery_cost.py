@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import Session
 
 from broker.handler import FleetHandler
@@ -64,6 +65,14 @@ async def _no_event(*_: Any, **__: Any) -> None:
 def _read_acks(handler_class: type[BrokerProtocolHandler], session: Session,
                outbox: Outbox) -> tuple[int, _Writer]:
     """Let a handler read ``_ACKS`` PUBACKs to the end; the tasks it made."""
+    acks = b"".join(b"\x40\x02" + packet_id.to_bytes(2, "big")
+                    for packet_id in range(1, _ACKS + 1))
+    return _read(handler_class, session, acks, SimpleNamespace(metrics=Metrics()), outbox)
+
+
+def _read(handler_class: type[BrokerProtocolHandler], session: Session, data: bytes,
+          router: Any, outbox: Outbox) -> tuple[int, _Writer]:
+    """Let a handler read ``data`` to the end; the tasks it made, what it wrote."""
     made = 0
     writer = _Writer()
 
@@ -74,14 +83,12 @@ def _read_acks(handler_class: type[BrokerProtocolHandler], session: Session,
         return asyncio.Task(coro, loop=loop)
 
     async def main() -> None:
-        acks = b"".join(b"\x40\x02" + packet_id.to_bytes(2, "big")
-                        for packet_id in range(1, _ACKS + 1))
         manager: Any = SimpleNamespace(fire_event=_no_event)
         handler = handler_class(manager)
         session.keep_alive = 300
-        handler.attach(session, _BytesReader(acks), writer)
+        handler.attach(session, _BytesReader(data), writer)
         if isinstance(handler, FleetHandler):
-            handler.bind(SimpleNamespace(metrics=Metrics()), outbox)  # type: ignore[arg-type]
+            handler.bind(router, outbox)
         loop = asyncio.get_running_loop()
         loop.set_task_factory(factory)
         await handler.start()
@@ -115,4 +122,32 @@ def test_pubacks_are_handled_without_a_task_each() -> None:
         for n in range(_ACKS, 2 * _ACKS)
     ]
     stock_tasks, _ = _read_acks(BrokerProtocolHandler, Session(), Outbox(1, 1))
+    assert stock_tasks >= 1 + _ACKS
+
+
+class _Router:
+    """Takes every PUBLISH (the broker's router is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.topics: list[str] = []
+
+    async def on_publish(self, _: FleetHandler, packet: PublishPacket) -> bool:
+        self.topics.append(packet.topic_name or "")
+        return True
+
+
+def test_publishes_are_routed_without_a_task_each() -> None:
+    """amqtt 0.12.1 handles each PUBLISH in a task of its own; the broker
+    routes it in the reader, in order, and acks it after routing."""
+    topics = [f"epns/v1/agents/agent-{n}/cmd" for n in range(_ACKS)]
+    data = b"".join(publish_packet(topic, b"wake", 1, n + 1) for n, topic in enumerate(topics))
+    router = _Router()
+
+    tasks, writer = _read(FleetHandler, FleetSession(), data, router, Outbox(1, 1))
+
+    assert tasks == 1  # the reader
+    assert router.topics == topics
+    assert writer.written == [b"\x40\x02" + (n + 1).to_bytes(2, "big") for n in range(_ACKS)]
+    stock_tasks, _ = _read(BrokerProtocolHandler, Session(), data, router, Outbox(1, 1))
     assert stock_tasks >= 1 + _ACKS
