@@ -9,6 +9,8 @@ from collections.abc import Coroutine, Generator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from amqtt.mqtt.packet import MQTTPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import Session
@@ -137,9 +139,19 @@ class _Router:
         return True
 
 
-def test_publishes_are_routed_without_a_task_each() -> None:
-    """amqtt 0.12.1 handles each PUBLISH in a task of its own; the broker
-    routes it in the reader, in order, and acks it after routing."""
+def test_publishes_are_routed_without_a_task_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt 0.12.1 handles each PUBLISH in a task of its own and writes its
+    PUBACK as a packet object (``to_stream``: a write lock, a timestamp); the
+    broker routes it in the reader, in order, and writes the ack's bytes."""
+    encoded = 0
+    stock_to_stream = MQTTPacket.to_stream
+
+    async def to_stream(packet: MQTTPacket[Any, Any, Any], writer: Any) -> None:
+        nonlocal encoded
+        encoded += 1
+        await stock_to_stream(packet, writer)
+
+    monkeypatch.setattr(MQTTPacket, "to_stream", to_stream)
     topics = [f"epns/v1/agents/agent-{n}/cmd" for n in range(_ACKS)]
     data = b"".join(publish_packet(topic, b"wake", 1, n + 1) for n, topic in enumerate(topics))
     router = _Router()
@@ -147,6 +159,7 @@ def test_publishes_are_routed_without_a_task_each() -> None:
     tasks, writer = _read(FleetHandler, FleetSession(), data, router, Outbox(1, 1))
 
     assert tasks == 1  # the reader
+    assert encoded == 0
     assert router.topics == topics
     assert writer.written == [b"\x40\x02" + (n + 1).to_bytes(2, "big") for n in range(_ACKS)]
     stock_tasks, _ = _read(BrokerProtocolHandler, Session(), data, router, Outbox(1, 1))
