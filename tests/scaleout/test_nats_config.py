@@ -44,10 +44,10 @@ def test_ids_nats_cannot_carry_are_refused(agent_id: str) -> None:
 
 
 def test_the_server_tries_its_fallback_brokers_after_the_first() -> None:
-    env = {"EPNS_SERVER_MQTT__HOST": "10.0.0.1", "EPNS_SERVER_MQTT__PORT": "8883",
+    env = {"EPNS_SERVER_MQTT__HOST": "127.0.0.9", "EPNS_SERVER_MQTT__PORT": "8883",
            "EPNS_SERVER_MQTT__FALLBACKS": "127.0.0.1:4001,[::1]:4002"}
     settings = load_server_settings(None, env)
-    assert settings.mqtt.addresses() == (("10.0.0.1", 8883), ("127.0.0.1", 4001),
+    assert settings.mqtt.addresses() == (("127.0.0.9", 8883), ("127.0.0.1", 4001),
                                          ("::1", 4002))
     assert load_server_settings(None, {}).mqtt.addresses() == (("127.0.0.1", 8883),)
 
