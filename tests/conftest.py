@@ -13,6 +13,7 @@ import pytest
 
 from epns import pki, tokens
 from tests.support.clients import close_all
+from tests.support.postgres import available, postgres_cluster
 from tests.support.processes import (
     BrokerProcess,
     start_epns,
@@ -177,3 +178,12 @@ def start_broker(request: pytest.FixtureRequest, pki_dir: Path
     yield start
     for broker in started:
         broker.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster of Debian's, for the test that asks for it."""
+    if not available():
+        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
+    with postgres_cluster() as url:
+        yield url

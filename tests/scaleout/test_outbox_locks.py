@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,19 +17,10 @@ from epns.envelope import Command, CommandType
 from server_push import db
 from server_push.handled import HandledEvents
 from server_push.outbox import Outbox
-from tests.support.postgres import available, postgres_cluster
 
 pytestmark = pytest.mark.postgres
 
 COMMANDS = 6
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not available():
-        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
-    with postgres_cluster() as url:
-        yield url
 
 
 class SlowBroker:

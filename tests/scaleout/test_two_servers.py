@@ -24,7 +24,7 @@ import pytest
 
 from epns import pki
 from tests.server.conftest import Stack
-from tests.support.postgres import BIN, available, postgres_cluster
+from tests.support.postgres import BIN
 from tests.support.processes import ROOT, BrokerProcess, start_epns, start_mosquitto
 from tests.support.server import ServerProcess, start_server
 
@@ -33,14 +33,6 @@ pytestmark = pytest.mark.postgres
 ELECT_INTERVAL = 0.5
 ADMIN, PASSWORD = "admin", "two servers, one database"
 SECOND = "epns-server-b"  # the second replica's certificate name in shared mode
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not available():
-        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
-    with postgres_cluster() as url:
-        yield url
 
 
 def sql(url: str, query: str) -> list[list[str]]:

@@ -10,12 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import pytest
 
 from epns import pki, tokens
 from epns.sync_contract import SyncReason, SyncReport, TaskResult, TaskStatus, encode_report
 from tests.server.conftest import Stack
-from tests.support.postgres import available, postgres_cluster
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
@@ -156,14 +154,6 @@ def test_the_openapi_document_declares_bearer_auth_and_the_error_body(stack: Sta
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not available():
-        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
-    with postgres_cluster() as url:
-        yield url
 
 
 def _report(agent_id: str, sync_id: str, results: tuple[TaskResult, ...] = ()) -> bytes:
