@@ -1,8 +1,10 @@
 """Keep CPython's cyclic garbage collector away from the connected fleet.
 
-Every agent is about 190 to 230 long-lived container objects (amqtt's
+Every agent was about 190 to 230 long-lived container objects (amqtt's
 session and its ``transitions`` state machine, the handler, the TLS
-transport), so 10,000 agents are about 1.9 million objects, and with stock
+transport; measured before ``FleetSession`` and ``FleetHandler`` made them
+leaner, not re-counted since), so 10,000 agents were about 1.9 million
+objects, and with stock
 settings the collector's full (generation 2) collections traverse all of them
 again each time the heap has grown by a quarter. In the hold benchmark at
 N = 10,000 (bench/README.md, "GC tuning") that was 14 full collections during
