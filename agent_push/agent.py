@@ -246,6 +246,13 @@ class Agent:
         if refused:
             event(log, "subscribe_refused", logging.ERROR, filters=",".join(refused),
                   hint="the broker's ACL does not match this agent's identity or groups")
+        if topics.agent_cmd(self.agent_id) in refused:
+            # Connected but deaf to its own commands: no wake-up would ever
+            # arrive. A refusal may pass (a NATS node refuses while JetStream
+            # re-elects, an ACL is being reloaded), so leave and come back
+            # with backoff, as after any failed connection.
+            raise ConnectionError("the broker refused the subscription to this agent's "
+                                  "commands")
         birth = Presence(PresenceState.ONLINE, at=time.time(), route=route.name,
                          version=self.context.version, hostname=socket.gethostname(),
                          interfaces=interfaces())
