@@ -44,7 +44,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -53,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_pki import BROKER_NAMES, DEFAULT_DIR
-from brokers import start_epns, start_mosquitto, wait_for_line
-from procfs import proc_cpu_seconds, system_cpu_seconds
+from brokers import start_epns, start_mosquitto, stop_process, wait_for_line
+from procfs import proc_cpu_seconds, proc_status, system_cpu_seconds
 from results_io import fmt, machine_info, mib, save_and_print
 
 from epns import pki
@@ -81,18 +80,6 @@ TARGET_CPU_PCT = 0.1  # "about zero", read here as below 0.1 % of one core
 
 
 # -- /proc and ss ---------------------------------------------------------------
-
-def status_fields(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon, RssFile (KiB) and Threads from /proc/PID/status."""
-    wanted = {"VmRSS": "rss_kib", "VmHWM": "hwm_kib", "RssAnon": "rss_anon_kib",
-              "RssFile": "rss_file_kib", "Threads": "threads"}
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in wanted:
-            values[wanted[key]] = int(value.split()[0])
-    return values
-
 
 def task_counters(pid: int) -> dict[str, float]:
     """Summed over the process's threads: run time from schedstat (ns
@@ -161,9 +148,9 @@ class Sample:
         self.wall = time.time()
         self.cpu_s = proc_cpu_seconds(agent_pid)
         self.tasks = task_counters(agent_pid)
-        self.status = status_fields(agent_pid)
+        self.status = proc_status(agent_pid)
         self.broker_cpu_s = proc_cpu_seconds(broker_pid)
-        self.broker_rss_kib = status_fields(broker_pid)["rss_kib"]
+        self.broker_rss_kib = proc_status(broker_pid)["rss_kib"]
         self.socket = agent_socket(broker_port, agent_pid)
         ours = self.cpu_s + self.broker_cpu_s + proc_cpu_seconds(os.getpid())
         self.others_cpu_s = busy - ours
@@ -233,22 +220,6 @@ def write_agent_config(path: Path, pki_dir: Path, pair: pki.Pair, port: int,
         lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> dict[str, Any]:
-    """SIGTERM, bounded wait, SIGKILL if needed."""
-    started = time.monotonic()
-    killed = False
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            killed = True
-    return {"seconds": round(time.monotonic() - started, 2), "exit_code": process.returncode,
-            "killed_after_timeout": killed}
 
 
 def log_lines(path: Path) -> list[str]:
@@ -324,7 +295,7 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
             time.sleep(min(args.sample_interval, deadline - now))
             if agent.poll() is not None:
                 raise RuntimeError(f"the agent exited with {agent.returncode} during the window")
-            status = status_fields(agent.pid)
+            status = proc_status(agent.pid)
             rss_max = max(rss_max, status["rss_kib"])
             rss_min = min(rss_min, status["rss_kib"])
             current = agent_socket(broker.port, agent.pid)
@@ -403,7 +374,7 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
         print(f"   FAILED: {result['error']}", file=sys.stderr, flush=True)
     finally:
         if agent is not None:
-            result["agent_stop"] = stop_process(agent)
+            result["agent_stop"] = stop_process(agent, STOP_TIMEOUT_S)
         if sync_server is not None:
             sync_server.close()
         result["broker_stop"] = broker.stop()

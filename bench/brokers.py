@@ -89,18 +89,25 @@ class Broker:
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM, then wait; SIGKILL only if it does not stop in time."""
-        started = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=STOP_TIMEOUT_S)
-            killed = False
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-            killed = True
-        return {"seconds": round(time.monotonic() - started, 2), "exit_code": code,
-                "killed_after_timeout": killed}
+        return stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[Any],
+                 timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
+    """SIGTERM, wait up to ``timeout``, SIGKILL past it: how long it took,
+    the exit code, and whether it had to be killed."""
+    started = time.monotonic()
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=timeout)
+        killed = False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+        killed = True
+    return {"seconds": round(time.monotonic() - started, 2), "exit_code": code,
+            "killed_after_timeout": killed}
 
 
 def epns_env(pki_dir: Path, *, port: int = 0, lift_admission: bool = True) -> dict[str, str]:

@@ -23,8 +23,10 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM in KiB, and the thread count, from /proc/PID/status."""
-    wanted = {"VmRSS": "rss_kib", "VmHWM": "hwm_kib", "Threads": "threads"}
+    """VmRSS, VmHWM, RssAnon and RssFile in KiB, and the thread count, from
+    /proc/PID/status."""
+    wanted = {"VmRSS": "rss_kib", "VmHWM": "hwm_kib", "RssAnon": "rss_anon_kib",
+              "RssFile": "rss_file_kib", "Threads": "threads"}
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")

@@ -60,6 +60,7 @@ from brokers import (  # noqa: E402
     code_identity,
     free_port,
     start_mosquitto,
+    stop_process,
     wait_for_line,
 )
 from procfs import CLOCK_TICKS, proc_cpu_seconds, system_cpu_seconds  # noqa: E402
@@ -71,7 +72,6 @@ RESULTS = BENCH / "results"
 MOSQUITTO = "/usr/sbin/mosquitto"
 BROKERS = ("epns", "mosquitto")
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 # Every wait below is bounded by one of these.
 CONNECT_TIMEOUT_S = 180.0
 PHASE_TIMEOUT_S = 240.0
@@ -106,18 +106,6 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(c) for c in (task / "children").read_text().split()]
     return found
-
-
-def stop(process: subprocess.Popen[bytes]) -> int | None:
-    """SIGTERM, wait, SIGKILL past the timeout; the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 @dataclass
@@ -584,7 +572,7 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
             agents.close()
         if server is not None:
             broker_pid = server.broker_pid
-            stop(server.process)
+            stop_process(server.process)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(broker_pid, 0)
                 if external is None:  # an orphaned embedded broker
