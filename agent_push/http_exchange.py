@@ -46,6 +46,10 @@ log = logging.getLogger("agent.sync")
 
 # The answers that mean "busy, come back later".
 RETRYABLE = frozenset({429, 503})
+# An error answer is read this far for the server's reason, which the log
+# line keeps this long.
+MAX_ERROR_BYTES = 4096
+MAX_REASON = 300
 # Without Retry-After, wait n is drawn from [0, BACKOFF_BASE * 2**n] (full jitter).
 BACKOFF_BASE = 1.0
 # On top of a Retry-After, up to this fraction more (at least a second), so the
@@ -199,6 +203,9 @@ class _Exchange:
         if 200 <= answer.status < 300:
             return answer
         detail = http_failure(answer.status, self._job.url, retries)
+        reason = server_reason(answer.body)
+        if reason is not None:
+            detail += f"; the server says: {reason}"
         if answer.status in RETRYABLE:
             raise _Busy(detail, answer.status, retry_after_seconds(answer.retry_after, time.time()))
         raise SyncFailed(detail, answer.status)
@@ -213,6 +220,8 @@ class _Exchange:
                 body = b""
                 if method == "GET" and response.is_success:
                     body = await _read_limited(response, MAX_BYTES)
+                elif not response.is_success:
+                    body = await _read_head(response, MAX_ERROR_BYTES)
         # anyio lets some TLS and socket errors through without wrapping them.
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise SyncFailed(describe_error(exc, server=job.server, proxy_url=job.proxy_url,
@@ -253,6 +262,20 @@ _STATUS_WORDS = {
     429: "too many requests",
     503: "service unavailable",
 }
+
+
+def server_reason(body: bytes) -> str | None:
+    """The server's own words in an error answer (``{"error": {"code",
+    "message"}}``, the one error shape of the epns server), as ``code:
+    message``; None when the body is not that shape (a proxy's error page)."""
+    try:
+        error = json.loads(body).get("error")
+        code, message = error.get("code"), error.get("message")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(code, str) or not isinstance(message, str):
+        return None
+    return f"{code}: {message}"[:MAX_REASON]
 
 
 def http_failure(status: int, url: str, retries: int) -> str:
@@ -344,6 +367,17 @@ def _headers(fmt: SyncFormat, token: str | None) -> dict[str, str]:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     return headers
+
+
+async def _read_head(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body: an error page is read for its
+    reason, never buffered whole."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:

@@ -15,15 +15,17 @@ signed: the broker's ACL already ties each topic to one identity.
 from __future__ import annotations
 
 import binascii
+import ipaddress
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
+from epns import fields
 from epns.errors import (
     BadSignature,
     ExpiredMessage,
@@ -31,7 +33,9 @@ from epns.errors import (
     ReplayedMessage,
     WrongTarget,
 )
+from epns.sync_contract import MAX_WAKES
 from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode
+from epns.wol import parse_mac, wol_result_body
 
 VERSION = 1
 # A command may be judged by a clock that is a little off from the server's.
@@ -106,11 +110,18 @@ def sign_command(command: Command, key: PrivateKey) -> bytes:
     return _canonical({**fields, "sig": b64encode(signature)})
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MalformedMessage(f"{what} of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        # 16 KiB of brackets nest deeper than the parser's stack.
+        raise MalformedMessage(f"{what} is nested too deeply to be a message") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"{what} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -236,18 +247,65 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(raw: bytes) -> Event:
-    """Parse an event; MalformedMessage when it is not one."""
+    """Parse an event and check every field (``epns.fields``); MalformedMessage
+    names the first field that breaks the contract. The body keeps only the
+    fields its type defines: a newer agent's extra fields are ignored."""
     data = _load_object(raw, "event")
     try:
-        ref = data.get("ref")
-        return Event(
-            type=EventType(data["type"]),
-            at=float(data["at"]),
-            ref=None if ref is None else str(ref),
-            body=dict(data.get("body") or {}),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise MalformedMessage(f"event lacks a valid field: {exc}") from exc
+        kind = EventType(str(data.get("type")))
+    except ValueError as exc:
+        raise MalformedMessage(f"event.type: {data.get('type')!r} is not an event type") from exc
+    ref = data.get("ref")
+    return Event(
+        type=kind,
+        at=fields.timestamp(data.get("at"), "event.at"),
+        ref=None if ref is None else fields.identifier(ref, "event.ref"),
+        body=_EVENT_BODIES[kind](fields.mapping(data.get("body") or {}, "event.body")),
+    )
+
+
+# What an event body may hold, per type. Lengths are what the server keeps.
+MAX_DETAIL = 500
+
+
+def _ack_body(body: dict[str, Any]) -> dict[str, Any]:
+    kind = body.get("type")
+    return {} if kind is None else {"type": fields.text(kind, "event.body.type", max_length=32)}
+
+
+def _reject_body(body: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": fields.prose(body.get("reason", ""), "event.body.reason",
+                                   max_length=MAX_DETAIL)}
+
+
+def _sync_body(body: dict[str, Any]) -> dict[str, Any]:
+    wakes = fields.array(body.get("wakes", []), "event.body.wakes", max_items=MAX_WAKES)
+    started = body.get("started_at")
+    sync_id = body.get("sync_id")
+    return {
+        "ok": fields.flag(body.get("ok"), "event.body.ok"),
+        "detail": fields.prose(body.get("detail", ""), "event.body.detail",
+                               max_length=MAX_DETAIL),
+        "reason": fields.text(body.get("reason", ""), "event.body.reason", max_length=32),
+        "started_at": None if started is None else fields.timestamp(
+            started, "event.body.started_at"),
+        "sync_id": None if sync_id is None else fields.identifier(sync_id,
+                                                                  "event.body.sync_id"),
+        "wakes": [fields.identifier(w, f"event.body.wakes[{i}]") for i, w in enumerate(wakes)],
+    }
+
+
+def _empty_body(_body: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+_EVENT_BODIES: dict[EventType, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    EventType.ACK: _ack_body,
+    EventType.REJECT: _reject_body,
+    EventType.SYNC: _sync_body,
+    EventType.WOL_RESULT: wol_result_body,
+    EventType.PONG: _empty_body,
+}
 
 
 class PresenceState(StrEnum):
@@ -296,20 +354,49 @@ def encode_presence(presence: Presence) -> bytes:
     )
 
 
+# A fleet machine has a few interfaces; a list of hundreds is no machine.
+MAX_INTERFACES = 64
+
+
 def decode_presence(raw: bytes) -> Presence:
-    """Parse a presence message; MalformedMessage when it is not one."""
+    """Parse a presence message and check every field (``epns.fields``);
+    MalformedMessage names the first field that breaks the contract."""
     data = _load_object(raw, "presence")
     try:
-        return Presence(
-            state=PresenceState(data["state"]),
-            at=float(data["at"]),
-            route=data.get("route"),
-            version=data.get("version"),
-            hostname=data.get("hostname"),
-            interfaces=tuple(
-                Interface(str(i["address"]), int(i["prefix"]), i.get("mac"))
-                for i in data.get("interfaces") or ()
-            ),
-        )
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise MalformedMessage(f"presence lacks a valid field: {exc}") from exc
+        state = PresenceState(str(data.get("state")))
+    except ValueError as exc:
+        raise MalformedMessage(
+            f"presence.state: {data.get('state')!r} is not online or offline") from exc
+    interfaces = fields.array(data.get("interfaces") or [], "presence.interfaces",
+                              max_items=MAX_INTERFACES)
+    return Presence(
+        state=state,
+        at=fields.timestamp(data.get("at"), "presence.at"),
+        route=fields.optional_text(data.get("route"), "presence.route", max_length=128),
+        version=fields.optional_text(data.get("version"), "presence.version", max_length=64),
+        hostname=fields.optional_text(data.get("hostname"), "presence.hostname",
+                                      max_length=255),
+        interfaces=tuple(_interface(item, f"presence.interfaces[{index}]")
+                         for index, item in enumerate(interfaces)),
+    )
+
+
+def _interface(value: Any, where: str) -> Interface:
+    item = fields.mapping(value, where)
+    raw_address = fields.text(item.get("address"), f"{where}.address", max_length=64)
+    try:
+        address = ipaddress.ip_address(raw_address)
+    except ValueError as exc:
+        raise MalformedMessage(f"{where}.address: {raw_address!r} is not an IP address") from exc
+    prefix = fields.integer(item.get("prefix"), f"{where}.prefix", low=0,
+                            high=address.max_prefixlen)
+    mac = item.get("mac")
+    if mac is not None:
+        mac = fields.text(mac, f"{where}.mac", max_length=64)
+        # A link-layer address that is no Ethernet MAC (InfiniBand's are 20
+        # bytes) is kept out: no magic packet can wake that interface.
+        try:
+            mac = parse_mac(mac)
+        except MalformedMessage:
+            mac = None
+    return Interface(str(address), prefix, mac)

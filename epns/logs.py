@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,8 +34,57 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
 
 
 def _quote(value: Any) -> str:
+    """A field's value in the text format: as is when that cannot be misread,
+    else as a JSON string, which escapes quotes, backslashes, line breaks and
+    every other control character. A value from outside (an agent's reference,
+    a hostname) thus never starts a line of its own, nor fakes a field."""
     text = str(value)
-    return json.dumps(text) if (" " in text or not text or '"' in text) else text
+    if text and text.isprintable() and " " not in text and '"' not in text:
+        return text
+    return json.dumps(text)
+
+
+class Throttle:
+    """At most one log line per key and ``interval``: what a flood of bad
+    messages from one agent may cost the log. Pure state; the caller passes
+    the clock. ``admit`` says whether to log now and how many lines for the
+    key were held back since the last one, so the next line can say so."""
+
+    def __init__(self, interval: float, max_keys: int = 10_000) -> None:
+        self._interval = interval
+        self._max_keys = max_keys
+        self._last: dict[tuple[str, ...], float] = {}
+        self._held: dict[tuple[str, ...], int] = {}
+
+    def admit(self, key: tuple[str, ...], now: float) -> tuple[bool, int]:
+        """(log it now?, lines held back for ``key`` since its last line)."""
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False, 0
+        if last is None and len(self._last) >= self._max_keys:
+            self._forget(now)
+        self._last[key] = now
+        return True, self._held.pop(key, 0)
+
+    def _forget(self, now: float) -> None:
+        # Keys whose interval has passed owe nothing but their held count,
+        # which a flood of new keys may cost: the bound on memory comes first.
+        self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+        self._held = {k: n for k, n in self._held.items() if k in self._last}
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class _TextFormatter(logging.Formatter):
+    """One record, one line: a control character in a message that did not
+    come through ``event`` (a library's own line quoting a peer) is written
+    as an escape. A traceback still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
+        return super().formatMessage(record)
 
 
 class _JSONFormatter(logging.Formatter):
@@ -58,7 +108,7 @@ def configure(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(_TextFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from epns.errors import PKIError
 from epns.identity import AGENT_OU, SERVER_OU
-from epns.topics import check_name
+from epns.topics import SERVER_NAME, check_name
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -33,7 +33,7 @@ SERVER_KEY = "server.key"
 SIGNING_KEY = "signing.key"
 SIGNING_PUB = "signing.pub"
 REVOKED = "revoked.txt"
-SERVER_CLIENT_NAME = "epns-server"
+SERVER_CLIENT_NAME = SERVER_NAME
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,6 +154,33 @@ class PresenceSettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    """What one agent may make the server store and do. Any endpoint may be
+    compromised; these bound what one can cost the fleet. Over a budget, a
+    sync is refused with a reason the agent logs (429 or 422), and an MQTT
+    message is dropped, counted and logged."""
+
+    # MQTT messages (events and presence) per agent and minute, and the burst
+    # (an ack and a sync report per wake-up, a birth per connect).
+    events_per_minute: float = 120.0
+    events_burst: int = 60
+    # Sync reports per agent and minute, and the burst; beyond, 429.
+    syncs_per_minute: float = 30.0
+    syncs_burst: int = 10
+    # The agent's stored inventory (its merged sync changes), as JSON bytes.
+    inventory_bytes: int = 256 * 1024
+    # History lines kept per agent; older ones are pruned every prune_interval s.
+    history_rows: int = 1000
+    prune_interval: float = 600.0
+
+    def __post_init__(self) -> None:
+        if min(self.events_per_minute, self.events_burst, self.syncs_per_minute,
+               self.syncs_burst, self.inventory_bytes, self.history_rows,
+               self.prune_interval) <= 0:
+            raise ValueError("budgets: every budget must be positive")
+
+
+@dataclass(frozen=True)
 class NotificationSettings:
     """The offline notifier (where it tells is a run-time setting of the
     console). ``min_offline_after`` is the shortest offline threshold an admin
@@ -167,6 +194,9 @@ class NotificationSettings:
     min_offline_after: float = 60.0
     # Per webhook POST, and per SMTP step.
     timeout: float = 10.0
+    # Seconds the server may be without its broker link before the operator
+    # is told (the same webhook and email as for offline agents).
+    broker_down_after: float = 60.0
 
     def __post_init__(self) -> None:
         if min(self.check_interval, self.min_offline_after, self.timeout) <= 0:
@@ -262,6 +292,7 @@ class ServerSettings:
     wakeups: WakeupSettings = field(default_factory=WakeupSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     wol: WolSendSettings = field(default_factory=WolSendSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)

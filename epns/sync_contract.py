@@ -39,7 +39,7 @@ from datetime import UTC
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from epns import topics
+from epns import fields, topics
 from epns.errors import MalformedMessage, TopicError, UnsafeXML
 
 if TYPE_CHECKING:
@@ -51,6 +51,12 @@ VERSION = 1
 MAX_BYTES = 1024 * 1024
 # Deeper nesting is no inventory: it is an attempt to exhaust the recursion.
 MAX_DEPTH = 32
+# Per report: a wake-up can only be in so many syncs, a reply carries at
+# most 100 tasks (the server's open tasks per agent), a key is a name.
+MAX_WAKES = 256
+MAX_RESULTS = 256
+MAX_RESULT_DETAIL = 2000
+MAX_KEY = 256
 # A server hint below this would turn the fleet into a flood of syncs.
 MIN_SYNC_INTERVAL = 30.0
 MAX_SYNC_INTERVAL = 7 * 24 * 3600.0
@@ -216,7 +222,7 @@ def _plain(value: Any, where: str, depth: int) -> Any:
         return value
     # Enum members and other subclasses travel as their plain value.
     if isinstance(value, str):
-        return str(value)
+        return _storable(str(value), where)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -234,7 +240,21 @@ def _plain(value: Any, where: str, depth: int) -> Any:
 def _plain_key(key: Any, where: str) -> str:
     if not isinstance(key, str):
         raise MalformedMessage(f"{where}: key {key!r} is not a string")
-    return str(key)
+    if len(key) > MAX_KEY:
+        raise MalformedMessage(f"{where}: a key of {len(key)} characters; at most {MAX_KEY}")
+    return _storable(str(key), where)
+
+
+def _storable(text: str, where: str) -> str:
+    """``text``, unless no database can store it: a NUL (PostgreSQL's text and
+    JSON refuse it) or a lone surrogate (not UTF-8 at all)."""
+    if "\x00" in text:
+        raise MalformedMessage(f"{where}: holds a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedMessage(f"{where}: holds a lone surrogate, not valid Unicode") from exc
+    return text
 
 
 def _to_xml(element: ET.Element, value: Any, where: str) -> None:
@@ -283,14 +303,16 @@ def decode_report(raw: bytes, fmt: SyncFormat = SyncFormat.JSON, *,
         raise MalformedMessage(f"report.agent_id: {exc}") from exc
     return SyncReport(
         agent_id=agent_id,
-        sync_id=_string(data.get("sync_id"), "report.sync_id"),
+        sync_id=fields.identifier(data.get("sync_id"), "report.sync_id"),
         started_at=_number(data.get("started_at"), "report.started_at"),
         reason=_choice(SyncReason, data.get("reason"), "report.reason"),
-        wakes=_strings(data.get("wakes", []), "report.wakes"),
+        wakes=tuple(fields.identifier(item, f"report.wakes[{index}]") for index, item
+                    in enumerate(fields.array(data.get("wakes", []), "report.wakes",
+                                              max_items=MAX_WAKES))),
         changes=_object(data.get("changes", {}), "report.changes"),
-        results=tuple(_result(item, f"report.results[{index}]")
-                      for index, item in enumerate(_array(data.get("results", []),
-                                                          "report.results"))),
+        results=tuple(_result(item, f"report.results[{index}]") for index, item
+                      in enumerate(fields.array(data.get("results", []), "report.results",
+                                                max_items=MAX_RESULTS))),
     )
 
 
@@ -435,23 +457,16 @@ def _task(value: Any, where: str) -> Task:
 
 def _result(value: Any, where: str) -> TaskResult:
     data = _object(value, where)
-    detail = data.get("detail", "")
-    if not isinstance(detail, str):
-        raise MalformedMessage(f"{where}.detail: expected a string, got {detail!r}")
-    return TaskResult(task_id=_string(data.get("task_id"), f"{where}.task_id"),
+    return TaskResult(task_id=fields.identifier(data.get("task_id"), f"{where}.task_id"),
                       status=_choice(TaskStatus, data.get("status"), f"{where}.status"),
-                      detail=detail)
+                      detail=fields.prose(data.get("detail", ""), f"{where}.detail",
+                                          max_length=MAX_RESULT_DETAIL))
 
 
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise MalformedMessage(f"{where}: expected a non-empty string, got {value!r}")
     return value
-
-
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    return tuple(_string(item, f"{where}[{index}]")
-                 for index, item in enumerate(_array(value, where)))
 
 
 def _number(value: Any, where: str) -> float:

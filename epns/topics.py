@@ -52,6 +52,21 @@ def check_name(name: str, what: str = "agent id") -> str:
     return name
 
 
+# The management server's MQTT client id and certificate CN. Brokers that
+# identify by CN alone (Mosquitto) would take an agent of this name for the
+# server, so no agent may have it.
+SERVER_NAME = "epns-server"
+
+
+def check_agent_id(agent_id: str) -> str:
+    """``check_name`` for a new agent's id, which may not be a reserved name."""
+    check_name(agent_id)
+    if agent_id.lower() == SERVER_NAME:
+        raise TopicError(f"agent id {agent_id!r} is reserved for the management server; "
+                         "choose another")
+    return agent_id
+
+
 def agent_topic(agent_id: str, channel: AgentChannel) -> str:
     """The topic of one agent's channel."""
     return f"{PREFIX}/agents/{check_name(agent_id)}/{channel.value}"

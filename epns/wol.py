@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from epns import fields
 from epns.agent_config import WolSettings
 from epns.errors import MalformedMessage
 
@@ -213,6 +214,45 @@ def result_body(plan: WolPlan, outcomes: Iterable[SendOutcome]) -> dict[str, Any
     return {
         "ok": all(report["packets"] and not report["errors"] for report in reports),
         "targets": reports,
+    }
+
+
+MAX_ERROR = 500
+
+
+def wol_result_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of a ``wol_result`` event as the server receives it, checked
+    field by field (``epns.fields``): the shape ``result_body`` writes, with
+    at most as many targets and destinations as a command can ask for."""
+    targets = fields.array(body.get("targets", []), "event.body.targets",
+                           max_items=MAX_TARGETS)
+    checked: dict[str, Any] = {
+        "ok": fields.flag(body.get("ok"), "event.body.ok"),
+        "targets": [_checked_target(item, f"event.body.targets[{index}]")
+                    for index, item in enumerate(targets)],
+    }
+    if "errors" in body:
+        # Only a command the relay could not read has errors of its own.
+        errors = fields.array(body["errors"], "event.body.errors", max_items=MAX_TARGETS)
+        checked["errors"] = [fields.prose(item, f"event.body.errors[{index}]",
+                                          max_length=MAX_ERROR)
+                             for index, item in enumerate(errors)]
+    return checked
+
+
+def _checked_target(value: Any, where: str) -> dict[str, Any]:
+    report = fields.mapping(value, where)
+    sent = fields.array(report.get("sent", []), f"{where}.sent", max_items=MAX_DESTINATIONS)
+    errors = fields.array(report.get("errors", []), f"{where}.errors",
+                          max_items=MAX_DESTINATIONS + MAX_ADDRESSES)
+    return {
+        "mac": fields.text(report.get("mac"), f"{where}.mac", max_length=64),
+        "packets": fields.integer(report.get("packets"), f"{where}.packets", low=0,
+                                  high=MAX_DESTINATIONS * MAX_REPEAT),
+        "sent": [fields.text(item, f"{where}.sent[{index}]", max_length=64)
+                 for index, item in enumerate(sent)],
+        "errors": [fields.prose(item, f"{where}.errors[{index}]", max_length=MAX_ERROR)
+                   for index, item in enumerate(errors)],
     }
 
 

@@ -109,7 +109,7 @@ class AgentAdmin:
     async def create(self, agent_id: str, groups: Sequence[str], auth: AuthKind,
                      actor: str) -> Bundle:
         """Register a new agent and issue its identity; Conflict if the id is taken."""
-        topics.check_name(agent_id)
+        topics.check_agent_id(agent_id)
         groups = check_groups(groups)
         now = time.time()
         files, serial, token_id = self._issue(agent_id, auth, now)

@@ -164,10 +164,28 @@ def _wakeup_out(view: WakeupView) -> WakeupOut:
             summary="Liveness, the broker link, the database, and the server's clock")
 async def health(services: Svc) -> dict[str, Any]:
     database = await _database_answers(services)
+    broker = services.broker_up()
+    link = services.link.health
     # The clock lets epns-check measure an agent's skew: commands tolerate 60 s.
-    return {"status": "ok" if database else "degraded",
-            "broker": services.broker_up(), "database": database, "role": services.role,
-            "time": time.time()}
+    answer: dict[str, Any] = {"status": "ok" if database else "degraded", "broker": broker,
+                              "database": database, "role": services.role, "time": time.time()}
+    if not broker and link.reason is not None:
+        # Why push is stopped, for the operator reading health: the link's
+        # last error, and since when.
+        answer["broker_error"] = link.reason
+        answer["broker_down_since"] = link.down_since
+    return answer
+
+
+@router.get("/metrics", tags=["meta"], response_class=Response,
+            summary="The server's metrics, Prometheus text format",
+            responses={200: {"description": "Prometheus text exposition 0.0.4",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       **refusals()})
+async def metrics(services: Svc, _: Caller) -> Response:
+    """Counters of dropped agent messages, budget refusals, and the broker link."""
+    return Response(services.metrics.render(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def _database_answers(services: Services) -> bool:

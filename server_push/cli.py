@@ -32,7 +32,7 @@ from epns.server_config import ServerSettings, load_server_settings
 from server_push import services as services_module
 from server_push.agents import public_url
 from server_push.app import create_app
-from server_push.embedded import EmbeddedBroker
+from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.enrol import DEFAULT_TTL, enrolment
 from server_push.health_probe import probe
 from server_push.https import make_server
@@ -86,47 +86,55 @@ def _welcome(settings: ServerSettings, password: str | None, config: Path | None
 
 
 async def _serve(settings: ServerSettings, config: Path | None, new_pki: bool) -> None:
+    """Run the server, and the embedded broker as its child: whatever ends the
+    server (a signal, an error), the broker is stopped on the way out, and
+    the kernel stops it if the server dies too hard for that (``embedded.py``)."""
     broker: EmbeddedBroker | None = None
     broker_task: asyncio.Task[None] | None = None
-    if settings.broker.enabled:
-        broker = EmbeddedBroker(settings.broker.config)
-        broker_task = asyncio.create_task(broker.run())
-        if not await broker.wait_ready():
-            event(log, "broker_not_ready", logging.ERROR,
-                  hint="see the [broker] lines above; the server keeps trying to connect")
-    services = await services_module.build(settings)
-    password = await _first_admin(services)
-    app = create_app(services, session_secret(settings.console.secrets_file))
-    server = make_server(app, settings.http)
-    services.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    http_task = asyncio.create_task(server.serve())
-    while not server.started and not http_task.done():
-        await asyncio.sleep(0.05)
-    if http_task.done():
-        await services.stop()
-        if broker is not None:
+    try:
+        if settings.broker.enabled:
+            broker = EmbeddedBroker(settings.broker.config, settings.state_dir / PIDFILE)
+            broker_task = asyncio.create_task(broker.run())
+            if not await broker.wait_ready():
+                event(log, "broker_not_ready", logging.ERROR,
+                      hint="see the [broker] lines above; the server keeps trying to connect")
+        await _serve_http(settings, config, new_pki)
+    finally:
+        if broker is not None and broker_task is not None:
             await broker.stop()
-        http_task.result()
-        raise EPNSError(f"the HTTPS listener on {settings.http.host}:{settings.http.port} "
-                        "did not start (port in use?)")
-    event(log, "ready", url=public_url(settings))
-    _welcome(settings, password, config, new_pki)
-    await stop.wait()
-    event(log, "stopping")
-    # Open console event streams end now; otherwise the HTTP server's graceful
-    # shutdown would wait for them until its timeout.
-    services.bus.close()
-    server.should_exit = True
-    await http_task
-    await services.stop()
-    if broker is not None and broker_task is not None:
-        await broker.stop()
-        await broker_task
+            await broker_task
     event(log, "stopped")
+
+
+async def _serve_http(settings: ServerSettings, config: Path | None, new_pki: bool) -> None:
+    services = await services_module.build(settings)
+    try:
+        password = await _first_admin(services)
+        app = create_app(services, session_secret(settings.console.secrets_file))
+        server = make_server(app, settings.http)
+        services.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        http_task = asyncio.create_task(server.serve())
+        while not server.started and not http_task.done():
+            await asyncio.sleep(0.05)
+        if http_task.done():
+            http_task.result()
+            raise EPNSError(f"the HTTPS listener on {settings.http.host}:{settings.http.port} "
+                            "did not start (port in use?)")
+        event(log, "ready", url=public_url(settings))
+        _welcome(settings, password, config, new_pki)
+        await stop.wait()
+        event(log, "stopping")
+        # Open console event streams end now; otherwise the HTTP server's graceful
+        # shutdown would wait for them until its timeout.
+        services.bus.close()
+        server.should_exit = True
+        await http_task
+    finally:
+        await services.stop()
 
 
 async def _with_services(settings: ServerSettings,

@@ -3,14 +3,29 @@ process (``python -m broker``), restarts it if it dies, and stops it on exit.
 
 A child process, not an import: the broker and the server stay independent
 packages, and the broker keeps its own event loop and GC policy.
+
+The broker must never outlive the server: an orphan holds 8883 and 443, and
+the next start fails with "Address already in use". Three things see to it:
+
+- the server stops the child on every way out of ``run`` (``cli._serve``);
+- on Linux the child asks the kernel for SIGTERM when its parent dies
+  (``PR_SET_PDEATHSIG``), which covers SIGKILL and crashes;
+- the child's pid is kept in ``state_dir/broker.pid``; a start that finds a
+  broker of an earlier server still running there names it in the log and
+  stops it before starting its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 from epns.logs import event
@@ -19,13 +34,64 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
 RESTART_DELAY = (1.0, 30.0)
+PIDFILE = "broker.pid"
+# <linux/prctl.h>
+_PR_SET_PDEATHSIG = 1
+STALE_STOP_TIMEOUT = 10.0
+
+
+# Looked up here, in the parent: between fork and exec the child may not
+# load a library (another thread of the parent may have held the loader's lock).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Run in the child between fork and exec: SIGTERM when the parent dies.
+    If the parent died before the request took effect, go now."""
+    if _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _is_broker(pid: int) -> bool:
+    """Whether ``pid`` is a running ``python -m broker`` (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"-m" in argv and b"broker" in argv
+
+
+def stop_stale_broker(pidfile: Path) -> int | None:
+    """Stop the broker an earlier server left running, named in ``pidfile``;
+    returns its pid, or None when there was none."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid() or not _is_broker(pid):
+        return None
+    event(log, "stale_broker", logging.ERROR, pid=pid, pidfile=pidfile,
+          action="stopping it: an earlier server's broker still holds its ports")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STALE_STOP_TIMEOUT
+    while _is_broker(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _is_broker(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 class EmbeddedBroker:
     """Supervises one ``epns-broker`` child; ``ready`` is set while it serves."""
 
-    def __init__(self, config: Path | None) -> None:
+    def __init__(self, config: Path | None, pidfile: Path) -> None:
         self._config = config
+        self._pidfile = pidfile
         self._process: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()
         self._stopping = False
@@ -39,10 +105,15 @@ class EmbeddedBroker:
     async def run(self) -> None:
         """Start the broker and keep it running until ``stop``."""
         delay = RESTART_DELAY[0]
+        await asyncio.to_thread(stop_stale_broker, self._pidfile)
+        self._pidfile.parent.mkdir(parents=True, exist_ok=True)
+        parent = os.getpid()
         while not self._stopping:
             self._process = await asyncio.create_subprocess_exec(
                 *self._argv(), stdin=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE)
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=functools.partial(_die_with_parent, parent))
+            self._pidfile.write_text(f"{self._process.pid}\n")
             event(log, "broker_started", pid=self._process.pid)
             await self._relay(self._process)
             code = await self._process.wait()
@@ -73,6 +144,7 @@ class EmbeddedBroker:
         self._stopping = True
         process = self._process
         if process is None or process.returncode is not None:
+            self._forget_pid()
             return
         process.terminate()
         try:
@@ -80,3 +152,8 @@ class EmbeddedBroker:
         except TimeoutError:
             process.kill()
             await process.wait()
+        self._forget_pid()
+
+    def _forget_pid(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._pidfile.unlink()

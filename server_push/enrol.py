@@ -75,7 +75,7 @@ class Enrolment:
                              code="bad_ttl")
         names = check_groups(groups)
         if agent_id is not None:
-            topics.check_name(agent_id)
+            topics.check_agent_id(agent_id)
         token = ENROL_TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         row = EnrolToken(id=uuid.uuid4().hex, token_hash=token_hash(token), groups=names,
@@ -116,7 +116,7 @@ class Enrolment:
         bundle: Unauthorized for a token that cannot be used, Forbidden for an
         id the token is not for, BadRequest for a bad CSR, Conflict for an id
         that is taken."""
-        topics.check_name(agent_id)
+        topics.check_agent_id(agent_id)
         now = time.time()
         row = await self._usable(token, agent_id, now)
         try:

@@ -4,6 +4,16 @@ A thin adapter around aiomqtt: it keeps the session up (persistent, so the
 broker queues agents' events while the server is away), hands every message to
 one handler, and publishes commands at QoS 1, returning only once the broker
 has taken them (PUBACK). aiomqtt's errors become BrokerUnavailable here.
+
+The link supervises itself, since every agent's push depends on it:
+
+- a handler that raises on one message fails that message alone: it is
+  logged (at most once per ``FAILURE_LOG_INTERVAL`` and topic) and counted,
+  and the next message is handled;
+- whatever ends a session (the broker, the network, a bug) is logged at
+  error with its reason, counted in ``LinkHealth``, shown by ``/health``,
+  and the session starts again after a jittered backoff. Commands staged
+  meanwhile are published by ``on_connect`` (the outbox's flush).
 """
 
 from __future__ import annotations
@@ -11,14 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from epns import tls
 from epns.errors import BrokerUnavailable
-from epns.logs import event
+from epns.logs import Throttle, event
 from epns.server_config import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -34,9 +46,21 @@ def shared_subscriptions(group: str) -> tuple[str, ...]:
 
 PUBLISH_TIMEOUT = 10.0
 RETRY_CAP = 30.0
+FAILURE_LOG_INTERVAL = 60.0
 
 OnMessage = Callable[[str, bytes], Awaitable[None]]
 OnConnect = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class LinkHealth:
+    """What the link says of itself: to ``/health``, the metrics and the
+    operator's notification. ``down_since`` and ``reason`` are None while up."""
+
+    down_since: float | None
+    reason: str | None = "not connected yet"
+    restarts: int = 0
+    handler_failures: int = 0
 
 
 class BrokerLink:
@@ -55,23 +79,40 @@ class BrokerLink:
         self._current = 0
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self.health = LinkHealth(down_since=time.time())
+        self._failure_log = Throttle(FAILURE_LOG_INTERVAL)
 
     async def run(self) -> None:
         """Connect, consume and reconnect with jittered backoff, until cancelled."""
         failures = 0
         while True:
+            was_up = False
             try:
                 await self._session()
-                failures = 0
+                reason = "the broker closed the session"
             except aiomqtt.MqttError as exc:
-                failures += 1
-                event(log, "broker_link_down", logging.WARNING, broker=self._address(),
-                      error=str(exc))
-                self._current = (self._current + 1) % len(self._addresses)
+                reason = str(exc) or type(exc).__name__
+            except Exception as exc:  # the link must outlive any one failure
+                reason = f"{type(exc).__name__}: {exc}"
+                log.error("broker link session failed", exc_info=True)
             finally:
+                was_up = self.connected.is_set()
                 self._client = None
                 self.connected.clear()
+            failures = 1 if was_up else failures + 1
+            self._down(reason, was_up)
             await asyncio.sleep(random.uniform(0.5, min(RETRY_CAP, 2.0 ** min(failures, 5))))  # noqa: S311 - jitter
+
+    def _down(self, reason: str, was_up: bool) -> None:
+        health = self.health
+        if was_up:
+            health.down_since = time.time()
+            health.restarts += 1
+        health.reason = reason
+        event(log, "broker_link_down", logging.ERROR, broker=self._address(), error=reason,
+              down_for=f"{time.time() - (health.down_since or time.time()):.0f}s",
+              action="reconnecting with backoff")
+        self._current = (self._current + 1) % len(self._addresses)
 
     async def _session(self) -> None:
         settings = self._settings
@@ -90,12 +131,25 @@ class BrokerLink:
                     raise aiomqtt.MqttError(f"the broker refused the subscription {topic}")
             self._client = client
             self.connected.set()
+            self.health.down_since = self.health.reason = None
             event(log, "broker_link_up", broker=self._address())
             await self._on_connect()
             async for message in client.messages:
                 payload = message.payload
                 raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                await self._on_message(message.topic.value, raw)
+                topic = message.topic.value
+                try:
+                    await self._on_message(topic, raw)
+                except Exception:  # one message must never end the link
+                    self._handler_failed(topic)
+
+    def _handler_failed(self, topic: str) -> None:
+        self.health.handler_failures += 1
+        admitted, held = self._failure_log.admit((topic,), time.time())
+        if admitted:
+            log.error("message handler failed on %s; the message is dropped and the link "
+                      "goes on (%d more on this topic since the last line)", topic, held,
+                      exc_info=True)
 
     def _address(self) -> str:
         host, port = self._addresses[self._current]

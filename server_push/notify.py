@@ -11,7 +11,12 @@ period. A channel that succeeded is written into the agent's history
 to repeat it; a channel that failed is logged and tried again next round.
 
 While the server has lost the broker every agent shows stale; the server
-cannot know who is really away, so nothing is sent until the link is back.
+cannot know who is really away, so nothing is sent about agents until the
+link is back. The lost link is news of its own: once it has been down for
+``notifications.broker_down_after`` seconds, every channel gets one
+``{"event": "broker_link_down", "down_since", "reason"}`` (and an email), and
+one ``broker_link_restored`` when it is back. Push is stopped for the whole
+fleet meanwhile: wake-ups are accepted and held, not sent.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import datetime as dt
 import logging
 import smtplib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -35,6 +40,7 @@ from epns.logs import event
 from epns.server_config import NotificationSettings
 from server_push.history import remember
 from server_push.models import AgentEvent
+from server_push.mqtt_link import LinkHealth
 from server_push.registry import AgentView, Registry
 from server_push.settings_store import NotificationsConfig, SettingsStore
 
@@ -60,6 +66,36 @@ class Offline:
         """The webhook's JSON body."""
         return {"agent_id": self.agent_id, "offline_since": self.offline_since,
                 "last_seen": self.last_seen, "presence": self.presence}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkNews:
+    """The server lost its broker link, or has it back."""
+
+    event: str
+    down_since: float
+    reason: str
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook's JSON body."""
+        return {"event": self.event, "down_since": self.down_since, "reason": self.reason}
+
+    def subject(self) -> str:
+        """The email's subject."""
+        if self.event == "broker_link_down":
+            return ("epns: push stopped, the server has lost the broker since "
+                    f"{_stamp(self.down_since)}")
+        return "epns: push works again, the server has its broker link back"
+
+    def text(self) -> str:
+        """The email's body."""
+        if self.event == "broker_link_down":
+            return (f"The server has had no MQTT session to the broker since "
+                    f"{_stamp(self.down_since)} (UTC): {self.reason}.\n"
+                    "Wake-ups are accepted and held; they are sent when the link is back.\n"
+                    "The server keeps reconnecting; see its log (broker_link_down).\n")
+        return (f"The broker link, down since {_stamp(self.down_since)} (UTC), is back; "
+                "held wake-ups are being sent.\n")
 
 
 def offline_too_long(views: Iterable[AgentView], now: float,
@@ -126,11 +162,15 @@ class Notifier:
     """The loop described in the module docstring."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], registry: Registry,
-                 config: SettingsStore, settings: NotificationSettings) -> None:
+                 config: SettingsStore, settings: NotificationSettings,
+                 link: Callable[[], LinkHealth]) -> None:
         self._sessions = sessions
         self._registry = registry
         self._config = config
         self._settings = settings
+        self._link = link
+        # The outage (its down_since) the operator was told of, if any.
+        self._told_down: float | None = None
 
     async def run(self) -> None:
         """Check every ``check_interval`` seconds, until cancelled."""
@@ -142,10 +182,14 @@ class Notifier:
                 event(log, "notify_failed", logging.ERROR, error=repr(exc))
 
     async def check(self, now: float) -> None:
-        """One round: notify every agent that is due on every channel."""
+        """One round: the broker link's news, then every agent that is due on
+        every channel."""
         config = await self._config.notifications()
         wanted = channels(config)
-        if not wanted or not self._registry.link_up:
+        if not wanted:
+            return
+        await self._check_link(config, wanted, now)
+        if not self._registry.link_up:
             return
         offline = offline_too_long(await self._registry.all(now), now, config.offline_after)
         if not offline:
@@ -157,6 +201,52 @@ class Notifier:
                 sent = await (self._webhook(config, due) if channel == WEBHOOK
                               else self._email(config, due))
                 await self._remember(sent, now)
+
+    async def _check_link(self, config: NotificationsConfig, wanted: list[str],
+                          now: float) -> None:
+        health = self._link()
+        since = health.down_since
+        if since is not None and self._told_down != since:
+            if now - since < self._settings.broker_down_after:
+                return
+            news = LinkNews("broker_link_down", since, health.reason or "")
+            self._told_down = since
+        elif since is None and self._told_down is not None:
+            news = LinkNews("broker_link_restored", self._told_down, "")
+            self._told_down = None
+        else:
+            return
+        event(log, news.event, logging.ERROR if since is not None else logging.INFO,
+              down_since=_stamp(news.down_since), reason=news.reason, channels=",".join(wanted))
+        for channel in wanted:
+            if channel == WEBHOOK:
+                await self._post_news(config, news)
+            else:
+                await asyncio.to_thread(self._mail_news, config, news)
+
+    async def _post_news(self, config: NotificationsConfig, news: LinkNews) -> None:
+        try:
+            async with httpx.AsyncClient(timeout=self._settings.timeout) as client:
+                answer = await client.post(config.webhook_url, json=news.payload())
+        except httpx.HTTPError as exc:
+            self._failed(WEBHOOK, [], f"{news.event}: {type(exc).__name__}: {exc}")
+            return
+        if not answer.is_success:
+            self._failed(WEBHOOK, [], f"{news.event}: answered {answer.status_code}")
+
+    def _mail_news(self, config: NotificationsConfig, news: LinkNews) -> None:
+        message = EmailMessage()
+        message["Subject"] = news.subject()
+        message["From"] = config.smtp_from or "epns@localhost"
+        message["To"] = config.smtp_to
+        message["Date"] = formatdate(localtime=False)
+        message.set_content(news.text())
+        try:
+            with smtplib.SMTP(config.smtp_host, config.smtp_port,
+                              timeout=self._settings.timeout) as smtp:
+                smtp.send_message(message)
+        except OSError as exc:
+            self._failed(EMAIL, [], f"{news.event}: {type(exc).__name__}: {exc}")
 
     async def _notified(self, offline: Sequence[Offline]) -> dict[str, set[str]]:
         """The channels already used per agent in its current offline period."""

@@ -17,6 +17,7 @@ connect time, not when the agent went away.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns.envelope import Presence, PresenceState
-from epns.errors import NotFound
+from epns.errors import NotFound, PayloadTooLarge
 from epns.logs import event
 from epns.server_config import PresenceSettings
 from server_push.bus import Bus
@@ -90,6 +91,17 @@ def presence_of(agent: Agent, *, now: float, stale_after: float, link_up: bool) 
         return "stale"
     heard = agent.last_seen or agent.presence_at or 0.0
     return "stale" if now - heard > stale_after else "online"
+
+
+def _check_inventory(agent_id: str, inventory: Mapping[str, Any], budget: int | None) -> None:
+    if budget is None:
+        return
+    size = len(json.dumps(inventory, separators=(",", ":")).encode())
+    if size > budget:
+        raise PayloadTooLarge(
+            f"agent {agent_id!r}: these changes would make its inventory {size} bytes, over "
+            f"its budget of {budget} (budgets.inventory_bytes); send less, or replace keys "
+            "instead of adding new ones", code="inventory_over_budget")
 
 
 class Registry:
@@ -179,16 +191,22 @@ class Registry:
             agent.last_seen = now
 
     async def on_sync(self, agent_id: str, *, ok: bool, detail: str, reason: str, at: float,
-                      changes: Mapping[str, Any] | None = None) -> None:
-        """Record a sync the agent reports (or the sync endpoint saw)."""
+                      changes: Mapping[str, Any] | None = None,
+                      inventory_budget: int | None = None) -> None:
+        """Record a sync the agent reports (or the sync endpoint saw).
+        ``changes`` are merged into the agent's inventory; PayloadTooLarge,
+        with nothing written, when that would take the inventory past
+        ``inventory_budget`` bytes of JSON."""
         async with self._sessions() as session, session.begin():
             agent = await self._row(session, agent_id, at)
+            if changes:
+                inventory = {**(agent.inventory or {}), **changes}
+                _check_inventory(agent_id, inventory, inventory_budget)
+                agent.inventory = inventory
             agent.last_seen = at
             agent.last_sync_at = at
             agent.last_sync_result = "ok" if ok else f"failed: {detail}"
             agent.last_sync_reason = reason
-            if changes:
-                agent.inventory = {**(agent.inventory or {}), **changes}
             remember(session, agent_id, at, "sync" if ok else "sync_failed",
                      f"{reason}: {detail}")
         self._bus.publish({"kind": "agent", "id": agent_id})

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from epns import pki
@@ -28,7 +29,9 @@ from server_push.bus import Bus
 from server_push.cluster import Cluster
 from server_push.events import Dispatcher
 from server_push.handled import HandledEvents
-from server_push.mqtt_link import SUBSCRIPTIONS, BrokerLink, shared_subscriptions
+from server_push.history import prune_history
+from server_push.metrics import ServerMetrics
+from server_push.mqtt_link import SUBSCRIPTIONS, BrokerLink, LinkHealth, shared_subscriptions
 from server_push.notify import Notifier
 from server_push.outbox import Outbox
 from server_push.ratelimit import RateLimiter
@@ -66,6 +69,8 @@ class Services:
     sync_admission: SyncAdmission
     wol: WolDispatch
     handled: HandledEvents
+    metrics: ServerMetrics
+    sync_budget: RateLimiter
     cluster: Cluster | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
@@ -74,7 +79,11 @@ class Services:
     async def on_message(self, topic: str, raw: bytes) -> None:
         """The broker link's handler."""
         if self._dispatcher is None:
-            self._dispatcher = Dispatcher(self.registry, self.wakeups, self.wol, self.handled)
+            budgets = self.settings.budgets
+            self._dispatcher = Dispatcher(self.registry, self.wakeups, self.wol, self.handled,
+                                          metrics=self.metrics,
+                                          events_per_minute=budgets.events_per_minute,
+                                          events_burst=budgets.events_burst)
         await self._dispatcher.handle(topic, raw)
 
     async def on_connect(self) -> None:
@@ -98,8 +107,9 @@ class Services:
     async def _shared_work(self) -> None:
         """What one replica does for all: expiry sweeps, offline notices, pruning."""
         notifier = Notifier(self.sessions, self.registry, self.config,
-                            self.settings.notifications)
+                            self.settings.notifications, link=self._link_state)
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._prune_history(), name="history-pruner")
             group.create_task(self.wakeups.run_sweeper(), name="wake-sweeper")
             group.create_task(self.wol.run_sweeper(), name="wol-sweeper")
             group.create_task(notifier.run(), name="offline-notifier")
@@ -118,6 +128,29 @@ class Services:
                 group.create_task(self._shared_work())
         finally:
             self.outbox.hand_off = self._hand_off
+
+    def _link_state(self) -> LinkHealth:
+        """The broker link's health as the offline notifier should judge it: a
+        follower in leader mode has no session, and trusts the leader's word."""
+        if self.settings.cluster.mode == "leader" and self.role == "follower":
+            return LinkHealth(down_since=None, reason=None)
+        return self.link.health
+
+    async def _prune_history(self) -> None:
+        """Keep at most ``budgets.history_rows`` lines per agent: a chatty or
+        hostile agent cannot grow its history without bound."""
+        budgets = self.settings.budgets
+        while True:
+            await asyncio.sleep(budgets.prune_interval)
+            try:
+                pruned = await prune_history(self.sessions, budgets.history_rows)
+            except SQLAlchemyError as exc:
+                event(log, "history_prune_failed", logging.ERROR, error=repr(exc),
+                      action=f"tried again in {budgets.prune_interval:g} s")
+                continue
+            self.metrics.history_rows_pruned += pruned
+            if pruned:
+                event(log, "history_pruned", rows=pruned, kept_per_agent=budgets.history_rows)
 
     def _hand_off(self) -> None:
         assert self.cluster is not None
@@ -185,8 +218,12 @@ class Services:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a failed task must not stop the shutdown
+                log.exception("background task %s had failed", task.get_name())
         await self.engine.dispose()
         event(log, "services_stopped")
 
@@ -216,6 +253,7 @@ async def build(settings: ServerSettings) -> Services:
                                      if mode == "shared" else SUBSCRIPTIONS),
                       clean_session=mode == "shared")
     outbox = Outbox(sessions, key, link)
+    metrics = ServerMetrics(link=link.health, link_up=link.connected.is_set)
     config = SettingsStore(sessions, settings.notifications.min_offline_after)
     services = Services(
         settings=settings, engine=engine, sessions=sessions, bus=bus, link=link, outbox=outbox,
@@ -231,7 +269,8 @@ async def build(settings: ServerSettings) -> Services:
         wol=WolDispatch(sessions, outbox, bus, registry, config=config,
                         sweep_interval=settings.wakeups.sweep_interval,
                         allowed=allowed_networks(settings.wol.allowed_networks)),
-        handled=HandledEvents(sessions))
+        handled=HandledEvents(sessions), metrics=metrics,
+        sync_budget=RateLimiter(settings.budgets.syncs_per_minute, settings.budgets.syncs_burst))
     if mode != "single":
         services.cluster = Cluster(engine, settings.cluster, services.on_cluster_notice)
         bus.relay = services.cluster.tell

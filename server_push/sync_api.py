@@ -9,6 +9,12 @@ changes, on ``/api/v1/agents/{agent_id}/sync`` (``epns.sync_contract``).
   more wait ``sync.queue_wait`` seconds for a slot (``sync_admission.py``);
   the rest get 429 with a jittered Retry-After, so a wake-all storm drains
   instead of piling up.
+- Each agent has budgets (``[budgets]``): ``syncs_per_minute`` reports
+  (429 ``over_budget`` beyond, with the wait in Retry-After) and
+  ``inventory_bytes`` of stored inventory (413 ``inventory_over_budget``,
+  nothing of the report stored). Every field is checked by the contract
+  (``epns.sync_contract`` and ``epns.fields``): 400 ``bad_report`` names
+  the first field that breaks it.
 
 The handlers read the body themselves (size limit, two formats), so the
 OpenAPI document is told its shape by hand: ``REPORT_SCHEMA``, ``REPLY_SCHEMA``.
@@ -25,7 +31,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from epns.errors import BadRequest, Forbidden, MessageError, TooManyRequests
+from epns.errors import BadRequest, Forbidden, MessageError, PayloadTooLarge, TooManyRequests
 from epns.sync_contract import (
     VERSION,
     SyncFormat,
@@ -110,11 +116,19 @@ def _check_report(report: SyncReport, agent_id: str) -> None:
     if report.agent_id != agent_id:
         raise BadRequest(f"the report is for {report.agent_id!r}, posted to {agent_id!r}",
                          code="bad_report")
-    # Both ids reach the database, and PostgreSQL text cannot hold a NUL: such
-    # an id names nothing here, and must not fail the database instead.
-    if "\x00" in report.sync_id or any("\x00" in r.task_id for r in report.results):
-        raise BadRequest("the report's sync_id or a task_id holds a NUL character",
-                         code="bad_report")
+
+
+def _within_budget(services: Services, agent_id: str, now: float) -> None:
+    """One agent may report ``budgets.syncs_per_minute`` times a minute: a
+    hostile or broken one must not take the sync slots of the fleet."""
+    wait = services.sync_budget.take(agent_id, now)
+    if wait > 0:
+        services.metrics.budget_refusals["syncs_per_minute"] += 1
+        budgets = services.settings.budgets
+        raise TooManyRequests(
+            f"agent {agent_id!r} is over its budget of {budgets.syncs_per_minute:g} syncs a "
+            f"minute (burst {budgets.syncs_burst}); retry in {wait:.0f} s",
+            retry_after=wait, code="over_budget")
 
 
 def _services(request: Request) -> Services:
@@ -133,6 +147,7 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
     arrived = time.time()
     services = _services(request)
     await _caller(services, request, agent_id, token)
+    _within_budget(services, agent_id, arrived)
     async with _admitted(services):
         raw = await read_limited(request, services.settings.sync.max_body, "report")
         try:
@@ -141,10 +156,17 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
         except MessageError as exc:
             raise BadRequest(str(exc), code="bad_report") from exc
         _check_report(report, agent_id)
+        # First, as it may refuse the report (the inventory budget) before
+        # anything of it is stored.
+        try:
+            await services.registry.on_sync(
+                agent_id, ok=True, detail="report received", reason=report.reason.value,
+                at=arrived, changes=report.changes,
+                inventory_budget=services.settings.budgets.inventory_bytes)
+        except PayloadTooLarge:
+            services.metrics.budget_refusals["inventory_bytes"] += 1
+            raise
         await services.tasks.close(agent_id, report.results, arrived)
-        await services.registry.on_sync(agent_id, ok=True, detail="report received",
-                                        reason=report.reason.value, at=arrived,
-                                        changes=report.changes)
         # The POST is the sync's first step: its arrival, on the server's own
         # clock, is a start no agent clock can skew.
         await services.wakeups.on_sync(agent_id, started_at=arrived, sync_id=report.sync_id,

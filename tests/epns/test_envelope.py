@@ -399,19 +399,45 @@ def test_verify_command_bad_signature(key: Ed25519PrivateKey) -> None:
 # --- events -------------------------------------------------------------------------
 
 
+# Each event type's body as the agent writes it, and as the server keeps it.
+BODIES: dict[EventType, dict[str, object]] = {
+    EventType.ACK: {"type": "wake"},
+    EventType.REJECT: {"reason": "expired 70s ago"},
+    EventType.SYNC: {"ok": True, "detail": "200", "reason": "wake", "started_at": NOW,
+                     "sync_id": "s1", "wakes": ["c1", "c2"]},
+    EventType.WOL_RESULT: {"ok": True, "targets": [
+        {"mac": "aa:bb:cc:dd:ee:ff", "packets": 6, "sent": ["127.0.0.1:9"], "errors": []}]},
+    EventType.PONG: {},
+}
+
+
 @pytest.mark.parametrize("event_type", list(EventType))
 def test_event_round_trip(event_type: EventType) -> None:
-    event = Event(event_type, NOW + 0.25, ref="c1", body={"ok": True, "n": [1, 2]})
+    event = Event(event_type, NOW + 0.25, ref="c1", body=BODIES[event_type])
     raw = encode_event(event)
     assert json.loads(raw)["v"] == 1
     assert decode_event(raw) == event
+
+
+def test_an_event_body_keeps_only_the_fields_of_its_type() -> None:
+    raw = encode_event(Event(EventType.ACK, NOW, "c1", {"type": "wake", "extra": [1] * 50}))
+    assert decode_event(raw).body == {"type": "wake"}
+
+
+def test_a_long_detail_is_cut_and_a_long_name_refused() -> None:
+    body = {**BODIES[EventType.SYNC], "detail": "x" * 5000}
+    decoded = decode_event(encode_event(Event(EventType.SYNC, NOW, None, body)))
+    assert decoded.body["detail"] == "x" * envelope.MAX_DETAIL
+    with pytest.raises(MalformedMessage, match=r"event\.body\.reason: longer than 32"):
+        decode_event(encode_event(Event(EventType.SYNC, NOW, None,
+                                        {**BODIES[EventType.SYNC], "reason": "r" * 33})))
 
 
 def test_event_without_ref_or_body() -> None:
     event = Event(EventType.PONG, NOW)
     assert decode_event(encode_event(event)) == event
     assert decode_event(b'{"v":1,"type":"pong","at":5}') == Event(EventType.PONG, 5.0)
-    assert decode_event(b'{"v":1,"type":"ack","at":5,"ref":7,"body":null}').ref == "7"
+    assert decode_event(b'{"v":1,"type":"ack","at":5,"ref":"7","body":null}').ref == "7"
 
 
 @pytest.mark.parametrize(
@@ -429,6 +455,29 @@ def test_event_without_ref_or_body() -> None:
         b'{"v":1,"type":"ack","at":null}',
         b'{"v":1,"type":"ack","at":1,"body":5}',
         b'{"v":1,"type":"ack","at":1,"body":"text"}',
+        # What one hostile agent sent to stop the fleet's link, and its kin.
+        b'{"v":1,"type":"ack","at":1,"ref":7}',
+        b'{"v":1,"type":"ack","at":1,"ref":"a\\nb"}',
+        b'{"v":1,"type":"ack","at":1,"ref":{"x":1}}',
+        b'{"v":1,"type":"ack","at":NaN}',
+        b'{"v":1,"type":"ack","at":Infinity}',
+        b'{"v":1,"type":"ack","at":1e999}',
+        b'{"v":1,"type":"ack","at":true}',
+        b'{"v":1,"type":"ack","at":-1}',
+        b'{"v":1,"type":"ack","at":99999999999999}',
+        b'{"v":1,"type":"ack","at":1,"body":{"type":{"a":1}}}',
+        b'{"v":1,"type":"sync","at":1,"body":{"ok":"yes"}}',
+        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"wakes":"c1"}}',
+        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"wakes":[1]}}',
+        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"started_at":"now"}}',
+        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"detail":"a\\u0000b"}}',
+        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"detail":"\\ud800"}}',
+        b'{"v":1,"type":"wol_result","at":1,"body":{"ok":true,"targets":[{"mac":5}]}}',
+        b'{"v":1,"type":"wol_result","at":1,"body":{"ok":1}}',
+        b'{"v":1,"type":"reject","at":1,"body":{"reason":["x"]}}',
+        b"[" * 10000 + b"]" * 10000,
+        b'{"v":1,"type":"ack","at":1,"body":' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
+        b'{"v":1,"type":"ack","at":1,"ref":"\xff\xfe"}',
     ],
 )
 def test_malformed_event(raw: bytes) -> None:
@@ -488,11 +537,32 @@ def test_minimal_presence() -> None:
         b'{"v":1,"state":"online","at":1,"interfaces":[["a",24]]}',
         b'{"v":1,"state":"online","at":1,"interfaces":["a"]}',
         b'{"v":1,"state":"online","at":1,"interfaces":5}',
+        # The retained birth that cut the server off the broker, and its kin.
+        b'{"v":1,"state":"online","at":1,"route":["x"]}',
+        b'{"v":1,"state":"online","at":1,"hostname":{"a":1}}',
+        b'{"v":1,"state":"online","at":1,"version":2}',
+        b'{"v":1,"state":"online","at":1,"hostname":"pc\\n2026-01-01 INFO forged"}',
+        b'{"v":1,"state":"online","at":1,"hostname":"' + b"h" * 256 + b'"}',
+        b'{"v":1,"state":"online","at":NaN}',
+        b'{"v":1,"state":"online","at":1e400}',
+        b'{"v":1,"state":["online"],"at":1}',
+        b'{"v":1,"state":"online","at":1,"interfaces":[{"address":"127.0.0.1","prefix":33}]}',
+        b'{"v":1,"state":"online","at":1,"interfaces":[{"address":"127.0.0.1","prefix":true}]}',
+        b'{"v":1,"state":"online","at":1,"interfaces":[{"address":"127.0.0.1","prefix":8,'
+        b'"mac":{"a":1}}]}',
+        b'{"v":1,"state":"online","at":1,"interfaces":[' + b'{"address":"::1","prefix":1},' * 64
+        + b'{"address":"::1","prefix":1}]}',
     ],
 )
 def test_malformed_presence(raw: bytes) -> None:
     with pytest.raises(MalformedMessage):
         decode_presence(raw)
+
+
+def test_a_link_layer_address_that_is_no_mac_is_left_out() -> None:
+    raw = (b'{"v":1,"state":"online","at":1,"interfaces":[{"address":"127.0.0.2","prefix":8,'
+           b'"mac":"80:00:02:08:fe:80:00:00:00:00:00:00:00:11:75:01:01:62:a1:b2"}]}')
+    assert decode_presence(raw).interfaces == (Interface("127.0.0.2", 8, None),)
 
 
 def test_oversized_presence() -> None:

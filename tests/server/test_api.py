@@ -3,6 +3,7 @@ the wake-up rate limit, and an OpenAPI document that says all of it."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 
 from epns import pki, tokens
-from epns.sync_contract import SyncReason, SyncReport, TaskResult, TaskStatus, encode_report
+from epns.sync_contract import SyncReason, TaskResult, TaskStatus
 from tests.server.conftest import Stack
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
@@ -157,8 +158,12 @@ def test_the_openapi_document_declares_bearer_auth_and_the_error_body(stack: Sta
 
 
 def _report(agent_id: str, sync_id: str, results: tuple[TaskResult, ...] = ()) -> bytes:
-    return encode_report(SyncReport(agent_id=agent_id, sync_id=sync_id, started_at=time.time(),
-                                    reason=SyncReason.MANUAL, results=results))
+    """A report as a hostile agent may write it: by hand, since the contract's
+    own encoder refuses what no database can store."""
+    return json.dumps({"v": 1, "agent_id": agent_id, "sync_id": sync_id,
+                       "started_at": time.time(), "reason": SyncReason.MANUAL.value,
+                       "results": [{"task_id": r.task_id, "status": r.status.value,
+                                    "detail": r.detail} for r in results]}).encode()
 
 
 def test_a_nul_character_is_a_refusal_not_a_database_error_on_postgresql(
@@ -175,17 +180,22 @@ def test_a_nul_character_is_a_refusal_not_a_database_error_on_postgresql(
     key = pki.load_signing_key(stack.pki / pki.SIGNING_KEY)
     agent_token = tokens.sign_token(key, "a1", now=time.time(), ttl=600)
     context = ssl.create_default_context(cafile=str(stack.pki / pki.CA_CERT))
-    done = TaskResult(task_id, TaskStatus.DONE, "inventory\x00sent")
+    nul_detail = TaskResult(task_id, TaskStatus.DONE, "inventory\x00sent")
+    done = TaskResult(task_id, TaskStatus.DONE, "inventory sent")
     with httpx.Client(base_url=stack.server.url, verify=context, timeout=15,
                       headers={"Authorization": f"Bearer {agent_token}",
                                "Content-Type": "application/json"}) as agent:
         bad_id = agent.post("/api/v1/agents/a1/sync", content=_report("a1", "sync\x00"))
-        result = agent.post("/api/v1/agents/a1/sync", content=_report("a1", "s1", (done,)))
-    assert "NUL" in _refusal(bad_id, 400, "bad_report")
+        bad_detail = agent.post("/api/v1/agents/a1/sync",
+                                content=_report("a1", "s1", (nul_detail,)))
+        result = agent.post("/api/v1/agents/a1/sync", content=_report("a1", "s2", (done,)))
+    assert "report.sync_id" in _refusal(bad_id, 400, "bad_report")
+    assert "report.results[0].detail: holds a NUL character" in _refusal(
+        bad_detail, 400, "bad_report")
     assert result.status_code == 204, result.text
     with stack.api() as api:
         tasks = api.get("/api/v1/agents/a1/tasks").json()
-    assert [(t["state"], t["detail"]) for t in tasks] == [("done", "inventorysent")]
+    assert [(t["state"], t["detail"]) for t in tasks] == [("done", "inventory sent")]
 
 
 def test_an_oversized_api_body_is_413_declared_or_streamed(stack: Stack) -> None:

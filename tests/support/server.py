@@ -88,10 +88,11 @@ def server_env(pki: Path, work: Path, mqtt_port: int, http_port: int,
 
 
 def start_server(pki: Path, work: Path, mqtt_port: int, *, http_port: int | None = None,
-                 **overrides: str) -> ServerProcess:
-    """Start ``python -m server_push run`` and wait until it serves."""
+                 extra_env: dict[str, str] | None = None, **overrides: str) -> ServerProcess:
+    """Start ``python -m server_push run`` and wait until it serves;
+    ``extra_env`` adds variables as they are (an embedded broker's)."""
     port = http_port or free_port()
-    env = server_env(pki, work, mqtt_port, port, **overrides)
+    env = {**server_env(pki, work, mqtt_port, port, **overrides), **(extra_env or {})}
     process = subprocess.Popen([sys.executable, "-m", "server_push", "run"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     server = ServerProcess(process, f"https://127.0.0.1:{port}", env, pki / "ca.crt")
