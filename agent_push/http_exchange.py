@@ -202,10 +202,7 @@ class _Exchange:
             answer = await self._attempt(client, method, content)
         if 200 <= answer.status < 300:
             return answer
-        detail = http_failure(answer.status, self._job.url, retries)
-        reason = server_reason(answer.body)
-        if reason is not None:
-            detail += f"; the server says: {reason}"
+        detail = http_failure(answer.status, self._job.url, retries) + _says(answer)
         if answer.status in RETRYABLE:
             raise _Busy(detail, answer.status, retry_after_seconds(answer.retry_after, time.time()))
         raise SyncFailed(detail, answer.status)
@@ -237,8 +234,8 @@ class _Exchange:
             # Coming back sooner than asked would only be refused again; the
             # agent's retry of the whole sync waits that long.
             raise _Busy(f"server answered {answer.status}: busy, and asks to retry after "
-                        f"{asked:.0f} s, more than sync.max_retry_after ({limit:g} s)",
-                        answer.status, asked)
+                        f"{asked:.0f} s, more than sync.max_retry_after ({limit:g} s)"
+                        + _says(answer), answer.status, asked)
         delay = retry_delay(asked, retries, limit, self._rng)
         event(log, "sync_retry", logging.WARNING, method=method, status=answer.status,
               retry_after=answer.retry_after, wait=round(delay, 2), retry=retries + 1)
@@ -262,6 +259,11 @@ _STATUS_WORDS = {
     429: "too many requests",
     503: "service unavailable",
 }
+
+
+def _says(answer: _Answer) -> str:
+    reason = server_reason(answer.body)
+    return "" if reason is None else f"; the server says: {reason}"
 
 
 def server_reason(body: bytes) -> str | None:
