@@ -20,6 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent_push.backoff import Backoff
 from agent_push.dialer import open_route
@@ -49,9 +50,18 @@ from epns.envelope import (
     encode_presence,
     verify_command,
 )
-from epns.errors import MessageError, ProxyFailed, RouteError
+from epns.errors import MessageError, RouteError
 from epns.logs import event
-from epns.routes import Route, parse_proxy, plan_routes
+from epns.routes import (
+    PathFault,
+    ProxyEndpoint,
+    Route,
+    RouteBook,
+    bypasses_proxy,
+    fault_of,
+    parse_proxy,
+    plan_routes,
+)
 from epns.tokens import PublicKey
 from epns.wol import parse_wol_body
 
@@ -83,6 +93,10 @@ class Status:
     last_sync: dict[str, Any] | None = None
     next_retry: float | None = None
     last_error: str | None = None
+    # Wall-clock time the broker was last heard from, and how long the agent
+    # may go without hearing it before it gives the connection up.
+    last_heard: float | None = None
+    deaf_bound: float | None = None
 
 
 class Agent:
@@ -97,9 +111,11 @@ class Agent:
         self.replay = ReplayGuard()
         self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
         self.link: MqttLink | None = None
+        # The one route decision for push and sync (epns.routes).
+        self.book = RouteBook()
         self.sync = SyncCoordinator(
             build_sync_action(self.settings.sync, self.agent_id, tls=context.sync_tls,
-                              token=context.token, proxy_url=self._proxy_url(),
+                              token=context.token, ways=_AgentSyncWays(self),
                               changes=self._changes, inventory=self._inventory,
                               log=self.settings.log),
             self._synced, retry=RetrySchedule(self.settings.sync.retry_base, self._sync_interval))
@@ -160,35 +176,50 @@ class Agent:
     # -- connecting ------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
-        broker, proxy = self.settings.broker, self.settings.proxy
-        endpoint = parse_proxy(proxy.url, proxy.username, proxy.password) if proxy.url else None
-        return plan_routes(broker.host, broker.ports, proxy=endpoint, no_proxy=proxy.no_proxy,
+        broker = self.settings.broker
+        return plan_routes(broker.host, broker.ports, proxy=self._proxy(),
+                           no_proxy=self.settings.proxy.no_proxy,
                            websocket_url=broker.websocket_url, last_good=self.state.last_route())
 
-    def _proxy_url(self) -> str | None:
+    def _proxy(self) -> ProxyEndpoint | None:
         proxy = self.settings.proxy
         if proxy.url is None:
             return None
-        return parse_proxy(proxy.url, proxy.username, proxy.password).url()
+        return parse_proxy(proxy.url, proxy.username, proxy.password)
 
     async def _connect_any(self, stop: asyncio.Event) -> tuple[MqttLink, Route] | None:
         proxy_failed = False
-        for route in self._routes():
+        for route in self.book.order(self._routes(), time.time()):
             if stop.is_set():
                 return None
             if proxy_failed and route.proxy is not None:
                 continue  # the proxy itself is down: do not pay its timeout twice
             try:
-                return await self._connect(route), route
+                link = await self._connect(route)
             except RouteError as exc:
                 self.status.last_error = f"{route.name}: {exc}"
                 event(log, "route_failed", logging.WARNING, route=route.name, step=exc.step,
                       reason=str(exc))
-                if isinstance(exc, ProxyFailed):
-                    proxy_failed = True
-                    event(log, "proxy_failed", logging.WARNING, reason=str(exc),
-                          action="falling back to direct routes")
+                proxy_failed |= self._learn(route, fault_of(exc), str(exc))
+                continue
+            if route.proxy is not None:
+                self.book.proxy_worked()
+            return link, route
         return None
+
+    def _learn(self, route: Route, fault: PathFault | None, reason: str) -> bool:
+        """Record what a failure on ``route`` (push or sync) says about the way
+        out; True when the proxy itself failed."""
+        if route.proxy is None or fault is None or fault is PathFault.UNREACHABLE:
+            return False
+        self.book.failed(fault, port=route.port, now=time.time())
+        if fault is PathFault.PROXY_PORT:
+            event(log, "proxy_port_refused", logging.WARNING, port=route.port, reason=reason,
+                  action="trying the proxy's other ports")
+            return False
+        event(log, "proxy_failed", logging.WARNING, fault=fault.value, reason=reason,
+              action="falling back to direct routes, for push and sync")
+        return True
 
     async def _connect(self, route: Route) -> MqttLink:
         timeouts = self.settings.timeouts
@@ -199,7 +230,8 @@ class Agent:
         link = MqttLink(self.agent_id, keepalive=self._keepalive(route),
                         will=(topics.agent_presence(self.agent_id), will),
                         credentials=credentials,
-                        websocket_path=route.path if route.transport == "wss" else None)
+                        websocket_path=route.path if route.transport == "wss" else None,
+                        on_alive=self._heard)
         try:
             await link.connect(sock, route.host, route.port, timeouts.connack)
         except BaseException:
@@ -259,8 +291,10 @@ class Agent:
         await link.publish(topics.agent_presence(self.agent_id), encode_presence(birth),
                            retain=True)
         self.state.remember_route(route.name)
+        self.book.connected = route
         self.status = replace(self.status, connected=True, route=route.name, since=time.time(),
-                              next_retry=None)
+                              next_retry=None, last_heard=time.time(),
+                              deaf_bound=link.liveness.deaf_bound)
         event(log, "connected", route=route.name, keepalive=link.keepalive)
         self._publish_status()
         self.sync.request("connect")
@@ -287,8 +321,14 @@ class Agent:
                                timeout=2)
         await link.close(graceful=True)
 
+    def _heard(self) -> None:
+        """A ping was answered: the path is alive; say so in the status."""
+        self.status.last_heard = time.time()
+        self._publish_status()
+
     def _on_disconnected(self, reason: str) -> None:
         self.link = None
+        self.book.connected = None
         self.status = replace(self.status, connected=False, since=time.time(),
                               last_error=f"disconnected: {reason}")
         self._publish_status()
@@ -407,5 +447,40 @@ class Agent:
             "pid": status.pid, "agent_id": self.agent_id, "connected": status.connected,
             "route": status.route, "since": status.since, "last_wake": status.last_wake,
             "last_sync": status.last_sync, "next_retry": status.next_retry,
-            "last_error": status.last_error, "written_at": time.time(),
+            "last_error": status.last_error, "last_heard": status.last_heard,
+            "deaf_bound": status.deaf_bound, "written_at": time.time(),
         })
+
+
+class _AgentSyncWays:
+    """The sync's ways, decided by the agent's ``RouteBook``: the way MQTT
+    goes now first. What the sync learns about the proxy goes into the same
+    book, so the next MQTT connection pass knows it too."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        settings = agent.settings
+        url = urlsplit(settings.sync.url or "")
+        self._port = url.port or 443
+        proxy = agent._proxy()
+        bypass = proxy is None or bypasses_proxy(url.hostname or "", settings.proxy.no_proxy)
+        self._proxy = None if bypass else proxy
+
+    def ways(self) -> list[str | None]:
+        """Proxy URLs (None: direct) in the order the book decides."""
+        agent = self._agent
+        ways = agent.book.sync_ways(self._proxy, self._port, last_good=agent.state.last_route(),
+                                    now=time.time())
+        return [None if way is None else way.url() for way in ways]
+
+    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
+        """Tell the book; log what the sync does next."""
+        if proxy_url is None or self._proxy is None:
+            return
+        route = Route("mqtts", "sync", self._port, self._proxy)
+        self._agent._learn(route, fault, reason)
+
+    def worked(self, proxy_url: str | None) -> None:
+        """A sync through the proxy shows the proxy is up."""
+        if proxy_url is not None:
+            self._agent.book.proxy_worked()

@@ -108,7 +108,18 @@ def status(settings: AgentSettings, now: float) -> int:
     sys.stdout.write("".join(f"{line}\n" for line in describe(data, running, now)))
     if not running:
         return 3
-    return 0 if data.get("connected") else 1
+    return 0 if answering(data, now) else 1
+
+
+def answering(data: Mapping[str, Any], now: float) -> bool:
+    """Connected, and heard from within the connection's deaf bound
+    (``epns.liveness``): past it, the agent is giving the path up, or wedged."""
+    heard, bound = data.get("last_heard"), data.get("deaf_bound")
+    if not data.get("connected"):
+        return False
+    if isinstance(heard, int | float) and isinstance(bound, int | float):
+        return now - heard <= bound
+    return True
 
 
 def describe(data: Mapping[str, Any], running: bool, now: float) -> list[str]:
@@ -118,8 +129,13 @@ def describe(data: Mapping[str, Any], running: bool, now: float) -> list[str]:
     lines = [f"agent: {data.get('agent_id')} (pid {data.get('pid')}, "
              f"{'running' if running else 'NOT running'})"]
     since = _ago(data.get("since"), now)
-    if data.get("connected"):
-        lines.append(f"push: connected via {data.get('route')} since {since}")
+    if answering(data, now):
+        lines.append(f"push: connected via {data.get('route')} since {since}; broker last "
+                     f"heard {_ago(data.get('last_heard'), now)}")
+    elif data.get("connected"):
+        lines.append(f"push: NOT answering on {data.get('route')}: nothing heard from the "
+                     f"broker since {_ago(data.get('last_heard'), now)}, more than "
+                     f"{data.get('deaf_bound'):.0f} s")
     else:
         lines.append(f"push: not connected (since {since}); last route {data.get('route')}")
     retry = data.get("next_retry")

@@ -9,6 +9,7 @@ handed to paho (see ``agent_push.mqtt``).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from epns.agent_config import TimeoutSettings
 from epns.errors import (
     ProxyAuthFailed,
     ProxyFailed,
+    ProxyPortRefused,
     RouteError,
     TcpRefused,
     TcpTimeout,
@@ -72,9 +74,12 @@ def _tunnel(proxy: ProxyEndpoint, host: str, port: int, timeout: float) -> socke
         sock = Proxy.from_url(proxy.url(), rdns=True).connect(host, port, timeout=timeout)
     except ProxyTimeoutError as exc:
         raise ProxyFailed(f"{where} did not open a tunnel to {host}:{port} within "
-                          f"{timeout:g} s") from exc
+                          f"{timeout:g} s: the proxy is silent (dead, or black-holed)") from exc
     except ProxyConnectionError as exc:
-        raise ProxyFailed(f"{where} cannot be reached: {exc}") from exc
+        # python-socks words a timeout as "[Errno None] Could not connect ... [None]".
+        reason = os.strerror(exc.errno) if isinstance(exc.errno, int) else (
+            f"no answer within {timeout:g} s")
+        raise ProxyFailed(f"{where} cannot be reached: {reason.lower()}") from exc
     except ProxyError as exc:
         raise _proxy_refusal(where, host, port, exc) from exc
     except OSError as exc:
@@ -90,8 +95,9 @@ def _proxy_refusal(where: str, host: str, port: int, exc: ProxyError) -> ProxyFa
         return ProxyAuthFailed(f"{where}: proxy authentication failed ({code}); check "
                                "the proxy username and password")
     if code == 403:
-        return ProxyFailed(f"{where} forbids CONNECT to {host}:{port} (403): allow the "
-                           "port in the proxy's ACL (ConnectPort)")
+        return ProxyPortRefused(f"{where} forbids CONNECT to {host}:{port} (403): the "
+                                "agent tries the proxy's next port; to use this one, allow "
+                                "it in the proxy's ACL (Squid SSL_ports, tinyproxy ConnectPort)")
     return ProxyFailed(f"{where} refused CONNECT to {host}:{port}: {exc}")
 
 

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from epns import __version__, logs, tls
 from epns.errors import ConfigError, SyncFailed
 from epns.logs import event
+from epns.routes import PathFault
 from epns.sync_contract import MAX_BYTES, SyncFormat, retry_after_seconds
 
 if TYPE_CHECKING:
@@ -104,6 +105,9 @@ class ExchangeResult:
     error: str | None = None
     http_status: int | None = None
     retry_after: float | None = None
+    # What the failure says about the way to the server (a PathFault value):
+    # the agent then tries the sync's other way, and tells its MQTT side.
+    fault: str | None = None
 
     def encode(self) -> bytes:
         """The result as the child writes it on stdout."""
@@ -157,6 +161,15 @@ async def exchange(job: ExchangeJob, *, sleep: Callable[[float], Awaitable[None]
         return await run.steps(client)
 
 
+class _WayFailed(SyncFailed):
+    """The way to the server failed (the proxy, or TCP to the server), not
+    the server; ``fault`` says how (``epns.routes.PathFault``)."""
+
+    def __init__(self, detail: str, fault: PathFault) -> None:
+        super().__init__(detail)
+        self.fault = fault
+
+
 class _Busy(SyncFailed):
     """A busy answer (429/503) that ends the exchange; ``retry_after`` is the
     wait it asked for, if it said."""
@@ -186,6 +199,8 @@ class _Exchange:
         except _Busy as exc:
             return ExchangeResult(self._posted, error=str(exc), http_status=exc.status,
                                   retry_after=exc.retry_after)
+        except _WayFailed as exc:
+            return ExchangeResult(self._posted, error=str(exc), fault=exc.fault.value)
         except SyncFailed as exc:
             return ExchangeResult(self._posted, error=str(exc), http_status=exc.status)
         if not self._job.fetch:
@@ -221,8 +236,12 @@ class _Exchange:
                     body = await _read_head(response, MAX_ERROR_BYTES)
         # anyio lets some TLS and socket errors through without wrapping them.
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            raise SyncFailed(describe_error(exc, server=job.server, proxy_url=job.proxy_url,
-                                            timeout=job.timeout)) from exc
+            detail = describe_error(exc, server=job.server, proxy_url=job.proxy_url,
+                                    timeout=job.timeout)
+            fault = path_fault(exc, proxied=job.proxy_url is not None)
+            if fault is not None:
+                raise _WayFailed(detail, fault) from exc
+            raise SyncFailed(detail) from exc
         headers = response.headers
         return _Answer(response.status_code, headers.get("retry-after"),
                        headers.get("content-type"), body)
@@ -291,6 +310,28 @@ def http_failure(status: int, url: str, retries: int) -> str:
     if retries:
         words += f", still after {retries} retries"
     return f"server answered {status}: {words}"
+
+
+def path_fault(exc: Exception, *, proxied: bool) -> PathFault | None:
+    """What an exception of the exchange says about the way to the server:
+    the proxy's answer to CONNECT, a proxy that cannot be reached, or a
+    server address that does not answer; None when the server itself (or
+    TLS with it) failed, which another way would not change."""
+    import httpx  # noqa: PLC0415 (imported by exchange; see there)
+
+    if isinstance(exc, httpx.ProxyError):
+        # httpcore words a refused CONNECT as "<status> <reason>".
+        status = re.match(r"\s*(\d{3})\b", str(exc))
+        code = int(status.group(1)) if status else 0
+        if code in (401, 407):
+            return PathFault.PROXY_CREDENTIALS
+        if code == 403:
+            return PathFault.PROXY_PORT
+        return PathFault.PROXY_DEAD
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        # Through a proxy, the connection that failed is the one to the proxy.
+        return PathFault.PROXY_DEAD if proxied else PathFault.UNREACHABLE
+    return None
 
 
 def describe_error(exc: Exception, *, server: str, proxy_url: str | None,

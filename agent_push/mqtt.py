@@ -1,10 +1,14 @@
 """A thin adapter that drives paho-mqtt from the asyncio event loop.
 
-paho owns the MQTT 3.1.1 state (packet ids, QoS 1 flows, keep-alive pings);
-the event loop owns the socket. Every paho callback does one thing: hand its
-result to the loop with ``call_soon_threadsafe`` (the model is aiomqtt v2's
-client). Socket readiness drives ``loop_read``/``loop_write``, and a task
-drives ``loop_misc`` for keep-alive, ``KEEPALIVE_CHECKS`` times per keep-alive.
+paho owns the MQTT 3.1.1 state (packet ids, QoS 1 flows); the event loop
+owns the socket. Every paho callback does one thing: hand its result to the
+loop with ``call_soon_threadsafe`` (the model is aiomqtt v2's client). Socket
+readiness drives ``loop_read``/``loop_write``.
+
+The keep-alive is not paho's: ``epns.liveness`` decides when to ping (on
+time, not up to a check interval late) and when a silent path is dead (no
+answer to a ping within seconds, not a whole keep-alive later), and this
+adapter only carries it out. paho's ``loop_misc`` is never called.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +27,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from epns.errors import MqttRefused
-
-# paho sends PINGREQ, and gives up on a missing PINGRESP, only when loop_misc
-# runs and finds the keep-alive elapsed: so at most keepalive / KEEPALIVE_CHECKS
-# late, well inside the 1.5 x keep-alive a broker grants before it drops a silent
-# client. An idle agent wakes 4 times per keep-alive, not once a second.
-KEEPALIVE_CHECKS = 4
+from epns.liveness import Liveness, Step
 
 # paho 2 reports a 3.1.1 CONNACK code as an MQTT 5 reason code; map it back.
 _CONNACK_311 = {0x80: 3, 0x84: 1, 0x85: 2, 0x86: 4, 0x87: 5, 0x88: 3}
@@ -69,10 +69,14 @@ class MqttLink:
 
     def __init__(self, client_id: str, *, keepalive: int, will: tuple[str, bytes],
                  credentials: tuple[str, str] | None = None,
-                 websocket_path: str | None = None) -> None:
+                 websocket_path: str | None = None,
+                 on_alive: Callable[[], None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.keepalive = keepalive
+        self.liveness = Liveness(keepalive, time.monotonic())
+        # Called when a ping is answered: once per keep-alive on an idle link.
+        self._on_alive = on_alive
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._connack: asyncio.Future[int] = self._loop.create_future()
@@ -160,15 +164,45 @@ class MqttLink:
             self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
+        liveness = self.liveness
+        answered = liveness.ping_sent is not None
+        liveness.heard(time.monotonic())
+        if answered and self._on_alive is not None:
+            self._on_alive()
         self._client.loop_read()
         # TLS may hold decrypted bytes that no longer show on the descriptor.
         while self._sock is not None and getattr(self._sock, "pending", lambda: 0)() > 0:
             self._client.loop_read()
 
-    async def _drive_misc(self) -> None:
+    async def _drive_liveness(self) -> None:
+        liveness = self.liveness
         while True:
-            await asyncio.sleep(self.keepalive / KEEPALIVE_CHECKS)
-            self._client.loop_misc()
+            await asyncio.sleep(max(0.0, liveness.due() - time.monotonic()))
+            now = time.monotonic()
+            step = liveness.check(now)
+            if step is Step.PING:
+                # paho has no public "ping now"; its loop_misc pings only by
+                # its own clock, late. _send_pingreq is what loop_misc calls.
+                self._client._send_pingreq()
+            elif step is Step.DEAD:
+                self._dead(f"the path stopped answering: no reply to a ping within "
+                           f"{liveness.answer_within:g} s, nothing heard for "
+                           f"{now - liveness.last_heard:.0f} s (a NAT or firewall may have "
+                           "forgotten the connection)")
+                return
+
+    def _dead(self, reason: str) -> None:
+        """Give the connection up from the inside: the agent sees ``closed``."""
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        sock = self._sock
+        self._unwatch()
+        if sock is not None:
+            sock.close()
+        self._lost(reason)
+
+    def _sent(self) -> None:
+        self.liveness.sent(time.monotonic())
 
     # -- the agent's side ------------------------------------------------------
 
@@ -179,7 +213,8 @@ class MqttLink:
         self._client.connect_timeout = timeout
         # The WebSocket upgrade inside paho's connect() blocks: keep it off the loop.
         await asyncio.to_thread(self._client.connect, host, port, self.keepalive)
-        self._misc = asyncio.create_task(self._drive_misc())
+        self.liveness = Liveness(self.keepalive, time.monotonic())
+        self._misc = asyncio.create_task(self._drive_liveness())
         try:
             code = await asyncio.wait_for(asyncio.shield(self._connack), timeout)
         except TimeoutError as exc:
@@ -195,6 +230,7 @@ class MqttLink:
         _rc, mid = self._client.subscribe([(f, 1) for f in topic_filters])
         if mid is None:
             raise ConnectionError("not connected")
+        self._sent()
         codes = await self._await(mid, timeout)
         return [int(getattr(code, "value", code)) for code in codes]
 
@@ -202,6 +238,7 @@ class MqttLink:
                       timeout: float = 10) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""
         info = self._client.publish(topic, payload, qos=1, retain=retain)
+        self._sent()
         await self._await(info.mid, timeout)
 
     async def _await(self, mid: int, timeout: float) -> Any:

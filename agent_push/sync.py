@@ -37,12 +37,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent_push.http_exchange import ExchangeJob, ExchangeResult
 from epns.agent_config import SyncSettings
 from epns.errors import ConfigError, MalformedMessage, SyncFailed
 from epns.logs import LogSettings, event
+from epns.routes import PathFault
 from epns.sync_contract import (
     SyncFormat,
     SyncReason,
@@ -102,7 +103,7 @@ def build_sync_action(
     changes: Callable[[], Mapping[str, Any]],
     inventory: Callable[[], Mapping[str, Any]] | None = None,
     token: str | None = None,
-    proxy_url: str | None = None,
+    ways: SyncWays | None = None,
     log: LogSettings | None = None,
 ) -> SyncAction:
     """The action ``sync.action`` names; a ConfigError says what is missing.
@@ -113,7 +114,7 @@ def build_sync_action(
         assert settings.entry_point is not None  # SyncSettings refuses it otherwise
         return EntryPointSync(settings.entry_point, settings.timeout)
     return HttpSync(settings, agent_id, tls, changes=changes, inventory=inventory,
-                    token=token, proxy_url=proxy_url, log=log)
+                    token=token, ways=ways, log=log)
 
 
 # --- HTTP -------------------------------------------------------------------------
@@ -122,6 +123,36 @@ def build_sync_action(
 EXCHANGE_CHILD = (sys.executable, "-m", "agent_push.http_exchange")
 # What the child may take beyond its exchange: starting Python and importing httpx.
 CHILD_START = 10.0
+
+
+class SyncWays(Protocol):
+    """Which ways the sync's HTTPS goes, and what it learns on them: the
+    agent's one route decision (``epns.routes.RouteBook``), so that push and
+    sync go the same way and a proxy that fails one fails for both. A way is
+    a proxy URL, or None for direct."""
+
+    def ways(self) -> list[str | None]:
+        """The ways to try for this sync, in order."""
+
+    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
+        """The way ``proxy_url`` failed with ``fault``."""
+
+    def worked(self, proxy_url: str | None) -> None:
+        """A sync went through on ``proxy_url``."""
+
+
+class DirectOnly:
+    """The ways of an agent without a proxy: direct, and nothing to learn."""
+
+    def ways(self) -> list[str | None]:
+        """Direct only."""
+        return [None]
+
+    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
+        """Nothing else to try."""
+
+    def worked(self, proxy_url: str | None) -> None:
+        """Nothing to remember."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +186,7 @@ class HttpSync:
         changes: Callable[[], Mapping[str, Any]],
         inventory: Callable[[], Mapping[str, Any]] | None = None,
         token: str | None = None,
-        proxy_url: str | None = None,
+        ways: SyncWays | None = None,
         log: LogSettings | None = None,
     ) -> None:
         if settings.url is None:
@@ -163,8 +194,8 @@ class HttpSync:
         self._settings = settings
         self._agent_id = agent_id
         self._format = SyncFormat(settings.format)
-        self._job = _job_template(settings, agent_id, tls, token=token, proxy_url=proxy_url,
-                                  log=log or LogSettings())
+        self._job = _job_template(settings, agent_id, tls, token=token, log=log or LogSettings())
+        self._ways = ways or DirectOnly()
         self._deadline = exchange_deadline(settings)
         self._changes = changes
         self._inventory = inventory
@@ -192,9 +223,18 @@ class HttpSync:
             body = encode_report(report, self._format)
         except MalformedMessage as exc:
             raise SyncFailed(f"the agent's data cannot be sent: {exc}") from exc
-        result = await self._in_child(replace(self._job, body=body))
-        if result.posted:
-            self._delivered(report)
+        result = ExchangeResult(posted=False, error="no way to the server to try")
+        for proxy_url in self._ways.ways():
+            result = await self._in_child(replace(self._job, body=body, proxy_url=proxy_url))
+            if result.posted:
+                self._delivered(report)
+            if result.fault is None or result.posted:
+                if result.error is None:
+                    self._ways.worked(proxy_url)
+                return result
+            # The way failed, not the server: tell the agent (its MQTT side
+            # learns it too), and try the sync's next way.
+            self._ways.failed(proxy_url, PathFault(result.fault), result.error or "")
         return result
 
     async def _in_child(self, job: ExchangeJob) -> ExchangeResult:
@@ -269,14 +309,14 @@ def exchange_deadline(settings: SyncSettings) -> float:
 
 
 def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *, token: str | None,
-                  proxy_url: str | None, log: LogSettings) -> ExchangeJob:
-    """The job every sync hands its child, but for the report."""
+                  log: LogSettings) -> ExchangeJob:
+    """The job every sync hands its child, but for the report and the way."""
     assert settings.url is not None  # HttpSync refuses it otherwise
     server = settings.url.rstrip("/")
     return ExchangeJob(
         url=server + sync_path(agent_id), server=server, format=settings.format, body=b"",
         fetch=settings.fetch, ca=_text(tls.ca), cert=_text(tls.cert), key=_text(tls.key),
-        token=token, proxy_url=proxy_url, timeout=settings.timeout,
+        token=token, proxy_url=None, timeout=settings.timeout,
         max_retries=settings.max_retries, max_retry_after=settings.max_retry_after,
         log_level=log.level, log_format=log.format)
 

@@ -39,7 +39,8 @@ into these at the boundary where they are caught, so callers only ever handle
         ├── TcpTimeout           no answer: a firewall drops silently
         ├── TcpUnreachable       no route to the host or network
         ├── ProxyFailed          the proxy cannot be reached or refused the tunnel
-        │   └── ProxyAuthFailed  the proxy wants other credentials (407, or 401)
+        │   ├── ProxyAuthFailed  the proxy wants other credentials (407, or 401)
+        │   └── ProxyPortRefused the proxy forbids CONNECT to this port (403)
         ├── TlsFailed            the handshake failed, timed out or did not verify
         └── MqttRefused          no CONNACK in time, or a CONNACK that refuses
 """
@@ -250,6 +251,10 @@ class ProxyFailed(RouteError):
 
 class ProxyAuthFailed(ProxyFailed):
     """The proxy refused the credentials (407, or 401 from tinyproxy)."""
+
+
+class ProxyPortRefused(ProxyFailed):
+    """The proxy forbids CONNECT to this port (403); it may allow another."""
 
 
 class TlsFailed(RouteError):

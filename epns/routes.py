@@ -10,11 +10,21 @@ pay for the same timeouts at every reconnect.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from epns.errors import ConfigError
+from epns.errors import (
+    ConfigError,
+    ProxyAuthFailed,
+    ProxyFailed,
+    ProxyPortRefused,
+    RouteError,
+    TcpRefused,
+    TcpTimeout,
+    TcpUnreachable,
+)
 
 
 @dataclass(frozen=True)
@@ -139,3 +149,101 @@ def plan_routes(
         ]
     first = [route for route in routes if route.name == last_good]
     return first + [route for route in routes if route.name != last_good]
+
+
+class PathFault(StrEnum):
+    """Why one way to the server failed, as push and sync both judge it."""
+
+    # The proxy cannot be reached, refuses the connection or stays silent.
+    PROXY_DEAD = "proxy_dead"
+    # The proxy wants other credentials (407, or 401 from tinyproxy).
+    PROXY_CREDENTIALS = "proxy_credentials"
+    # The proxy forbids CONNECT to this port (403): its other ports may pass
+    # (Debian's stock Squid allows CONNECT to 443 only).
+    PROXY_PORT = "proxy_port"
+    # Direct: nothing answered at the server's address (refused, dropped).
+    UNREACHABLE = "unreachable"
+
+
+def fault_of(error: RouteError) -> PathFault | None:
+    """The ``PathFault`` a failed connection attempt shows, if any: a TLS or
+    MQTT failure says nothing about the way there."""
+    if isinstance(error, ProxyPortRefused):
+        return PathFault.PROXY_PORT
+    if isinstance(error, ProxyAuthFailed):
+        return PathFault.PROXY_CREDENTIALS
+    if isinstance(error, ProxyFailed):
+        return PathFault.PROXY_DEAD
+    if isinstance(error, TcpRefused | TcpTimeout | TcpUnreachable):
+        return PathFault.UNREACHABLE
+    return None
+
+
+# A proxy that failed is tried again after this long; a refused port after
+# PORT_RETRY (a proxy's ACL changes seldom, but it does change).
+PROXY_RETRY = 60.0
+PORT_RETRY = 3600.0
+
+
+@dataclass
+class RouteBook:
+    """What this agent has learnt about its ways out, shared by push and sync
+    so that the two cannot disagree: a proxy that fails the sync is a failed
+    proxy for MQTT too, and a port the proxy refuses is refused for both.
+
+    Pure state; the caller passes the clock.
+    """
+
+    proxy_failed_at: float | None = None
+    proxy_fault: PathFault | None = None
+    # Ports the proxy refused CONNECT to, and when.
+    refused_ports: dict[int, float] = field(default_factory=dict)
+    # The route MQTT is connected on now, if any.
+    connected: Route | None = None
+
+    def failed(self, fault: PathFault, *, port: int, now: float) -> None:
+        """Record a failure of a proxied way to ``port``."""
+        if fault is PathFault.PROXY_PORT:
+            self.refused_ports[port] = now
+        elif fault in (PathFault.PROXY_DEAD, PathFault.PROXY_CREDENTIALS):
+            self.proxy_failed_at, self.proxy_fault = now, fault
+
+    def proxy_worked(self) -> None:
+        """A way through the proxy worked: it is up, and its credentials pass."""
+        self.proxy_failed_at = self.proxy_fault = None
+
+    def proxy_usable(self, now: float) -> bool:
+        """False while a recent proxy failure stands."""
+        return self.proxy_failed_at is None or now - self.proxy_failed_at >= PROXY_RETRY
+
+    def port_refused(self, port: int, now: float) -> bool:
+        """Whether the proxy recently refused CONNECT to ``port``."""
+        at = self.refused_ports.get(port)
+        return at is not None and now - at < PORT_RETRY
+
+    def order(self, routes: list[Route], now: float) -> list[Route]:
+        """``routes`` as a connection pass should try them: a port the proxy
+        refuses is not asked again, and routes through a proxy that just
+        failed go after the others (tried last, not never: it may be the only
+        way out)."""
+        kept = [r for r in routes if r.proxy is None or not self.port_refused(r.port, now)]
+        if self.proxy_usable(now):
+            return kept
+        return ([r for r in kept if r.proxy is None] + [r for r in kept if r.proxy is not None])
+
+    def sync_ways(self, proxy: ProxyEndpoint | None, port: int, *, last_good: str | None,
+                  now: float) -> list[ProxyEndpoint | None]:
+        """The ways the sync's HTTPS to ``port`` tries, in order: the way the
+        MQTT connection goes now (or went last), then the other; the proxy
+        last while a failure of it stands, and not at all for a port it
+        refuses."""
+        if proxy is None:
+            return [None]
+        current = self.connected.name if self.connected is not None else last_good
+        proxied_first = current is None or current.startswith("proxy:")
+        ways: list[ProxyEndpoint | None] = [proxy, None] if proxied_first else [None, proxy]
+        if self.port_refused(port, now):
+            return [None]
+        if not self.proxy_usable(now):
+            return [None, proxy]
+        return ways

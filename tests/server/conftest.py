@@ -49,9 +49,11 @@ class Stack:
 
     def start_agent(self, agent_id: str, groups: tuple[str, ...] = (),
                     auth: str = "certificate", create: bool = True,
+                    ports: list[int] | None = None,
                     **sections: dict[str, Any]) -> AgentProcess:
         """Create (unless told not to) and start an agent that syncs over HTTP
-        with this server, with the test suite's short timeouts."""
+        with this server, with the test suite's short timeouts; on the
+        broker's primary port unless ``ports`` are given."""
         bundle = self.create_agent(agent_id, groups, auth) if create else (
             self.work / "agents" / agent_id)
         identity: dict[str, Any] = {"groups": list(groups)}
@@ -63,7 +65,7 @@ class Stack:
                 "ca": str(self.pki / pki.CA_CERT), "interval": 3600.0, "timeout": 5.0}
         sync.update(sections.pop("sync", {}))
         config = write_agent_config(self.work / f"{agent_id}.toml", self.pki, agent_id,
-                                    [self.broker.port], identity=identity, sync=sync,
+                                    ports or [self.broker.port], identity=identity, sync=sync,
                                     **sections)
         agent = start_agent(config)
         self.agents.append(agent)

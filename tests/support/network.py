@@ -102,3 +102,63 @@ class SilentPort:
     def close(self) -> None:
         self._filler.close()
         self.server.close()
+
+
+class ForgetfulRelay:
+    """A TCP relay standing for a NAT: it forwards each connection to
+    ``target`` until ``forget`` is called, and from then on swallows every
+    byte of the connections it had, in both directions, without a reset:
+    what a NAT that dropped an idle flow does to it. New connections pass."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self._forgotten: set[int] = set()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=5)
+            with self._lock:
+                self._pairs.append((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink, id(client)),
+                                 daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, flow: int) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                with self._lock:
+                    if flow not in self._forgotten:
+                        sink.close()
+                return
+            with self._lock:
+                if flow in self._forgotten:
+                    continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def forget(self) -> None:
+        """Drop every flow open now, silently."""
+        with self._lock:
+            self._forgotten |= {id(client) for client, _ in self._pairs}
+
+    def close(self) -> None:
+        self.server.close()
+        with self._lock:
+            for client, upstream in self._pairs:
+                client.close()
+                upstream.close()

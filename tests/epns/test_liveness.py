@@ -1,0 +1,58 @@
+"""epns.liveness: the agent pings on time and calls a silent path dead
+within a bound, without paho's clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from epns.liveness import MAX_ANSWER, MIN_ANSWER, Liveness, Step, answer_timeout
+
+
+def test_an_idle_connection_pings_exactly_on_the_keepalive() -> None:
+    live = Liveness(60, now=0.0)
+    assert live.due() == 60.0
+    assert live.check(59.9) is Step.WAIT
+    assert live.check(60.0) is Step.PING
+    live.heard(60.2)  # the PINGRESP
+    assert live.due() == 120.0
+    assert live.check(120.0) is Step.PING
+
+
+def test_a_ping_without_an_answer_is_a_dead_path_within_the_bound() -> None:
+    live = Liveness(300, now=0.0)
+    assert live.check(300.0) is Step.PING
+    assert live.due() == 300.0 + MAX_ANSWER
+    assert live.check(329.0) is Step.WAIT
+    assert live.check(330.0) is Step.DEAD
+    assert live.deaf_bound == 330.0
+
+
+def test_traffic_from_the_agent_alone_still_pings_to_hear_the_broker() -> None:
+    live = Liveness(60, now=0.0)
+    live.sent(50.0)
+    # Sent recently, but heard nothing since 0: a ping asks the path.
+    assert live.check(60.0) is Step.PING
+
+
+def test_traffic_both_ways_postpones_the_ping() -> None:
+    live = Liveness(60, now=0.0)
+    live.sent(50.0)
+    live.heard(55.0)
+    assert live.due() == 110.0
+    assert live.check(60.0) is Step.WAIT
+
+
+def test_bytes_before_the_ping_do_not_answer_it() -> None:
+    live = Liveness(10, now=0.0)
+    assert live.check(10.0) is Step.PING
+    live.heard(9.0)  # reported late, read before the ping went out
+    assert live.ping_sent == 10.0
+    live.heard(10.5)
+    assert live.ping_sent is None
+
+
+@pytest.mark.parametrize(("keepalive", "answer"), [
+    (5, MIN_ANSWER), (20, 10.0), (60, MAX_ANSWER), (300, MAX_ANSWER),
+])
+def test_the_answer_timeout_is_bounded(keepalive: int, answer: float) -> None:
+    assert answer_timeout(keepalive) == answer
