@@ -1,0 +1,155 @@
+"""Real middleboxes between an agent and its server, in network namespaces
+the test creates and deletes: an agent host, a router (iptables, Squid, NAT)
+and a server host. Loopback hides middleboxes; this does not.
+
+Addresses come from 198.18.0.0/15 (RFC 2544, benchmarking) and are assigned
+only inside these namespaces; nothing is routed to the host's uplink (the
+namespaces have no link to it). Every namespace is deleted at the end, with
+whatever still runs in it.
+
+    agent 198.18.1.2 ── 198.18.1.1 router 198.18.2.1 ── 198.18.2.2 server
+
+The test process stays in the host namespace; it reaches the server's API
+through a Unix socket (file systems are not namespaced) that a forwarder
+inside the server's namespace relays to the API port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AGENT_IP = "198.18.1.2"
+ROUTER_AGENT_SIDE = "198.18.1.1"
+ROUTER_SERVER_SIDE = "198.18.2.1"
+SERVER_IP = "198.18.2.2"
+
+_serial = itertools.count()
+
+
+def available() -> str | None:
+    """None when namespaces can be made here, else why not (for a skip)."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"{tool} is not installed (.ci/run installs it)"
+    probe = f"epns-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@dataclass
+class Topology:
+    """Three namespaces and two links; ``prefix`` makes the names unique."""
+
+    prefix: str = field(default_factory=lambda: f"ep{os.getpid() % 10000}n{next(_serial)}")
+    processes: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(
+        default_factory=list)
+
+    @property
+    def agent(self) -> str:
+        return f"{self.prefix}a"
+
+    @property
+    def router(self) -> str:
+        return f"{self.prefix}r"
+
+    @property
+    def server(self) -> str:
+        return f"{self.prefix}s"
+
+    def create(self) -> Topology:
+        """Make the namespaces, links, addresses and routes."""
+        for name in (self.agent, self.router, self.server):
+            _ip("netns", "add", name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        self._link(self.agent, AGENT_IP, self.router, ROUTER_AGENT_SIDE, "1")
+        self._link(self.server, SERVER_IP, self.router, ROUTER_SERVER_SIDE, "2")
+        _ip("-n", self.agent, "route", "add", "default", "via", ROUTER_AGENT_SIDE)
+        _ip("-n", self.server, "route", "add", "default", "via", ROUTER_SERVER_SIDE)
+        self.run_in(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        return self
+
+    def _link(self, host: str, host_ip: str, router: str, router_ip: str, tag: str) -> None:
+        near, far = f"{self.prefix}h{tag}", f"{self.prefix}r{tag}"
+        _ip("link", "add", near, "type", "veth", "peer", "name", far)
+        _ip("link", "set", near, "netns", host)
+        _ip("link", "set", far, "netns", router)
+        _ip("-n", host, "addr", "add", f"{host_ip}/24", "dev", near)
+        _ip("-n", router, "addr", "add", f"{router_ip}/24", "dev", far)
+        _ip("-n", host, "link", "set", near, "up")
+        _ip("-n", router, "link", "set", far, "up")
+
+    def exec_prefix(self, namespace: str) -> list[str]:
+        """The argv prefix that runs a command inside ``namespace``."""
+        return ["ip", "netns", "exec", namespace]
+
+    def run_in(self, namespace: str, *argv: str) -> str:
+        """Run a command inside ``namespace`` to completion; its stdout."""
+        done = subprocess.run([*self.exec_prefix(namespace), *argv], capture_output=True,
+                              text=True, timeout=30, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} in {namespace}: {done.stderr.strip()}")
+        return done.stdout
+
+    def iptables(self, *rule: str) -> None:
+        """One iptables command in the router."""
+        self.run_in(self.router, "iptables", *rule)
+
+    def forward_only(self, *ports: int) -> None:
+        """The router forwards agent-to-server TCP only to ``ports`` (and the
+        answers); everything else from the agent is dropped silently."""
+        self.iptables("-P", "FORWARD", "DROP")
+        self.iptables("-A", "FORWARD", "-m", "conntrack", "--ctstate",
+                      "ESTABLISHED,RELATED", "-j", "ACCEPT")
+        for port in ports:
+            self.iptables("-A", "FORWARD", "-s", AGENT_IP, "-d", SERVER_IP, "-p", "tcp",
+                          "--dport", str(port), "-j", "ACCEPT")
+
+    def start(self, namespace: str, argv: list[str], **popen: object) -> subprocess.Popen[str]:
+        """Start a long-running process inside ``namespace``; it is killed at
+        ``delete`` if the test has not stopped it."""
+        process: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+            [*self.exec_prefix(namespace), *argv], **popen)
+        self.processes.append(process)
+        return process
+
+    def delete(self) -> None:
+        """Kill what runs inside, and delete the namespaces (links go with them)."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            for stream in {process.stdout, process.stderr} - {None}:
+                stream.close()  # type: ignore[union-attr]
+        for name in (self.agent, self.router, self.server):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def wait_for_socket(path: Path, timeout: float = 10.0) -> None:
+    """Until a Unix socket exists at ``path``."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no socket at {path}")
+        time.sleep(0.05)
+
