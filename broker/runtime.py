@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from dataclasses import dataclass, field
@@ -81,27 +82,51 @@ async def start(settings: BrokerSettings) -> RunningBroker:
                         settings.identity.revocation_check_interval)
     hub.start()
     running = RunningBroker(broker, hub, metrics)
-    try:
-        for name, listener in settings.listeners.enabled().items():
+    for name, listener in settings.listeners.enabled().items():
+        try:
             if listener.transport == "mqtts":
                 port = await hub.listen(name, listener.host, listener.port, context)
             else:
                 server = await _serve_websocket(broker, hub, name, listener, context)
                 running._closers.append(server)
                 port = server.sockets[0].getsockname()[1]
-            running.ports[name] = port
-            event(log, "listening", listener=name, transport=listener.transport,
-                  host=listener.host, port=port)
-        if settings.metrics.enabled:
+        except OSError as exc:
+            # One taken port (a web server on 443) must not cost the others:
+            # serve what could be bound, and say what to move.
+            event(log, "listener_unavailable", logging.ERROR, listener=name,
+                  address=f"{listener.host}:{listener.port}", error=exc.strerror or str(exc),
+                  hint=_port_hint(f"listeners.{name}.port", exc))
+            continue
+        running.ports[name] = port
+        event(log, "listening", listener=name, transport=listener.transport,
+              host=listener.host, port=port)
+    if not running.ports:
+        await running.stop()
+        raise ConfigError("no listener could be opened; see the listener_unavailable lines")
+    if settings.metrics.enabled:
+        try:
             metrics_server = await serve_metrics(metrics, settings.metrics.host,
                                                  settings.metrics.port)
+        except OSError as exc:
+            event(log, "metrics_unavailable", logging.ERROR,
+                  address=f"{settings.metrics.host}:{settings.metrics.port}",
+                  error=exc.strerror or str(exc), hint=_port_hint("metrics.port", exc))
+        else:
             running._closers.append(metrics_server)
             running.metrics_port = metrics_server.sockets[0].getsockname()[1]
-            event(log, "metrics", url=f"http://{settings.metrics.host}:{running.metrics_port}/metrics")
-    except OSError as exc:
-        await running.stop()
-        raise ConfigError(f"cannot open a listening socket: {exc}") from exc
+            event(log, "metrics",
+                  url=f"http://{settings.metrics.host}:{running.metrics_port}/metrics")
     return running
+
+
+def _port_hint(key: str, exc: OSError) -> str:
+    """What to change when a port cannot be bound: the setting and its variable."""
+    variable = "EPNS_BROKER_" + key.upper().replace(".", "__")
+    if exc.errno == errno.EACCES:
+        return (f"ports below 1024 need root or CAP_NET_BIND_SERVICE (README, 'Port 443 "
+                f"without root'), or move it: {key} in broker.toml or {variable}")
+    return (f"another program holds it: stop that, or move this one: {key} in broker.toml "
+            f"or {variable}")
 
 
 async def _serve_websocket(broker: FleetBroker, hub: ConnectionHub, name: str,

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 RESTART_DELAY = (1.0, 30.0)
 PIDFILE = "broker.pid"
+# epns-broker's exit status for settings or files it cannot use (broker.cli).
+CONFIG_ERROR = 2
 # <linux/prctl.h>
 _PR_SET_PDEATHSIG = 1
 STALE_STOP_TIMEOUT = 10.0
@@ -93,7 +95,10 @@ class EmbeddedBroker:
         self._config = config
         self._pidfile = pidfile
         self._process: asyncio.subprocess.Process | None = None
+        self._last_line = ""
         self.ready = asyncio.Event()
+        # Set when the broker cannot start with its settings, and is not restarted.
+        self.gave_up = asyncio.Event()
         self._stopping = False
 
     def _argv(self) -> list[str]:
@@ -120,6 +125,16 @@ class EmbeddedBroker:
             self.ready.clear()
             if self._stopping:
                 break
+            if code == CONFIG_ERROR:
+                # Its settings or files are wrong (no listener could be
+                # bound, a missing certificate): a restart would fail the
+                # same way, in a loop. The server serves on without it.
+                event(log, "broker_cannot_start", logging.ERROR, code=code,
+                      reason=self._last_line or "see the [broker] lines above",
+                      action="not restarted: fix the setting it names, then restart the server")
+                self._forget_pid()
+                self.gave_up.set()
+                return
             event(log, "broker_exited", logging.ERROR, code=code, restart_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY[1])
@@ -130,13 +145,20 @@ class EmbeddedBroker:
         async for raw in process.stderr:
             line = raw.decode(errors="replace").rstrip()
             sys.stderr.write(f"[broker] {line}\n")
+            if line:
+                self._last_line = line
             if " ready " in f" {line} " or line.endswith(" ready"):
                 self.ready.set()
 
     async def wait_ready(self) -> bool:
-        """True once the broker listens; False after READY_TIMEOUT."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
+        """True once the broker listens; False when it gave up, or after
+        READY_TIMEOUT."""
+        waits = [asyncio.create_task(self.ready.wait()), asyncio.create_task(self.gave_up.wait())]
+        try:
+            await asyncio.wait(waits, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         return self.ready.is_set()
 
     async def stop(self) -> None:

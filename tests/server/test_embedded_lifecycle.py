@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -97,3 +98,53 @@ def test_a_pidfile_naming_some_other_process_is_left_alone(tmp_path: Path) -> No
     assert not any("stale_broker" in line for line in server.lines)
     assert _alive(os.getpid())
     server.stop()
+
+
+def test_a_taken_port_is_a_message_and_the_rest_is_served(tmp_path: Path) -> None:
+    """A web server already holds the fallback port (443 on many RMM hosts):
+    the broker serves the primary, says which port is taken and which setting
+    moves it, and is not restarted in a loop; the server's API comes up."""
+    primary, fallback = free_port(), free_port()
+    squatter = socket.create_server(("127.0.0.1", fallback))
+    try:
+        server = _embedded(tmp_path, "taken", primary, fallback)
+        line = server.log_contains(r"listener_unavailable listener=fallback")
+        assert f"127.0.0.1:{fallback}" in line
+        assert "EPNS_BROKER_LISTENERS__FALLBACK__PORT" in line
+        time.sleep(3)
+        assert sum("broker_started" in entry for entry in server.lines) == 1
+        with server.client() as api:
+            assert api.get("/api/v1/health").json()["broker"] is True
+        server.stop()
+    finally:
+        squatter.close()
+
+
+def test_a_broker_that_cannot_listen_at_all_is_not_restarted(tmp_path: Path) -> None:
+    primary, fallback = free_port(), free_port()
+    squatters = [socket.create_server(("127.0.0.1", port)) for port in (primary, fallback)]
+    try:
+        certs = tmp_path / "pki"
+        pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+        work = tmp_path / "none"
+        work.mkdir()
+        env = broker_env(certs, listeners__primary__port=str(primary),
+                         listeners__fallback__port=str(fallback))
+        began = time.monotonic()
+        server = start_server(certs, work, primary, broker__enabled="true",
+                              extra_env={k: v for k, v in env.items()
+                                         if k.startswith("EPNS_BROKER_")})
+        # Ready at once, not after the broker's 30 s readiness wait.
+        assert time.monotonic() - began < 20
+        line = server.log_contains(r"broker_cannot_start ")
+        assert "not restarted" in line
+        time.sleep(3)
+        assert sum("broker_started" in entry for entry in server.lines) == 1
+        with server.client() as api:
+            health = api.get("/api/v1/health").json()
+        assert health["broker"] is False
+        assert health["status"] == "ok"
+        server.stop()
+    finally:
+        for squatter in squatters:
+            squatter.close()
