@@ -52,6 +52,7 @@ from epns.envelope import (
 )
 from epns.errors import MessageError, RouteError
 from epns.logs import event
+from epns.netwatch import CHECK_INTERVAL, Change, Look, Watch
 from epns.routes import (
     PathFault,
     ProxyEndpoint,
@@ -111,6 +112,8 @@ class Agent:
         self.replay = ReplayGuard()
         self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
         self.link: MqttLink | None = None
+        # Set to cut a reconnect wait short (the network changed).
+        self._retry_now = asyncio.Event()
         # The one route decision for push and sync (epns.routes).
         self.book = RouteBook()
         self.sync = SyncCoordinator(
@@ -127,13 +130,16 @@ class Agent:
         event(log, "starting", agent=self.agent_id, version=self.context.version,
               state_dir=str(self.settings.state_dir))
         self._publish_status()
-        interval = asyncio.create_task(self._interval_loop())
+        background = [asyncio.create_task(self._interval_loop()),
+                      asyncio.create_task(self._watch_loop())]
         try:
             await self._connection_loop(stop)
         finally:
-            interval.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await interval
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.sync.close()
             event(log, "stopped", agent=self.agent_id)
 
@@ -150,8 +156,11 @@ class Agent:
             self.status.next_retry = time.time() + delay
             event(log, "reconnect_scheduled", delay=round(delay, 2), attempt=self.backoff.attempts)
             self._publish_status()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            self._retry_now.clear()
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._retry_now.wait())]
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
 
     async def _connect_and_serve(self, stop: asyncio.Event) -> None:
         connected = await self._connect_any(stop)
@@ -162,6 +171,26 @@ class Agent:
         await self._serve(link, route, stop)
         if time.monotonic() - began >= self.settings.reconnect.stable_after:
             self.backoff.reset()
+
+    async def _watch_loop(self) -> None:
+        """Look at the machine's addresses and clocks every CHECK_INTERVAL:
+        after a change or a sleep, check the connection at once, or reconnect
+        at once when there is none (``epns.netwatch``)."""
+        watch = Watch(_look())
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            change = watch.look(await asyncio.to_thread(_look))
+            if change is Change.NONE:
+                continue
+            link = self.link
+            event(log, "network_changed", change=change.value,
+                  action="checking the connection now" if link is not None
+                  else "reconnecting now")
+            if link is not None:
+                link.check_now()
+            else:
+                self.backoff.reset()
+                self._retry_now.set()
 
     async def _interval_loop(self) -> None:
         while True:
@@ -450,6 +479,11 @@ class Agent:
             "last_error": status.last_error, "last_heard": status.last_heard,
             "deaf_bound": status.deaf_bound, "written_at": time.time(),
         })
+
+
+def _look() -> Look:
+    """The machine now, for ``epns.netwatch``: its addresses and both clocks."""
+    return Look(frozenset(i.address for i in interfaces()), time.time(), time.monotonic())
 
 
 class _AgentSyncWays:

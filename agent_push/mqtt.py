@@ -75,6 +75,7 @@ class MqttLink:
         self._loop_thread = threading.get_ident()
         self.keepalive = keepalive
         self.liveness = Liveness(keepalive, time.monotonic())
+        self._recheck = asyncio.Event()
         # Called when a ping is answered: once per keep-alive on an idle link.
         self._on_alive = on_alive
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
@@ -177,19 +178,32 @@ class MqttLink:
     async def _drive_liveness(self) -> None:
         liveness = self.liveness
         while True:
-            await asyncio.sleep(max(0.0, liveness.due() - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(),
+                                       max(0.0, liveness.due() - time.monotonic()))
+            self._recheck.clear()
             now = time.monotonic()
             step = liveness.check(now)
             if step is Step.PING:
-                # paho has no public "ping now"; its loop_misc pings only by
-                # its own clock, late. _send_pingreq is what loop_misc calls.
-                self._client._send_pingreq()
+                self._ping()
             elif step is Step.DEAD:
                 self._dead(f"the path stopped answering: no reply to a ping within "
                            f"{liveness.answer_within:g} s, nothing heard for "
                            f"{now - liveness.last_heard:.0f} s (a NAT or firewall may have "
                            "forgotten the connection)")
                 return
+
+    def _ping(self) -> None:
+        # paho has no public "ping now"; its loop_misc pings only by its own
+        # clock, late. _send_pingreq is what loop_misc calls.
+        self._client._send_pingreq()
+
+    def check_now(self) -> None:
+        """Ping at once (the network changed, or the machine woke up): the
+        link is given up unless the broker answers within the answer timeout."""
+        if self.liveness.probe(time.monotonic()):
+            self._ping()
+            self._recheck.set()
 
     def _dead(self, reason: str) -> None:
         """Give the connection up from the inside: the agent sees ``closed``."""

@@ -82,6 +82,14 @@ class Liveness:
             return self.ping_sent + self.answer_within
         return min(self.last_sent, self.last_heard) + self.keepalive
 
+    def probe(self, now: float) -> bool:
+        """Ping now, whatever the schedule (the network changed, the machine
+        woke up); False when a ping is out already."""
+        if self.ping_sent is not None:
+            return False
+        self.ping_sent = self.last_sent = now
+        return True
+
     def check(self, now: float) -> Step:
         """What to do at ``now``; a PING is recorded as sent."""
         if self.ping_sent is not None:

@@ -94,6 +94,15 @@ class Topology:
         _ip("-n", host, "link", "set", near, "up")
         _ip("-n", router, "link", "set", far, "up")
 
+    def readdress_agent(self, new_ip: str) -> None:
+        """Give the agent host a new address and take the old one away, as a
+        new DHCP lease does: its open connections are left without a source."""
+        device = f"{self.prefix}h1"
+        # The old one first: deleting a primary address deletes its secondaries.
+        _ip("-n", self.agent, "addr", "del", f"{AGENT_IP}/24", "dev", device)
+        _ip("-n", self.agent, "addr", "add", f"{new_ip}/24", "dev", device)
+        _ip("-n", self.agent, "route", "replace", "default", "via", ROUTER_AGENT_SIDE)
+
     def exec_prefix(self, namespace: str) -> list[str]:
         """The argv prefix that runs a command inside ``namespace``."""
         return ["ip", "netns", "exec", namespace]
