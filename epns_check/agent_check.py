@@ -36,7 +36,10 @@ from epns_check.server_api import ServerClient, root_cause
 
 TAKEOVER_NOTE = ("epns-check connects with the agent's identity: a running agent with this "
                  "id is disconnected, and reconnects by itself; commands queued for it stay "
-                 "queued for it")
+                 "queued for it (--no-takeover stops after TLS)")
+NO_TAKEOVER = ("--no-takeover: MQTT, the ACL and the end-to-end command were not tested, so "
+               "a running agent keeps its session; `epns-agent status` tells whether its own "
+               "connection answers")
 KEEPALIVE = 300
 ROUTE_FILE = "route"
 
@@ -49,6 +52,9 @@ class CheckOptions:
     server_url: str | None = None
     api_token: str | None = None
     push_timeout: float = 10.0
+    # Stop after TLS: no MQTT CONNECT with the agent's identity, which would
+    # take a running agent's session over.
+    no_takeover: bool = False
 
 
 class AgentCheck:
@@ -96,7 +102,7 @@ class AgentCheck:
         routes = self.routes()
         self._dns()
         session: probes.MqttSession | None = None
-        tried_mqtt = False
+        tried_mqtt = self.options.no_takeover
         for route in routes:
             stream = self._tls(route)
             if stream is None:
@@ -107,16 +113,20 @@ class AgentCheck:
             tried_mqtt = True
             session = self._mqtt(route, stream)
         try:
-            self._end_to_end(session)
+            if self.options.no_takeover:
+                self._add(Step.MQTT, "all routes", skipped(NO_TAKEOVER), time.monotonic())
+            else:
+                self._end_to_end(session)
         finally:
             if session is not None:
                 session.close()
         self._server_steps()
         order = routes if self.options.route else self._plan()
-        verdict = decide(self.results, [r.name for r in order], last_good=self.last_good)
+        verdict = decide(self.results, [r.name for r in order], last_good=self.last_good,
+                         mqtt_tested=not self.options.no_takeover)
+        note = NO_TAKEOVER if self.options.no_takeover else TAKEOVER_NOTE
         return Report(f"epns-check: agent {self.settings.identity.agent_id} -> "
-                      f"{self.settings.broker.host}", tuple(self.results), verdict,
-                      (TAKEOVER_NOTE,))
+                      f"{self.settings.broker.host}", tuple(self.results), verdict, (note,))
 
     # --- step 2: DNS ---------------------------------------------------------------
 

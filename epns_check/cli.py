@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the agent's agent.toml (with --server: server.toml)")
     parser.add_argument("--json", action="store_true", help="the whole report as JSON")
     parser.add_argument("--route", help="test one route only, e.g. direct:443 or proxy:8883")
+    parser.add_argument("--no-takeover", action="store_true",
+                        help="stop after TLS: do not connect with the agent's identity, which "
+                             "would take a running agent's session over")
     agent = parser.add_argument_group("the agent (instead of, or over, agent.toml)")
     agent.add_argument("--agent-id")
     agent.add_argument("--host", help="the broker's host name")
@@ -117,7 +120,7 @@ def _agent_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     source = str(args.config) if args.config else "command line"
     options = CheckOptions(route=args.route, server_url=args.server_url,
                            api_token=args.api_token or os.environ.get(API_TOKEN_ENV),
-                           push_timeout=args.push_timeout)
+                           push_timeout=args.push_timeout, no_takeover=args.no_takeover)
     try:
         settings = agent_settings(args, os.environ)
         check = AgentCheck(settings, options, source)

@@ -273,11 +273,38 @@ def _foreign_issuer(cert: PeerCertificate, *, fleet_ca: str, ca_file: str,
                                     f"named '{cert.issuer}', but not by the one in {ca_file}",
                        f"{ca_file} comes from another PKI (re-created, or another "
                        "installation): give the agent the fleet CA of this server")
-    return Finding(Status.FAIL, f"TLS interception by '{cert.issuer}': {where} presents a "
-                                f"certificate for {cert.subject} that is not from the fleet "
-                                f"CA '{fleet_ca}'",
-                   f"exempt {where} from the firewall's HTTPS/TLS inspection (content "
-                   "filter), or the endpoint security product's TLS scanning")
+    if says_interception(cert.issuer):
+        return Finding(Status.FAIL, f"TLS interception by '{cert.issuer}': {where} presents a "
+                                    f"certificate for {cert.subject} that is not from the "
+                                    f"fleet CA '{fleet_ca}'",
+                       f"exempt {where} from the firewall's HTTPS/TLS inspection (content "
+                       "filter), or the endpoint security product's TLS scanning")
+    # An issuer that does not say it inspects: most often the agent simply
+    # holds another CA than this broker's, which is no firewall's doing.
+    return Finding(Status.FAIL, f"the broker's certificate on {where} is issued by "
+                                f"'{cert.issuer}', not by the CA in {ca_file} ('{fleet_ca}')",
+                   f"give the agent this broker's fleet CA ({ca_file} from the server's "
+                   "bundle); if that is what it has, something between them replaces "
+                   "certificates: exempt the broker from TLS inspection")
+
+
+# Words with which inspecting products name the CA they sign with, and the
+# products themselves (lower case). A match is what lets the check say
+# "interception" rather than "another CA".
+_INSPECTORS = (
+    "inspect", "intercept", "decrypt", "ssl filter", "tls filter", "ssl scan", "web filter",
+    "firewall", "proxy", "forti", "sophos", "zscaler", "palo alto", "paloalto", "bluecoat",
+    "blue coat", "netskope", "forcepoint", "websense", "barracuda", "watchguard",
+    "check point", "checkpoint", "kaspersky", "eset ssl", "avast", "avg ", "bitdefender",
+    "mcafee web gateway", "cisco umbrella", "untangle", "mitmproxy", "charles proxy",
+    "fiddler", "squid",
+)
+
+
+def says_interception(issuer: str) -> bool:
+    """Whether a certificate issuer's name says it is an inspecting middlebox's."""
+    name = issuer.lower()
+    return any(word in name for word in _INSPECTORS)
 
 
 def client_cert_alert(exc: BaseException) -> bool:

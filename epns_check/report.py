@@ -138,12 +138,14 @@ class Report:
                             "summary": self.verdict.summary}}
 
 
-def working_routes(results: Sequence[Result], routes: Sequence[str]) -> list[str]:
+def working_routes(results: Sequence[Result], routes: Sequence[str], *,
+                   mqtt_tested: bool = True) -> list[str]:
     """The routes, in order, on which push works: every route step that ran on
     them passed or warned, TLS among them, and the identity steps passed on the
-    route where they ran."""
-    identity = [r for r in results if r.step in IDENTITY_STEPS]
-    if not identity or any(r.status not in (Status.PASS, Status.WARN) for r in identity):
+    route where they ran (unless MQTT was not tried: --no-takeover)."""
+    identity = [r for r in results if r.step in IDENTITY_STEPS and r.status is not Status.SKIP]
+    if mqtt_tested and (not identity or any(r.status not in (Status.PASS, Status.WARN)
+                                            for r in identity)):
         return []
     working = []
     for route in routes:
@@ -154,16 +156,27 @@ def working_routes(results: Sequence[Result], routes: Sequence[str]) -> list[str
     return working
 
 
-def decide(results: Sequence[Result], routes: Sequence[str], *, last_good: str | None = None
-           ) -> Verdict:
+def decide(results: Sequence[Result], routes: Sequence[str], *, last_good: str | None = None,
+           mqtt_tested: bool = True) -> Verdict:
     """The verdict of an agent check. ``routes`` is the agent's order (its
-    first is the primary route); ``last_good`` is tried first by the agent."""
+    first is the primary route); ``last_good`` is tried first by the agent;
+    without ``mqtt_tested`` (--no-takeover) a route works when TLS does, and
+    the verdict says that MQTT was not tried."""
+    verdict = _decide(results, routes, last_good, mqtt_tested)
+    if mqtt_tested or verdict.route is None:
+        return verdict
+    return Verdict(verdict.exit_code, verdict.summary.replace("push works", "the broker is "
+                   "reachable") + " (TLS verified; MQTT not tried: --no-takeover)", verdict.route)
+
+
+def _decide(results: Sequence[Result], routes: Sequence[str], last_good: str | None,
+            mqtt_tested: bool) -> Verdict:
     if _failed(results, {Step.CONFIG}):
         return Verdict(EXIT_CONFIG, "the agent's configuration is unusable: fix the FAIL "
                                     "lines of step 1 first")
-    working = working_routes(results, routes)
+    working = working_routes(results, routes, mqtt_tested=mqtt_tested)
     if not working:
-        first = _first_failure(results)
+        first = _deepest_failure(results)
         why = f": {first.finding.detail}" if first else ""
         return Verdict(EXIT_BROKEN, f"push does not work: no route reaches the broker{why}")
     chosen = last_good if last_good in working else working[0]
@@ -203,6 +216,18 @@ def _failed(results: Iterable[Result], steps: set[Step]) -> bool:
 def _first_failure(results: Sequence[Result]) -> Result | None:
     failures = [r for r in results if r.status is Status.FAIL]
     return min(failures, key=lambda r: r.step.number) if failures else None
+
+
+def _deepest_failure(results: Sequence[Result]) -> Result | None:
+    """When no route works, the failure that got furthest along its route is
+    the first real cause: a firewall that drops 8883 is expected where a
+    proxy is the way out, and the interception the proxy route met is what
+    to change. A failure outside the routes (DNS) comes first."""
+    failures = [r for r in results if r.status is Status.FAIL]
+    outside = [r for r in failures if r.step not in ROUTE_STEPS]
+    if outside:
+        return min(outside, key=lambda r: r.step.number)
+    return max(failures, key=lambda r: r.step.number, default=None)
 
 
 def _relevant(results: Sequence[Result], chosen: str) -> list[Result]:

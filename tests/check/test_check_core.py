@@ -42,6 +42,35 @@ def test_verdict_primary_fallback_broken_and_config():
     assert decide(config, ROUTES).exit_code == 3
 
 
+def test_the_verdict_names_the_failure_that_got_furthest():
+    """Direct routes dropped by the firewall, the proxy route intercepted: the
+    interception is the cause to fix, not the expected TCP timeouts."""
+    routes = ["proxy:8883", "proxy:443", "direct:8883", "direct:443"]
+    intercepted = Finding(Status.FAIL, "TLS interception by 'Contoso TLS Inspection CA'")
+    results = [_route(Step.PROXY, "proxy:8883", PASS), _route(Step.TLS, "proxy:8883",
+                                                               intercepted),
+               _route(Step.PROXY, "proxy:443", PASS), _route(Step.TLS, "proxy:443",
+                                                              intercepted),
+               _route(Step.TCP, "direct:8883", Finding(Status.FAIL, "TCP timed out")),
+               _route(Step.TCP, "direct:443", Finding(Status.FAIL, "TCP timed out"))]
+    verdict = decide(results, routes)
+    assert verdict.exit_code == 2
+    assert verdict.summary.endswith("TLS interception by 'Contoso TLS Inspection CA'")
+    dns = [Result(Step.DNS, "broker", Finding(Status.FAIL, "cannot resolve broker")), *results]
+    assert decide(dns, routes).summary.endswith("cannot resolve broker")
+
+
+def test_another_ca_is_not_called_interception_unless_the_issuer_says_so():
+    other = _rejected(_cert(issuer="epns dev CA (old install)", from_fleet_ca=False)).detail
+    assert "interception" not in other
+    assert "issued by 'epns dev CA (old install)', not by the CA in ca.crt" in other
+    for issuer in ("Contoso TLS Inspection CA", "FortiGate CA", "Sophos SSL CA",
+                   "mitmproxy", "Zscaler Root CA"):
+        assert diagnose.says_interception(issuer), issuer
+        assert "TLS interception" in _rejected(_cert(issuer=issuer,
+                                                     from_fleet_ca=False)).detail
+
+
 def test_verdict_warnings_count_only_where_they_touch_push():
     base = _working("direct:8883") + IDENTITY
     warned_elsewhere = [*base, _route(Step.TLS, "direct:443", WARN)]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
 from epns_check.cli import main
+from tests.support.agents import start_agent
 from tests.support.network import BlackHole, SilentPort
 from tests.support.processes import ROOT, free_port
 
@@ -185,3 +187,26 @@ def test_a_proxy_url_that_cannot_be_used_is_a_config_error(check, agent_toml, ep
     checked = check("--config", agent_toml([epns_broker.port]), "--proxy", "http://:3128")
     assert checked.code == 3, checked.text()
     assert "is not http://host:port" in checked.row("config")["detail"]
+
+
+def test_no_takeover_leaves_a_running_agent_its_session(check, agent_toml, epns_broker):
+    # The agent syncs by a command here: this test is about its MQTT session.
+    config = agent_toml([epns_broker.port, epns_broker.fallback],
+                        sync={"action": "command", "command": ["true"]})
+    agent = start_agent(config)
+    try:
+        agent.log_contains(rf"connected route=direct:{epns_broker.port} ")
+        checked = check("--config", config, "--no-takeover")
+        assert checked.code == 0, checked.text()
+        assert checked.verdict["summary"] == (
+            f"the broker is reachable on the primary route direct:{epns_broker.port} "
+            "(TLS verified; MQTT not tried: --no-takeover)")
+        assert checked.row("mqtt")["status"] == "SKIP"
+        assert "--no-takeover" in checked.report["notes"][0]
+        time.sleep(1.0)
+        assert agent.count(r"disconnected") == 0
+        # Without the option the check takes the session over, as its note says.
+        check("--config", config)
+        agent.log_contains(r"disconnected ", timeout=10)
+    finally:
+        agent.stop()
