@@ -51,6 +51,7 @@ from epns.envelope import (
     verify_command,
 )
 from epns.errors import MessageError, RouteError
+from epns.heartbeat import Heartbeat, network_key
 from epns.logs import event
 from epns.netwatch import CHECK_INTERVAL, Change, Look, Watch
 from epns.routes import (
@@ -114,6 +115,8 @@ class Agent:
         self.link: MqttLink | None = None
         # Set to cut a reconnect wait short (the network changed).
         self._retry_now = asyncio.Event()
+        # The learnt ping interval of the route in use, and its key.
+        self._beat: tuple[str, Heartbeat] | None = None
         # The one route decision for push and sync (epns.routes).
         self.book = RouteBook()
         self.sync = SyncCoordinator(
@@ -256,17 +259,42 @@ class Agent:
         sock = await asyncio.to_thread(open_route, route, self.context.broker_tls, timeouts)
         credentials = (self.agent_id, self.context.token) if self.context.token else None
         will = encode_presence(Presence(PresenceState.OFFLINE, at=time.time()))
-        link = MqttLink(self.agent_id, keepalive=self._keepalive(route),
+        keepalive = self._keepalive(route)
+        heartbeat = self._heartbeat(route, keepalive)
+        link = MqttLink(self.agent_id, keepalive=keepalive,
                         will=(topics.agent_presence(self.agent_id), will),
                         credentials=credentials,
                         websocket_path=route.path if route.transport == "wss" else None,
-                        on_alive=self._heard)
+                        on_alive=self._heard,
+                        ping_interval=heartbeat.interval if heartbeat else None)
         try:
             await link.connect(sock, route.host, route.port, timeouts.connack)
         except BaseException:
             sock.close()
             raise
         return link
+
+    def _heartbeat(self, route: Route, keepalive: int) -> Heartbeat | None:
+        """The learnt ping interval of ``route`` on this network (None when
+        learning is off); it becomes the current one."""
+        settings = self.settings.keepalive
+        if not settings.learn:
+            self._beat = None
+            return None
+        key = network_key(route.name, frozenset(i.address for i in interfaces()))
+        record = self.state.heartbeats().get(key)
+        beat = (Heartbeat.start(settings.learn_start, keepalive) if record is None
+                else Heartbeat.from_dict(record, settings.learn_start, keepalive))
+        self._beat = (key, beat.within(keepalive, time.time()))
+        return beat
+
+    def _save_heartbeat(self) -> None:
+        if self._beat is None:
+            return
+        key, beat = self._beat
+        records = self.state.heartbeats()
+        records[key] = beat.to_dict()
+        self.state.save_heartbeats(records)
 
     def _keepalive(self, route: Route) -> int:
         hinted = self.state.hints().get("keepalive") or {}
@@ -298,7 +326,7 @@ class Agent:
             await link.close()
         event(log, "disconnected", logging.INFO if stop.is_set() else logging.WARNING,
               route=route.name, reason=reason)
-        self._on_disconnected(reason)
+        self._on_disconnected(reason, link)
 
     async def _on_connected(self, link: MqttLink, route: Route) -> None:
         wanted = self._command_filters()
@@ -350,12 +378,31 @@ class Agent:
                                timeout=2)
         await link.close(graceful=True)
 
-    def _heard(self) -> None:
-        """A ping was answered: the path is alive; say so in the status."""
+    def _heard(self, idle: float) -> None:
+        """A ping after ``idle`` silent seconds was answered: the path is
+        alive; say so in the status, and learn from it."""
         self.status.last_heard = time.time()
         self._publish_status()
+        link = self.link
+        if self._beat is None or link is None:
+            return
+        beat = self._beat[1]
+        if beat.answered(idle):
+            link.set_ping_interval(beat.interval)
+            self.status.deaf_bound = link.liveness.deaf_bound
+            event(log, "heartbeat_raised", interval=round(beat.interval),
+                  answered_after=round(idle), ceiling=round(beat.ceiling))
+            self._save_heartbeat()
 
-    def _on_disconnected(self, reason: str) -> None:
+    def _on_disconnected(self, reason: str, link: MqttLink | None = None) -> None:
+        if link is not None and link.lost_idle is not None and self._beat is not None:
+            # The path forgot the flow after about this long: ping sooner.
+            beat = self._beat[1]
+            beat.lost(link.lost_idle, time.time())
+            event(log, "heartbeat_lowered", interval=round(beat.interval),
+                  silent_for=round(link.lost_idle),
+                  reason="the path forgot an idle connection")
+            self._save_heartbeat()
         self.link = None
         self.book.connected = None
         self.status = replace(self.status, connected=False, since=time.time(),

@@ -70,14 +70,20 @@ class MqttLink:
     def __init__(self, client_id: str, *, keepalive: int, will: tuple[str, bytes],
                  credentials: tuple[str, str] | None = None,
                  websocket_path: str | None = None,
-                 on_alive: Callable[[], None] | None = None) -> None:
+                 on_alive: Callable[[float], None] | None = None,
+                 ping_interval: float | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.keepalive = keepalive
-        self.liveness = Liveness(keepalive, time.monotonic())
+        # Pings at ``ping_interval`` (learnt, epns.heartbeat) within the MQTT keep-alive.
+        self._ping_interval = min(keepalive, ping_interval or keepalive)
+        self.liveness = Liveness(self._ping_interval, time.monotonic())
         self._recheck = asyncio.Event()
-        # Called when a ping is answered: once per keep-alive on an idle link.
+        # Called when a ping is answered, with how long the path had been
+        # silent: once per ping interval on an idle link.
         self._on_alive = on_alive
+        # Set when the link gave a silent path up: how long it had been silent.
+        self.lost_idle: float | None = None
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._connack: asyncio.Future[int] = self._loop.create_future()
@@ -165,12 +171,15 @@ class MqttLink:
             self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
-        liveness = self.liveness
-        answered = liveness.ping_sent is not None
-        liveness.heard(time.monotonic())
-        if answered and self._on_alive is not None:
-            self._on_alive()
+        idle = self.liveness.heard(time.monotonic())
+        if idle is not None and self._on_alive is not None:
+            self._on_alive(idle)
         self._client.loop_read()
+
+    def set_ping_interval(self, interval: float) -> None:
+        """Ping this often from now on (never less often than the keep-alive)."""
+        self.liveness.keepalive = min(self.keepalive, interval)
+        self._recheck.set()
         # TLS may hold decrypted bytes that no longer show on the descriptor.
         while self._sock is not None and getattr(self._sock, "pending", lambda: 0)() > 0:
             self._client.loop_read()
@@ -187,6 +196,7 @@ class MqttLink:
             if step is Step.PING:
                 self._ping()
             elif step is Step.DEAD:
+                self.lost_idle = liveness.ping_idle
                 self._dead(f"the path stopped answering: no reply to a ping within "
                            f"{liveness.answer_within:g} s, nothing heard for "
                            f"{now - liveness.last_heard:.0f} s (a NAT or firewall may have "
@@ -227,7 +237,7 @@ class MqttLink:
         self._client.connect_timeout = timeout
         # The WebSocket upgrade inside paho's connect() blocks: keep it off the loop.
         await asyncio.to_thread(self._client.connect, host, port, self.keepalive)
-        self.liveness = Liveness(self.keepalive, time.monotonic())
+        self.liveness = Liveness(self._ping_interval, time.monotonic())
         self._misc = asyncio.create_task(self._drive_liveness())
         try:
             code = await asyncio.wait_for(asyncio.shield(self._connack), timeout)

@@ -2,6 +2,8 @@
 
 - ``route``: the name of the last route that worked, tried first next time;
 - ``hints.json``: keep-alive and sync-interval hints the server sent;
+- ``heartbeat.json``: the ping interval learnt per route and network
+  (``epns.heartbeat``);
 - ``status.json``: the running agent's view of itself, rewritten on every
   change, for ``epns-agent status``.
 
@@ -21,6 +23,7 @@ from epns.errors import ConfigError
 
 ROUTE = "route"
 HINTS = "hints.json"
+HEARTBEAT = "heartbeat.json"
 STATUS = "status.json"
 
 
@@ -52,6 +55,14 @@ class StateDir:
     def save_hints(self, hints: Mapping[str, Any]) -> None:
         """Keep the server's hints across restarts."""
         self._replace(HINTS, json.dumps(dict(hints), sort_keys=True))
+
+    def heartbeats(self) -> dict[str, Any]:
+        """The learnt ping intervals, by network key; empty when none."""
+        return read_json(self.path / HEARTBEAT)
+
+    def save_heartbeats(self, records: Mapping[str, Any]) -> None:
+        """Keep the learnt ping intervals across restarts."""
+        self._replace(HEARTBEAT, json.dumps(dict(records), sort_keys=True))
 
     def write_status(self, status: Mapping[str, Any]) -> None:
         """Publish the agent's view of itself for ``epns-agent status``."""

@@ -125,10 +125,15 @@ class KeepaliveSettings:
     proxy: int = 60
     # Over broker.websocket_url.
     websocket: int = 60
+    # Learn, per route and network, the longest idle interval the path
+    # survives (epns.heartbeat): ping from learn_start seconds, probing
+    # upward to the keep-alive above. Off: ping at the keep-alive.
+    learn: bool = True
+    learn_start: int = 45
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
-            if not 5 <= getattr(self, item.name) <= 65535:
+            if item.name != "learn" and not 5 <= getattr(self, item.name) <= 65535:
                 raise ValueError(f"keepalive.{item.name} must be between 5 and 65535")
 
 

@@ -49,16 +49,24 @@ class Step(StrEnum):
 
 @dataclass
 class Liveness:
-    """The keep-alive of one connection (module docstring)."""
+    """The keep-alive of one connection (module docstring). ``keepalive`` is
+    how often it pings: the MQTT keep-alive, or the shorter interval the
+    agent learnt its path needs (``epns.heartbeat``); it may change."""
 
     keepalive: float
     now: float
 
     def __post_init__(self) -> None:
-        self.answer_within = answer_timeout(self.keepalive)
         self.last_sent = self.now
         self.last_heard = self.now
         self.ping_sent: float | None = None
+        # How long the path had been silent when the ping went out.
+        self.ping_idle = 0.0
+
+    @property
+    def answer_within(self) -> float:
+        """Seconds the ping out may wait for an answer."""
+        return answer_timeout(self.keepalive)
 
     @property
     def deaf_bound(self) -> float:
@@ -70,11 +78,14 @@ class Liveness:
         """The agent sent a packet."""
         self.last_sent = max(self.last_sent, now)
 
-    def heard(self, now: float) -> None:
-        """Bytes arrived from the broker: the path answers."""
+    def heard(self, now: float) -> float | None:
+        """Bytes arrived from the broker: the path answers. Returns how long
+        the path had been silent before the ping they answer, if they answer one."""
         self.last_heard = max(self.last_heard, now)
         if self.ping_sent is not None and now >= self.ping_sent:
             self.ping_sent = None
+            return self.ping_idle
+        return None
 
     def due(self) -> float:
         """When the next check is due."""
@@ -88,6 +99,7 @@ class Liveness:
         if self.ping_sent is not None:
             return False
         self.ping_sent = self.last_sent = now
+        self.ping_idle = now - self.last_heard
         return True
 
     def check(self, now: float) -> Step:
@@ -98,4 +110,5 @@ class Liveness:
             return Step.WAIT
         self.ping_sent = now
         self.last_sent = now
+        self.ping_idle = now - self.last_heard
         return Step.PING

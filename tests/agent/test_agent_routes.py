@@ -41,7 +41,7 @@ def test_agent_connects_on_the_primary_port_announces_itself_and_syncs(
     assert birth["hostname"]
     assert any(i["address"] == "127.0.0.1" for i in birth["interfaces"])
     syncs.wait_for("connect")
-    agent.log_contains(rf"connected route=direct:{epns_broker.port} keepalive=300")
+    agent.log_contains(rf"\bconnected route=direct:{epns_broker.port} keepalive=300")
     code, report = agent.status()
     assert code == 0
     assert f"push: connected via direct:{epns_broker.port}" in report
@@ -54,7 +54,7 @@ def test_refused_primary_port_falls_back_to_443(epns_broker, watcher, run_agent,
     agent, syncs = run_agent(agent_id, [closed, epns_broker.fallback])
     agent.log_contains(rf"route_failed route=direct:{closed} step=tcp .*refused")
     assert presence(watcher, agent_id)["route"] == f"direct:{epns_broker.fallback}"
-    agent.log_contains(rf"connected route=direct:{epns_broker.fallback} keepalive=120")
+    agent.log_contains(rf"\bconnected route=direct:{epns_broker.fallback} keepalive=120")
     syncs.wait_for("connect")
 
 
@@ -67,7 +67,7 @@ def test_black_holed_primary_costs_only_the_handshake_timeout(epns_broker, watch
         agent, _ = run_agent(agent_id, [hole.port, epns_broker.fallback],
                              timeouts={"tls_handshake": 2.0})
         trying = agent.log_contains(rf"route_trying route=direct:{hole.port}")
-        connected = agent.log_contains(rf"connected route=direct:{epns_broker.fallback}")
+        connected = agent.log_contains(rf"\bconnected route=direct:{epns_broker.fallback}")
         agent.log_contains(r"step=tls .*no handshake within 2 s")
         elapsed = _seconds(connected) - _seconds(trying)
         assert elapsed <= 2.0 + 2.0, f"fallback took {elapsed:.1f} s"
@@ -89,7 +89,7 @@ def test_through_an_http_connect_proxy_with_basic_auth(epns_broker, watcher, run
                                  proxy={"url": proxy.url()})
         birth = presence(watcher, agent_id)
         assert birth["route"] == f"proxy:{epns_broker.port}"
-        agent.log_contains(rf"connected route=proxy:{epns_broker.port} keepalive=60")
+        agent.log_contains(rf"\bconnected route=proxy:{epns_broker.port} keepalive=60")
         syncs.wait_for("connect")
         assert "s3cret" not in "\n".join(agent.lines)
     finally:
@@ -149,7 +149,7 @@ def test_broker_restart_gives_a_jittered_reconnect_and_an_immediate_sync(
     agent.log_contains(r"disconnected route=direct:")
     agent.log_contains(r"reconnect_scheduled delay=")
     start_broker(**ports)
-    agent.log_contains(r"connected route=direct:", after=len(agent.lines) - 1, timeout=20)
+    agent.log_contains(r"\bconnected route=direct:", after=len(agent.lines) - 1, timeout=20)
     syncs.wait_for("connect", after=first + 1)
     delays = [float(line.split("delay=")[1].split()[0]) for line in agent.lines
               if "reconnect_scheduled" in line]
@@ -184,7 +184,7 @@ def test_secure_websocket_is_the_last_resort(start_broker, pki_dir, run_agent, a
     agent, syncs = run_agent(agent_id, [closed],
                              broker={"websocket_url": f"wss://127.0.0.1:{ws_port}/mqtt"})
     assert presence(watcher, agent_id)["route"] == "direct:wss"
-    agent.log_contains(r"connected route=direct:wss keepalive=60")
+    agent.log_contains(r"\bconnected route=direct:wss keepalive=60")
     syncs.wait_for("connect")
 
 

@@ -170,7 +170,9 @@ class Lab:
         self.agents.clear()
         self.stop_squid()
         self.net.iptables("-F")
+        self.net.iptables("-t", "nat", "-F")
         self.net.iptables("-P", "FORWARD", "ACCEPT")
+        self.net.forget_idle_flows_after(None)
 
 
 def _start_broker(net: netns.Topology, certs: Path) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.conftest import Stack
-from tests.support.network import ForgetfulRelay, Tinyproxy, start_tinyproxy
+from tests.support.network import FreezableRelay, Tinyproxy, start_tinyproxy
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_port_the_proxy_forbids_is_skipped_not_the_proxy(stack: Stack, tmp_pat
         agent = stack.start_agent("a1", ports=[stack.broker.port, stack.broker.fallback],
                                   proxy={"url": proxy.url()})
         agent.log_contains(rf"proxy_port_refused port={stack.broker.port} ")
-        agent.log_contains(rf"connected route=proxy:{stack.broker.fallback} ")
+        agent.log_contains(rf"\bconnected route=proxy:{stack.broker.fallback} ")
         agent.log_contains(r"sync_done .*reason=connect")
         server_port = stack.server.url.rsplit(":", 1)[1]
         agent.log_contains(rf"proxy_port_refused port={server_port} ")
@@ -71,7 +71,7 @@ def test_a_wrong_proxy_password_sends_push_and_sync_direct(stack: Stack,
                                                           tinyproxy: Tinyproxy) -> None:
     agent = stack.start_agent("a1", proxy={"url": tinyproxy.url(password="wrong")})
     agent.log_contains(r"proxy_failed fault=proxy_credentials")
-    agent.log_contains(rf"connected route=direct:{stack.broker.port} ")
+    agent.log_contains(rf"\bconnected route=direct:{stack.broker.port} ")
     agent.log_contains(r"sync_done .*reason=connect")
     _satisfied_within(stack, "a1", 1.0)
 
@@ -79,12 +79,12 @@ def test_a_wrong_proxy_password_sends_push_and_sync_direct(stack: Stack,
 def test_a_proxy_killed_mid_session_moves_push_and_sync_direct(stack: Stack,
                                                               tinyproxy: Tinyproxy) -> None:
     agent = stack.start_agent("a1", proxy={"url": tinyproxy.url()})
-    agent.log_contains(rf"connected route=proxy:{stack.broker.port} ")
+    agent.log_contains(rf"\bconnected route=proxy:{stack.broker.port} ")
     first = agent.log_contains(r"sync_done .*reason=connect")
     # The sync went the way push goes: through the proxy.
     assert tinyproxy_connects(tinyproxy, stack.server.url) >= 1, first
     tinyproxy.stop()
-    agent.log_contains(rf"connected route=direct:{stack.broker.port} ", timeout=20)
+    agent.log_contains(rf"\bconnected route=direct:{stack.broker.port} ", timeout=20)
     _satisfied_within(stack, "a1", 1.0)
 
 
@@ -108,23 +108,23 @@ def test_a_path_that_stops_answering_is_given_up_within_the_bound(stack: Stack) 
     agent pings on time, hears nothing back, gives the connection up within
     keep-alive + answer timeout (10 + 5 s here), says so in its status, and
     reconnects; the wake-up sent meanwhile is satisfied."""
-    relay = ForgetfulRelay(("127.0.0.1", stack.broker.port))
+    relay = FreezableRelay(stack.broker.port)
     try:
         agent = stack.start_agent("a1", ports=[relay.port], keepalive={"primary": 10})
-        agent.log_contains(rf"connected route=direct:{relay.port} keepalive=10")
+        agent.log_contains(rf"\bconnected route=direct:{relay.port} keepalive=10")
         agent.log_contains(r"sync_done .*reason=connect")
         code, report = agent.status()
         assert code == 0, report
         assert "broker last heard" in report
         seen = len(agent.lines)
-        relay.forget()
+        relay.freeze()
         forgotten = time.monotonic()
         wakeup = _wake(stack, "a1")  # published into the dead flow's session
         agent.log_contains(r"disconnected .*the path stopped answering: no reply to a ping "
                            r"within 5 s", after=seen, timeout=25)
         deaf = time.monotonic() - forgotten
         assert deaf <= 10 + 5 + 2, f"deaf for {deaf:.1f} s"
-        agent.log_contains(rf"connected route=direct:{relay.port}", after=seen, timeout=15)
+        agent.log_contains(rf"\bconnected route=direct:{relay.port}", after=seen, timeout=15)
         stack.wait_wakeup(wakeup, "satisfied", timeout=15)
     finally:
         relay.close()

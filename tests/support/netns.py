@@ -119,6 +119,23 @@ class Topology:
         """One iptables command in the router."""
         self.run_in(self.router, "iptables", *rule)
 
+    def forget_idle_flows_after(self, seconds: int | None) -> None:
+        """Make the router a NAT that forgets an idle TCP flow after
+        ``seconds`` (conntrack's established timeout) and drops what comes
+        after as INVALID, as home routers and carrier NATs do; None restores
+        conntrack's default (5 days) and plain routing."""
+        if seconds is None:
+            self.run_in(self.router, "sysctl", "-qw",
+                        "net.netfilter.nf_conntrack_tcp_timeout_established=432000")
+            return
+        self.iptables("-t", "nat", "-A", "POSTROUTING", "-s", f"{AGENT_IP.rsplit('.', 1)[0]}.0/24",
+                      "-j", "MASQUERADE")
+        self.iptables("-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+        # No loose pick-up: a packet of a forgotten flow is INVALID, not a new flow.
+        self.run_in(self.router, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
+        self.run_in(self.router, "sysctl", "-qw",
+                    f"net.netfilter.nf_conntrack_tcp_timeout_established={seconds}")
+
     def forward_only(self, *ports: int) -> None:
         """The router forwards agent-to-server TCP only to ``ports`` (and the
         answers); everything else from the agent is dropped silently."""

@@ -104,61 +104,62 @@ class SilentPort:
         self.server.close()
 
 
-class ForgetfulRelay:
-    """A TCP relay standing for a NAT: it forwards each connection to
-    ``target`` until ``forget`` is called, and from then on swallows every
-    byte of the connections it had, in both directions, without a reset:
-    what a NAT that dropped an idle flow does to it. New connections pass."""
+class FreezableRelay:
+    """A TCP relay on 127.0.0.1 to ``port``. ``freeze`` makes the connections
+    open so far half-open: nothing is forwarded any more, either way, and a
+    close on one side is not passed on; it records when the agent next sends
+    (its PINGREQ). Connections made afterwards are relayed normally."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.server.getsockname()[1])
-        self._forgotten: set[int] = set()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._lock = threading.Lock()
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._frozen: set[int] = set()
+        self._sockets: list[socket.socket] = []
+        self._connections = 0
+        self.sent_after_freeze: float | None = None
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> float:
+        self._frozen = set(range(self._connections))
+        return time.monotonic()
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
 
     def _accept(self) -> None:
         while True:
             try:
-                client, _ = self.server.accept()
+                agent, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target, timeout=5)
-            with self._lock:
-                self._pairs.append((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink, id(client)),
-                                 daemon=True).start()
+            broker = socket.create_connection(("127.0.0.1", self._target))
+            self._sockets += [agent, broker]
+            number, self._connections = self._connections, self._connections + 1
+            threading.Thread(target=self._pump, args=(agent, broker, number, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(broker, agent, number, False),
+                             daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, flow: int) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, number: int,
+              from_agent: bool) -> None:
         while True:
             try:
                 data = source.recv(65536)
             except OSError:
                 return
+            frozen = number in self._frozen
             if not data:
-                with self._lock:
-                    if flow not in self._forgotten:
-                        sink.close()
+                if not frozen:
+                    sink.close()
                 return
-            with self._lock:
-                if flow in self._forgotten:
-                    continue
+            if frozen:
+                if from_agent and self.sent_after_freeze is None:
+                    self.sent_after_freeze = time.monotonic()
+                continue
             try:
                 sink.sendall(data)
             except OSError:
                 return
-
-    def forget(self) -> None:
-        """Drop every flow open now, silently."""
-        with self._lock:
-            self._forgotten |= {id(client) for client, _ in self._pairs}
-
-    def close(self) -> None:
-        self.server.close()
-        with self._lock:
-            for client, upstream in self._pairs:
-                client.close()
-                upstream.close()
