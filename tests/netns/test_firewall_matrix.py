@@ -113,6 +113,7 @@ def test_the_lab_uses_only_its_own_addresses(lab: Lab) -> None:
     assert all(a.startswith("198.18.") or a.startswith("127.") for a in addresses), addresses
 
 
+@pytest.mark.timeout(300)  # the real 60 s NAT, and 100 s of silence after it
 def test_a_nat_that_forgets_idle_flows_after_60_s_with_default_settings(clean_lab: Lab) -> None:
     """The real 60 s: the router masquerades and forgets an idle flow after a
     minute. With the default keep-alive (300 s) the agent was deaf most of
