@@ -12,6 +12,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
+from epns.prometheus import Exposition, labelled, single
+
 _RATE_WINDOW = 10.0
 
 
@@ -43,38 +45,29 @@ class Metrics:
 
     def render(self, now: float) -> str:
         """The Prometheus text exposition."""
-        lines: list[str] = []
-
-        def family(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-        def labelled(key: str, counts: Counter[str]) -> list[tuple[str, float]]:
-            return [(f'{{{key}="{k}"}}', float(v)) for k, v in sorted(counts.items())]
-
-        family("epns_broker_connections", "gauge", "Open client connections by listener.",
-               labelled("listener", self.connections))
-        family("epns_broker_connects_total", "counter", "Accepted MQTT connects.",
-               [("", float(self.connects))])
-        family("epns_broker_connects_per_second", "gauge",
-               "Accepted connects per second, averaged over 10 s.",
-               [("", self.connect_rate(now))])
-        family("epns_broker_refusals_total", "counter", "Refused connections by reason.",
-               labelled("reason", self.refusals))
-        family("epns_broker_disconnects_total", "counter", "Closed connections by cause.",
-               labelled("cause", self.disconnects))
-        family("epns_broker_messages_in_total", "counter", "PUBLISH packets received.",
-               [("", float(self.messages_in))])
-        family("epns_broker_messages_out_total", "counter", "PUBLISH packets sent.",
-               [("", float(self.messages_out))])
-        family("epns_broker_drops_total", "counter", "Messages dropped, by reason.",
-               labelled("reason", self.drops))
-        family("epns_broker_sessions", "gauge", "Sessions known to the broker.",
-               [("", float(self.sessions()))])
-        family("epns_broker_subscriptions", "gauge", "Active subscriptions.",
-               [("", float(self.subscriptions()))])
-        return "\n".join(lines) + "\n"
+        text = Exposition()
+        text.family("epns_broker_connections", "gauge", "Open client connections by listener.",
+                    labelled("listener", self.connections))
+        text.family("epns_broker_connects_total", "counter", "Accepted MQTT connects.",
+                    single(self.connects))
+        text.family("epns_broker_connects_per_second", "gauge",
+                    "Accepted connects per second, averaged over 10 s.",
+                    single(self.connect_rate(now)))
+        text.family("epns_broker_refusals_total", "counter", "Refused connections by reason.",
+                    labelled("reason", self.refusals))
+        text.family("epns_broker_disconnects_total", "counter", "Closed connections by cause.",
+                    labelled("cause", self.disconnects))
+        text.family("epns_broker_messages_in_total", "counter", "PUBLISH packets received.",
+                    single(self.messages_in))
+        text.family("epns_broker_messages_out_total", "counter", "PUBLISH packets sent.",
+                    single(self.messages_out))
+        text.family("epns_broker_drops_total", "counter", "Messages dropped, by reason.",
+                    labelled("reason", self.drops))
+        text.family("epns_broker_sessions", "gauge", "Sessions known to the broker.",
+                    single(self.sessions()))
+        text.family("epns_broker_subscriptions", "gauge", "Active subscriptions.",
+                    single(self.subscriptions()))
+        return text.render()
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:

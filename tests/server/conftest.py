@@ -91,6 +91,14 @@ class Stack:
         assert self.broker.kind == "epns"
         self.broker = start_epns(self.pki, listeners__primary__port=str(self.broker.port))
 
+    def wake(self, agent_id: str) -> str:
+        """Request a wake-up of one agent through the API; its id."""
+        with self.api() as api:
+            answer = api.post("/api/v1/wakeups", json={"agents": [agent_id]})
+        assert answer.status_code == 202, answer.text
+        wakeup_id: str = answer.json()["id"]
+        return wakeup_id
+
     def wakeup(self, wakeup_id: str) -> dict[str, Any]:
         with self.api() as api:
             answer = api.get(f"/api/v1/wakeups/{wakeup_id}")

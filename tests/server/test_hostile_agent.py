@@ -15,25 +15,9 @@ import pytest
 from epns import pki
 from tests.server.conftest import Stack
 from tests.support.clients import connect, connect_server
+from tests.support.processes import wait_until
 from tests.support.smtp_sink import SmtpSink
 from tests.support.webhook_sink import WebhookSink
-
-
-def _wake(stack: Stack, agent_id: str) -> str:
-    with stack.api() as api:
-        answer = api.post("/api/v1/wakeups", json={"agents": [agent_id]})
-    assert answer.status_code == 202, answer.text
-    wakeup_id: str = answer.json()["id"]
-    return wakeup_id
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _agent_http(stack: Stack, agent_id: str) -> httpx.Client:
@@ -68,7 +52,7 @@ def test_a_retained_presence_of_the_wrong_types_does_not_cut_the_link(stack: Sta
                                 "route": ["x"]}).encode(), retain=True)
     time.sleep(1.5)
     assert _health(stack)["broker"] is True
-    stack.wait_wakeup(_wake(stack, "good"), "satisfied")
+    stack.wait_wakeup(stack.wake("good"), "satisfied")
 
 
 def _metrics(stack: Stack) -> str:
@@ -112,7 +96,7 @@ def test_a_handler_that_fails_on_one_message_does_not_end_the_link(stack: Stack)
     assert _metric(stack, 'epns_server_agent_messages_dropped_total{reason="handler_failed"}') == 1
     assert _metric(stack, "epns_server_broker_link_restarts_total") == 0
     assert _health(stack)["broker"] is True
-    stack.wait_wakeup(_wake(stack, "good"), "satisfied")
+    stack.wait_wakeup(stack.wake("good"), "satisfied")
 
     database.execute("DROP TRIGGER boom")
     database.commit()
@@ -157,19 +141,19 @@ def test_a_lost_link_comes_back_loudly_and_sends_what_was_held(
         assert isinstance(health["broker_error"], str)
         assert health["broker_error"]
         assert isinstance(health["broker_down_since"], float)
-        wakeup = _wake(stack, "a1")
-        _wait(lambda: any(b.get("event") == "broker_link_down" for b in hook.bodies),
+        wakeup = stack.wake("a1")
+        wait_until(lambda: any(b.get("event") == "broker_link_down" for b in hook.bodies),
               "the broker_link_down webhook")
         down = next(b for b in hook.bodies if b.get("event") == "broker_link_down")
         assert down["down_since"] == pytest.approx(health["broker_down_since"])
         assert down["reason"]
-        _wait(lambda: any("push stopped" in m["Subject"] for m in smtp.messages),
+        wait_until(lambda: any("push stopped" in m["Subject"] for m in smtp.messages),
               "the broker_link_down email")
         seen = len(stack.server.lines)
         stack.start_broker()
         stack.server.log_contains(r"commands_flushed sent=1", after=seen, timeout=40)
         stack.wait_wakeup(wakeup, "satisfied", timeout=40)
-        _wait(lambda: any(b.get("event") == "broker_link_restored" for b in hook.bodies),
+        wait_until(lambda: any(b.get("event") == "broker_link_restored" for b in hook.bodies),
               "the broker_link_restored webhook")
         assert _health(stack)["broker"] is True
         assert "broker_error" not in _health(stack)
@@ -186,8 +170,8 @@ def test_budgets_refuse_a_flood_with_a_reason(make_stack: Callable[..., Stack]) 
     for n in range(10):
         chatty.publish("epns/v1/agents/chatty/evt", json.dumps(
             {"v": 1, "type": "pong", "at": time.time(), "ref": f"c{n}"}).encode())
-    _wait(lambda: _metric(stack, 'epns_server_agent_messages_dropped_total{reason="over_budget"}',
-                          missing=0) >= 7, "seven messages over the budget")
+    over = 'epns_server_agent_messages_dropped_total{reason="over_budget"}'
+    wait_until(lambda: _metric(stack, over, missing=0) >= 7, "seven messages over the budget")
     time.sleep(0.5)
     # Logged once for the agent and cause, not once per message.
     lines = [line for line in stack.server.lines[seen:] if "agent_message_dropped" in line]
@@ -254,7 +238,7 @@ def test_an_agents_history_is_pruned_to_its_budget(make_stack: Callable[..., Sta
         for n in range(12):
             answer = client.post("/api/v1/agents/busy/sync", content=_report("busy", f"s{n}"))
             assert answer.status_code == 204, answer.text
-    _wait(lambda: _metric(stack, "epns_server_history_rows_pruned_total") >= 8,
+    wait_until(lambda: _metric(stack, "epns_server_history_rows_pruned_total") >= 8,
           "the history pruned")
     with stack.api() as api:
         busy = api.get("/api/v1/agents/busy/history").json()

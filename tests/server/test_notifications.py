@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.server.conftest import Stack
+from tests.support.processes import wait_until
 from tests.support.smtp_sink import SmtpSink
 from tests.support.webhook_sink import WebhookSink
 
@@ -30,15 +31,6 @@ def _configure(stack: Stack, status: int = 200, **settings: Any) -> dict[str, An
     assert answer.status_code == status, answer.text
     result: dict[str, Any] = answer.json()
     return result
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _notified(stack: Stack, agent_id: str) -> list[str]:
@@ -74,7 +66,7 @@ def test_an_agent_offline_too_long_is_notified_once_per_offline_period(
             assert api.post("/api/v1/agents/revoked/revoke", json={}).status_code == 204
         went = _go_offline(stack, "n1")
 
-        _wait(lambda: bool(hook.bodies) and bool(smtp.messages), "the first notifications")
+        wait_until(lambda: bool(hook.bodies) and bool(smtp.messages), "the first notifications")
         assert time.time() - went >= 2
         assert hook.bodies[0]["agent_id"] == "n1"
         assert hook.bodies[0]["presence"] == "offline"
@@ -94,7 +86,7 @@ def test_an_agent_offline_too_long_is_notified_once_per_offline_period(
 
         # Back, and away again: a new offline period, told once more.
         _go_offline(stack, "n1", create=False)
-        _wait(lambda: len(hook.bodies) == 2 and len(smtp.messages) == 2,
+        wait_until(lambda: len(hook.bodies) == 2 and len(smtp.messages) == 2,
               "the second period's notifications")
         assert hook.bodies[1]["offline_since"] > hook.bodies[0]["offline_since"]
 
@@ -109,12 +101,12 @@ def test_a_failing_channel_is_retried_and_the_notifier_survives(fast_stack: Stac
         _go_offline(stack, "n2")
         stack.server.log_contains(r"notify_channel_failed channel=webhook .*agents=n2")
         stack.server.log_contains(r"notify_channel_failed channel=email .*451")
-        _wait(lambda: len(smtp.messages) == 1, "the email, after two refusals")
+        wait_until(lambda: len(smtp.messages) == 1, "the email, after two refusals")
 
         hook.statuses = [500]
         _configure(stack, offline_after=1, webhook_url=hook.url, smtp_host="127.0.0.1",
                    smtp_port=smtp.port, smtp_to="ops@example.test")
-        _wait(lambda: len(hook.bodies) == 1, "the webhook, after a 500")
+        wait_until(lambda: len(hook.bodies) == 1, "the webhook, after a 500")
         time.sleep(1)
         assert (hook.attempts, len(hook.bodies), len(smtp.messages)) == (2, 1, 1)
         stack.server.log_contains(r"notify_channel_failed channel=webhook .*answered 500")

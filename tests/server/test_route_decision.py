@@ -26,17 +26,9 @@ def tinyproxy(tmp_path: Path) -> Iterator[Tinyproxy]:
     proxy.stop()
 
 
-def _wake(stack: Stack, agent_id: str) -> str:
-    with stack.api() as api:
-        answer = api.post("/api/v1/wakeups", json={"agents": [agent_id]})
-    assert answer.status_code == 202, answer.text
-    wakeup_id: str = answer.json()["id"]
-    return wakeup_id
-
-
 def _satisfied_within(stack: Stack, agent_id: str, seconds: float) -> float:
     """Wake ``agent_id``; the seconds from request to satisfied (server clock)."""
-    wakeup = stack.wait_wakeup(_wake(stack, agent_id), "satisfied", timeout=seconds + 10)
+    wakeup = stack.wait_wakeup(stack.wake(agent_id), "satisfied", timeout=seconds + 10)
     target = wakeup["targets"][0]
     took: float = target["satisfied_at"] - target["requested_at"]
     assert took < seconds, wakeup
@@ -119,7 +111,7 @@ def test_a_path_that_stops_answering_is_given_up_within_the_bound(stack: Stack) 
         seen = len(agent.lines)
         relay.freeze()
         forgotten = time.monotonic()
-        wakeup = _wake(stack, "a1")  # published into the dead flow's session
+        wakeup = stack.wake("a1")  # published into the dead flow's session
         agent.log_contains(r"disconnected .*the path stopped answering: no reply to a ping "
                            r"within 5 s", after=seen, timeout=25)
         deaf = time.monotonic() - forgotten
