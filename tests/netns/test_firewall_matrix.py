@@ -1,7 +1,8 @@
 """The firewall matrix: real agents behind real middleboxes (iptables on a
 router, Debian's Squid with its stock CONNECT policy), each condition ending
 with a wake-up through the API and the time until the server saw it
-satisfied. The bar: first connect within 15 s, every wake-up satisfied in
+satisfied. The bar: first connect within 15 s (from the agent's first log
+line, so the interpreter's start is not counted), every wake-up satisfied in
 under a second once connected.
 
 Not here yet (issue 13): the 443-only network and a proxy-only network need
@@ -26,8 +27,11 @@ def _measure(lab: Lab, condition: str, agent_id: str, route: str,
              **sections: dict[str, object]) -> dict[str, object]:
     """Start the agent, wait for it to connect on ``route`` and sync, wake it;
     the matrix row."""
-    began = time.monotonic()
     agent = lab.start_agent(agent_id, **sections)
+    # From the agent's first line: what the network costs, not the
+    # interpreter's start, which a loaded CI machine stretches.
+    agent.log_contains(r" starting agent=", timeout=30)
+    began = time.monotonic()
     line = agent.log_contains(r"\bconnected route=\S+ ", timeout=CONNECT_BAR + 5)
     connected = time.monotonic() - began
     took = lab.satisfied(lab.wake(agent_id), timeout=20)
