@@ -69,6 +69,9 @@ from epns.wol import parse_wol_body
 
 log = logging.getLogger("agent")
 
+# Learnt ping intervals kept, one per route and network (epns.heartbeat).
+MAX_NETWORKS = 32
+
 
 @dataclass(frozen=True)
 class AgentContext:
@@ -293,8 +296,10 @@ class Agent:
             return
         key, beat = self._beat
         records = self.state.heartbeats()
-        records[key] = beat.to_dict()
-        self.state.save_heartbeats(records)
+        records.pop(key, None)
+        records[key] = beat.to_dict()  # the newest last
+        # Addresses come and go (temporary IPv6, containers): keep the newest.
+        self.state.save_heartbeats(dict(list(records.items())[-MAX_NETWORKS:]))
 
     def _keepalive(self, route: Route) -> int:
         hinted = self.state.hints().get("keepalive") or {}

@@ -329,6 +329,8 @@ def path_fault(exc: Exception, *, proxied: bool) -> PathFault | None:
             return PathFault.PROXY_PORT
         return PathFault.PROXY_DEAD
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        if any(isinstance(e, ssl.SSLError) for e in _causes(exc)):
+            return None  # TLS with the server failed: another way would meet the same
         # Through a proxy, the connection that failed is the one to the proxy.
         return PathFault.PROXY_DEAD if proxied else PathFault.UNREACHABLE
     return None

@@ -171,18 +171,20 @@ class MqttLink:
             self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
+        code = self._client.loop_read()
+        # TLS may hold decrypted bytes that no longer show on the descriptor.
+        while self._sock is not None and getattr(self._sock, "pending", lambda: 0)() > 0:
+            code = self._client.loop_read()
+        if code != paho.MQTT_ERR_SUCCESS:
+            return  # a reset or EOF is readable too: it answers no ping
         idle = self.liveness.heard(time.monotonic())
         if idle is not None and self._on_alive is not None:
             self._on_alive(idle)
-        self._client.loop_read()
 
     def set_ping_interval(self, interval: float) -> None:
         """Ping this often from now on (never less often than the keep-alive)."""
         self.liveness.keepalive = min(self.keepalive, interval)
         self._recheck.set()
-        # TLS may hold decrypted bytes that no longer show on the descriptor.
-        while self._sock is not None and getattr(self._sock, "pending", lambda: 0)() > 0:
-            self._client.loop_read()
 
     async def _drive_liveness(self) -> None:
         liveness = self.liveness
@@ -196,7 +198,9 @@ class MqttLink:
             if step is Step.PING:
                 self._ping()
             elif step is Step.DEAD:
-                self.lost_idle = liveness.ping_idle
+                # A probe after a network change says nothing about how long
+                # the path keeps an idle flow: only a scheduled ping does.
+                self.lost_idle = None if liveness.probing else liveness.ping_idle
                 self._dead(f"the path stopped answering: no reply to a ping within "
                            f"{liveness.answer_within:g} s, nothing heard for "
                            f"{now - liveness.last_heard:.0f} s (a NAT or firewall may have "

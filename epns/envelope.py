@@ -354,8 +354,10 @@ def encode_presence(presence: Presence) -> bytes:
     )
 
 
-# A fleet machine has a few interfaces; a list of hundreds is no machine.
-MAX_INTERFACES = 64
+# One entry per address: a container host has one per veth. The 16 KiB
+# message bound (about 200 entries) is the real limit; this only stops a list
+# of tiny entries.
+MAX_INTERFACES = 512
 
 
 def decode_presence(raw: bytes) -> Presence:

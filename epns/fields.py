@@ -46,8 +46,9 @@ MAX_TIME = 4_102_444_800.0
 # Command, sync and task ids: printable ASCII without spaces. The server makes
 # them (uuid hex); an agent only echoes them back.
 _IDENTIFIER = re.compile(r"[!-~]{1,128}")
-# Prose may break lines; nothing else below a space, nor DEL and the C1 set.
-_NOT_PROSE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Prose may break lines (LF, and CR of a Windows line end) and hold tabs;
+# nothing else below a space, nor DEL, the C1 set and lone surrogates.
+_NOT_PROSE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _refuse(where: str, rule: str, value: Any) -> MalformedMessage:
@@ -84,17 +85,19 @@ def optional_text(value: Any, where: str, *, max_length: int) -> str | None:
 
 
 def prose(value: Any, where: str, *, max_length: int) -> str:
-    """Free text for a person (an error, a detail): like ``text``, but it may
-    hold tabs and line breaks, which the log escapes, and a longer text is cut
-    to ``max_length`` rather than refused (an agent's error message may quote
-    a long server answer; its head says what went wrong)."""
+    """Free text for a person (an error, a detail): a string, cut to
+    ``max_length`` rather than refused (an agent's error may quote a long
+    answer), with line breaks and tabs kept and every other control
+    character, and a lone surrogate, written out as an escape (a program's
+    colour codes or a Windows line end must not cost the whole message)."""
     if not isinstance(value, str):
         raise _refuse(where, "expected a string", value)
     cut: str = value[:max_length]
-    if _NOT_PROSE.search(cut):
-        raise _refuse(where, "holds a control character", cut)
-    _unicode(cut, where)
-    return cut
+    return _NOT_PROSE.sub(_escape, cut)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100 else "\ufffd"
 
 
 def identifier(value: Any, where: str) -> str:

@@ -36,6 +36,9 @@ RAISE_FACTOR = 1.5
 # Below this a ping every few seconds would be the wire cost of a chat.
 MIN_INTERVAL = 15.0
 RELEARN_AFTER = 24 * 3600.0
+# A ping counts toward a raise when the path had been silent this share of
+# the interval: traffic in between would have refreshed the middlebox.
+FULL_SILENCE = 0.9
 
 
 def _clamp(interval: float, ceiling: float) -> float:
@@ -77,9 +80,12 @@ class Heartbeat:
 
     def answered(self, idle: float) -> bool:
         """A ping after ``idle`` seconds of silence was answered; True when
-        the interval changed (worth saving)."""
+        the interval changed (worth saving). Only a ping after (nearly) the
+        whole interval of silence shows the path keeps a flow that long."""
         self.proven = max(self.proven, min(idle, self.interval))
         if self.settled_at is not None or self.interval >= self.ceiling:
+            return False
+        if idle < self.interval * FULL_SILENCE:
             return False
         self.answered_at_interval += 1
         if self.answered_at_interval < RAISE_AFTER:

@@ -60,8 +60,10 @@ class Liveness:
         self.last_sent = self.now
         self.last_heard = self.now
         self.ping_sent: float | None = None
-        # How long the path had been silent when the ping went out.
+        # How long the path had been silent when the ping went out, and
+        # whether it was a probe (``probe``) rather than the schedule's.
         self.ping_idle = 0.0
+        self.probing = False
 
     @property
     def answer_within(self) -> float:
@@ -100,6 +102,7 @@ class Liveness:
             return False
         self.ping_sent = self.last_sent = now
         self.ping_idle = now - self.last_heard
+        self.probing = True
         return True
 
     def check(self, now: float) -> Step:
@@ -111,4 +114,5 @@ class Liveness:
         self.ping_sent = now
         self.last_sent = now
         self.ping_idle = now - self.last_heard
+        self.probing = False
         return Step.PING

@@ -304,7 +304,7 @@ def decode_report(raw: bytes, fmt: SyncFormat = SyncFormat.JSON, *,
     return SyncReport(
         agent_id=agent_id,
         sync_id=fields.identifier(data.get("sync_id"), "report.sync_id"),
-        started_at=_number(data.get("started_at"), "report.started_at"),
+        started_at=fields.timestamp(data.get("started_at"), "report.started_at"),
         reason=_choice(SyncReason, data.get("reason"), "report.reason"),
         wakes=tuple(fields.identifier(item, f"report.wakes[{index}]") for index, item
                     in enumerate(fields.array(data.get("wakes", []), "report.wakes",
@@ -472,7 +472,10 @@ def _string(value: Any, where: str) -> str:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedMessage(f"{where}: expected a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as exc:  # an int of hundreds of digits
+        raise MalformedMessage(f"{where}: a number out of range") from exc
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

@@ -228,7 +228,7 @@ class Notifier:
         try:
             async with httpx.AsyncClient(timeout=self._settings.timeout) as client:
                 answer = await client.post(config.webhook_url, json=news.payload())
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             self._failed(WEBHOOK, [], f"{news.event}: {type(exc).__name__}: {exc}")
             return
         if not answer.is_success:

@@ -93,15 +93,22 @@ def presence_of(agent: Agent, *, now: float, stale_after: float, link_up: bool) 
     return "stale" if now - heard > stale_after else "online"
 
 
-def _check_inventory(agent_id: str, inventory: Mapping[str, Any], budget: int | None) -> None:
+def _check_inventory(agent_id: str, before: Mapping[str, Any], inventory: Mapping[str, Any],
+                     budget: int | None) -> None:
+    """PayloadTooLarge when ``inventory`` is over ``budget`` and larger than
+    ``before``: an agent already over (a lowered budget) may still shrink it."""
     if budget is None:
         return
-    size = len(json.dumps(inventory, separators=(",", ":")).encode())
-    if size > budget:
+    size = _size(inventory)
+    if size > budget and size > _size(before):
         raise PayloadTooLarge(
             f"agent {agent_id!r}: these changes would make its inventory {size} bytes, over "
             f"its budget of {budget} (budgets.inventory_bytes); send less, or replace keys "
             "instead of adding new ones", code="inventory_over_budget")
+
+
+def _size(inventory: Mapping[str, Any]) -> int:
+    return len(json.dumps(inventory, separators=(",", ":")).encode())
 
 
 class Registry:
@@ -200,8 +207,9 @@ class Registry:
         async with self._sessions() as session, session.begin():
             agent = await self._row(session, agent_id, at)
             if changes:
-                inventory = {**(agent.inventory or {}), **changes}
-                _check_inventory(agent_id, inventory, inventory_budget)
+                before = agent.inventory or {}
+                inventory = {**before, **changes}
+                _check_inventory(agent_id, before, inventory, inventory_budget)
                 agent.inventory = inventory
             agent.last_seen = at
             agent.last_sync_at = at

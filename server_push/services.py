@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from epns import pki
@@ -144,7 +143,7 @@ class Services:
             await asyncio.sleep(budgets.prune_interval)
             try:
                 pruned = await prune_history(self.sessions, budgets.history_rows)
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # asyncpg's OSErrors too: the shared work must go on
                 event(log, "history_prune_failed", logging.ERROR, error=repr(exc),
                       action=f"tried again in {budgets.prune_interval:g} s")
                 continue

@@ -93,3 +93,12 @@ def test_a_wall_clock_jump_ahead_of_the_monotonic_one_is_a_resume() -> None:
     # NTP slewing a second is no sleep; a clock set back is none either.
     assert watch.look(_look(("198.18.1.2",), 1621.0, 25.0)) is Change.NONE
     assert watch.look(_look(("198.18.1.2",), 1500.0, 35.0)) is Change.NONE
+
+
+def test_a_probe_is_told_apart_from_a_scheduled_ping() -> None:
+    live = Liveness(60, now=0.0)
+    live.probe(10.0)
+    assert live.probing is True
+    live.heard(10.2)
+    assert live.check(70.2) is Step.PING
+    assert live.probing is False

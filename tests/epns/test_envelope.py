@@ -424,6 +424,12 @@ def test_an_event_body_keeps_only_the_fields_of_its_type() -> None:
     assert decode_event(raw).body == {"type": "wake"}
 
 
+def test_control_characters_in_a_detail_are_written_out_not_fatal() -> None:
+    body = {**BODIES[EventType.SYNC], "detail": "exit 1: \x1b[31mfailed\x1b[0m\r\n\x00"}
+    decoded = decode_event(encode_event(Event(EventType.SYNC, NOW, None, body)))
+    assert decoded.body["detail"] == "exit 1: \\x1b[31mfailed\\x1b[0m\r\n\\x00"
+
+
 def test_a_long_detail_is_cut_and_a_long_name_refused() -> None:
     body = {**BODIES[EventType.SYNC], "detail": "x" * 5000}
     decoded = decode_event(encode_event(Event(EventType.SYNC, NOW, None, body)))
@@ -470,8 +476,6 @@ def test_event_without_ref_or_body() -> None:
         b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"wakes":"c1"}}',
         b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"wakes":[1]}}',
         b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"started_at":"now"}}',
-        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"detail":"a\\u0000b"}}',
-        b'{"v":1,"type":"sync","at":1,"body":{"ok":true,"detail":"\\ud800"}}',
         b'{"v":1,"type":"wol_result","at":1,"body":{"ok":true,"targets":[{"mac":5}]}}',
         b'{"v":1,"type":"wol_result","at":1,"body":{"ok":1}}',
         b'{"v":1,"type":"reject","at":1,"body":{"reason":["x"]}}',
@@ -550,7 +554,7 @@ def test_minimal_presence() -> None:
         b'{"v":1,"state":"online","at":1,"interfaces":[{"address":"127.0.0.1","prefix":true}]}',
         b'{"v":1,"state":"online","at":1,"interfaces":[{"address":"127.0.0.1","prefix":8,'
         b'"mac":{"a":1}}]}',
-        b'{"v":1,"state":"online","at":1,"interfaces":[' + b'{"address":"::1","prefix":1},' * 64
+        b'{"v":1,"state":"online","at":1,"interfaces":[' + b'{"address":"::1","prefix":1},' * 512
         + b'{"address":"::1","prefix":1}]}',
     ],
 )

@@ -35,12 +35,13 @@ def test_text_keeps_what_a_person_writes() -> None:
         fields.text("", "h", max_length=5, empty=False)
 
 
-def test_prose_cuts_and_allows_line_breaks_only() -> None:
-    assert fields.prose("line 1\n\tline 2", "d", max_length=100) == "line 1\n\tline 2"
+def test_prose_is_cut_and_its_control_characters_written_out() -> None:
+    assert fields.prose("line 1\r\n\tline 2", "d", max_length=100) == "line 1\r\n\tline 2"
     assert fields.prose("x" * 50, "d", max_length=10) == "x" * 10
-    for bad in ("a\x00", "a\x1b[31m", "a\x7f", "\udfff"):
-        with pytest.raises(MalformedMessage):
-            fields.prose(bad, "d", max_length=10)
+    assert fields.prose("a\x1b[31mred\x00", "d", max_length=100) == "a\\x1b[31mred\\x00"
+    assert fields.prose("\udfff!", "d", max_length=10) == "\ufffd!"
+    with pytest.raises(MalformedMessage, match="expected a string"):
+        fields.prose(["x"], "d", max_length=10)
 
 
 @pytest.mark.parametrize("value", ["", "a b", "a\tb", "é", "x" * 129, 7, None])

@@ -66,3 +66,11 @@ def test_the_network_key_names_route_and_addresses() -> None:
     home = network_key("direct:8883", frozenset({"198.18.1.2", "fe80::1"}))
     assert home == "direct:8883|198.18.1.2,fe80::1"
     assert network_key("direct:8883", frozenset({"198.18.1.3"})) != home
+
+
+def test_only_a_ping_after_the_whole_silence_counts_toward_a_raise() -> None:
+    beat = Heartbeat.start(45, ceiling=300)
+    for _ in range(10):
+        assert beat.answered(5.0) is False  # a probe, or a ping soon after traffic
+    assert beat.interval == 45
+    assert _answer(beat, 3)[-1] == 67.5
