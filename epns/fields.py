@@ -9,9 +9,11 @@ the rule it broke. The rules are the ones the database and the log need:
 
 - the right JSON type (``true`` is not a number, ``1`` is not a string);
 - numbers finite and in a stated range (a date past 2100 is no clock);
-- strings bounded and free of control characters and lone surrogates (no
-  database can store a NUL in text or an unpaired surrogate in UTF-8, and a
-  newline forges a log line);
+- names and ids bounded and free of control characters and lone surrogates
+  (no database can store a NUL in text or an unpaired surrogate in UTF-8, and
+  a newline forges a log line); free text for a person (``prose``) is cut to
+  its length and has such characters written out as escapes instead, so a
+  colour code in an error message does not cost the whole message;
 - lists bounded in their number of items.
 
 Pure functions, no IO: the broker-link handler and the sync endpoint both
