@@ -185,7 +185,9 @@ class Agent:
         watch = Watch(_look())
         while True:
             await asyncio.sleep(CHECK_INTERVAL)
-            change = watch.look(await asyncio.to_thread(_look))
+            # getifaddrs(3) answers from the kernel at once: no thread needed,
+            # and an idle agent pays one wake-up per look, not three.
+            change = watch.look(_look())
             if change is Change.NONE:
                 continue
             link = self.link
@@ -284,7 +286,7 @@ class Agent:
         if not settings.learn:
             self._beat = None
             return None
-        key = network_key(route.name, frozenset(i.address for i in interfaces()))
+        key = network_key(route.name, _addresses())
         record = self.state.heartbeats().get(key)
         beat = (Heartbeat.start(settings.learn_start, keepalive) if record is None
                 else Heartbeat.from_dict(record, settings.learn_start, keepalive))
@@ -533,9 +535,14 @@ class Agent:
         })
 
 
+def _addresses() -> frozenset[str]:
+    """The machine's addresses now."""
+    return frozenset(i.address for i in interfaces())
+
+
 def _look() -> Look:
     """The machine now, for ``epns.netwatch``: its addresses and both clocks."""
-    return Look(frozenset(i.address for i in interfaces()), time.time(), time.monotonic())
+    return Look(_addresses(), time.time(), time.monotonic())
 
 
 class _AgentSyncWays:
