@@ -237,13 +237,10 @@ class RouteBook:
         MQTT connection goes now (or went last), then the other; the proxy
         last while a failure of it stands, and not at all for a port it
         refuses."""
-        if proxy is None:
+        if proxy is None or self.port_refused(port, now):
             return [None]
         current = self.connected.name if self.connected is not None else last_good
         proxied_first = current is None or current.startswith("proxy:")
-        ways: list[ProxyEndpoint | None] = [proxy, None] if proxied_first else [None, proxy]
-        if self.port_refused(port, now):
-            return [None]
-        if not self.proxy_usable(now):
-            return [None, proxy]
-        return ways
+        if proxied_first and self.proxy_usable(now):
+            return [proxy, None]
+        return [None, proxy]

@@ -74,7 +74,7 @@ class Dispatcher:
         if not raw and parsed.channel is topics.AgentChannel.PRESENCE:
             return  # a retained message being cleared
         if self._budget.take(agent_id, now) > 0:
-            self.dropped(agent_id, "over_budget", "more messages than budgets.events_per_minute",
+            self._dropped(agent_id, "over_budget", "more messages than budgets.events_per_minute",
                          now)
             return
         try:
@@ -83,7 +83,7 @@ class Dispatcher:
             else:
                 report = decode_event(raw)
         except MessageError as exc:
-            self.dropped(agent_id, "malformed", str(exc), now)
+            self._dropped(agent_id, "malformed", str(exc), now)
             return
         if not await self._handled.claim(topic, raw, now):
             event(log, "message_duplicate", logging.DEBUG, topic=topic)
@@ -94,7 +94,7 @@ class Dispatcher:
         else:
             await self._event(agent_id, report, now)
 
-    def dropped(self, agent_id: str, reason: str, detail: str, now: float) -> None:
+    def _dropped(self, agent_id: str, reason: str, detail: str, now: float) -> None:
         """Count a message from ``agent_id`` dropped for ``reason``, and log it
         unless this agent and cause were logged within ``LOG_INTERVAL``."""
         self._metrics.agent_messages_dropped[reason] += 1

@@ -127,35 +127,49 @@ def _stamp(at: float | None) -> str:
         timespec="seconds")
 
 
-def email_for(config: NotificationsConfig, item: Offline) -> EmailMessage:
-    """The email about one agent."""
+def compose(config: NotificationsConfig, subject: str, text: str) -> EmailMessage:
+    """One notification email, from and to the addresses of the settings."""
     message = EmailMessage()
-    message["Subject"] = f"epns: agent {item.agent_id} offline since {_stamp(item.offline_since)}"
+    message["Subject"] = subject
     message["From"] = config.smtp_from or "epns@localhost"
     message["To"] = config.smtp_to
     message["Date"] = formatdate(localtime=False)
-    message.set_content(
+    message.set_content(text)
+    return message
+
+
+def email_for(config: NotificationsConfig, item: Offline) -> EmailMessage:
+    """The email about one agent."""
+    return compose(
+        config, f"epns: agent {item.agent_id} offline since {_stamp(item.offline_since)}",
         f"Agent {item.agent_id} has been {item.presence} since {_stamp(item.offline_since)} "
         f"(UTC).\nLast heard from: {_stamp(item.last_seen)}.\n\n"
         "You get one message per offline period; the threshold is the console's "
         "notifications setting 'offline_after'.\n")
-    return message
+
+
+def send_messages(config: NotificationsConfig, messages: Sequence[EmailMessage],
+                  timeout: float) -> tuple[int, str | None]:
+    """Send ``messages`` over one SMTP session (blocking: run it in a thread).
+    Returns how many were accepted, in order, and the error that stopped the
+    rest (None when all went)."""
+    sent = 0
+    try:
+        with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=timeout) as smtp:
+            for message in messages:
+                smtp.send_message(message)
+                sent += 1
+    except OSError as exc:  # smtplib's errors are OSErrors too
+        return sent, f"{type(exc).__name__}: {exc}"
+    return sent, None
 
 
 def send_emails(config: NotificationsConfig, items: Sequence[Offline],
                 timeout: float) -> tuple[list[str], str | None]:
-    """Send one email per agent over one SMTP session (blocking: run it in a
-    thread). Returns the agents whose email was accepted, and the error that
-    stopped the rest (None when all went)."""
-    sent: list[str] = []
-    try:
-        with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=timeout) as smtp:
-            for item in items:
-                smtp.send_message(email_for(config, item))
-                sent.append(item.agent_id)
-    except OSError as exc:  # smtplib's errors are OSErrors too
-        return sent, f"{type(exc).__name__}: {exc}"
-    return sent, None
+    """One email per agent over one SMTP session (blocking). Returns the agents
+    whose email was accepted, and the error that stopped the rest."""
+    sent, error = send_messages(config, [email_for(config, item) for item in items], timeout)
+    return [item.agent_id for item in items[:sent]], error
 
 
 class Notifier:
@@ -235,18 +249,10 @@ class Notifier:
             self._failed(WEBHOOK, [], f"{news.event}: answered {answer.status_code}")
 
     def _mail_news(self, config: NotificationsConfig, news: LinkNews) -> None:
-        message = EmailMessage()
-        message["Subject"] = news.subject()
-        message["From"] = config.smtp_from or "epns@localhost"
-        message["To"] = config.smtp_to
-        message["Date"] = formatdate(localtime=False)
-        message.set_content(news.text())
-        try:
-            with smtplib.SMTP(config.smtp_host, config.smtp_port,
-                              timeout=self._settings.timeout) as smtp:
-                smtp.send_message(message)
-        except OSError as exc:
-            self._failed(EMAIL, [], f"{news.event}: {type(exc).__name__}: {exc}")
+        _, error = send_messages(config, [compose(config, news.subject(), news.text())],
+                                 self._settings.timeout)
+        if error is not None:
+            self._failed(EMAIL, [], f"{news.event}: {error}")
 
     async def _notified(self, offline: Sequence[Offline]) -> dict[str, set[str]]:
         """The channels already used per agent in its current offline period."""

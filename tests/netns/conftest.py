@@ -30,8 +30,8 @@ import pytest
 from epns import pki
 from tests.support import netns
 from tests.support.agents import AgentProcess, write_agent_config
-from tests.support.processes import ROOT, broker_env, pump_stderr, wait_for_line
-from tests.support.server import ServerProcess, server_env
+from tests.support.processes import ROOT, broker_env, pump_stderr, wait_for_line, wait_until
+from tests.support.server import ServerProcess, request_wakeup, server_env
 
 WHY_NOT = netns.available()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
@@ -92,10 +92,7 @@ class Lab:
 
     def wake(self, agent_id: str) -> str:
         with self.api() as api:
-            answer = api.post("/api/v1/wakeups", json={"agents": [agent_id]})
-        assert answer.status_code == 202, answer.text
-        wakeup_id: str = answer.json()["id"]
-        return wakeup_id
+            return request_wakeup(api, agent_id)
 
     def satisfied(self, wakeup_id: str, timeout: float) -> float | None:
         """Seconds from request to satisfied (server clock), or None."""
@@ -217,7 +214,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         api_socket = work / "api.sock"
         net.start(net.server, [sys.executable, "-m", "tests.support.uds_forward",
                                str(api_socket), "127.0.0.1", str(HTTPS_PORT)], cwd=ROOT)
-        netns.wait_for_socket(api_socket)
+        wait_until(api_socket.exists, f"the API socket {api_socket}", timeout=10)
         token = server.cli("token", "create", "matrix").strip()
         lab = Lab(net, certs, work, server, api_socket, token, broker_lines)
         yield lab

@@ -15,7 +15,7 @@ import pytest
 from epns import pki
 from tests.support.agents import AgentProcess, start_agent, write_agent_config
 from tests.support.processes import BrokerProcess, start_epns, start_mosquitto
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, request_wakeup, start_server
 
 
 @dataclass
@@ -94,10 +94,7 @@ class Stack:
     def wake(self, agent_id: str) -> str:
         """Request a wake-up of one agent through the API; its id."""
         with self.api() as api:
-            answer = api.post("/api/v1/wakeups", json={"agents": [agent_id]})
-        assert answer.status_code == 202, answer.text
-        wakeup_id: str = answer.json()["id"]
-        return wakeup_id
+            return request_wakeup(api, agent_id)
 
     def wakeup(self, wakeup_id: str) -> dict[str, Any]:
         with self.api() as api:

@@ -21,7 +21,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,13 +168,3 @@ class Topology:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-
-
-def wait_for_socket(path: Path, timeout: float = 10.0) -> None:
-    """Until a Unix socket exists at ``path``."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no socket at {path}")
-        time.sleep(0.05)
-

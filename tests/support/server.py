@@ -54,6 +54,14 @@ class ServerProcess:
         return stop_process(self.process, sig)
 
 
+def request_wakeup(api: httpx.Client, agent_id: str) -> str:
+    """Ask the API to wake one agent; the wake-up's id."""
+    answer = api.post("/api/v1/wakeups", json={"agents": [agent_id]})
+    assert answer.status_code == 202, answer.text
+    wakeup_id: str = answer.json()["id"]
+    return wakeup_id
+
+
 def server_env(pki: Path, work: Path, mqtt_port: int, http_port: int,
                **overrides: str) -> dict[str, str]:
     """The environment of a test server: its own database and state in ``work``,
