@@ -71,7 +71,7 @@ def build_context(settings: AgentSettings) -> AgentContext:
             token = ident.token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"cannot read identity.token_file: {exc}") from exc
-    broker_tls = tls.client_context(broker.ca, ident.cert, ident.key)
+    broker_tls = tls.client_context(broker.ca, ident.cert, ident.key, alpn=tls.MQTT_ALPN)
     sync_tls = TlsFiles(settings.sync.ca or broker.ca, ident.cert, ident.key)
     if settings.sync.action == "http" and settings.sync.ca is not None:
         # The HTTP exchange's child builds its own context at each sync; this

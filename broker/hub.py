@@ -19,11 +19,13 @@ import socket
 import ssl
 import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 from broker.admission import AdmissionGate
 from broker.connection import MQTTConnection
 from broker.fleet_broker import FleetBroker
+from broker.front_door import FrontDoor, Kind, one_port_context, relay_http
 from broker.idle import IdleWatch
 from broker.metrics import Metrics
 from broker.plugins import identity_of
@@ -54,6 +56,8 @@ class ConnectionHub:
         self._connections: set[MQTTConnection] = set()
         self._idle: IdleWatch[MQTTConnection] = IdleWatch()
         self._contexts: dict[str, ssl.SSLContext] = {}
+        # One-port listeners: where their HTTPS goes.
+        self._upstreams: dict[str, Path] = {}
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_since_log = 0
@@ -67,8 +71,13 @@ class ConnectionHub:
         self._periodic = [asyncio.create_task(self._sweep_forever()),
                           asyncio.create_task(self._watch_revocations())]
 
-    async def listen(self, name: str, host: str, port: int, context: ssl.SSLContext) -> int:
-        """Open an mqtts listener; returns the bound port (useful with port 0)."""
+    async def listen(self, name: str, host: str, port: int, context: ssl.SSLContext,
+                     http_upstream: Path | None = None) -> int:
+        """Open an mqtts listener; returns the bound port (useful with port 0).
+        With ``http_upstream`` it is a one-port listener (``broker.front_door``)."""
+        if http_upstream is not None:
+            context = one_port_context(context)
+            self._upstreams[name] = http_upstream
         self._contexts[name] = context
         sock = socket.create_server((host, port), family=_family(host), backlog=4096,
                                     reuse_port=False)
@@ -148,9 +157,11 @@ class ConnectionHub:
 
     async def _serve(self, conn: MQTTConnection, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        door = FrontDoor() if conn.listener in self._upstreams else None
+        protocol: asyncio.Protocol = door or conn
         try:
             await loop.connect_accepted_socket(
-                lambda: conn, sock, ssl=self._contexts[conn.listener],
+                lambda: protocol, sock, ssl=self._contexts[conn.listener],
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout,
             )
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
@@ -159,6 +170,8 @@ class ConnectionHub:
             sock.close()
             self.on_closed(conn)
             return
+        if door is not None and not await self._through_door(door, conn):
+            return
         try:
             await self.broker.external_connected(conn, conn, conn.listener)
         except Exception:  # one client's failure must never stop the broker
@@ -166,6 +179,31 @@ class ConnectionHub:
         finally:
             conn.abort(graceful=True)
             self.on_closed(conn)
+
+    async def _through_door(self, door: FrontDoor, conn: MQTTConnection) -> bool:
+        """True when the one-port connection speaks MQTT (``conn`` has it
+        now); an HTTP one is relayed here, to its end, and counted apart."""
+        try:
+            async with asyncio.timeout(self.limits.connect_timeout):
+                kind = await door.decided
+        except (TimeoutError, ConnectionError):
+            if door.transport is not None:
+                door.transport.abort()
+            self.on_closed(conn)
+            return False
+        if kind is Kind.MQTT:
+            door.hand_over(conn)
+            return True
+        self.metrics.connections[conn.listener] -= 1
+        self.metrics.http_relays += 1
+        self._connections.discard(conn)
+        assert conn.peer is not None  # set at accept
+        try:
+            await relay_http(door, self._upstreams[conn.listener], conn.peer)
+        finally:
+            self.metrics.http_relays -= 1
+            self.gate.release()
+        return False
 
     # -- periodic checks --------------------------------------------------
 

@@ -22,6 +22,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.connections: Counter[str] = Counter()  # by listener, a gauge
+        # HTTPS connections a one-port listener relays to the server now.
+        self.http_relays = 0
         self.connects = 0
         self.refusals: Counter[str] = Counter()
         self.messages_in = 0
@@ -48,6 +50,9 @@ class Metrics:
         text = Exposition()
         text.family("epns_broker_connections", "gauge", "Open client connections by listener.",
                     labelled("listener", self.connections))
+        text.family("epns_broker_http_relays", "gauge",
+                    "HTTPS connections one-port listeners relay to the server.",
+                    single(self.http_relays))
         text.family("epns_broker_connects_total", "counter", "Accepted MQTT connects.",
                     single(self.connects))
         text.family("epns_broker_connects_per_second", "gauge",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +60,8 @@ def amqtt_config(settings: BrokerSettings, revocations: RevocationFile,
     }
 
 
-async def start(settings: BrokerSettings) -> RunningBroker:
-    """Start everything; raises ConfigError for unusable settings or files."""
+def _context(settings: BrokerSettings) -> ssl.SSLContext:
+    """A listener's TLS context (each its own: a one-port listener adds ALPN)."""
     context = tls.server_context(settings.tls.cert, settings.tls.key, settings.tls.ca)
     # No TLS 1.3 session tickets. OpenSSL sends two after every handshake
     # (Python's default), about a fifth of the broker's CPU per connect
@@ -68,6 +69,12 @@ async def start(settings: BrokerSettings) -> RunningBroker:
     # on Python's ssl) never resume a session, and a restarted broker could not
     # read its predecessor's tickets anyway.
     context.num_tickets = 0
+    return context
+
+
+async def start(settings: BrokerSettings) -> RunningBroker:
+    """Start everything; raises ConfigError for unusable settings or files."""
+    contexts = {name: _context(settings) for name in settings.listeners.enabled()}
     token_key = None
     if settings.identity.server_public_key is not None:
         try:
@@ -85,9 +92,10 @@ async def start(settings: BrokerSettings) -> RunningBroker:
     for name, listener in settings.listeners.enabled().items():
         try:
             if listener.transport == "mqtts":
-                port = await hub.listen(name, listener.host, listener.port, context)
+                port = await hub.listen(name, listener.host, listener.port, contexts[name],
+                                        listener.http_upstream)
             else:
-                server = await _serve_websocket(broker, hub, name, listener, context)
+                server = await _serve_websocket(broker, hub, name, listener, contexts[name])
                 running._closers.append(server)
                 port = server.sockets[0].getsockname()[1]
         except OSError as exc:

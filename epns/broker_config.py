@@ -26,10 +26,16 @@ class ListenerSettings:
     transport: Literal["mqtts", "wss"] = "mqtts"
     # A disabled listener is not opened.
     enabled: bool = True
+    # One port for everything (mqtts only): HTTPS that arrives here (ALPN
+    # http/1.1, or no ALPN and not MQTT's first byte) is relayed to the
+    # server's front socket (its http.front_socket). Empty: MQTT only.
+    http_upstream: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
+        if self.http_upstream is not None and self.transport != "mqtts":
+            raise ValueError("http_upstream needs transport = 'mqtts'")
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ class ListenersSettings:
     fallback, and MQTT over secure WebSocket where only HTTPS passes."""
 
     primary: ListenerSettings = field(default_factory=lambda: ListenerSettings(port=8883))
-    fallback: ListenerSettings = field(default_factory=lambda: ListenerSettings(port=443))
+    fallback: ListenerSettings = field(default_factory=lambda: ListenerSettings(
+        port=443, http_upstream=Path("state/front.sock")))
     websocket: ListenerSettings = field(
         default_factory=lambda: ListenerSettings(port=8443, transport="wss", enabled=False))
 
@@ -184,6 +191,9 @@ def _resolve_paths(settings: BrokerSettings, base: Path) -> BrokerSettings:
         return replace(
             settings,
             tls=replace(tls, cert=fix(tls.cert), key=fix(tls.key), ca=fix(tls.ca)),
+            listeners=replace(settings.listeners, **{
+                name: replace(listener, http_upstream=fix_optional(listener.http_upstream))
+                for name, listener in settings.listeners.enabled().items()}),
             identity=replace(
                 ident,
                 server_public_key=fix_optional(ident.server_public_key),

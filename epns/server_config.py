@@ -13,6 +13,7 @@ from epns.errors import ConfigError
 from epns.logs import LogSettings
 
 ENV_PREFIX = "EPNS_SERVER_"
+FRONT_SOCKET = "front.sock"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class HttpSettings:
     public_url: str = ""
     # Largest API or console request body; the sync endpoints have sync.max_body.
     max_body: int = 256 * 1024
+    # Serve <state_dir>/front.sock (mode 0660), where a trusted TLS front
+    # hands over the HTTPS it ended: the broker's one-port listener (443 for
+    # MQTT and HTTPS alike) or nginx (docs/deploy-nginx.md).
+    front: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -300,6 +305,11 @@ class ServerSettings:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     log: LogSettings = field(default_factory=LogSettings)
     state_dir: Path = Path("state")
+
+    @property
+    def front_socket(self) -> Path | None:
+        """The front socket (``http.front``), if on."""
+        return self.state_dir / FRONT_SOCKET if self.http.front else None
 
 
 def load_server_settings(path: Path | None, env: Mapping[str, str]) -> ServerSettings:

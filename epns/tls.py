@@ -7,9 +7,13 @@ RSA-2048 one, which is what makes a reconnect storm of thousands of agents cheap
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from epns.errors import ConfigError
+
+# What an MQTT client offers by ALPN; the one-port listener (443) reads it.
+MQTT_ALPN = ("mqtt",)
 
 # TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -49,10 +53,15 @@ def client_context(
     key: Path | None = None,
     *,
     check_hostname: bool = True,
+    alpn: Sequence[str] = (),
 ) -> ssl.SSLContext:
-    """A client's context, pinned to the fleet CA when ``ca`` is given."""
+    """A client's context, pinned to the fleet CA when ``ca`` is given;
+    ``alpn`` is what it offers (``MQTT_ALPN`` tells the broker's one-port
+    listener that MQTT follows)."""
     context = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     context.check_hostname = check_hostname
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     if ca is not None:
         _load("load the fleet CA", ca, lambda: context.load_verify_locations(ca))
     else:

@@ -203,6 +203,7 @@ def _sync_ca(path: Path) -> Result:
 def _contexts(settings: AgentSettings, material: Material) -> None:
     """The TLS contexts exactly as the agent builds them."""
     ident = settings.identity
-    material.broker_context = tls.client_context(settings.broker.ca, ident.cert, ident.key)
+    material.broker_context = tls.client_context(settings.broker.ca, ident.cert, ident.key,
+                                                  alpn=tls.MQTT_ALPN)
     material.sync_context = tls.client_context(settings.sync.ca or settings.broker.ca,
                                                ident.cert, ident.key)

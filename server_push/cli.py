@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from epns import logs, pki
-from epns.errors import EPNSError
+from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
 from server_push import services as services_module
@@ -34,8 +34,9 @@ from server_push.agents import public_url
 from server_push.app import create_app
 from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.enrol import DEFAULT_TTL, enrolment
+from server_push.front import FrontListener
 from server_push.health_probe import probe
-from server_push.https import make_server
+from server_push.https import ASGIApp, make_server
 from server_push.secrets_file import session_secret
 from server_push.services import Services
 
@@ -93,7 +94,8 @@ async def _serve(settings: ServerSettings, config: Path | None, new_pki: bool) -
     broker_task: asyncio.Task[None] | None = None
     try:
         if settings.broker.enabled:
-            broker = EmbeddedBroker(settings.broker.config, settings.state_dir / PIDFILE)
+            broker = EmbeddedBroker(settings.broker.config, settings.state_dir / PIDFILE,
+                                    settings.front_socket)
             broker_task = asyncio.create_task(broker.run())
             if not await broker.wait_ready():
                 event(log, "broker_not_ready", logging.ERROR,
@@ -112,12 +114,15 @@ async def _serve_http(settings: ServerSettings, config: Path | None, new_pki: bo
         password = await _first_admin(services)
         app = create_app(services, session_secret(settings.console.secrets_file))
         server = make_server(app, settings.http)
+        front = _front_listener(app, settings.front_socket)
         services.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         http_task = asyncio.create_task(server.serve())
+        if front is not None:
+            front.start()
         while not server.started and not http_task.done():
             await asyncio.sleep(0.05)
         if http_task.done():
@@ -132,9 +137,24 @@ async def _serve_http(settings: ServerSettings, config: Path | None, new_pki: bo
         # shutdown would wait for them until its timeout.
         services.bus.close()
         server.should_exit = True
+        if front is not None:
+            await front.stop()
         await http_task
     finally:
         await services.stop()
+
+
+def _front_listener(app: ASGIApp, path: Path | None) -> FrontListener | None:
+    """The front socket, when on; one that cannot be opened is a message and
+    the server serves on without it (HTTPS on the one port 443 then fails
+    with the broker's 502 that says so)."""
+    if path is None:
+        return None
+    try:
+        return FrontListener(app, path)
+    except ConfigError as exc:
+        event(log, "front_socket_unavailable", logging.ERROR, error=str(exc))
+        return None
 
 
 async def _with_services(settings: ServerSettings,

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 RESTART_DELAY = (1.0, 30.0)
 PIDFILE = "broker.pid"
+UPSTREAM_VARIABLE = "EPNS_BROKER_LISTENERS__FALLBACK__HTTP_UPSTREAM"
 # epns-broker's exit status for settings or files it cannot use (broker.cli).
 CONFIG_ERROR = 2
 # <linux/prctl.h>
@@ -91,8 +92,9 @@ def stop_stale_broker(pidfile: Path) -> int | None:
 class EmbeddedBroker:
     """Supervises one ``epns-broker`` child; ``ready`` is set while it serves."""
 
-    def __init__(self, config: Path | None, pidfile: Path) -> None:
+    def __init__(self, config: Path | None, pidfile: Path, front_socket: Path | None) -> None:
         self._config = config
+        self._front_socket = front_socket
         self._pidfile = pidfile
         self._process: asyncio.subprocess.Process | None = None
         self._last_line = ""
@@ -107,6 +109,15 @@ class EmbeddedBroker:
             argv += ["--config", str(self._config)]
         return argv
 
+    def _env(self) -> dict[str, str]:
+        """The broker's one-port listener (443) relays HTTPS to this server's
+        front socket, wherever the server's settings put it; the variable set
+        by the operator wins."""
+        env = dict(os.environ)
+        path = self._front_socket
+        env.setdefault(UPSTREAM_VARIABLE, "" if path is None else str(path.absolute()))
+        return env
+
     async def run(self) -> None:
         """Start the broker and keep it running until ``stop``."""
         delay = RESTART_DELAY[0]
@@ -115,7 +126,7 @@ class EmbeddedBroker:
         parent = os.getpid()
         while not self._stopping:
             self._process = await asyncio.create_subprocess_exec(
-                *self._argv(), stdin=asyncio.subprocess.DEVNULL,
+                *self._argv(), env=self._env(), stdin=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 preexec_fn=functools.partial(_die_with_parent, parent))
             self._pidfile.write_text(f"{self._process.pid}\n")

@@ -40,10 +40,12 @@ class _TLSProtocol(H11Protocol):
         super().connection_made(transport)
         pem = _peer_pem(transport)
         if pem is not None:
-            self.app = _with_client_cert(self.app, pem)
+            self.app = with_client_cert(self.app, pem)
 
 
-def _with_client_cert(app: ASGIApp, pem: str) -> ASGIApp:
+def with_client_cert(app: ASGIApp, pem: str) -> ASGIApp:
+    """``app`` with ``pem`` as every request's verified client certificate."""
+
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
             extensions = dict(scope.get("extensions") or {})

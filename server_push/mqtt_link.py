@@ -116,7 +116,8 @@ class BrokerLink:
 
     async def _session(self) -> None:
         settings = self._settings
-        context = tls.client_context(settings.ca, settings.cert, settings.key)
+        context = tls.client_context(settings.ca, settings.cert, settings.key,
+                                     alpn=tls.MQTT_ALPN)
         host, port = self._addresses[self._current]
         async with aiomqtt.Client(
             host, port, identifier=settings.client_id, clean_session=self._clean_session,

@@ -89,7 +89,8 @@ class Stack:
 
     def start_broker(self) -> None:
         assert self.broker.kind == "epns"
-        self.broker = start_epns(self.pki, listeners__primary__port=str(self.broker.port))
+        self.broker = start_epns(self.pki, listeners__primary__port=str(self.broker.port),
+                                 listeners__fallback__http_upstream=str(self.work / "front.sock"))
 
     def wake(self, agent_id: str) -> str:
         """Request a wake-up of one agent through the API; its id."""
@@ -135,8 +136,10 @@ def _make_stack(tmp_path: Path, broker_kind: str, overrides: dict[str, str]) -> 
     pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
     work = tmp_path / "server"
     work.mkdir()
-    broker = (start_epns(certs) if broker_kind == "epns"
-              else start_mosquitto(certs, tmp_path))
+    # The broker's 443 relays HTTPS to this server's front socket, as in the
+    # all-in-one (server_push.embedded).
+    broker = (start_epns(certs, listeners__fallback__http_upstream=str(work / "front.sock"))
+              if broker_kind == "epns" else start_mosquitto(certs, tmp_path))
     server = start_server(certs, work, broker.port, **overrides)
     token = server.cli("token", "create", "tests").strip()
     return Stack(certs, work, broker, server, token, server_overrides=overrides)

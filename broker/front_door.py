@@ -1,0 +1,182 @@
+"""One port for everything: tell MQTT from HTTPS after the TLS handshake.
+
+A network or proxy that passes only 443 must still carry the whole loop: the
+push (MQTT) and the sync, API and console (HTTPS). The one-port listener
+offers ALPN ``mqtt`` and ``http/1.1``; the agent offers ``mqtt``, browsers and
+HTTP clients ``http/1.1``. A client that offers neither (Mosquitto's tools,
+an old agent) is told apart by its first byte: an MQTT connection starts with
+CONNECT (0x10), an HTTP request with a letter.
+
+MQTT stays here, on the same connection object as on 8883, so a long-lived
+agent costs the broker the same on either port. HTTP is relayed, bytes as
+they come, to the server's front socket (``server_push.front``), after a
+handover line (``epns.front``) that carries the client's address and verified
+certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from enum import Enum
+from pathlib import Path
+
+from epns.front import Handover
+from epns.logs import Throttle, event
+
+log = logging.getLogger("broker.front")
+
+ALPN = ["mqtt", "http/1.1"]
+_MQTT_CONNECT = 0x10
+_NO_SERVER = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
+              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+_throttle = Throttle(60.0)
+
+
+class Kind(Enum):
+    """What a connection on the one-port listener speaks."""
+
+    MQTT = "mqtt"
+    HTTP = "http"
+
+
+def one_port_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context`` (a fresh server context) offering both protocols."""
+    context.set_alpn_protocols(ALPN)
+    return context
+
+
+class FrontDoor(asyncio.Protocol):
+    """The first protocol of a one-port connection: decides, then steps aside.
+
+    Reading pauses once it has decided, so that every byte that came before
+    the switch is in ``first`` for the protocol that takes over.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.first = b""
+        self.decided: asyncio.Future[Kind] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn == "mqtt":
+            self._decide(Kind.MQTT)
+        elif alpn == "http/1.1":
+            self._decide(Kind.HTTP)
+
+    def data_received(self, data: bytes) -> None:
+        self.first += data
+        if not self.decided.done():
+            self._decide(Kind.MQTT if data[0] == _MQTT_CONNECT else Kind.HTTP)
+
+    def eof_received(self) -> bool:
+        self._give_up()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._give_up()
+
+    def _decide(self, kind: Kind) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.decided.set_result(kind)
+
+    def _give_up(self) -> None:
+        if not self.decided.done():
+            self.decided.set_exception(ConnectionError("closed before it said anything"))
+
+    def hand_over(self, protocol: asyncio.Protocol) -> None:
+        """Give the connection, and what it sent so far, to ``protocol``."""
+        assert self.transport is not None
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if self.first:
+            protocol.data_received(self.first)
+        self.transport.resume_reading()
+
+
+class _Pipe(asyncio.Protocol):
+    """One direction's reader: writes what it reads to the other side."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.peer: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None
+        self._done = done
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        # HTTP/1.1 has no half-close worth keeping: one side is done, so is
+        # the exchange (the other side's queued bytes are still flushed).
+        if self.peer is not None:
+            self.peer.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.peer.close()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    # The side this one writes to is slow: stop reading until it drains.
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+
+
+async def relay_http(door: FrontDoor, upstream: Path, peer: tuple[str, int]) -> None:
+    """Relay the HTTP connection behind ``door`` to the server's front socket
+    until either side closes; a 502 that says why when the server is not
+    there."""
+    client = door.transport
+    assert client is not None
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    from_client, from_server = _Pipe(done), _Pipe(done)
+    try:
+        server, _ = await loop.create_unix_connection(lambda: from_server, str(upstream))
+    except OSError as exc:
+        _refuse(client, upstream, exc)
+        return
+    from_client.peer, from_server.peer = server, client
+    server.write(Handover(peer[0], peer[1], _client_cert(client)).encode())
+    door.hand_over(from_client)
+    try:
+        await done
+    finally:
+        client.close()
+        server.close()
+
+
+def _client_cert(transport: asyncio.Transport) -> bytes | None:
+    ssl_object = transport.get_extra_info("ssl_object")
+    der: bytes | None = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
+    return der
+
+
+def _refuse(client: asyncio.Transport, upstream: Path, exc: OSError) -> None:
+    words = (f"The epns server behind this port does not answer on its front socket "
+             f"{upstream} ({exc.strerror or exc}). MQTT on this port works without it.\n")
+    due, held = _throttle.admit((str(upstream),), time.monotonic())
+    if due:
+        event(log, "front_upstream_unavailable", logging.ERROR, socket=str(upstream),
+              error=exc.strerror or str(exc), since_last_line=held,
+              hint="start epns-server on this host, or set this listener's http_upstream to "
+                   "its http.front_socket")
+    body = words.encode()
+    client.write(_NO_SERVER % (len(body), body))
+    client.close()
