@@ -17,6 +17,7 @@ from broker.fleet_broker import FleetBroker
 from broker.hub import ConnectionHub
 from broker.metrics import Metrics, serve_metrics
 from broker.revocation import RevocationFile
+from broker.ws_front import serve_ws_front
 from epns import pki, tls
 from epns.broker_config import BrokerSettings, ListenerSettings
 from epns.errors import ConfigError, PKIError
@@ -94,6 +95,12 @@ async def start(settings: BrokerSettings) -> RunningBroker:
             if listener.transport == "mqtts":
                 port = await hub.listen(name, listener.host, listener.port, contexts[name],
                                         listener.http_upstream)
+            elif listener.unix_socket is not None:  # ws-front
+                server = await serve_ws_front(broker, hub, name, listener.unix_socket)
+                running._closers.append(server)
+                event(log, "listening", listener=name, transport=listener.transport,
+                      socket=str(listener.unix_socket))
+                continue
             else:
                 server = await _serve_websocket(broker, hub, name, listener, contexts[name])
                 running._closers.append(server)
@@ -104,6 +111,9 @@ async def start(settings: BrokerSettings) -> RunningBroker:
             event(log, "listener_unavailable", logging.ERROR, listener=name,
                   address=f"{listener.host}:{listener.port}", error=exc.strerror or str(exc),
                   hint=_port_hint(f"listeners.{name}.port", exc))
+            continue
+        except ConfigError as exc:  # the front's Unix socket
+            event(log, "listener_unavailable", logging.ERROR, listener=name, error=str(exc))
             continue
         running.ports[name] = port
         event(log, "listening", listener=name, transport=listener.transport,

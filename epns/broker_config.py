@@ -17,25 +17,32 @@ ENV_PREFIX = "EPNS_BROKER_"
 @dataclass(frozen=True)
 class ListenerSettings:
     """One listening socket. ``mqtts`` is MQTT over TLS; ``wss`` is MQTT over
-    secure WebSocket, for networks where only HTTPS passes."""
+    secure WebSocket, for networks where only HTTPS passes; ``ws-front`` is
+    MQTT over WebSocket from a TLS-terminating front (nginx) on a Unix socket,
+    the client's certificate and address in the front's headers."""
 
     # TCP port; 0 takes a free one and logs it in the ready line.
     port: int
     host: str = "0.0.0.0"  # noqa: S104 - a broker listens for the fleet
-    # mqtts (MQTT over TLS) or wss (MQTT over secure WebSocket).
-    transport: Literal["mqtts", "wss"] = "mqtts"
+    # mqtts (MQTT over TLS), wss (MQTT over secure WebSocket) or ws-front.
+    transport: Literal["mqtts", "wss", "ws-front"] = "mqtts"
     # A disabled listener is not opened.
     enabled: bool = True
     # One port for everything (mqtts only): HTTPS that arrives here (ALPN
     # http/1.1, or no ALPN and not MQTT's first byte) is relayed to the
     # server's front socket (its http.front_socket). Empty: MQTT only.
     http_upstream: Path | None = None
+    # ws-front only: its Unix socket (mode 0660: only the front's group may
+    # connect, as it is believed about the client's certificate).
+    unix_socket: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
         if self.http_upstream is not None and self.transport != "mqtts":
             raise ValueError("http_upstream needs transport = 'mqtts'")
+        if (self.unix_socket is not None) != (self.transport == "ws-front"):
+            raise ValueError("unix_socket goes with transport = 'ws-front', and only with it")
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,15 @@ class ListenersSettings:
         port=443, http_upstream=Path("state/front.sock")))
     websocket: ListenerSettings = field(
         default_factory=lambda: ListenerSettings(port=8443, transport="wss", enabled=False))
+    # Behind nginx (docs/deploy-nginx.md): MQTT over WebSocket it carries.
+    front: ListenerSettings = field(default_factory=lambda: ListenerSettings(
+        port=0, transport="ws-front", enabled=False,
+        unix_socket=Path("state/broker-front.sock")))
 
     def enabled(self) -> dict[str, ListenerSettings]:
         """The enabled listeners by name."""
-        named = {"primary": self.primary, "fallback": self.fallback, "websocket": self.websocket}
+        named = {"primary": self.primary, "fallback": self.fallback, "websocket": self.websocket,
+                 "front": self.front}
         return {name: listener for name, listener in named.items() if listener.enabled}
 
 
@@ -192,7 +204,8 @@ def _resolve_paths(settings: BrokerSettings, base: Path) -> BrokerSettings:
             settings,
             tls=replace(tls, cert=fix(tls.cert), key=fix(tls.key), ca=fix(tls.ca)),
             listeners=replace(settings.listeners, **{
-                name: replace(listener, http_upstream=fix_optional(listener.http_upstream))
+                name: replace(listener, http_upstream=fix_optional(listener.http_upstream),
+                              unix_socket=fix_optional(listener.unix_socket))
                 for name, listener in settings.listeners.enabled().items()}),
             identity=replace(
                 ident,

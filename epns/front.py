@@ -12,6 +12,10 @@ before the relayed bytes, as HAProxy's PROXY protocol does for addresses::
 The server reads the line and takes its contents as its own TLS would have
 given them. The line cannot be confused with HTTP: no method is called
 ``EPNS-FRONT/1``.
+
+nginx cannot write such a line; it sends the same facts in headers it sets
+itself (``X-Real-IP: $remote_addr``, ``X-Client-Cert:
+$ssl_client_escaped_cert``), read by ``from_headers``.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import ssl
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from epns.errors import MalformedMessage
 
 PREFIX = b"EPNS-FRONT/1 "
 # A certificate of a few KiB, base64: the line is never longer.
 MAX_LINE = 16 * 1024
+ADDRESS_HEADER = "x-real-ip"
+UNKNOWN_PEER = "::"
+CERT_HEADER = "x-client-cert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +95,18 @@ def _cert(raw: bytes) -> bytes | None:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MalformedMessage("the front's handover certificate is not base64") from exc
+
+
+def from_headers(address: str | None, escaped_cert: str | None) -> Handover:
+    """What nginx's headers say: ``X-Real-IP`` and ``X-Client-Cert`` (the
+    URL-escaped PEM of the certificate it verified; absent or empty: none).
+    Raises ``MalformedMessage`` for values nginx would never send."""
+    # No address header: the unspecified address, as a log line shows it.
+    host = _host(address.strip().encode("ascii", "replace")) if address else UNKNOWN_PEER
+    pem = unquote(escaped_cert or "").strip()
+    if not pem:
+        return Handover(host, 0)
+    try:
+        return Handover(host, 0, ssl.PEM_cert_to_DER_cert(pem + "\n"))
+    except ValueError as exc:
+        raise MalformedMessage("the front's X-Client-Cert is not a PEM certificate") from exc

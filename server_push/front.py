@@ -20,28 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import ssl
-import stat
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import uvicorn
+from starlette.responses import PlainTextResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from epns.errors import ConfigError, MalformedMessage
-from epns.front import is_handover, read_handover
+from epns.errors import MalformedMessage
+from epns.front import ADDRESS_HEADER, CERT_HEADER, from_headers, is_handover, read_handover
 from epns.logs import event
+from epns.unix_socket import bind_trusted_socket
 from server_push.https import ASGIApp, with_client_cert
 
 log = logging.getLogger("server.front")
 
 SOCKET_MODE = 0o660
-CERT_HEADER = b"x-client-cert"
-ADDRESS_HEADER = b"x-real-ip"
 
 
 class _FrontProtocol(H11Protocol):
@@ -92,24 +88,27 @@ def _with_front_headers(app: ASGIApp) -> ASGIApp:
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
-            scope = _apply_headers(scope)
+            try:
+                scope = _apply_headers(scope)
+            except MalformedMessage as exc:
+                await PlainTextResponse(str(exc), status_code=400)(scope, receive, send)
+                return
         await app(scope, receive, send)
 
     return wrapped
 
 
 def _apply_headers(scope: dict[str, Any]) -> dict[str, Any]:
-    headers = dict(scope.get("headers") or [])
-    changes: dict[str, Any] = {}
-    address = headers.get(ADDRESS_HEADER, b"").decode("latin-1").strip()
-    if address:
-        changes["client"] = (address, 0)
-    pem = unquote(headers.get(CERT_HEADER, b"").decode("latin-1")).strip()
-    if pem:
+    headers = {name.decode("latin-1"): value.decode("latin-1")
+               for name, value in scope.get("headers") or []}
+    handover = from_headers(headers.get(ADDRESS_HEADER), headers.get(CERT_HEADER))
+    changes: dict[str, Any] = {"client": (handover.peer_host, handover.peer_port)}
+    if handover.cert_der is not None:
         extensions = dict(scope.get("extensions") or {})
-        extensions["tls"] = {"client_cert_chain": [pem + "\n"]}
+        pem = ssl.DER_cert_to_PEM_cert(handover.cert_der)
+        extensions["tls"] = {"client_cert_chain": [pem]}
         changes["extensions"] = extensions
-    return {**scope, **changes} if changes else scope
+    return {**scope, **changes}
 
 
 class _FrontServer(uvicorn.Server):
@@ -121,51 +120,12 @@ class _FrontServer(uvicorn.Server):
         yield
 
 
-def bind_front_socket(path: Path) -> socket.socket:
-    """The front's listening Unix socket at ``path``, mode 0660. A socket file
-    left by a server that died is replaced; a live one or any other file is
-    an error."""
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ConfigError(f"the front socket {path} exists and is not a socket; move it")
-        if _answers(path):
-            raise ConfigError(f"another server serves the front socket {path}: give this "
-                              "one its own state_dir")
-        path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        # umask first: the socket is never connectable by others, not even
-        # between bind and chmod.
-        old = os.umask(0o117)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, SOCKET_MODE)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot open the front socket {path}: {exc.strerror or exc} "
-                          "(a state_dir with a shorter or writable path, or http.front = "
-                          "false to turn it off)") from exc
-    return sock
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 class FrontListener:
     """The front socket served beside the HTTPS port, with the same app."""
 
     def __init__(self, app: ASGIApp, path: Path) -> None:
         self._path = path
-        self._socket = bind_front_socket(path)
+        self._socket = bind_trusted_socket(path, "the front socket")
         config = uvicorn.Config(
             app, http=_FrontProtocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, timeout_graceful_shutdown=5, limit_concurrency=2000)
