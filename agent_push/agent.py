@@ -125,8 +125,7 @@ class Agent:
         self.sync = SyncCoordinator(
             build_sync_action(self.settings.sync, self.agent_id, tls=context.sync_tls,
                               token=context.token, ways=_AgentSyncWays(self),
-                              changes=self._changes, inventory=self._inventory,
-                              log=self.settings.log),
+                              changes=self._changes, inventory=self._inventory),
             self._synced, retry=RetrySchedule(self.settings.sync.retry_base, self._sync_interval))
 
     # -- the two loops -------------------------------------------------------

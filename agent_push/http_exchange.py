@@ -1,48 +1,46 @@
-"""The HTTP exchange of one sync, run in a short-lived child process.
+"""The HTTP exchange of one sync, in the agent's process: HTTP/1.1 with h11.
 
-    python -m agent_push.http_exchange  < job (JSON)  > result (JSON)
+The agent runs for months and its idle memory has a target (40 MB), so its
+HTTP client is small: h11, the sans-IO HTTP/1.1 state machine (about 0.5 MiB),
+driven over asyncio streams that ``agent_push.dialer`` opens the way it opens
+MQTT's (TCP or an HTTP CONNECT tunnel, then TLS offering ALPN ``http/1.1``),
+with the same words for the same failures. httpx would have kept httpcore,
+anyio and h11 in memory after the first sync (about 4 MiB); running it in a
+child process per sync cost 0.17 s and 0.17 CPU-seconds a sync, and seconds
+when many agents on one machine woke at once (bench/README.md).
 
-The agent runs for months; httpx, httpcore, anyio and h11 would stay in its
-memory after the first sync (about 4 MiB, beyond its idle target). So the agent
-keeps everything stateful (the report, task results, hints) and hands this
-child one job: the encoded report, where to send it, the TLS material and the
-retry settings. The child POSTs it, retrying busy answers (429/503) after
-Retry-After or with backoff, GETs the server's reply when ``fetch`` is on,
-writes one ``ExchangeResult`` to stdout and exits. Its log lines (``sync_retry``)
-go to the stderr it shares with the agent, in the agent's log format.
-
-``ExchangeJob`` and ``ExchangeResult`` are imported by the agent too: httpx is
-imported only inside ``exchange``, which the agent never calls.
+One exchange: POST the encoded report, retrying busy answers (429/503) after
+Retry-After or with backoff, then GET the server's reply when ``fetch`` is on,
+both on one keep-alive connection when the server keeps it open. Every step
+has its timeout (connect, TLS, send, each read of the answer); a failure is an
+``ExchangeResult`` whose ``error`` says why, never an exception. The caller
+(``agent_push.sync.HttpSync``) bounds the whole and cancels it when the agent
+stops: the connection is then dropped at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import os
 import random
 import re
 import ssl
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from epns import __version__, logs, tls
-from epns.errors import ConfigError, SyncFailed
+import h11
+
+from agent_push.dialer import open_stream
+from epns import __version__, tls
+from epns.errors import ConfigError, RouteError, SyncFailed
 from epns.logs import event
-from epns.routes import PathFault
+from epns.routes import PathFault, fault_of, parse_proxy
 from epns.sync_contract import MAX_BYTES, SyncFormat, retry_after_seconds
 
-if TYPE_CHECKING:
-    import httpx
-
-# The agent's logger name, so that the child's lines read as the agent's own.
 log = logging.getLogger("agent.sync")
 
 # The answers that mean "busy, come back later".
@@ -57,37 +55,29 @@ BACKOFF_BASE = 1.0
 # agents a busy server told the same time do not all come back at once.
 RETRY_JITTER = 0.25
 MIN_RETRY_JITTER = 1.0
+# Bytes asked of the stream per read.
+READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
 class ExchangeJob:
-    """Everything the child needs for one exchange; paths are the agent's own
-    (relative ones resolve in the working directory the child inherits)."""
+    """One exchange: the encoded report, where it goes (``proxy_url``: the
+    way, None for direct), the identity (client certificate files, or a
+    bearer ``token``) and the retry settings."""
 
     url: str
     server: str
     format: str
     body: bytes
     fetch: bool
-    ca: str | None
-    cert: str | None
-    key: str | None
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
     token: str | None
     proxy_url: str | None
     timeout: float
     max_retries: int
     max_retry_after: float
-    log_level: str
-    log_format: str
-
-    def encode(self) -> bytes:
-        """The job as the child reads it on stdin."""
-        return _encode(asdict(self), "body")
-
-    @classmethod
-    def decode(cls, data: bytes) -> ExchangeJob:
-        """The job the agent wrote; a malformed one is a bug, and raises."""
-        return cls(**_decode(data, "body"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,33 +95,9 @@ class ExchangeResult:
     error: str | None = None
     http_status: int | None = None
     retry_after: float | None = None
-    # What the failure says about the way to the server (a PathFault value):
-    # the agent then tries the sync's other way, and tells its MQTT side.
-    fault: str | None = None
-
-    def encode(self) -> bytes:
-        """The result as the child writes it on stdout."""
-        return _encode(asdict(self), "reply")
-
-    @classmethod
-    def decode(cls, data: bytes) -> ExchangeResult:
-        """The child's result; ValueError (or TypeError) when it is not one."""
-        return cls(**_decode(data, "reply"))
-
-
-def _encode(fields: dict[str, Any], binary: str) -> bytes:
-    raw = fields[binary]
-    fields[binary] = None if raw is None else base64.b64encode(raw).decode("ascii")
-    return json.dumps(fields).encode()
-
-
-def _decode(data: bytes, binary: str) -> dict[str, Any]:
-    fields = json.loads(data)
-    if not isinstance(fields, dict):
-        raise ValueError("not a JSON object")
-    raw = fields.get(binary)
-    fields[binary] = None if raw is None else base64.b64decode(raw, validate=True)
-    return fields
+    # What the failure says about the way to the server: the agent then
+    # tries the sync's other way, and tells its MQTT side.
+    fault: PathFault | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,23 +108,51 @@ class _Answer:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where the sync URL points: what the connection and the request need."""
+
+    tls: bool
+    host: str
+    port: int
+    authority: str
+    target: str
+
+
 async def exchange(job: ExchangeJob, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                    rng: random.Random | None = None) -> ExchangeResult:
     """POST the job's report, then GET the reply when ``fetch`` is on; a
     failure is a result whose ``error`` says why, never an exception."""
-    _skip_httpx_cli()
-    import httpx  # noqa: PLC0415 (after _skip_httpx_cli, which must come first)
-
-    run = _Exchange(job, sleep, rng or random.Random())  # noqa: S311 (jitter, not a secret)
     try:
-        context = tls.client_context(_path(job.ca), _path(job.cert), _path(job.key))
+        origin = _origin(job.url)
+        context = _context(job) if origin.tls else None
     except ConfigError as exc:
         return ExchangeResult(posted=False, error=str(exc))
-    async with httpx.AsyncClient(verify=context, proxy=job.proxy_url, timeout=job.timeout,
-                                 headers=_headers(SyncFormat(job.format), job.token),
-                                 # Proxy variables were read once, by the agent.
-                                 trust_env=False) as client:
-        return await run.steps(client)
+    run = _Exchange(job, origin, context, sleep,
+                    rng or random.Random())  # noqa: S311 (jitter, not a secret)
+    try:
+        return await run.steps()
+    finally:
+        run.drop()
+
+
+def _origin(url: str) -> _Origin:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"sync.url {url!r}: {exc}") from exc
+    secure = parts.scheme == "https"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Origin(secure, parts.hostname or "", port or (443 if secure else 80),
+                   parts.netloc.rpartition("@")[2], target)
+
+
+def _context(job: ExchangeJob) -> ssl.SSLContext:
+    context = tls.client_context(job.ca, job.cert, job.key)
+    # The broker's one-port listener tells HTTP from MQTT by ALPN.
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class _WayFailed(SyncFailed):
@@ -180,41 +174,50 @@ class _Busy(SyncFailed):
 
 
 class _Exchange:
-    """The two steps of one exchange, with the retries of busy answers."""
+    """The two steps of one exchange, with the retries of busy answers, on
+    one connection while the server keeps it open."""
 
-    def __init__(self, job: ExchangeJob, sleep: Callable[[float], Awaitable[None]],
-                 rng: random.Random) -> None:
+    def __init__(self, job: ExchangeJob, origin: _Origin, context: ssl.SSLContext | None,
+                 sleep: Callable[[float], Awaitable[None]], rng: random.Random) -> None:
         self._job = job
+        self._origin = origin
+        self._context = context
         self._sleep = sleep
         self._rng = rng
         self._posted = False
+        self._connection: _Connection | None = None
 
-    async def steps(self, client: httpx.AsyncClient) -> ExchangeResult:
+    async def steps(self) -> ExchangeResult:
         """POST, then GET when ``fetch`` is on; failures become the result."""
         try:
-            answer = await self._send(client, "POST", self._job.body)
+            answer = await self._send("POST", self._job.body)
             self._posted = True
             if self._job.fetch:
-                answer = await self._send(client, "GET")
+                answer = await self._send("GET")
         except _Busy as exc:
             return ExchangeResult(self._posted, error=str(exc), http_status=exc.status,
                                   retry_after=exc.retry_after)
         except _WayFailed as exc:
-            return ExchangeResult(self._posted, error=str(exc), fault=exc.fault.value)
+            return ExchangeResult(self._posted, error=str(exc), fault=exc.fault)
         except SyncFailed as exc:
             return ExchangeResult(self._posted, error=str(exc), http_status=exc.status)
         if not self._job.fetch:
             return ExchangeResult(True, answer.status)
         return ExchangeResult(True, answer.status, answer.body, answer.content_type)
 
-    async def _send(self, client: httpx.AsyncClient, method: str,
-                    content: bytes | None = None) -> _Answer:
-        answer = await self._attempt(client, method, content)
+    def drop(self) -> None:
+        """Close the connection at once, if one is open."""
+        if self._connection is not None:
+            self._connection.abort()
+            self._connection = None
+
+    async def _send(self, method: str, content: bytes | None = None) -> _Answer:
+        answer = await self._attempt(method, content)
         retries = 0
         while answer.status in RETRYABLE and retries < self._job.max_retries:
             await self._wait_to_retry(answer, method, retries)
             retries += 1
-            answer = await self._attempt(client, method, content)
+            answer = await self._attempt(method, content)
         if 200 <= answer.status < 300:
             return answer
         detail = http_failure(answer.status, self._job.url, retries) + _says(answer)
@@ -222,29 +225,40 @@ class _Exchange:
             raise _Busy(detail, answer.status, retry_after_seconds(answer.retry_after, time.time()))
         raise SyncFailed(detail, answer.status)
 
-    async def _attempt(self, client: httpx.AsyncClient, method: str,
-                       content: bytes | None) -> _Answer:
-        import httpx  # noqa: PLC0415 (imported by exchange; see there)
-
+    async def _attempt(self, method: str, content: bytes | None) -> _Answer:
+        connection = await self._connected()
         job = self._job
+        request = h11.Request(method=method, target=self._origin.target,
+                              headers=_headers(self._origin.authority, SyncFormat(job.format),
+                                               job.token, content))
         try:
-            async with client.stream(method, job.url, content=content) as response:
-                body = b""
-                if method == "GET" and response.is_success:
-                    body = await _read_limited(response, MAX_BYTES)
-                elif not response.is_success:
-                    body = await _read_head(response, MAX_ERROR_BYTES)
-        # anyio lets some TLS and socket errors through without wrapping them.
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            detail = describe_error(exc, server=job.server, proxy_url=job.proxy_url,
-                                    timeout=job.timeout)
-            fault = path_fault(exc, proxied=job.proxy_url is not None)
+            answer = await connection.request(request, content, job.timeout,
+                                              whole=method == "GET")
+        except SyncFailed:
+            self.drop()
+            raise
+        if not connection.reusable():
+            self.drop()
+        return answer
+
+    async def _connected(self) -> _Connection:
+        """The open connection, or a new one on the job's way."""
+        if self._connection is not None and self._connection.reusable():
+            return self._connection
+        self.drop()
+        job, origin = self._job, self._origin
+        proxy = None if job.proxy_url is None else parse_proxy(job.proxy_url)
+        try:
+            reader, writer = await open_stream(origin.host, origin.port, proxy=proxy,
+                                               context=self._context, timeout=job.timeout,
+                                               peer="server")
+        except RouteError as exc:
+            fault = fault_of(exc)
             if fault is not None:
-                raise _WayFailed(detail, fault) from exc
-            raise SyncFailed(detail) from exc
-        headers = response.headers
-        return _Answer(response.status_code, headers.get("retry-after"),
-                       headers.get("content-type"), body)
+                raise _WayFailed(str(exc), fault) from exc
+            raise SyncFailed(str(exc)) from exc
+        self._connection = _Connection(reader, writer, job.server)
+        return self._connection
 
     async def _wait_to_retry(self, answer: _Answer, method: str, retries: int) -> None:
         limit = self._job.max_retry_after
@@ -259,6 +273,99 @@ class _Exchange:
         event(log, "sync_retry", logging.WARNING, method=method, status=answer.status,
               retry_after=answer.retry_after, wait=round(delay, 2), retry=retries + 1)
         await self._sleep(delay)
+
+
+class _Connection:
+    """One HTTP/1.1 connection: h11's state machine, fed from the streams.
+    Every failure is raised as a ``SyncFailed`` in ``describe_error``'s words."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 server: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._server = server
+        self._h11 = h11.Connection(h11.CLIENT)
+        # Whether the server closed its side; the head of a body read for its reason.
+        self._closed = False
+        self._head = b""
+
+    def reusable(self) -> bool:
+        """Whether the next request may go on this connection: the last
+        exchange completed, keep-alive, and the server has not closed it
+        meanwhile (it may, while the agent waits to retry)."""
+        return self._h11.our_state is h11.IDLE and not self._reader.at_eof()
+
+    def abort(self) -> None:
+        """Close at once, without waiting to flush or for the server."""
+        self._writer.transport.abort()
+
+    async def request(self, request: h11.Request, content: bytes | None, timeout: float, *,
+                      whole: bool) -> _Answer:
+        """Send ``request``; the answer. A successful answer's body is read
+        ``whole`` (at most MAX_BYTES), any other only for its reason."""
+        step = "sending the report" if content else "sending the request"
+        try:
+            await self._send(request, content, timeout)
+            step = "waiting for the answer"
+            return await self._answer(timeout, whole)
+        except TimeoutError:
+            raise SyncFailed(f"no answer from {self._server} within {timeout:g} s "
+                             f"(timed out {step})") from None
+        except (OSError, h11.RemoteProtocolError) as exc:
+            raise SyncFailed(describe_error(exc, server=self._server,
+                                            closed=self._closed)) from exc
+
+    async def _send(self, request: h11.Request, content: bytes | None, timeout: float) -> None:
+        data = self._h11.send(request) or b""
+        if content:
+            data += self._h11.send(h11.Data(data=content)) or b""
+        data += self._h11.send(h11.EndOfMessage()) or b""
+        self._writer.write(data)
+        async with asyncio.timeout(timeout):
+            await self._writer.drain()
+
+    async def _answer(self, timeout: float, whole: bool) -> _Answer:
+        response = await self._next_event(timeout)
+        while isinstance(response, h11.InformationalResponse):  # 100 Continue
+            response = await self._next_event(timeout)
+        assert isinstance(response, h11.Response)  # h11 yields nothing else here
+        status = response.status_code
+        body = await self._read_body(timeout, MAX_BYTES if whole and 200 <= status < 300
+                                     else MAX_ERROR_BYTES)
+        if body is None:
+            if whole and 200 <= status < 300:
+                raise SyncFailed(f"the server's reply is larger than {MAX_BYTES} bytes", status)
+            # Read only for the reason: its head is enough (the connection
+            # is not reused, the rest of the body still being on its way).
+            body = self._head
+        headers = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in response.headers}
+        return _Answer(status, headers.get("retry-after"), headers.get("content-type"), body)
+
+    async def _read_body(self, timeout: float, limit: int) -> bytes | None:
+        """The body, or None when it is longer than ``limit`` (its first
+        ``limit`` bytes are then in ``_head``)."""
+        body = bytearray()
+        while not isinstance(event := await self._next_event(timeout), h11.EndOfMessage):
+            if isinstance(event, h11.Data):
+                body += event.data
+            if len(body) > limit:
+                self._head = bytes(body[:limit])
+                return None
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()  # keep-alive: the next request may follow
+        return bytes(body)
+
+    async def _next_event(self, timeout: float) -> object:
+        """h11's next event (the caller checks which), reading as it needs."""
+        while (got := self._h11.next_event()) is h11.NEED_DATA:
+            async with asyncio.timeout(timeout):
+                data = await self._reader.read(READ_SIZE)
+            # b"" is the end of the stream: h11 then says whether that was
+            # allowed here (it is not before the answer has ended).
+            self._closed = not data
+            self._h11.receive_data(data)
+        return got
 
 
 def retry_delay(asked: float | None, retries: int, limit: float, rng: random.Random) -> float:
@@ -312,136 +419,35 @@ def http_failure(status: int, url: str, retries: int) -> str:
     return f"server answered {status}: {words}"
 
 
-def path_fault(exc: Exception, *, proxied: bool) -> PathFault | None:
-    """What an exception of the exchange says about the way to the server:
-    the proxy's answer to CONNECT, a proxy that cannot be reached, or a
-    server address that does not answer; None when the server itself (or
-    TLS with it) failed, which another way would not change."""
-    import httpx  # noqa: PLC0415 (imported by exchange; see there)
-
-    if isinstance(exc, httpx.ProxyError):
-        # httpcore words a refused CONNECT as "<status> <reason>".
-        status = re.match(r"\s*(\d{3})\b", str(exc))
-        code = int(status.group(1)) if status else 0
-        if code in (401, 407):
-            return PathFault.PROXY_CREDENTIALS
-        if code == 403:
-            return PathFault.PROXY_PORT
-        return PathFault.PROXY_DEAD
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        if any(isinstance(e, ssl.SSLError) for e in _causes(exc)):
-            return None  # TLS with the server failed: another way would meet the same
-        # Through a proxy, the connection that failed is the one to the proxy.
-        return PathFault.PROXY_DEAD if proxied else PathFault.UNREACHABLE
-    return None
-
-
-def describe_error(exc: Exception, *, server: str, proxy_url: str | None,
-                   timeout: float) -> str:
-    """Plain words for an exception raised while syncing with ``server``."""
-    import httpx  # noqa: PLC0415 (imported by exchange; see there)
-
-    if isinstance(exc, httpx.TimeoutException):
-        step = {httpx.ConnectTimeout: "connecting", httpx.WriteTimeout: "sending the report"}
-        return (f"no answer from {server} within {timeout:g} s "
-                f"(timed out {step.get(type(exc), 'waiting for the answer')})")
-    if isinstance(exc, httpx.ProxyError):
-        return f"proxy {_host_port(proxy_url)}: {exc}"
-    causes = list(_causes(exc))
-    tls_error = next((e for e in causes if isinstance(e, ssl.SSLError)
-                      and not isinstance(e, ssl.SSLWantReadError | ssl.SSLWantWriteError)), None)
-    if tls_error is not None:
-        return f"TLS: {_tls_words(tls_error)} ({server})"
-    errno = next((e.errno for e in causes if isinstance(e, OSError) and e.errno), None)
-    reason = os.strerror(errno).lower() if errno is not None else ""
-    if isinstance(exc, httpx.ConnectError):
-        # Through a proxy, the connection that failed is the one to the proxy.
-        peer = server if proxy_url is None else f"proxy {_host_port(proxy_url)}"
-        return f"cannot connect to {peer}: {reason or exc}"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
-        return f"{server} closed the connection without answering" + (
-            f" ({reason})" if reason else "")
-    return f"sync with {server} failed: {type(exc).__name__}: {exc}"
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it was raised from, into exception groups too: anyio
-    reports a refused connection as a group of one error per address tried."""
-    pending = [exc]
-    while pending:
-        current = pending.pop(0)
-        yield current
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        cause = current.__cause__ or current.__context__
-        if cause is not None:
-            pending.append(cause)
+def describe_error(exc: OSError | h11.RemoteProtocolError, *, server: str,
+                   closed: bool = False) -> str:
+    """Plain words for a failure of an open connection to ``server``: TLS
+    (a TLS 1.3 server refuses a client certificate after the handshake), a
+    connection ``closed`` or reset before the answer ended, or an answer
+    that is not HTTP/1.1."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {_tls_words(exc)} ({server})"
+    if isinstance(exc, h11.RemoteProtocolError):
+        if closed:
+            return f"{server} closed the connection without answering"
+        return f"{server} did not answer in HTTP/1.1: {exc}"
+    reason = exc.strerror.lower() if exc.strerror else str(exc)
+    return f"{server} closed the connection without answering" + (
+        f" ({reason})" if reason else "")
 
 
 def _tls_words(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
     # "[SSL: CODE] words (_ssl.c:1234)" -> "words"
     text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
     return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", text)
 
 
-def _host_port(url: str | None) -> str:
-    """Where a proxy is, without the credentials its URL may carry."""
-    parts = urlsplit(url or "")
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def _skip_httpx_cli() -> None:
-    """httpx's ``__init__`` imports its command line, and with it click, rich and
-    pygments, whenever those happen to be installed; the exchange never runs
-    it, and they would double httpx's import time (0.05 s to 0.09 s here), which
-    every sync pays. A None in ``sys.modules`` makes that import fail, and
-    httpx falls back to a stub ``main``."""
-    if "httpx" not in sys.modules:
-        sys.modules["httpx._main"] = None  # type: ignore[assignment]
-
-
-def _path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
-
-
-def _headers(fmt: SyncFormat, token: str | None) -> dict[str, str]:
-    headers = {"Content-Type": fmt.content_type, "Accept": fmt.content_type,
-               "User-Agent": f"epns-agent/{__version__}"}
+def _headers(authority: str, fmt: SyncFormat, token: str | None,
+             content: bytes | None) -> list[tuple[str, str]]:
+    headers = [("Host", authority), ("Content-Type", fmt.content_type),
+               ("Accept", fmt.content_type), ("User-Agent", f"epns-agent/{__version__}")]
+    if content is not None:
+        headers.append(("Content-Length", str(len(content))))
     if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+        headers.append(("Authorization", f"Bearer {token}"))
     return headers
-
-
-async def _read_head(response: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of the body: an error page is read for its
-    reason, never buffered whole."""
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) >= limit:
-            break
-    return bytes(body[:limit])
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise SyncFailed(f"the server's reply is larger than {limit} bytes",
-                             response.status_code)
-    return bytes(body)
-
-
-def main() -> None:
-    """Read one job on stdin, run it, write its result on stdout."""
-    job = ExchangeJob.decode(sys.stdin.buffer.read())
-    logs.configure(job.log_level, job.log_format)
-    result = asyncio.run(exchange(job))
-    sys.stdout.buffer.write(result.encode())
-
-
-if __name__ == "__main__":
-    main()

@@ -5,9 +5,8 @@ raises for the network, the server or the product it calls: a failure is an
 outcome whose ``detail`` says what went wrong in words a support person reads.
 
 - ``HttpSync``: the exchange of ``epns.sync_contract``: POST the agent's
-  changes, then GET the server's (when ``sync.fetch`` is on), in a child
-  process (``agent_push.http_exchange``) so that the HTTP stack never stays in
-  the agent's memory.
+  changes, then GET the server's (when ``sync.fetch`` is on), in this process
+  with the small HTTP/1.1 client of ``agent_push.http_exchange`` (h11).
 - ``CommandSync``: runs a program, e.g. an existing product's "replicate now".
 - ``EntryPointSync``: calls ``module:function`` in this process.
 
@@ -31,7 +30,6 @@ import logging
 import os
 import random
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -39,10 +37,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent_push.http_exchange import ExchangeJob, ExchangeResult
+from agent_push.http_exchange import ExchangeJob, ExchangeResult, exchange
 from epns.agent_config import SyncSettings
 from epns.errors import ConfigError, MalformedMessage, SyncFailed
-from epns.logs import LogSettings, event
+from epns.logs import event
 from epns.routes import PathFault
 from epns.sync_contract import (
     SyncFormat,
@@ -104,25 +102,18 @@ def build_sync_action(
     inventory: Callable[[], Mapping[str, Any]] | None = None,
     token: str | None = None,
     ways: SyncWays | None = None,
-    log: LogSettings | None = None,
 ) -> SyncAction:
-    """The action ``sync.action`` names; a ConfigError says what is missing.
-    ``log`` is how the HTTP exchange's child logs: as the agent does."""
+    """The action ``sync.action`` names; a ConfigError says what is missing."""
     if settings.action == "command":
         return CommandSync(settings.command, settings.timeout, agent_id)
     if settings.action == "entry_point":
         assert settings.entry_point is not None  # SyncSettings refuses it otherwise
         return EntryPointSync(settings.entry_point, settings.timeout)
     return HttpSync(settings, agent_id, tls, changes=changes, inventory=inventory,
-                    token=token, ways=ways, log=log)
+                    token=token, ways=ways)
 
 
 # --- HTTP -------------------------------------------------------------------------
-
-# The child that runs the HTTP exchange: this interpreter, so the same packages.
-EXCHANGE_CHILD = (sys.executable, "-m", "agent_push.http_exchange")
-# What the child may take beyond its exchange: starting Python and importing httpx.
-CHILD_START = 10.0
 
 
 class SyncWays(Protocol):
@@ -168,9 +159,9 @@ class TlsFiles:
 class HttpSync:
     """POST the agent's report, then GET the server's reply when ``sync.fetch`` is on.
 
-    The exchange itself runs in a child process (``agent_push.http_exchange``),
-    so that the agent never holds the HTTP stack in memory; the child is killed
-    when the sync is cancelled or overruns ``exchange_deadline``. ``tls`` names
+    The exchange (``agent_push.http_exchange``) runs in this process; its
+    connection is dropped at once when the sync is cancelled or overruns
+    ``exchange_deadline``. ``tls`` names
     the CA and the client certificate; ``token`` is sent as a bearer token when
     the agent uses a token identity. Task results and a requested inventory are
     kept here until a report that carries them is accepted, so a failed sync
@@ -187,14 +178,13 @@ class HttpSync:
         inventory: Callable[[], Mapping[str, Any]] | None = None,
         token: str | None = None,
         ways: SyncWays | None = None,
-        log: LogSettings | None = None,
     ) -> None:
         if settings.url is None:
             raise ConfigError("sync.url is required when sync.action = 'http'")
         self._settings = settings
         self._agent_id = agent_id
         self._format = SyncFormat(settings.format)
-        self._job = _job_template(settings, agent_id, tls, token=token, log=log or LogSettings())
+        self._job = _job_template(settings, agent_id, tls, token=token)
         self._ways = ways or DirectOnly()
         self._deadline = exchange_deadline(settings)
         self._changes = changes
@@ -225,7 +215,7 @@ class HttpSync:
             raise SyncFailed(f"the agent's data cannot be sent: {exc}") from exc
         result = ExchangeResult(posted=False, error="no way to the server to try")
         for proxy_url in self._ways.ways():
-            result = await self._in_child(replace(self._job, body=body, proxy_url=proxy_url))
+            result = await self._bounded(replace(self._job, body=body, proxy_url=proxy_url))
             if result.posted:
                 self._delivered(report)
             if result.fault is None or result.posted:
@@ -234,29 +224,16 @@ class HttpSync:
                 return result
             # The way failed, not the server: tell the agent (its MQTT side
             # learns it too), and try the sync's next way.
-            self._ways.failed(proxy_url, PathFault(result.fault), result.error or "")
+            self._ways.failed(proxy_url, result.fault, result.error or "")
         return result
 
-    async def _in_child(self, job: ExchangeJob) -> ExchangeResult:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *EXCHANGE_CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                # Its own session, as for CommandSync: a Ctrl-C meant for the
-                # agent does not reach it; the agent kills it when it stops.
-                start_new_session=True)
-        except OSError as exc:
-            raise SyncFailed(f"cannot start the HTTP exchange ({EXCHANGE_CHILD[0]}): "
-                             f"{exc.strerror or exc}") from exc
+    async def _bounded(self, job: ExchangeJob) -> ExchangeResult:
         try:
             async with asyncio.timeout(self._deadline):
-                output, _ = await process.communicate(job.encode())
+                return await exchange(job)
         except TimeoutError:
             raise SyncFailed(f"the sync with {job.server} did not finish within "
                              f"{self._deadline:g} s and was stopped") from None
-        finally:
-            if process.returncode is None:  # overran, or the sync was cancelled
-                await _kill(process)
-        return _exchange_result(output, process.returncode)
 
     def _report(self, request: SyncRequest) -> SyncReport:
         source = self._changes
@@ -299,38 +276,25 @@ class HttpSync:
 
 
 def exchange_deadline(settings: SyncSettings) -> float:
-    """Seconds an HTTP sync's child may run before it is killed: every attempt
-    of each step at its timeouts (connect, send, answer), every retry wait of a
-    busy answer at its longest, and the child's start."""
+    """Seconds an HTTP sync's exchange on one way may take before it is
+    stopped: every attempt of each step at its timeouts (connect, TLS, send,
+    answer), and every retry wait of a busy answer at its longest."""
     steps = 2 if settings.fetch else 1
     attempts = settings.max_retries + 1
-    step = attempts * 3 * settings.timeout + settings.max_retries * settings.max_retry_after
-    return CHILD_START + steps * step
+    return steps * (attempts * 4 * settings.timeout
+                    + settings.max_retries * settings.max_retry_after)
 
 
-def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *, token: str | None,
-                  log: LogSettings) -> ExchangeJob:
-    """The job every sync hands its child, but for the report and the way."""
+def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *,
+                  token: str | None) -> ExchangeJob:
+    """The job of every sync, but for the report and the way."""
     assert settings.url is not None  # HttpSync refuses it otherwise
     server = settings.url.rstrip("/")
     return ExchangeJob(
         url=server + sync_path(agent_id), server=server, format=settings.format, body=b"",
-        fetch=settings.fetch, ca=_text(tls.ca), cert=_text(tls.cert), key=_text(tls.key),
-        token=token, proxy_url=None, timeout=settings.timeout,
-        max_retries=settings.max_retries, max_retry_after=settings.max_retry_after,
-        log_level=log.level, log_format=log.format)
-
-
-def _text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def _exchange_result(output: bytes, code: int | None) -> ExchangeResult:
-    try:
-        return ExchangeResult.decode(output)
-    except (ValueError, TypeError) as exc:
-        # The child wrote why to the agent's log (its stderr) before this line.
-        raise SyncFailed(f"the HTTP exchange {_exit_words(code)} without a result") from exc
+        fetch=settings.fetch, ca=tls.ca, cert=tls.cert, key=tls.key, token=token,
+        proxy_url=None, timeout=settings.timeout, max_retries=settings.max_retries,
+        max_retry_after=settings.max_retry_after)
 
 
 def answer_task(reply: SyncReply, task: Task, *, inventory: bool) -> tuple[SyncReply, TaskResult]:

@@ -1,6 +1,6 @@
-"""The agent's idle memory: what starting it imports, that an HTTP sync leaves
-the HTTP stack out of it (the exchange runs in a child), and its pinned key
-read without cryptography's x509 and serialization."""
+"""The agent's idle memory: what starting it imports, that an HTTP sync runs
+in it without httpx and its stack (h11 alone, agent_push.http_exchange), and
+its pinned key read without cryptography's x509 and serialization."""
 
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent_push.cli import load_command_key
-from agent_push.http_exchange import ExchangeJob
 from epns import pki
 from epns.errors import PKIError
-from epns.sync_contract import SyncFormat, SyncReason, SyncReport, encode_report
 from tests.support.processes import ROOT
 from tests.support.sync_server import SyncServer
 
-# The HTTP stack: only the HTTP exchange's child imports it, never the agent.
-HTTP_STACK = ("httpx", "httpcore", "anyio", "h11", "sniffio", "certifi", "idna")
-# httpx's command line, which the child refuses to import.
-HTTPX_CLI = ("httpx._main", "rich", "click", "pygments")
+# httpx's stack: the agent's sync speaks HTTP/1.1 with h11 alone.
+HTTP_STACK = ("httpx", "httpcore", "anyio", "sniffio", "certifi", "idna", "httpx._main")
 # Imported where they are used (or not by the agent at all), never at its start.
 ON_DEMAND = ("httpx", "rich", "click", "pygments", "psutil", "wakeonlan", "python_socks",
              "defusedxml", "xml.etree.ElementTree", "cryptography.x509",
@@ -31,14 +27,14 @@ ON_DEMAND = ("httpx", "rich", "click", "pygments", "psutil", "wakeonlan", "pytho
              "epns.pki")
 
 
-def _modules_after(script: str, *args: str, stdin: str | None = None) -> set[str]:
+def _modules_after(script: str, *args: str) -> set[str]:
     """The modules a fresh interpreter holds after running ``script`` (a None
     in sys.modules is an import refused on purpose, not a module); the list
-    goes to stderr, as the exchange's child owns its stdout."""
+    goes to stderr."""
     listing = ("\nimport sys\nsys.stderr.write('MODULES ' + ' '.join("
                "name for name, m in sys.modules.items() if m is not None))")
     done = subprocess.run(
-        [sys.executable, "-c", script + listing, *args], input=stdin,
+        [sys.executable, "-c", script + listing, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     return set(done.stderr.rpartition("MODULES ")[2].split())
 
@@ -48,7 +44,7 @@ def test_starting_the_agent_imports_nothing_it_loads_on_demand() -> None:
     assert sorted(loaded & {*ON_DEMAND, *HTTP_STACK}) == []
 
 
-def test_an_http_sync_leaves_the_http_stack_out_of_the_agent(pki_dir: Path) -> None:
+def test_an_http_sync_runs_in_the_agent_without_httpx(pki_dir: Path) -> None:
     script = """
 import asyncio, sys
 from pathlib import Path
@@ -65,26 +61,9 @@ assert outcome.ok, outcome.detail
 """
     with SyncServer(pki_dir) as server:
         loaded = _modules_after(script, str(pki_dir), server.url)
-    assert server.methods() == ["POST", "GET"]  # the sync happened, in the child
-    assert sorted(loaded & {*HTTP_STACK, *HTTPX_CLI}) == []
-
-
-def test_the_exchange_child_loads_httpx_without_its_command_line(pki_dir: Path) -> None:
-    pair = pki.agent_pair(pki_dir, "a001")
-    with SyncServer(pki_dir) as server:
-        report = SyncReport("a001", "s1", 0.0, SyncReason.MANUAL, (), {})
-        job = ExchangeJob(
-            url=f"{server.url}/api/v1/agents/a001/sync", server=server.url, format="json",
-            body=encode_report(report, SyncFormat.JSON), fetch=True,
-            ca=str(pki_dir / pki.CA_CERT), cert=str(pair.cert), key=str(pair.key), token=None,
-            proxy_url=None, timeout=5.0, max_retries=0, max_retry_after=1.0,
-            log_level="info", log_format="text")
-        # What `python -m agent_push.http_exchange` runs, then the module listing.
-        loaded = _modules_after("import runpy\nrunpy.run_module('agent_push.http_exchange', "
-                                "run_name='__main__')", stdin=job.encode().decode())
     assert server.methods() == ["POST", "GET"]
-    assert "httpx" in loaded
-    assert sorted(loaded & set(HTTPX_CLI)) == []
+    assert "h11" in loaded
+    assert sorted(loaded & set(HTTP_STACK)) == []
 
 
 def test_the_pinned_key_reads_as_epns_pki_reads_it(pki_dir: Path) -> None:

@@ -1,7 +1,8 @@
 """The sync actions against real counterparts: an HTTPS server on 127.0.0.1 with
-the session PKI, real child processes, real imported functions. HttpSync runs
-its exchange in the real child; the retries of busy answers are checked on the
-exchange itself, in this process, where its waits can be recorded."""
+the session PKI, a real HTTP CONNECT proxy (tinyproxy), real child processes
+for the command sync, real imported functions. HttpSync runs its exchange in
+this process; the waits between retries of busy answers are checked on the
+exchange itself, where they can be recorded."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import asyncio
 import logging
 import os
 import random
+import socket
+import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from agent_push import sync
@@ -33,6 +38,7 @@ from agent_push.sync import (
 from epns import pki
 from epns.agent_config import SyncSettings
 from epns.errors import ConfigError
+from epns.routes import PathFault
 from epns.sync_contract import (
     MAX_BYTES,
     SyncFormat,
@@ -43,6 +49,7 @@ from epns.sync_contract import (
     TaskStatus,
 )
 from tests.support import sync_entry
+from tests.support.network import BlackHole, Tinyproxy, start_tinyproxy
 from tests.support.processes import free_port
 from tests.support.sync_server import Answer, SyncServer
 
@@ -90,9 +97,9 @@ def _job(url: str, tls: TlsFiles, **overrides: Any) -> ExchangeJob:
         "url": url + "/api/v1/agents/a001/sync", "server": url, "format": "json",
         "body": b'{"v": 1, "agent_id": "a001", "sync_id": "s1", "started_at": 1.0, '
                 b'"reason": "manual"}',
-        "fetch": True, "ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key),
+        "fetch": True, "ca": tls.ca, "cert": tls.cert, "key": tls.key,
         "token": None, "proxy_url": None, "timeout": 5.0, "max_retries": 2,
-        "max_retry_after": 60.0, "log_level": "info", "log_format": "text"}
+        "max_retry_after": 60.0}
     return ExchangeJob(**{**fields, **overrides})
 
 
@@ -242,16 +249,20 @@ def test_a_busy_servers_wait_reaches_the_outcome(server: SyncServer, mtls: TlsFi
     assert (failed.ok, failed.status, failed.retry_after) == (False, 500, None)
 
 
-def test_the_child_retries_and_logs_as_the_agent_does(
-        server: SyncServer, mtls: TlsFiles, capfd: pytest.CaptureFixture[str]) -> None:
-    server.script(Answer(503, {"Retry-After": "0"}))
-    outcome = _sync(_http(server.url, mtls, fetch=False))
+def test_a_503_with_retry_after_then_200_is_one_sync_that_succeeds(
+        server: SyncServer, mtls: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
+    server.script(Answer(503, {"Retry-After": "1"}))
+    began = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="agent.sync"):
+        outcome = _sync(_http(server.url, mtls))
+    took = time.monotonic() - began
     assert outcome.ok, outcome.detail
-    assert server.methods() == ["POST", "POST"]
-    # The child's stderr is the agent's: its line is in the agent's text format.
-    [line] = [x for x in capfd.readouterr().err.splitlines() if "sync_retry" in x]
-    assert line.split()[1:4] == ["WARNING", "agent.sync", "sync_retry"]
-    assert "method=POST status=503 retry_after=0" in line
+    assert server.methods() == ["POST", "POST", "GET"]
+    # It waited as asked (1 s, plus at most 1 s of jitter), and said so.
+    assert 1.0 <= took < 5.0
+    [record] = [r for r in caplog.records if "sync_retry" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "method=POST status=503 retry_after=1" in record.getMessage()
 
 
 # --- failures in plain words ------------------------------------------------------
@@ -267,19 +278,21 @@ def test_401_is_a_clear_failure(server: SyncServer, mtls: TlsFiles) -> None:
 
 
 def test_server_down_is_a_clear_failure(mtls: TlsFiles) -> None:
-    url = f"https://127.0.0.1:{free_port()}"
-    outcome = _sync(_http(url, mtls))
+    port = free_port()
+    outcome = _sync(_http(f"https://127.0.0.1:{port}", mtls))
     assert not outcome.ok
     assert outcome.status is None
-    assert outcome.detail == f"cannot connect to {url}: connection refused"
+    # The words the MQTT side uses for the same failure (agent_push.dialer).
+    assert outcome.detail == (f"TCP 127.0.0.1:{port} refused: nothing listens there, "
+                              "or a firewall rejects the port")
 
 
 def test_an_unknown_server_certificate_is_a_clear_failure(
         server: SyncServer, rogue_pki_dir: Path) -> None:
     outcome = _sync(_http(server.url, TlsFiles(rogue_pki_dir / pki.CA_CERT)))
     assert not outcome.ok
-    assert outcome.detail.startswith("TLS: certificate verify failed: ")
-    assert server.url in outcome.detail
+    assert outcome.detail.startswith("TLS to 127.0.0.1: the server's certificate did not "
+                                     "verify (")
     assert server.requests == []
 
 
@@ -332,61 +345,166 @@ def test_data_that_cannot_be_collected_fails_the_sync(server: SyncServer,
     assert server.requests == []
 
 
-# --- the child ------------------------------------------------------------------
+# --- the way, and the connection ------------------------------------------------
 
 
-def _children() -> list[int]:
-    """The live (not zombie) child processes of this test process."""
-    pids = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        pids += [int(pid) for pid in (task / "children").read_text().split()]
-    return [pid for pid in pids if _state(pid) != "Z"]
+class Ways:
+    """A SyncWays that records what the sync learnt: through ``proxy``, then direct."""
+
+    def __init__(self, proxy: str | None) -> None:
+        self.proxy = proxy
+        self.failures: list[tuple[str | None, PathFault, str]] = []
+        self.worked_on: list[str | None] = []
+
+    def ways(self) -> list[str | None]:
+        return [self.proxy, None]
+
+    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
+        self.failures.append((proxy_url, fault, reason))
+
+    def worked(self, proxy_url: str | None) -> None:
+        self.worked_on.append(proxy_url)
 
 
-def _state(pid: int) -> str:
+@pytest.fixture
+def tinyproxy(tmp_path: Path) -> Iterator[Tinyproxy]:
+    proxy = start_tinyproxy(tmp_path)
+    yield proxy
+    proxy.stop()
+
+
+def _proxied_connects(proxy: Tinyproxy, port: int) -> int:
+    log = Path(str(proxy.process.args[-1])).parent / "tinyproxy.log"
+    return sum("CONNECT" in line and f":{port}" in line
+               for line in log.read_text(errors="replace").splitlines())
+
+
+def test_a_sync_through_a_real_proxy(server: SyncServer, mtls: TlsFiles,
+                                     tinyproxy: Tinyproxy) -> None:
+    ways = Ways(tinyproxy.url())
+    outcome = _sync(HttpSync(_settings(server.url), AGENT, mtls, changes=lambda: CHANGES,
+                             ways=ways))
+    assert outcome.ok, outcome.detail
+    assert (ways.failures, ways.worked_on) == ([], [tinyproxy.url()])
+    assert server.methods() == ["POST", "GET"]
+    assert {r.client_cn for r in server.requests} == {AGENT}  # mTLS inside the tunnel
+    # One tunnel: the GET went on the POST's keep-alive connection.
+    assert _proxied_connects(tinyproxy, int(server.url.rsplit(":", 1)[1])) == 1
+
+
+def test_a_wrong_proxy_password_is_a_way_fault_and_the_sync_goes_direct(
+        server: SyncServer, mtls: TlsFiles, tinyproxy: Tinyproxy) -> None:
+    ways = Ways(tinyproxy.url(password="wrong"))
+    outcome = _sync(HttpSync(_settings(server.url), AGENT, mtls, changes=lambda: CHANGES,
+                             ways=ways))
+    assert outcome.ok, outcome.detail
+    [(way, fault, reason)] = ways.failures
+    assert (way, fault) == (tinyproxy.url(password="wrong"), PathFault.PROXY_CREDENTIALS)
+    assert reason == (f"proxy 127.0.0.1:{tinyproxy.port}: proxy authentication failed (401); "
+                      "check the proxy username and password")
+    assert ways.worked_on == [None]
+
+
+def test_a_dead_proxy_is_a_way_fault(server: SyncServer, mtls: TlsFiles) -> None:
+    port = free_port()
+    ways = Ways(f"http://127.0.0.1:{port}")
+    outcome = _sync(HttpSync(_settings(server.url), AGENT, mtls, changes=lambda: CHANGES,
+                             ways=ways))
+    assert outcome.ok, outcome.detail
+    [(_, fault, reason)] = ways.failures
+    assert fault is PathFault.PROXY_DEAD
+    assert reason == f"proxy 127.0.0.1:{port} cannot be reached: connection refused"
+
+
+def test_the_sync_offers_alpn_http_1_1(pki_dir: Path, mtls: TlsFiles) -> None:
+    """The broker's one-port listener tells HTTP from MQTT by ALPN."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki_dir / pki.BROKER_CERT, pki_dir / pki.BROKER_KEY)
+    context.set_alpn_protocols(["mqtt", "http/1.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    offered: list[str | None] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            offered.append(tls.selected_alpn_protocol())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "gone"
+        _sync(_http(f"https://127.0.0.1:{listener.getsockname()[1]}", mtls))
+        thread.join(timeout=10)
+    finally:
+        listener.close()
+    assert offered == ["http/1.1"]
 
 
-def test_a_cancelled_sync_kills_its_child(server: SyncServer, mtls: TlsFiles) -> None:
+def _connections_to(port: int) -> list[str]:
+    """This process's TCP connections to ``port`` that are still open."""
+    return [c.status for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status != psutil.CONN_TIME_WAIT]
+
+
+def test_a_cancelled_sync_closes_its_connection_at_once(server: SyncServer,
+                                                        mtls: TlsFiles) -> None:
     server.script(Answer(204, delay=30))
+    port = int(server.url.rsplit(":", 1)[1])
 
-    async def scenario() -> list[int]:
-        before = set(_children())
+    async def scenario() -> tuple[list[str], list[str]]:
         running = asyncio.ensure_future(_http(server.url, mtls, timeout=20.0)(_request()))
-        while not server.requests:  # the child has sent its POST: it is waiting
-            await asyncio.sleep(0.05)
-        [child] = set(_children()) - before
+        while not server.requests:  # the POST is sent: the sync waits for the answer
+            await asyncio.sleep(0.01)
+        waiting = _connections_to(port)
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-        return [child]
+        return waiting, _connections_to(port)
 
-    [child] = asyncio.run(scenario())
-    # Killed and collected: neither running nor a zombie.
-    assert _state(child) == "gone"
+    waiting, after = asyncio.run(scenario())
+    assert waiting == [psutil.CONN_ESTABLISHED]
+    assert after == []
 
 
-def test_a_child_past_its_deadline_is_killed(server: SyncServer, mtls: TlsFiles,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_never_answers_is_stopped_at_the_deadline(
+        mtls: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A middlebox that accepts TCP and is silent: the TLS handshake's own
+    timeout (20 s here) is not waited for; the deadline stops the sync and
+    the connection is closed (the listener reads the end of it)."""
+    monkeypatch.setattr(sync, "exchange_deadline", lambda settings: 0.5)
+    silent = BlackHole()
+    try:
+        began = time.monotonic()
+        outcome = _sync(_http(f"https://127.0.0.1:{silent.port}", mtls, timeout=20.0))
+        took = time.monotonic() - began
+        [accepted] = silent.accepted
+        accepted.settimeout(5)
+        hello = _read_to_the_end(accepted)
+    finally:
+        silent.close()
+    assert not outcome.ok
+    assert outcome.detail == (f"the sync with https://127.0.0.1:{silent.port} did not finish "
+                              "within 0.5 s and was stopped")
+    assert took < 3.0
+    assert hello[:1] == b"\x16"  # its TLS ClientHello, then the end of the connection
+
+
+def _read_to_the_end(conn: socket.socket) -> bytes:
+    """What ``conn`` received until its peer closed it (TimeoutError if it does not)."""
+    data = bytearray()
+    while chunk := conn.recv(65536):
+        data += chunk
+    return bytes(data)
+
+
+def test_a_slow_answer_past_the_deadline_stops_the_sync(server: SyncServer, mtls: TlsFiles,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sync, "exchange_deadline", lambda settings: 0.3)
-    server.script(Answer(204, delay=30))  # a child that would otherwise wait 20 s
-    before = set(_children())
+    server.script(Answer(204, delay=30))  # the step's own timeout would wait 20 s
     outcome = _sync(_http(server.url, mtls, timeout=20.0))
     assert not outcome.ok
     assert outcome.detail == (f"the sync with {server.url} did not finish within 0.3 s "
                               "and was stopped")
-    assert set(_children()) <= before
-
-
-def test_a_child_that_ends_without_a_result(server: SyncServer, mtls: TlsFiles,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sync, "EXCHANGE_CHILD", (sys.executable, "-c", "raise SystemExit(3)"))
-    outcome = _sync(_http(server.url, mtls))
-    assert not outcome.ok
-    assert outcome.detail == "the HTTP exchange exited with 3 without a result"
+    assert _connections_to(int(server.url.rsplit(":", 1)[1])) == []
 
 
 def test_unreadable_tls_files_fail_the_sync_in_plain_words(server: SyncServer,
@@ -401,10 +519,9 @@ def test_unreadable_tls_files_fail_the_sync_in_plain_words(server: SyncServer,
 def test_the_deadline_covers_every_attempt_and_wait() -> None:
     settings = SyncSettings(url="https://x", fetch=True, timeout=30.0, max_retries=5,
                             max_retry_after=300.0)
-    # Two steps of 6 attempts (connect, send, answer: 3 x 30 s) and 5 waits of 300 s.
-    assert exchange_deadline(settings) == sync.CHILD_START + 2 * (6 * 90 + 5 * 300)
-    assert exchange_deadline(replace(settings, fetch=False, max_retries=0)) == (
-        sync.CHILD_START + 90)
+    # Two steps of 6 attempts (connect, TLS, send, answer: 4 x 30 s) and 5 waits of 300 s.
+    assert exchange_deadline(settings) == 2 * (6 * 120 + 5 * 300)
+    assert exchange_deadline(replace(settings, fetch=False, max_retries=0)) == 120
 
 
 # --- tasks ------------------------------------------------------------------------
