@@ -146,6 +146,9 @@ class FleetBroker(Broker):
         event(log, "refused", logging.WARNING, client=incoming.client_id, peer=_peer(writer),
               listener=listener, reason=refusal, connack=code)
         writer.write(ConnackPacket.build(0, code).to_bytes())
+        # amqtt's WebSocket writer buffers until drain(): without it a
+        # WebSocket client never learns why it was refused.
+        await writer.drain()
         await writer.close()
         return False
 

@@ -11,7 +11,9 @@ MQTT stays here, on the same connection object as on 8883, so a long-lived
 agent costs the broker the same on either port. HTTP is relayed, bytes as
 they come, to the server's front socket (``server_push.front``), after a
 handover line (``epns.front``) that carries the client's address and verified
-certificate.
+certificate. An upgrade request to the WebSocket path is relayed to this
+broker's own ws-front socket (``broker.ws_front``), the same facts in the
+headers nginx would set.
 """
 
 from __future__ import annotations
@@ -20,59 +22,69 @@ import asyncio
 import logging
 import ssl
 import time
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 
 from epns.front import Handover
 from epns.logs import Throttle, event
+from epns.one_port import ALPN, Kind, classify, websocket_head
 
 log = logging.getLogger("broker.front")
 
-ALPN = ["mqtt", "http/1.1"]
-_MQTT_CONNECT = 0x10
+
+@dataclass(frozen=True)
+class OnePort:
+    """Where a one-port listener's non-MQTT connections go."""
+
+    # The server's front socket, for HTTPS.
+    http: Path
+    # The broker's own ws-front socket, for MQTT over WebSocket, if served.
+    websocket: Path | None = None
+    websocket_path: str = "/mqtt"
+
+    def upstream(self, kind: Kind) -> Path:
+        """The socket a connection of ``kind`` (not MQTT) is relayed to."""
+        if kind is Kind.WEBSOCKET:
+            assert self.websocket is not None  # classify says WEBSOCKET only then
+            return self.websocket
+        return self.http
+
 _NO_SERVER = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
               b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 _throttle = Throttle(60.0)
 
 
-class Kind(Enum):
-    """What a connection on the one-port listener speaks."""
-
-    MQTT = "mqtt"
-    HTTP = "http"
-
-
 def one_port_context(context: ssl.SSLContext) -> ssl.SSLContext:
     """``context`` (a fresh server context) offering both protocols."""
-    context.set_alpn_protocols(ALPN)
+    context.set_alpn_protocols(list(ALPN))
     return context
 
 
 class FrontDoor(asyncio.Protocol):
-    """The first protocol of a one-port connection: decides, then steps aside.
+    """The first protocol of a one-port connection: decides
+    (``epns.one_port.classify``), then steps aside.
 
     Reading pauses once it has decided, so that every byte that came before
     the switch is in ``first`` for the protocol that takes over.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, websocket_path: str | None) -> None:
         self.transport: asyncio.Transport | None = None
         self.first = b""
         self.decided: asyncio.Future[Kind] = asyncio.get_running_loop().create_future()
+        self._websocket_path = websocket_path
+        self._alpn: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
-        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        if alpn == "mqtt":
-            self._decide(Kind.MQTT)
-        elif alpn == "http/1.1":
-            self._decide(Kind.HTTP)
+        self._alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        self._classify()
 
     def data_received(self, data: bytes) -> None:
         self.first += data
         if not self.decided.done():
-            self._decide(Kind.MQTT if data[0] == _MQTT_CONNECT else Kind.HTTP)
+            self._classify()
 
     def eof_received(self) -> bool:
         self._give_up()
@@ -81,10 +93,12 @@ class FrontDoor(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._give_up()
 
-    def _decide(self, kind: Kind) -> None:
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self.decided.set_result(kind)
+    def _classify(self) -> None:
+        kind = classify(self._alpn, self.first, self._websocket_path)
+        if kind is not None:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.decided.set_result(kind)
 
     def _give_up(self) -> None:
         if not self.decided.done():
@@ -138,22 +152,28 @@ class _Pipe(asyncio.Protocol):
             self.peer.resume_reading()
 
 
-async def relay_http(door: FrontDoor, upstream: Path, peer: tuple[str, int]) -> None:
-    """Relay the HTTP connection behind ``door`` to the server's front socket
-    until either side closes; a 502 that says why when the server is not
-    there."""
+async def relay(door: FrontDoor, kind: Kind, upstream: Path, peer: tuple[str, int]) -> None:
+    """Relay the connection behind ``door`` to ``upstream`` until either side
+    closes: HTTP to the server's front socket after the handover line, MQTT
+    over WebSocket to the broker's ws-front socket with the handover in its
+    headers. A 502 that says why when nothing answers there."""
     client = door.transport
     assert client is not None
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    from_client, from_server = _Pipe(done), _Pipe(done)
+    from_client, from_upstream = _Pipe(done), _Pipe(done)
     try:
-        server, _ = await loop.create_unix_connection(lambda: from_server, str(upstream))
+        server, _ = await loop.create_unix_connection(lambda: from_upstream, str(upstream))
     except OSError as exc:
         _refuse(client, upstream, exc)
         return
-    from_client.peer, from_server.peer = server, client
-    server.write(Handover(peer[0], peer[1], _client_cert(client)).encode())
+    from_client.peer, from_upstream.peer = server, client
+    handover = Handover(peer[0], peer[1], _client_cert(client))
+    if kind is Kind.WEBSOCKET:
+        head, door.first = websocket_head(door.first, handover)
+        server.write(head)
+    else:
+        server.write(handover.encode())
     door.hand_over(from_client)
     try:
         await done
@@ -169,14 +189,15 @@ def _client_cert(transport: asyncio.Transport) -> bytes | None:
 
 
 def _refuse(client: asyncio.Transport, upstream: Path, exc: OSError) -> None:
-    words = (f"The epns server behind this port does not answer on its front socket "
-             f"{upstream} ({exc.strerror or exc}). MQTT on this port works without it.\n")
+    words = (f"Nothing answers on {upstream} behind this port ({exc.strerror or exc}): the "
+             "epns server (its front socket) or the broker's ws-front listener is not "
+             "running. MQTT on this port works without it.\n")
     due, held = _throttle.admit((str(upstream),), time.monotonic())
     if due:
         event(log, "front_upstream_unavailable", logging.ERROR, socket=str(upstream),
               error=exc.strerror or str(exc), since_last_line=held,
-              hint="start epns-server on this host, or set this listener's http_upstream to "
-                   "its http.front_socket")
+              hint="start epns-server on this host and enable the broker's listeners.front, "
+                   "or point this listener's http_upstream/websocket_upstream at them")
     body = words.encode()
     client.write(_NO_SERVER % (len(body), body))
     client.close()

@@ -19,19 +19,19 @@ import socket
 import ssl
 import time
 from collections.abc import Coroutine, Iterable
-from pathlib import Path
 from typing import Any
 
 from broker.admission import AdmissionGate
 from broker.connection import MQTTConnection
 from broker.fleet_broker import FleetBroker
-from broker.front_door import FrontDoor, Kind, one_port_context, relay_http
+from broker.front_door import FrontDoor, OnePort, one_port_context, relay
 from broker.idle import IdleWatch
 from broker.metrics import Metrics
 from broker.plugins import identity_of
 from broker.revocation import RevocationFile
 from epns.broker_config import LimitSettings
 from epns.logs import event
+from epns.one_port import Kind
 
 log = logging.getLogger("broker.hub")
 
@@ -57,7 +57,7 @@ class ConnectionHub:
         self._idle: IdleWatch[MQTTConnection] = IdleWatch()
         self._contexts: dict[str, ssl.SSLContext] = {}
         # One-port listeners: where their HTTPS goes.
-        self._upstreams: dict[str, Path] = {}
+        self._one_ports: dict[str, OnePort] = {}
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_since_log = 0
@@ -72,12 +72,12 @@ class ConnectionHub:
                           asyncio.create_task(self._watch_revocations())]
 
     async def listen(self, name: str, host: str, port: int, context: ssl.SSLContext,
-                     http_upstream: Path | None = None) -> int:
+                     one_port: OnePort | None = None) -> int:
         """Open an mqtts listener; returns the bound port (useful with port 0).
-        With ``http_upstream`` it is a one-port listener (``broker.front_door``)."""
-        if http_upstream is not None:
+        With ``one_port`` it is a one-port listener (``broker.front_door``)."""
+        if one_port is not None:
             context = one_port_context(context)
-            self._upstreams[name] = http_upstream
+            self._one_ports[name] = one_port
         self._contexts[name] = context
         sock = socket.create_server((host, port), family=_family(host), backlog=4096,
                                     reuse_port=False)
@@ -157,7 +157,10 @@ class ConnectionHub:
 
     async def _serve(self, conn: MQTTConnection, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        door = FrontDoor() if conn.listener in self._upstreams else None
+        one_port = self._one_ports.get(conn.listener)
+        door = None
+        if one_port is not None:
+            door = FrontDoor(one_port.websocket_path if one_port.websocket else None)
         protocol: asyncio.Protocol = door or conn
         try:
             await loop.connect_accepted_socket(
@@ -195,11 +198,17 @@ class ConnectionHub:
             door.hand_over(conn)
             return True
         self.metrics.connections[conn.listener] -= 1
-        self.metrics.http_relays += 1
         self._connections.discard(conn)
         assert conn.peer is not None  # set at accept
+        upstream = self._one_ports[conn.listener].upstream(kind)
+        if kind is Kind.WEBSOCKET:
+            # The ws-front listener admits and counts it as its own.
+            self.gate.release()
+            await relay(door, kind, upstream, conn.peer)
+            return False
+        self.metrics.http_relays += 1
         try:
-            await relay_http(door, self._upstreams[conn.listener], conn.peer)
+            await relay(door, kind, upstream, conn.peer)
         finally:
             self.metrics.http_relays -= 1
             self.gate.release()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import shutil
 import ssl
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets.asyncio.server as ws_server
@@ -14,6 +19,7 @@ from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 from websockets.typing import Subprotocol
 
 from broker.fleet_broker import FleetBroker
+from broker.front_door import OnePort
 from broker.hub import ConnectionHub
 from broker.metrics import Metrics, serve_metrics
 from broker.revocation import RevocationFile
@@ -36,6 +42,7 @@ class RunningBroker:
     ports: dict[str, int] = field(default_factory=dict)
     metrics_port: int | None = None
     _closers: list[Any] = field(default_factory=list)
+    _cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     async def stop(self) -> None:
         """Close listeners and clients, then amqtt."""
@@ -43,6 +50,8 @@ class RunningBroker:
             closer.close()
         await self.hub.close()
         await self.broker.shutdown()
+        for cleanup in self._cleanups:
+            cleanup()
 
 
 def amqtt_config(settings: BrokerSettings, revocations: RevocationFile,
@@ -93,8 +102,9 @@ async def start(settings: BrokerSettings) -> RunningBroker:
     for name, listener in settings.listeners.enabled().items():
         try:
             if listener.transport == "mqtts":
+                one_port = await _one_port(running, name, listener)
                 port = await hub.listen(name, listener.host, listener.port, contexts[name],
-                                        listener.http_upstream)
+                                        one_port)
             elif listener.unix_socket is not None:  # ws-front
                 server = await serve_ws_front(broker, hub, name, listener.unix_socket)
                 running._closers.append(server)
@@ -135,6 +145,24 @@ async def start(settings: BrokerSettings) -> RunningBroker:
             event(log, "metrics",
                   url=f"http://{settings.metrics.host}:{running.metrics_port}/metrics")
     return running
+
+
+async def _one_port(running: RunningBroker, name: str,
+                    listener: ListenerSettings) -> OnePort | None:
+    """A one-port listener's upstreams. Its MQTT over WebSocket goes to a
+    ws-front listener of this broker's own, on a socket in a private
+    directory (0700): nothing else can reach it, and two brokers on one
+    host cannot mix them up."""
+    if listener.http_upstream is None:
+        return None
+    if not listener.websocket_path:
+        return OnePort(listener.http_upstream)
+    private = Path(tempfile.mkdtemp(prefix="epns-broker-"))
+    running._cleanups.append(functools.partial(shutil.rmtree, private, ignore_errors=True))
+    socket_path = private / "ws.sock"
+    server = await serve_ws_front(running.broker, running.hub, name, socket_path)
+    running._closers.append(server)
+    return OnePort(listener.http_upstream, socket_path, listener.websocket_path)
 
 
 def _port_hint(key: str, exc: OSError) -> str:

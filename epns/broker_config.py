@@ -32,6 +32,9 @@ class ListenerSettings:
     # http/1.1, or no ALPN and not MQTT's first byte) is relayed to the
     # server's front socket (its http.front_socket). Empty: MQTT only.
     http_upstream: Path | None = None
+    # One-port listeners: MQTT over WebSocket is served at this path too
+    # (an upgrade request there). Empty: not served.
+    websocket_path: str = "/mqtt"
     # ws-front only: its Unix socket (mode 0660: only the front's group may
     # connect, as it is believed about the client's certificate).
     unix_socket: Path | None = None
@@ -41,6 +44,8 @@ class ListenerSettings:
             raise ValueError(f"port {self.port} is out of range")
         if self.http_upstream is not None and self.transport != "mqtts":
             raise ValueError("http_upstream needs transport = 'mqtts'")
+        if self.websocket_path and not self.websocket_path.startswith("/"):
+            raise ValueError("websocket_path must start with /")
         if (self.unix_socket is not None) != (self.transport == "ws-front"):
             raise ValueError("unix_socket goes with transport = 'ws-front', and only with it")
 

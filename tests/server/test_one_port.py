@@ -12,7 +12,9 @@ import ssl
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from epns import pki, topics
 from epns.front import Handover
@@ -158,3 +160,42 @@ def test_a_client_that_stays_silent_is_closed_after_the_connect_timeout(
             assert tls.recv(1) == b""  # closed by the broker, not by our timeout
     finally:
         broker.stop()
+
+
+def test_mqtt_over_websocket_on_the_one_port_keeps_the_certificate(stack: Stack) -> None:
+    """An upgrade to /mqtt on the one port is MQTT over WebSocket; the
+    agent's certificate, which the broker's front saw, identifies it."""
+    assert stack.broker.fallback is not None
+    bundle = stack.create_agent("ws-1")
+    paho_client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ws-1",
+                              transport="websockets")
+    paho_client.ws_set_options(path="/mqtt")
+    paho_client.tls_set_context(clients.tls_context(stack.pki, bundle / "agent.crt",
+                                                    bundle / "agent.key"))
+    client = clients.Client(paho_client)
+    paho_client.connect("127.0.0.1", stack.broker.fallback, keepalive=30)
+    paho_client.loop_start()
+    try:
+        assert client.connacks.get(timeout=10) == 0
+        assert client.subscribe(topics.agent_cmd("ws-1")) == [1]
+        # Another agent's topic: the ACL knows it is ws-1.
+        assert client.subscribe(topics.agent_cmd("other-1")) == [0x80]
+        assert stack.broker.metric('epns_broker_connections{listener="fallback"}') == 1
+    finally:
+        client.close()
+
+
+def test_mqtt_over_websocket_without_a_certificate_is_refused(stack: Stack) -> None:
+    assert stack.broker.fallback is not None
+    paho_client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ws-2",
+                              transport="websockets")
+    paho_client.ws_set_options(path="/mqtt")
+    paho_client.tls_set_context(clients.tls_context(stack.pki))
+    client = clients.Client(paho_client)
+    paho_client.connect("127.0.0.1", stack.broker.fallback, keepalive=30)
+    paho_client.loop_start()
+    try:
+        assert client.connacks.get(timeout=10) == 5  # not authorized
+    finally:
+        client.close()
+    stack.broker.log_contains(r"refused client=ws-2 .*listener=fallback")
