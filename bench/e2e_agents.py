@@ -10,7 +10,7 @@ only syncs caused by a wake-up are of interest here.
 
 On a command (QoS 1 PUBLISH): PUBACK; ``epns.envelope.verify_command`` against
 the pinned server key (signature, time, target, replay); an ``ack`` event
-(QoS 1) on ``epns/v1/agents/<id>/evt``; then a sync as the agent's HTTP child
+(QoS 1) on ``epns/v1/agents/<id>/evt``; then a sync as the agent's HTTP sync
 does it (``agent_push.http_exchange``): a new TLS connection to the server with
 the same client certificate, ``POST`` of a JSON ``SyncReport`` (reason
 ``wake``, ``wakes`` = [command id]) and ``GET`` of the reply on that one
