@@ -20,7 +20,6 @@ import ssl
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent_push.backoff import Backoff
 from agent_push.dialer import open_route
@@ -59,10 +58,11 @@ from epns.routes import (
     ProxyEndpoint,
     Route,
     RouteBook,
-    bypasses_proxy,
+    SyncWay,
     fault_of,
     parse_proxy,
     plan_routes,
+    sync_candidates,
 )
 from epns.tokens import PublicKey
 from epns.wol import parse_wol_body
@@ -81,6 +81,8 @@ class AgentContext:
     settings: AgentSettings
     command_key: PublicKey
     broker_tls: ssl.SSLContext
+    # The same, for MQTT over WebSocket (ALPN http/1.1).
+    websocket_tls: ssl.SSLContext
     sync_tls: TlsFiles
     token: str | None
     version: str
@@ -215,7 +217,8 @@ class Agent:
         broker = self.settings.broker
         return plan_routes(broker.host, broker.ports, proxy=self._proxy(),
                            no_proxy=self.settings.proxy.no_proxy,
-                           websocket_url=broker.websocket_url, last_good=self.state.last_route())
+                           websocket_url=broker.websocket_url, last_good=self.state.last_route(),
+                           backup_hosts=broker.backup_hosts)
 
     def _proxy(self) -> ProxyEndpoint | None:
         proxy = self.settings.proxy
@@ -260,7 +263,9 @@ class Agent:
     async def _connect(self, route: Route) -> MqttLink:
         timeouts = self.settings.timeouts
         event(log, "route_trying", route=route.name, host=route.host, port=route.port)
-        sock = await asyncio.to_thread(open_route, route, self.context.broker_tls, timeouts)
+        context = (self.context.websocket_tls if route.transport == "wss"
+                   else self.context.broker_tls)
+        sock = await asyncio.to_thread(open_route, route, context, timeouts)
         credentials = (self.agent_id, self.context.token) if self.context.token else None
         will = encode_presence(Presence(PresenceState.OFFLINE, at=time.time()))
         keepalive = self._keepalive(route)
@@ -546,33 +551,30 @@ def _look() -> Look:
 
 class _AgentSyncWays:
     """The sync's ways, decided by the agent's ``RouteBook``: the way MQTT
-    goes now first. What the sync learns about the proxy goes into the same
-    book, so the next MQTT connection pass knows it too."""
+    goes now first, across every sync URL. What the sync learns about the
+    proxy goes into the same book, so the next MQTT connection pass knows it
+    too."""
 
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
         settings = agent.settings
-        url = urlsplit(settings.sync.url or "")
-        self._port = url.port or 443
-        proxy = agent._proxy()
-        bypass = proxy is None or bypasses_proxy(url.hostname or "", settings.proxy.no_proxy)
-        self._proxy = None if bypass else proxy
+        self._candidates = sync_candidates(settings.sync.urls, agent._proxy(),
+                                           settings.proxy.no_proxy)
 
-    def ways(self) -> list[str | None]:
-        """Proxy URLs (None: direct) in the order the book decides."""
+    def ways(self) -> list[SyncWay]:
+        """The candidates in the order the book decides."""
         agent = self._agent
-        ways = agent.book.sync_ways(self._proxy, self._port, last_good=agent.state.last_route(),
+        return agent.book.sync_ways(self._candidates, last_good=agent.state.last_route(),
                                     now=time.time())
-        return [None if way is None else way.url() for way in ways]
 
-    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
-        """Tell the book; log what the sync does next."""
-        if proxy_url is None or self._proxy is None:
+    def failed(self, way: SyncWay, fault: PathFault, reason: str) -> None:
+        """Tell the book what a proxied way showed; log what the sync does next."""
+        if way.proxy is None:
             return
-        route = Route("mqtts", "sync", self._port, self._proxy)
-        self._agent._learn(route, fault, reason)
+        self._agent._learn(Route("mqtts", "sync", way.port, way.proxy), fault, reason)
 
-    def worked(self, proxy_url: str | None) -> None:
-        """A sync through the proxy shows the proxy is up."""
-        if proxy_url is not None:
+    def worked(self, way: SyncWay) -> None:
+        """The next sync goes this way first; through the proxy, it is up."""
+        self._agent.book.sync_good = way
+        if way.proxy is not None:
             self._agent.book.proxy_worked()

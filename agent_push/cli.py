@@ -72,6 +72,7 @@ def build_context(settings: AgentSettings) -> AgentContext:
         except OSError as exc:
             raise ConfigError(f"cannot read identity.token_file: {exc}") from exc
     broker_tls = tls.client_context(broker.ca, ident.cert, ident.key, alpn=tls.MQTT_ALPN)
+    websocket_tls = tls.client_context(broker.ca, ident.cert, ident.key, alpn=tls.WEBSOCKET_ALPN)
     sync_tls = TlsFiles(settings.sync.ca or broker.ca, ident.cert, ident.key)
     if settings.sync.action == "http" and settings.sync.ca is not None:
         # The HTTP exchange's child builds its own context at each sync; this
@@ -79,7 +80,8 @@ def build_context(settings: AgentSettings) -> AgentContext:
         tls.client_context(settings.sync.ca)
     # The package's own version, as the sync's User-Agent says it: reading the
     # installed metadata (importlib.metadata) would cost 1 MiB of idle memory.
-    return AgentContext(settings, command_key, broker_tls, sync_tls, token, __version__)
+    return AgentContext(settings, command_key, broker_tls, websocket_tls, sync_tls, token,
+                        __version__)
 
 
 async def _run(agent: Agent) -> None:

@@ -41,7 +41,7 @@ from agent_push.http_exchange import ExchangeJob, ExchangeResult, exchange
 from epns.agent_config import SyncSettings
 from epns.errors import ConfigError, MalformedMessage, SyncFailed
 from epns.logs import event
-from epns.routes import PathFault
+from epns.routes import PathFault, SyncWay
 from epns.sync_contract import (
     SyncFormat,
     SyncReason,
@@ -120,29 +120,34 @@ class SyncWays(Protocol):
     """Which ways the sync's HTTPS goes, and what it learns on them: the
     agent's one route decision (``epns.routes.RouteBook``), so that push and
     sync go the same way and a proxy that fails one fails for both. A way is
-    a proxy URL, or None for direct."""
+    a server URL (``sync.url``, then ``sync.backup_urls``) through the proxy
+    or direct (``epns.routes.SyncWay``)."""
 
-    def ways(self) -> list[str | None]:
+    def ways(self) -> list[SyncWay]:
         """The ways to try for this sync, in order."""
 
-    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
-        """The way ``proxy_url`` failed with ``fault``."""
+    def failed(self, way: SyncWay, fault: PathFault, reason: str) -> None:
+        """``way`` failed with ``fault``."""
 
-    def worked(self, proxy_url: str | None) -> None:
-        """A sync went through on ``proxy_url``."""
+    def worked(self, way: SyncWay) -> None:
+        """A sync went through on ``way``."""
 
 
 class DirectOnly:
-    """The ways of an agent without a proxy: direct, and nothing to learn."""
+    """The ways of an agent without a proxy: each URL direct, in order, and
+    nothing to learn."""
 
-    def ways(self) -> list[str | None]:
-        """Direct only."""
-        return [None]
+    def __init__(self, urls: list[str]) -> None:
+        self._ways = [SyncWay(url) for url in urls]
 
-    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
-        """Nothing else to try."""
+    def ways(self) -> list[SyncWay]:
+        """Every URL, direct."""
+        return self._ways
 
-    def worked(self, proxy_url: str | None) -> None:
+    def failed(self, way: SyncWay, fault: PathFault, reason: str) -> None:
+        """Nothing to remember: the next URL is tried."""
+
+    def worked(self, way: SyncWay) -> None:
         """Nothing to remember."""
 
 
@@ -185,7 +190,7 @@ class HttpSync:
         self._agent_id = agent_id
         self._format = SyncFormat(settings.format)
         self._job = _job_template(settings, agent_id, tls, token=token)
-        self._ways = ways or DirectOnly()
+        self._ways = ways or DirectOnly(settings.urls)
         self._deadline = exchange_deadline(settings)
         self._changes = changes
         self._inventory = inventory
@@ -214,17 +219,17 @@ class HttpSync:
         except MalformedMessage as exc:
             raise SyncFailed(f"the agent's data cannot be sent: {exc}") from exc
         result = ExchangeResult(posted=False, error="no way to the server to try")
-        for proxy_url in self._ways.ways():
-            result = await self._bounded(replace(self._job, body=body, proxy_url=proxy_url))
+        for way in self._ways.ways():
+            result = await self._bounded(_job_on(self._job, way, self._agent_id, body))
             if result.posted:
                 self._delivered(report)
             if result.fault is None or result.posted:
                 if result.error is None:
-                    self._ways.worked(proxy_url)
+                    self._ways.worked(way)
                 return result
             # The way failed, not the server: tell the agent (its MQTT side
             # learns it too), and try the sync's next way.
-            self._ways.failed(proxy_url, result.fault, result.error or "")
+            self._ways.failed(way, result.fault, result.error or "")
         return result
 
     async def _bounded(self, job: ExchangeJob) -> ExchangeResult:
@@ -285,9 +290,16 @@ def exchange_deadline(settings: SyncSettings) -> float:
                     + settings.max_retries * settings.max_retry_after)
 
 
+def _job_on(template: ExchangeJob, way: SyncWay, agent_id: str, body: bytes) -> ExchangeJob:
+    """This sync's job on ``way``: its server URL, its proxy, the report."""
+    server = way.url.rstrip("/")
+    return replace(template, url=server + sync_path(agent_id), server=server, body=body,
+                   proxy_url=None if way.proxy is None else way.proxy.url())
+
+
 def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *,
                   token: str | None) -> ExchangeJob:
-    """The job of every sync, but for the report and the way."""
+    """The job of every sync, but for the report and the way (``_job_on``)."""
     assert settings.url is not None  # HttpSync refuses it otherwise
     server = settings.url.rstrip("/")
     return ExchangeJob(

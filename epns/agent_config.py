@@ -54,6 +54,9 @@ class BrokerEndpoint:
     host: str = "localhost"
     # Tried in this order on every route: the primary port, then the fallback.
     ports: tuple[int, ...] = (8883, 443)
+    # Other brokers of the same fleet (a cluster's nodes), tried in order on
+    # every route after host; each as its certificate names it.
+    backup_hosts: tuple[str, ...] = ()
     # MQTT over secure WebSocket, tried last, e.g. "wss://push.example.com:8443/mqtt".
     websocket_url: str | None = None
     # The fleet CA the broker's certificate must chain to.
@@ -163,6 +166,10 @@ class SyncSettings:
     action: Literal["http", "command", "entry_point"] = "http"
     # The management server, https://HOST:PORT (action = http).
     url: str | None = None
+    # More URLs of the same server, tried after url when the way there fails
+    # (refused, dropped, a proxy that forbids the port), e.g. the broker's one
+    # port https://HOST:443, which carries HTTPS too.
+    backup_urls: tuple[str, ...] = ()
     # After the POST, GET the server's changes (tasks, hints).
     fetch: bool = False
     # The body of the HTTP exchange.
@@ -185,15 +192,20 @@ class SyncSettings:
     # The server's CA; the broker's CA when unset.
     ca: Path | None = None
 
+    @property
+    def urls(self) -> list[str]:
+        """Every server URL, in the order a sync tries them."""
+        return ([] if self.url is None else [self.url]) + list(self.backup_urls)
+
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.timeout <= 0:
             raise ValueError("sync.interval and sync.timeout must be positive")
         if self.retry_base < 1:
             # Below a second, a failing server would be asked again and again.
             raise ValueError("sync.retry_base must be at least 1 s")
-        if self.action == "http" and self.url is not None and not self.url.startswith(
-                ("https://", "http://")):
-            raise ValueError("sync.url must be an http(s) URL")
+        if self.action == "http" and not all(
+                url.startswith(("https://", "http://")) for url in self.urls):
+            raise ValueError("sync.url and sync.backup_urls must be http(s) URLs")
         if self.action == "command" and not self.command:
             raise ValueError("sync.action = 'command' needs sync.command")
         if self.action == "entry_point" and (not self.entry_point or ":" not in self.entry_point):

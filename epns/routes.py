@@ -58,13 +58,17 @@ class Route:
     proxy: ProxyEndpoint | None = None
     path: str = "/mqtt"
     primary: bool = True
+    # To one of broker.backup_hosts, not broker.host.
+    backup: bool = False
 
     @property
     def name(self) -> str:
         """Stable name for logs, the state file and the birth message,
-        e.g. ``direct:8883``, ``proxy:443``, ``direct:wss``."""
+        e.g. ``direct:8883``, ``proxy:443``, ``direct:wss``; a backup host's
+        routes name it: ``direct:8883@b2.example``."""
         via = "proxy" if self.proxy is not None else "direct"
-        return f"{via}:{'wss' if self.transport == 'wss' else self.port}"
+        name = f"{via}:{'wss' if self.transport == 'wss' else self.port}"
+        return f"{name}@{self.host}" if self.backup else name
 
     @property
     def kind(self) -> Literal["primary", "fallback", "proxy", "websocket"]:
@@ -130,25 +134,68 @@ def plan_routes(
     no_proxy: tuple[str, ...] = (),
     websocket_url: str | None = None,
     last_good: str | None = None,
+    backup_hosts: tuple[str, ...] = (),
 ) -> list[Route]:
-    """The routes to try, in order; ``last_good`` (a route name) goes first."""
-    via: list[ProxyEndpoint | None] = [None]
-    if proxy is not None and not bypasses_proxy(host, no_proxy):
-        via = [proxy, None]
-    routes = [
-        Route("mqtts", host, port, through, primary=index == 0)
-        for through in via
-        for index, port in enumerate(ports)
-    ]
+    """The routes to try, in order: every route to ``host``, then to each of
+    ``backup_hosts``; ``last_good`` (a route name) goes first."""
+    routes = _mqtts_routes(host, ports, proxy, no_proxy, backup=False)
     if websocket_url is not None:
         parts = urlsplit(websocket_url)
         ws_host = parts.hostname or host
         routes += [
             Route("wss", ws_host, parts.port or 443, through, path=parts.path or "/mqtt")
-            for through in via
+            for through in _vias(host, proxy, no_proxy)
         ]
+    for backup in backup_hosts:
+        routes += _mqtts_routes(backup, ports, proxy, no_proxy, backup=True)
     first = [route for route in routes if route.name == last_good]
     return first + [route for route in routes if route.name != last_good]
+
+
+def _mqtts_routes(host: str, ports: tuple[int, ...], proxy: ProxyEndpoint | None,
+                  no_proxy: tuple[str, ...], *, backup: bool) -> list[Route]:
+    """Through the proxy (unless ``no_proxy`` exempts ``host``), then direct;
+    on each, the ports in order."""
+    return [Route("mqtts", host, port, through, primary=index == 0, backup=backup)
+            for through in _vias(host, proxy, no_proxy) for index, port in enumerate(ports)]
+
+
+def _vias(host: str, proxy: ProxyEndpoint | None,
+          no_proxy: tuple[str, ...]) -> list[ProxyEndpoint | None]:
+    if proxy is not None and not bypasses_proxy(host, no_proxy):
+        return [proxy, None]
+    return [None]
+
+
+@dataclass(frozen=True)
+class SyncWay:
+    """One way for the sync's HTTPS: a server URL, through a proxy or direct."""
+
+    url: str
+    proxy: ProxyEndpoint | None = None
+
+    @property
+    def port(self) -> int:
+        """The server's port, which a proxy may refuse."""
+        return urlsplit(self.url).port or 443
+
+    @property
+    def name(self) -> str:
+        """For logs, e.g. ``proxy:https://server:443``; no credentials."""
+        return f"{'proxy' if self.proxy is not None else 'direct'}:{self.url}"
+
+
+def sync_candidates(urls: list[str], proxy: ProxyEndpoint | None,
+                    no_proxy: tuple[str, ...]) -> list[SyncWay]:
+    """Every URL through the proxy (unless ``no_proxy`` exempts its host)
+    and direct, in the configured order."""
+    ways: list[SyncWay] = []
+    for url in urls:
+        host = urlsplit(url).hostname or ""
+        if proxy is not None and not bypasses_proxy(host, no_proxy):
+            ways.append(SyncWay(url, proxy))
+        ways.append(SyncWay(url))
+    return ways
 
 
 class PathFault(StrEnum):
@@ -200,6 +247,8 @@ class RouteBook:
     refused_ports: dict[int, float] = field(default_factory=dict)
     # The route MQTT is connected on now, if any.
     connected: Route | None = None
+    # The way the last successful sync went.
+    sync_good: SyncWay | None = None
 
     def failed(self, fault: PathFault, *, port: int, now: float) -> None:
         """Record a failure of a proxied way to ``port``."""
@@ -231,16 +280,21 @@ class RouteBook:
             return kept
         return ([r for r in kept if r.proxy is None] + [r for r in kept if r.proxy is not None])
 
-    def sync_ways(self, proxy: ProxyEndpoint | None, port: int, *, last_good: str | None,
-                  now: float) -> list[ProxyEndpoint | None]:
-        """The ways the sync's HTTPS to ``port`` tries, in order: the way the
-        MQTT connection goes now (or went last), then the other; the proxy
-        last while a failure of it stands, and not at all for a port it
-        refuses."""
-        if proxy is None or self.port_refused(port, now):
-            return [None]
+    def sync_ways(self, candidates: list[SyncWay], *, last_good: str | None,
+                  now: float) -> list[SyncWay]:
+        """The order the sync tries ``candidates`` in (each URL through its
+        proxy and direct): the way MQTT goes now (or went last) first, across
+        every URL, so that a proxy-only network reaches the one port 443
+        through the proxy before any direct attempt times out; the proxy last
+        while a failure of it stands, and never to a port it refuses. The way
+        the last sync went goes first of all."""
         current = self.connected.name if self.connected is not None else last_good
-        proxied_first = current is None or current.startswith("proxy:")
-        if proxied_first and self.proxy_usable(now):
-            return [proxy, None]
-        return [None, proxy]
+        proxied_first = (current is None or current.startswith("proxy:")) and (
+            self.proxy_usable(now))
+        kept = [way for way in candidates
+                if way.proxy is None or not self.port_refused(way.port, now)]
+        kept.sort(key=lambda way: (way.proxy is None) == proxied_first)
+        if self.sync_good in kept:
+            kept.remove(self.sync_good)
+            kept.insert(0, self.sync_good)
+        return kept

@@ -36,14 +36,18 @@ class HttpSettings:
     public_url: str = ""
     # Largest API or console request body; the sync endpoints have sync.max_body.
     max_body: int = 256 * 1024
+    # The broker port that carries HTTPS too (its one-port listener; 443 in
+    # the all-in-one): agent bundles list https://<agent host>:<it> as their
+    # backup sync URL, for networks that pass only 443. 0: none.
+    one_port: int = 443
     # Serve <state_dir>/front.sock (mode 0660), where a trusted TLS front
     # hands over the HTTPS it ended: the broker's one-port listener (443 for
     # MQTT and HTTPS alike) or nginx (docs/deploy-nginx.md).
     front: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is out of range")
+        if not (0 <= self.port <= 65535 and 0 <= self.one_port <= 65535):
+            raise ValueError("http.port and http.one_port must be 0..65535")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from epns.errors import ConfigError
 
-# What an MQTT client offers by ALPN; the one-port listener (443) reads it.
+# What a client offers by ALPN; the one-port listener (443) reads it. MQTT
+# over WebSocket starts as HTTP, and a web server in front (nginx) refuses a
+# handshake that offers only a protocol it does not know.
 MQTT_ALPN = ("mqtt",)
+WEBSOCKET_ALPN = ("http/1.1",)
 
 # TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"

@@ -83,7 +83,8 @@ class AgentCheck:
         """The agent's routes in its planned order: the first is the primary."""
         broker, proxy = self.settings.broker, self.settings.proxy
         return plan_routes(broker.host, broker.ports, proxy=self.proxy,
-                           no_proxy=proxy.no_proxy, websocket_url=broker.websocket_url)
+                           no_proxy=proxy.no_proxy, websocket_url=broker.websocket_url,
+                           backup_hosts=broker.backup_hosts)
 
     def routes(self) -> list[Route]:
         """The routes to test: the agent's order (the last route that worked
@@ -204,7 +205,8 @@ class AgentCheck:
     # --- step 5: TLS ---------------------------------------------------------------
 
     def _tls(self, route: Route) -> probes.Stream | None:
-        context = self.material.broker_context
+        context = (self.material.websocket_context if route.transport == "wss"
+                   else self.material.broker_context)
         raw = self._open(route)
         if raw is None:
             return None

@@ -32,6 +32,7 @@ class Material:
 
     fleet_cas: list[x509.Certificate] = field(default_factory=list)
     broker_context: ssl.SSLContext | None = None
+    websocket_context: ssl.SSLContext | None = None
     sync_context: ssl.SSLContext | None = None
     command_key: Ed25519PublicKey | None = None
     token: str | None = None
@@ -205,5 +206,7 @@ def _contexts(settings: AgentSettings, material: Material) -> None:
     ident = settings.identity
     material.broker_context = tls.client_context(settings.broker.ca, ident.cert, ident.key,
                                                   alpn=tls.MQTT_ALPN)
+    material.websocket_context = tls.client_context(settings.broker.ca, ident.cert, ident.key,
+                                                     alpn=tls.WEBSOCKET_ALPN)
     material.sync_context = tls.client_context(settings.sync.ca or settings.broker.ca,
                                                ident.cert, ident.key)

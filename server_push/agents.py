@@ -71,6 +71,11 @@ def agent_config(settings: ServerSettings, agent_id: str, groups: Sequence[str],
                 else 'cert = ""\nkey = ""\ntoken_file = "agent.token"')
     ports = ", ".join(str(p) for p in settings.mqtt.agent_ports)
     group_list = ", ".join(f'"{g}"' for g in groups)
+    # The broker's one port carries HTTPS too: where only 443 passes (a
+    # stock Squid, a strict firewall) the sync goes there.
+    one_port = settings.http.one_port
+    backup = f"https://{_url_host(host)}:{one_port}"
+    backups = f'"{backup}"' if one_port and backup != url.rstrip("/") else ""
     return f"""# epns agent {agent_id}: run with  epns-agent run --config agent.toml
 state_dir = "state"
 
@@ -88,9 +93,14 @@ server_public_key = "server.pub"
 [sync]
 action = "http"
 url = "{url}"
+backup_urls = [{backups}]
 fetch = true
 ca = "ca.crt"
 """
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class AgentAdmin:

@@ -38,7 +38,7 @@ from agent_push.sync import (
 from epns import pki
 from epns.agent_config import SyncSettings
 from epns.errors import ConfigError
-from epns.routes import PathFault
+from epns.routes import PathFault, SyncWay, parse_proxy
 from epns.sync_contract import (
     MAX_BYTES,
     SyncFormat,
@@ -349,21 +349,28 @@ def test_data_that_cannot_be_collected_fails_the_sync(server: SyncServer,
 
 
 class Ways:
-    """A SyncWays that records what the sync learnt: through ``proxy``, then direct."""
+    """A SyncWays that records what the sync learnt (as proxy URLs, None for
+    direct): the server through ``proxy``, then direct."""
 
-    def __init__(self, proxy: str | None) -> None:
+    def __init__(self, server: str, proxy: str | None) -> None:
         self.proxy = proxy
+        self._ways = [SyncWay(server, None if proxy is None else parse_proxy(proxy)),
+                      SyncWay(server)]
         self.failures: list[tuple[str | None, PathFault, str]] = []
         self.worked_on: list[str | None] = []
 
-    def ways(self) -> list[str | None]:
-        return [self.proxy, None]
+    def ways(self) -> list[SyncWay]:
+        return self._ways
 
-    def failed(self, proxy_url: str | None, fault: PathFault, reason: str) -> None:
-        self.failures.append((proxy_url, fault, reason))
+    def failed(self, way: SyncWay, fault: PathFault, reason: str) -> None:
+        self.failures.append((_proxy_url(way), fault, reason))
 
-    def worked(self, proxy_url: str | None) -> None:
-        self.worked_on.append(proxy_url)
+    def worked(self, way: SyncWay) -> None:
+        self.worked_on.append(_proxy_url(way))
+
+
+def _proxy_url(way: SyncWay) -> str | None:
+    return None if way.proxy is None else way.proxy.url()
 
 
 @pytest.fixture
@@ -381,7 +388,7 @@ def _proxied_connects(proxy: Tinyproxy, port: int) -> int:
 
 def test_a_sync_through_a_real_proxy(server: SyncServer, mtls: TlsFiles,
                                      tinyproxy: Tinyproxy) -> None:
-    ways = Ways(tinyproxy.url())
+    ways = Ways(server.url, tinyproxy.url())
     outcome = _sync(HttpSync(_settings(server.url), AGENT, mtls, changes=lambda: CHANGES,
                              ways=ways))
     assert outcome.ok, outcome.detail
@@ -394,7 +401,7 @@ def test_a_sync_through_a_real_proxy(server: SyncServer, mtls: TlsFiles,
 
 def test_a_wrong_proxy_password_is_a_way_fault_and_the_sync_goes_direct(
         server: SyncServer, mtls: TlsFiles, tinyproxy: Tinyproxy) -> None:
-    ways = Ways(tinyproxy.url(password="wrong"))
+    ways = Ways(server.url, tinyproxy.url(password="wrong"))
     outcome = _sync(HttpSync(_settings(server.url), AGENT, mtls, changes=lambda: CHANGES,
                              ways=ways))
     assert outcome.ok, outcome.detail
@@ -407,7 +414,7 @@ def test_a_wrong_proxy_password_is_a_way_fault_and_the_sync_goes_direct(
 
 def test_a_dead_proxy_is_a_way_fault(server: SyncServer, mtls: TlsFiles) -> None:
     port = free_port()
-    ways = Ways(f"http://127.0.0.1:{port}")
+    ways = Ways(server.url, f"http://127.0.0.1:{port}")
     outcome = _sync(HttpSync(_settings(server.url), AGENT, mtls, changes=lambda: CHANGES,
                              ways=ways))
     assert outcome.ok, outcome.detail

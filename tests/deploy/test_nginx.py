@@ -142,7 +142,7 @@ def test_an_agent_pushes_and_syncs_through_nginx_with_its_certificate(front: Fro
     agent = _start_agent(front, "behind-nginx-1")
     try:
         agent.log_contains(r"\bconnected route=direct:wss\b", timeout=20)
-        agent.log_contains(r"sync_done .*ok=True", timeout=15)
+        agent.log_contains(r"sync_done .*status=200", timeout=15)
         with front.server.client(front.token) as api:
             wakeup = request_wakeup(api, "behind-nginx-1")
             deadline = time.monotonic() + 10

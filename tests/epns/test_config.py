@@ -103,7 +103,9 @@ def test_partial_listener_table_keeps_other_defaults(tmp_path: Path) -> None:
     assert settings.listeners.primary == ListenerSettings(
         port=8883, host="127.0.0.2", transport="mqtts", enabled=True
     )
-    assert settings.listeners.fallback == ListenerSettings(port=443)
+    # Relative paths, defaults included, are relative to the file.
+    assert settings.listeners.fallback == ListenerSettings(
+        port=443, http_upstream=path.parent / "state/front.sock")
     assert settings.listeners.websocket.enabled is False
 
 

@@ -22,10 +22,12 @@ from epns.routes import (
     ProxyEndpoint,
     Route,
     RouteBook,
+    SyncWay,
     bypasses_proxy,
     fault_of,
     parse_proxy,
     plan_routes,
+    sync_candidates,
 )
 
 PROXY = ProxyEndpoint("proxy.example", 3128, "fleet", "p@ss word")
@@ -134,16 +136,51 @@ def test_a_failed_proxy_goes_last_for_a_while_never_away(fault: PathFault) -> No
     assert _names(book.order(routes, 101.0)) == _names(routes)
 
 
+SYNC_URLS = ["https://s.example:9443", "https://b.example"]
+
+
+def _ways(book: RouteBook, proxy: ProxyEndpoint | None, *, last_good: str | None = None,
+          now: float = 0.0, urls: list[str] = SYNC_URLS[:1]) -> list[str]:
+    candidates = sync_candidates(urls, proxy, ())
+    return [way.name for way in book.sync_ways(candidates, last_good=last_good, now=now)]
+
+
 def test_the_sync_goes_the_way_push_goes() -> None:
     book = RouteBook()
-    assert book.sync_ways(None, 9443, last_good=None, now=0.0) == [None]
+    direct, proxied = "direct:https://s.example:9443", "proxy:https://s.example:9443"
+    assert _ways(book, None) == [direct]
     # Never connected: the planned order, the proxy first.
-    assert book.sync_ways(OPEN_PROXY, 9443, last_good=None, now=0.0) == [OPEN_PROXY, None]
-    assert book.sync_ways(OPEN_PROXY, 9443, last_good="direct:8883", now=0.0) == [None, OPEN_PROXY]
+    assert _ways(book, OPEN_PROXY) == [proxied, direct]
+    assert _ways(book, OPEN_PROXY, last_good="direct:8883") == [direct, proxied]
     book.connected = Route("mqtts", "b.example", 443, OPEN_PROXY)
-    assert book.sync_ways(OPEN_PROXY, 9443, last_good="direct:8883", now=0.0) == [OPEN_PROXY, None]
+    assert _ways(book, OPEN_PROXY, last_good="direct:8883") == [proxied, direct]
     book.connected = Route("mqtts", "b.example", 8883)
-    assert book.sync_ways(OPEN_PROXY, 9443, last_good="proxy:443", now=0.0) == [None, OPEN_PROXY]
+    assert _ways(book, OPEN_PROXY, last_good="proxy:443") == [direct, proxied]
+
+
+def test_through_a_proxy_every_url_is_tried_before_going_direct() -> None:
+    """Push goes through the proxy: so does the sync, to the one port 443
+    when the proxy refuses the HTTPS port, before any direct attempt."""
+    book = RouteBook(connected=Route("mqtts", "b.example", 443, OPEN_PROXY))
+    assert _ways(book, OPEN_PROXY, urls=SYNC_URLS) == [
+        "proxy:https://s.example:9443", "proxy:https://b.example",
+        "direct:https://s.example:9443", "direct:https://b.example"]
+    book.failed(PathFault.PROXY_PORT, port=9443, now=1.0)
+    assert _ways(book, OPEN_PROXY, urls=SYNC_URLS, now=2.0) == [
+        "proxy:https://b.example", "direct:https://s.example:9443", "direct:https://b.example"]
+
+
+def test_the_way_the_last_sync_went_goes_first() -> None:
+    book = RouteBook()
+    book.sync_good = SyncWay("https://b.example")
+    assert _ways(book, OPEN_PROXY, urls=SYNC_URLS)[0] == "direct:https://b.example"
+
+
+def test_no_proxy_exempts_a_sync_url_by_its_host() -> None:
+    ways = sync_candidates(SYNC_URLS, OPEN_PROXY, ("s.example",))
+    assert [way.name for way in ways] == [
+        "direct:https://s.example:9443", "proxy:https://b.example", "direct:https://b.example"]
+    assert [way.port for way in ways] == [9443, 443, 443]
 
 
 def test_what_the_sync_learns_the_push_knows_and_back() -> None:
@@ -151,11 +188,13 @@ def test_what_the_sync_learns_the_push_knows_and_back() -> None:
     routes = plan_routes("b.example", (8883, 443), proxy=OPEN_PROXY)
     book.failed(PathFault.PROXY_DEAD, port=9443, now=0.0)  # learnt by a sync
     assert _names(book.order(routes, 1.0))[0] == "direct:8883"
-    assert book.sync_ways(OPEN_PROXY, 9443, last_good=None, now=1.0) == [None, OPEN_PROXY]
+    assert _ways(book, OPEN_PROXY, now=1.0) == ["direct:https://s.example:9443",
+                                               "proxy:https://s.example:9443"]
     book.proxy_worked()
     book.failed(PathFault.PROXY_PORT, port=9443, now=2.0)  # Squid: CONNECT to 443 only
-    assert book.sync_ways(OPEN_PROXY, 9443, last_good=None, now=3.0) == [None]
-    assert book.sync_ways(OPEN_PROXY, 443, last_good=None, now=3.0) == [OPEN_PROXY, None]
+    assert _ways(book, OPEN_PROXY, now=3.0) == ["direct:https://s.example:9443"]
+    assert _ways(book, OPEN_PROXY, now=3.0, urls=["https://b.example"]) == [
+        "proxy:https://b.example", "direct:https://b.example"]
     book.failed(PathFault.UNREACHABLE, port=443, now=4.0)  # says nothing of the proxy
     assert book.proxy_usable(5.0)
 
@@ -171,3 +210,13 @@ def test_what_the_sync_learns_the_push_knows_and_back() -> None:
 ])
 def test_fault_of_a_route_error(error: RouteError, fault: PathFault | None) -> None:
     assert fault_of(error) is fault
+
+
+def test_backup_hosts_come_after_every_route_to_the_first_and_say_so() -> None:
+    routes = plan_routes("b1.example", (8883, 443), proxy=OPEN_PROXY,
+                         backup_hosts=("b2.example",), last_good="direct:443@b2.example")
+    assert _names(routes) == [
+        "direct:443@b2.example", "proxy:8883", "proxy:443", "direct:8883", "direct:443",
+        "proxy:8883@b2.example", "proxy:443@b2.example", "direct:8883@b2.example"]
+    assert routes[0].host == "b2.example"
+    assert routes[0].kind == "fallback"

@@ -80,7 +80,7 @@ def test_an_agent_pushes_and_syncs_through_the_one_port_alone(stack: Stack) -> N
     agent = stack.start_agent("one-port-1", ports=[stack.broker.fallback],
                               sync={"url": one_port})
     agent.log_contains(rf"\bconnected route=direct:{stack.broker.fallback}\b", timeout=15)
-    agent.log_contains(r"sync_done .*ok=True", timeout=15)
+    agent.log_contains(r"sync_done .*status=200", timeout=15)
     wakeup = stack.wake("one-port-1")
     done = stack.wait_wakeup(wakeup, "satisfied", timeout=10)
     assert done["counts"]["satisfied"] == 1
