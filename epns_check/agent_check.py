@@ -20,7 +20,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,7 +27,16 @@ from epns import topics
 from epns.agent_config import AgentSettings
 from epns.envelope import Event, EventType, decode_command, encode_event, target_agent
 from epns.errors import EPNSError, MessageError, ProtocolViolation
-from epns.routes import ProxyEndpoint, Route, bypasses_proxy, parse_proxy, plan_routes
+from epns.routes import (
+    PathFault,
+    ProxyEndpoint,
+    Route,
+    RouteBook,
+    SyncWay,
+    parse_proxy,
+    plan_routes,
+    sync_candidates,
+)
 from epns_check import diagnose, mqtt_wire, probes
 from epns_check.material import Material, load
 from epns_check.report import Finding, Report, Result, Status, Step, decide, skipped
@@ -70,6 +78,9 @@ class AgentCheck:
                                   settings.proxy.password) if settings.proxy.url else None)
         self.last_good = _last_route(settings)
         self._proxy_down = False
+        # What the push steps learnt, for the sync's way (``_sync_ways``).
+        self._refused_ports: set[int] = set()
+        self._working: Route | None = None
 
     # --- bookkeeping -------------------------------------------------------------
 
@@ -195,6 +206,8 @@ class AgentCheck:
             return None
         finding = diagnose.proxy_answer(reply.status, reply.reason, target=target, proxy=where,
                                         credentials=proxy.username is not None)
+        if reply.status == 403:
+            self._refused_ports.add(route.port)
         if record:
             self._add(Step.PROXY, route.name, finding, started, route)
         if finding.status is not Status.PASS:
@@ -235,6 +248,8 @@ class AgentCheck:
         finding = diagnose.tls_ok(sock.version() or "TLS", cipher[0] if cipher else "?", cert,
                                   host=route.host, now=probes.utc_now())
         self._add(Step.TLS, route.name, finding, started, route)
+        if self._working is None:
+            self._working = route
         if route.transport == "wss":
             return self._upgrade(route, sock)
         return sock
@@ -341,22 +356,24 @@ class AgentCheck:
 
     def _end_to_end(self, session: probes.MqttSession | None) -> None:
         started = time.monotonic()
-        server = self._server_url()
+        ways = self._sync_ways(self._server_urls())
+        way = ways[0] if ways else None
         if session is None:
             self._add(Step.E2E, "test command", skipped("no route reaches the broker"), started)
             return
-        if server is None or not self.options.api_token:
+        if way is None or not self.options.api_token:
             self._add(Step.E2E, "test command", skipped(
                 "give --api-token (or EPNS_API_TOKEN) and the server's URL (sync.url or "
                 "--server-url) to have the server send a test command"), started)
             return
-        finding = self._ping(session, server, self.options.api_token, started)
-        self._add(Step.E2E, server, finding, started)
+        finding = self._ping(session, way, self.options.api_token, started)
+        self._add(Step.E2E, way.url, finding, started)
 
-    def _ping(self, session: probes.MqttSession, server: str, api_token: str,
+    def _ping(self, session: probes.MqttSession, way: SyncWay, api_token: str,
               started: float) -> Finding:
         agent_id = self.settings.identity.agent_id
-        client = self._client(server)
+        server = way.url
+        client = self._client(way)
         if client is None:
             return skipped("no usable TLS settings (step 1)")
         try:
@@ -406,50 +423,72 @@ class AgentCheck:
 
     # --- steps 9 and 10: the sync endpoint and the clock -------------------------------
 
-    def _server_url(self) -> str | None:
+    def _server_urls(self) -> list[str]:
         sync = self.settings.sync
         if self.options.server_url:
-            return self.options.server_url
-        return sync.url if sync.action == "http" and sync.url else None
+            return [self.options.server_url]
+        return sync.urls if sync.action == "http" else []
 
-    def _client(self, server: str) -> ServerClient | None:
+    def _sync_ways(self, urls: list[str]) -> list[SyncWay]:
+        """The ways the agent's sync would try, in its order: the route
+        decision the agent makes (``RouteBook``), fed what this check saw of
+        the proxy and of the route push works on."""
+        now = time.time()
+        book = RouteBook(connected=self._working)
+        for port in self._refused_ports:
+            book.failed(PathFault.PROXY_PORT, port=port, now=now)
+        if self._proxy_down:
+            book.failed(PathFault.PROXY_DEAD, port=0, now=now)
+        candidates = sync_candidates(urls, self.proxy, self.settings.proxy.no_proxy)
+        return book.sync_ways(candidates, last_good=self.last_good, now=now)
+
+    def _client(self, way: SyncWay) -> ServerClient | None:
         context = self.material.sync_context
         if context is None:
             return None
-        host = urlsplit(server).hostname or ""
-        proxy = None
-        if self.proxy is not None and not bypasses_proxy(host, self.settings.proxy.no_proxy):
-            proxy = self.proxy.url()
-        return ServerClient(server, context, timeout=self.settings.sync.timeout, proxy=proxy)
+        proxy = None if way.proxy is None else way.proxy.url()
+        return ServerClient(way.url, context, timeout=self.settings.sync.timeout, proxy=proxy)
 
     def _server_steps(self) -> None:
-        server = self._server_url()
         started = time.monotonic()
-        if server is None:
+        urls = self._server_urls()
+        if not urls:
             why = skipped("no server URL: sync.url is not set (or --server-url)")
             self._add(Step.SYNC, "sync endpoint", why, started)
             self._add(Step.CLOCK, "server clock", why, started)
             return
-        client = self._client(server)
-        if client is None:
-            why = skipped("no usable TLS settings (step 1)")
-            self._add(Step.SYNC, server, why, started)
-            self._add(Step.CLOCK, server, why, started)
-            return
-        try:
-            self._add(Step.SYNC, server, self._sync(client, server), started)
+        ways = self._sync_ways(urls)
+        for index, way in enumerate(ways):
             started = time.monotonic()
-            self._add(Step.CLOCK, server, self._clock(client, server), started)
-        finally:
-            client.close()
+            client = self._client(way)
+            if client is None:
+                why = skipped("no usable TLS settings (step 1)")
+                self._add(Step.SYNC, way.name, why, started)
+                self._add(Step.CLOCK, way.url, why, started)
+                return
+            try:
+                finding = self._sync(client, way.url)
+                self._add(Step.SYNC, way.name, finding, started)
+                started = time.monotonic()
+                self._add(Step.CLOCK, way.url, self._clock(client, way.url), started)
+                return
+            except httpx.HTTPError as exc:
+                last = index == len(ways) - 1
+                finding = diagnose.server_unreachable(root_cause(exc), way.url)
+                if not last:
+                    finding = Finding(Status.WARN, f"{finding.detail}; the agent goes on to "
+                                      f"{ways[index + 1].name}", finding.hint)
+                self._add(Step.SYNC, way.name, finding, started)
+            finally:
+                client.close()
+        self._add(Step.CLOCK, "server clock", skipped("the sync endpoint was not reached"),
+                  time.monotonic())
 
     def _sync(self, client: ServerClient, server: str) -> Finding:
+        """The sync endpoint's answer; a way failure raises ``httpx.HTTPError``."""
         agent_id = self.settings.identity.agent_id
         url = f"{server.rstrip('/')}/api/v1/agents/{agent_id}/sync"
-        try:
-            answer = client.sync(agent_id, self.material.token)
-        except httpx.HTTPError as exc:
-            return diagnose.server_unreachable(root_cause(exc), url)
+        answer = client.sync(agent_id, self.material.token)
         return diagnose.sync_answer(answer.status, answer.code, answer.message, url=url,
                                     agent_id=agent_id,
                                     method="token" if self.material.token else "certificate")
