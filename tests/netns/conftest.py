@@ -30,7 +30,14 @@ import pytest
 from epns import pki
 from tests.support import netns
 from tests.support.agents import AgentProcess, write_agent_config
-from tests.support.processes import ROOT, broker_env, pump_stderr, wait_for_line, wait_until
+from tests.support.processes import (
+    ROOT,
+    broker_env,
+    pump_stderr,
+    stop_process,
+    wait_for_line,
+    wait_until,
+)
 from tests.support.server import ServerProcess, request_wakeup, server_env
 
 WHY_NOT = netns.available()
@@ -57,6 +64,9 @@ class Lab:
     squid: subprocess.Popen[str] | None = None
     agents: list[AgentProcess] = field(default_factory=list)
     squid_dirs: list[Path] = field(default_factory=list)
+    broker: subprocess.Popen[str] | None = None
+    # Other proxies a test starts (tinyproxy, mitmproxy): stopped at reset.
+    middleboxes: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def api(self) -> httpx.Client:
         """An API client, through the Unix socket into the server's namespace."""
@@ -160,19 +170,54 @@ class Lab:
             self.squid.wait(timeout=10)
         self.squid = None
 
+    def stop_broker(self) -> None:
+        """Stop the broker as a service manager does (SIGTERM)."""
+        if self.broker is not None:
+            stop_process(self.broker)
+        self.broker = None
+
+    def start_broker(self) -> None:
+        """Start the broker again (after ``stop_broker``); returns once it listens."""
+        self.broker, self.broker_lines = _start_broker(self.net, self.pki)
+
+    def listening(self, namespace: str, address: str, port: int, timeout: float) -> bool:
+        """Whether something accepts TCP on ``address:port`` from inside
+        ``namespace`` within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = subprocess.run([*self.net.exec_prefix(namespace), "bash", "-c",
+                                    f"exec 3<>/dev/tcp/{address}/{port}"],
+                                   capture_output=True, check=False)
+            if probe.returncode == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop_middleboxes(self) -> None:
+        for process in self.middleboxes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        self.middleboxes.clear()
+
     def reset(self) -> None:
         """Between tests: no agents, no proxy, an open router."""
         for agent in self.agents:
             agent.stop()
         self.agents.clear()
         self.stop_squid()
+        self.stop_middleboxes()
+        self.net.impair(None)
+        if self.broker is None:
+            self.start_broker()
         self.net.iptables("-F")
         self.net.iptables("-t", "nat", "-F")
         self.net.iptables("-P", "FORWARD", "ACCEPT")
         self.net.forget_idle_flows_after(None)
 
 
-def _start_broker(net: netns.Topology, certs: Path) -> list[str]:
+def _start_broker(net: netns.Topology, certs: Path
+                  ) -> tuple[subprocess.Popen[str], list[str]]:
     env = broker_env(certs, listeners__primary__host="0.0.0.0",
                      listeners__primary__port=str(PRIMARY),
                      listeners__fallback__host="0.0.0.0",
@@ -182,7 +227,7 @@ def _start_broker(net: netns.Topology, certs: Path) -> list[str]:
     lines: list[str] = []
     threading.Thread(target=pump_stderr, args=(process, lines), daemon=True).start()
     wait_for_line(lines, r" ready ports=", 20, what="broker")
-    return lines
+    return process, lines
 
 
 def _start_server(net: netns.Topology, certs: Path, work: Path) -> ServerProcess:
@@ -209,14 +254,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     pki.init_dev_pki(certs, ("localhost", "127.0.0.1", netns.SERVER_IP))
     net = netns.Topology().create()
     try:
-        broker_lines = _start_broker(net, certs)
+        broker, broker_lines = _start_broker(net, certs)
         server = _start_server(net, certs, work)
         api_socket = work / "api.sock"
         net.start(net.server, [sys.executable, "-m", "tests.support.uds_forward",
                                str(api_socket), "127.0.0.1", str(HTTPS_PORT)], cwd=ROOT)
         wait_until(api_socket.exists, f"the API socket {api_socket}", timeout=10)
         token = server.cli("token", "create", "matrix").strip()
-        lab = Lab(net, certs, work, server, api_socket, token, broker_lines)
+        lab = Lab(net, certs, work, server, api_socket, token, broker_lines, broker=broker)
         yield lab
         lab.reset()
         for folder in lab.squid_dirs:

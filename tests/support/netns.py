@@ -58,6 +58,8 @@ class Topology:
     prefix: str = field(default_factory=lambda: f"ep{os.getpid() % 10000}n{next(_serial)}")
     processes: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(
         default_factory=list)
+    # The iptables rule ``impair`` added, if it used one.
+    loss_rule: tuple[str, ...] | None = None
 
     @property
     def agent(self) -> str:
@@ -134,6 +136,42 @@ class Topology:
         self.run_in(self.router, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
         self.run_in(self.router, "sysctl", "-qw",
                     f"net.netfilter.nf_conntrack_tcp_timeout_established={seconds}")
+
+    def impair(self, loss_percent: float | None) -> str:
+        """The router loses ``loss_percent`` % of the packets it forwards, both
+        ways, as a bad radio link does; None takes the loss away. netem on
+        both router-side links where the kernel has it, else the same loss
+        with iptables' statistic match on FORWARD (kernels built without
+        CONFIG_NET_SCH_NETEM, as this project's machines are). Returns which."""
+        if loss_percent is None:
+            self._unimpair()
+            return ""
+        try:
+            for device in self._router_devices():
+                self.run_in(self.router, "tc", "qdisc", "replace", "dev", device, "root",
+                            "netem", "loss", f"{loss_percent:g}%")
+        except RuntimeError:
+            pass  # no netem in this kernel (or no tc): iptables does the same
+        else:
+            return "tc netem"
+        self.loss_rule = ("FORWARD", "-m", "statistic", "--mode", "random", "--probability",
+                          f"{loss_percent / 100:g}", "-j", "DROP")
+        self.iptables("-I", *self.loss_rule)
+        return "iptables statistic"
+
+    def _router_devices(self) -> tuple[str, str]:
+        return f"{self.prefix}r1", f"{self.prefix}r2"
+
+    def _unimpair(self) -> None:
+        # Absent already is fine: a test may never have set one, and the
+        # matrix flushes iptables between tests.
+        for device in self._router_devices():
+            subprocess.run([*self.exec_prefix(self.router), "tc", "qdisc", "del", "dev", device,
+                            "root"], capture_output=True, check=False, timeout=30)
+        if self.loss_rule is not None:
+            subprocess.run([*self.exec_prefix(self.router), "iptables", "-D", *self.loss_rule],
+                           capture_output=True, check=False, timeout=30)
+            self.loss_rule = None
 
     def forward_only(self, *ports: int) -> None:
         """The router forwards agent-to-server TCP only to ``ports`` (and the
