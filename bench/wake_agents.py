@@ -15,7 +15,8 @@ the addresses and PKI.
 3. Per agent: ``satisfied_at - requested_at`` (the server's clock, as the
    wake-up API reports it); its RSS before the wake-up (VmRSS) and its peak
    since it started (VmHWM: the connect sync and the wake-up's sync included,
-   in the agent's own process; a child it ran is not counted there).
+   in the agent's own process; a child it ran is not counted there); the
+   CPU the agents used during the wake-up, their children's included.
 
 The command line prints a markdown table (a column per broker) and writes JSON
 to ``bench/results/wake-agents-<timestamp>.json``.
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from brokers import Broker, code_identity, free_port, start_mosquitto, stop_process
-from procfs import proc_status
+from procfs import CLOCK_TICKS, proc_status
 from scenario_end_to_end import (
     MOSQUITTO,
     CpuMeter,
@@ -137,6 +138,16 @@ def wait_connect_syncs(agents: dict[str, tuple[subprocess.Popen[bytes], Path]]) 
     return round(time.monotonic() - started, 1)
 
 
+def _agents_cpu(agents: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> float:
+    """CPU seconds of the agents so far, with those of the children they
+    reaped (utime, stime, cutime and cstime of /proc/PID/stat)."""
+    total = 0
+    for process, _ in agents.values():
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+        total += sum(int(v) for v in stat[stat.rindex(")") + 2:].split()[11:15])
+    return total / CLOCK_TICKS
+
+
 def wake_all(api: Any, count: int) -> dict[str, Any]:
     """One wake-up of every agent, polled until all ``count`` targets are satisfied."""
     answer = api.post("/api/v1/wakeups", json={"all": True})
@@ -175,11 +186,13 @@ def run_broker(kind: str, count: int, work: Path) -> dict[str, Any]:
         meter = CpuMeter({"server": server.process.pid, "broker": server.broker_pid})
         settled = settle(meter)
         rss_before = {name: proc_status(p.pid)["rss_kib"] for name, (p, _) in agents.items()}
+        agents_cpu = _agents_cpu(agents)
         with api_client(server, token) as api:
             meter.begin(others=True)
             view = wake_all(api, count)
             cpu = meter.end()
         time.sleep(1.0)  # the agents' trailing sync reports
+        cpu["agents"] = round(_agents_cpu(agents) - agents_cpu, 2)
         after = {name: proc_status(p.pid) for name, (p, _) in agents.items()}
         return summary(kind, view, rss_before, after, connect_s=connect_s, settled_s=settled,
                        cpu=cpu)
@@ -229,8 +242,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
          lambda r: "{median} / {max}".format(**r["agent_rss_before_wake_mib"])),
         ("agent peak RSS since start (VmHWM), median / max (MiB)",
          lambda r: "{median} / {max}".format(**r["agent_vmhwm_mib"])),
-        ("CPU during the wake-up: server / broker / others (s)",
-         lambda r: f"{r['cpu']['server']} / {r['cpu']['broker']} / {r['cpu']['others']}"),
+        ("CPU during the wake-up: server / broker / agents (s)",
+         lambda r: f"{r['cpu']['server']} / {r['cpu']['broker']} / {r['cpu']['agents']}"),
+        ("CPU of all other processes meanwhile, agents included (s)",
+         lambda r: r["cpu"]["others"]),
     ]
     lines = ["| figure | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     for name, pick in rows:
