@@ -127,6 +127,7 @@ class Agent:
         self.sync = SyncCoordinator(
             build_sync_action(self.settings.sync, self.agent_id, tls=context.sync_tls,
                               token=context.token, ways=_AgentSyncWays(self),
+                              timeouts=self.settings.timeouts,
                               changes=self._changes, inventory=self._inventory),
             self._synced, retry=RetrySchedule(self.settings.sync.retry_base, self._sync_interval))
 
@@ -568,7 +569,8 @@ class _AgentSyncWays:
                                     now=time.time())
 
     def failed(self, way: SyncWay, fault: PathFault, reason: str) -> None:
-        """Tell the book what a proxied way showed; log what the sync does next."""
+        """Tell the book what the way showed; log what the sync does next."""
+        self._agent.book.sync_failed(way)
         if way.proxy is None:
             return
         self._agent._learn(Route("mqtts", "sync", way.port, way.proxy), fault, reason)

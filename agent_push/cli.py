@@ -75,8 +75,8 @@ def build_context(settings: AgentSettings) -> AgentContext:
     websocket_tls = tls.client_context(broker.ca, ident.cert, ident.key, alpn=tls.WEBSOCKET_ALPN)
     sync_tls = TlsFiles(settings.sync.ca or broker.ca, ident.cert, ident.key)
     if settings.sync.action == "http" and settings.sync.ca is not None:
-        # The HTTP exchange's child builds its own context at each sync; this
-        # one, dropped at once, makes an unreadable sync.ca a config error now.
+        # The HTTP exchange builds its own context at each sync; this one,
+        # dropped at once, makes an unreadable sync.ca a config error now.
         tls.client_context(settings.sync.ca)
     # The package's own version, as the sync's User-Agent says it: reading the
     # installed metadata (importlib.metadata) would cost 1 MiB of idle memory.

@@ -153,17 +153,18 @@ def tls_failure(exc: OSError, host: str, timeout: float, *, peer: str) -> TlsFai
 
 
 async def open_stream(host: str, port: int, *, proxy: ProxyEndpoint | None,
-                      context: ssl.SSLContext | None, timeout: float,
+                      context: ssl.SSLContext | None, timeouts: TimeoutSettings,
                       peer: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Streams to ``host:port``, directly or through ``proxy``, in TLS unless
-    ``context`` is None; each step within ``timeout``. Raises a ``RouteError``;
-    cancelled, it leaves no socket open."""
+    ``context`` is None; each step within its timeout, as ``open_route``'s.
+    Raises a ``RouteError``; cancelled, it leaves no socket open."""
     if proxy is None:
-        reader, writer = await _tcp_async(host, port, timeout)
+        reader, writer = await _tcp_async(host, port, timeouts.tcp_connect)
     else:
-        reader, writer = await _tunnel_async(proxy, host, port, timeout)
+        reader, writer = await _tunnel_async(proxy, host, port, timeouts.proxy_connect)
     if context is None:
         return reader, writer
+    timeout = timeouts.tls_handshake
     try:
         async with asyncio.timeout(timeout):
             # asyncio's own handshake limit is only a backstop: ours fires

@@ -36,6 +36,7 @@ import h11
 
 from agent_push.dialer import open_stream
 from epns import __version__, tls
+from epns.agent_config import TimeoutSettings
 from epns.errors import ConfigError, RouteError, SyncFailed
 from epns.logs import event
 from epns.routes import PathFault, fault_of, parse_proxy
@@ -76,6 +77,8 @@ class ExchangeJob:
     token: str | None
     proxy_url: str | None
     timeout: float
+    # The connection's steps (TCP, the proxy's CONNECT, TLS), bounded as push's are.
+    timeouts: TimeoutSettings
     max_retries: int
     max_retry_after: float
 
@@ -250,7 +253,7 @@ class _Exchange:
         proxy = None if job.proxy_url is None else parse_proxy(job.proxy_url)
         try:
             reader, writer = await open_stream(origin.host, origin.port, proxy=proxy,
-                                               context=self._context, timeout=job.timeout,
+                                               context=self._context, timeouts=job.timeouts,
                                                peer="server")
         except RouteError as exc:
             fault = fault_of(exc)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent_push.http_exchange import ExchangeJob, ExchangeResult, exchange
-from epns.agent_config import SyncSettings
+from epns.agent_config import SyncSettings, TimeoutSettings
 from epns.errors import ConfigError, MalformedMessage, SyncFailed
 from epns.logs import event
 from epns.routes import PathFault, SyncWay
@@ -102,6 +102,7 @@ def build_sync_action(
     inventory: Callable[[], Mapping[str, Any]] | None = None,
     token: str | None = None,
     ways: SyncWays | None = None,
+    timeouts: TimeoutSettings | None = None,
 ) -> SyncAction:
     """The action ``sync.action`` names; a ConfigError says what is missing."""
     if settings.action == "command":
@@ -110,7 +111,7 @@ def build_sync_action(
         assert settings.entry_point is not None  # SyncSettings refuses it otherwise
         return EntryPointSync(settings.entry_point, settings.timeout)
     return HttpSync(settings, agent_id, tls, changes=changes, inventory=inventory,
-                    token=token, ways=ways)
+                    token=token, ways=ways, timeouts=timeouts)
 
 
 # --- HTTP -------------------------------------------------------------------------
@@ -183,15 +184,17 @@ class HttpSync:
         inventory: Callable[[], Mapping[str, Any]] | None = None,
         token: str | None = None,
         ways: SyncWays | None = None,
+        timeouts: TimeoutSettings | None = None,
     ) -> None:
         if settings.url is None:
             raise ConfigError("sync.url is required when sync.action = 'http'")
         self._settings = settings
         self._agent_id = agent_id
         self._format = SyncFormat(settings.format)
-        self._job = _job_template(settings, agent_id, tls, token=token)
+        timeouts = timeouts or TimeoutSettings()
+        self._job = _job_template(settings, agent_id, tls, token=token, timeouts=timeouts)
         self._ways = ways or DirectOnly(settings.urls)
-        self._deadline = exchange_deadline(settings)
+        self._deadline = exchange_deadline(settings, timeouts)
         self._changes = changes
         self._inventory = inventory
         self._results: dict[str, TaskResult] = {}
@@ -280,13 +283,15 @@ class HttpSync:
         return reply
 
 
-def exchange_deadline(settings: SyncSettings) -> float:
+def exchange_deadline(settings: SyncSettings, timeouts: TimeoutSettings) -> float:
     """Seconds an HTTP sync's exchange on one way may take before it is
-    stopped: every attempt of each step at its timeouts (connect, TLS, send,
-    answer), and every retry wait of a busy answer at its longest."""
+    stopped: every attempt of each step at its timeouts (connecting as push
+    does, then send and answer), and every retry wait of a busy answer at its
+    longest."""
     steps = 2 if settings.fetch else 1
     attempts = settings.max_retries + 1
-    return steps * (attempts * 4 * settings.timeout
+    connect = max(timeouts.tcp_connect, timeouts.proxy_connect) + timeouts.tls_handshake
+    return steps * (attempts * (connect + 2 * settings.timeout)
                     + settings.max_retries * settings.max_retry_after)
 
 
@@ -298,15 +303,15 @@ def _job_on(template: ExchangeJob, way: SyncWay, agent_id: str, body: bytes) -> 
 
 
 def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *,
-                  token: str | None) -> ExchangeJob:
+                  token: str | None, timeouts: TimeoutSettings) -> ExchangeJob:
     """The job of every sync, but for the report and the way (``_job_on``)."""
     assert settings.url is not None  # HttpSync refuses it otherwise
     server = settings.url.rstrip("/")
     return ExchangeJob(
         url=server + sync_path(agent_id), server=server, format=settings.format, body=b"",
         fetch=settings.fetch, ca=tls.ca, cert=tls.cert, key=tls.key, token=token,
-        proxy_url=None, timeout=settings.timeout, max_retries=settings.max_retries,
-        max_retry_after=settings.max_retry_after)
+        proxy_url=None, timeout=settings.timeout, timeouts=timeouts,
+        max_retries=settings.max_retries, max_retry_after=settings.max_retry_after)
 
 
 def answer_task(reply: SyncReply, task: Task, *, inventory: bool) -> tuple[SyncReply, TaskResult]:

@@ -286,15 +286,28 @@ class RouteBook:
         proxy and direct): the way MQTT goes now (or went last) first, across
         every URL, so that a proxy-only network reaches the one port 443
         through the proxy before any direct attempt times out; the proxy last
-        while a failure of it stands, and never to a port it refuses. The way
-        the last sync went goes first of all."""
+        while a failure of it stands, and never to a port it refuses. Before
+        those, the way the last sync went, then a URL on the very host, port
+        and way MQTT is connected on now (the one port 443: proven to pass)."""
         current = self.connected.name if self.connected is not None else last_good
         proxied_first = (current is None or current.startswith("proxy:")) and (
             self.proxy_usable(now))
         kept = [way for way in candidates
                 if way.proxy is None or not self.port_refused(way.port, now)]
         kept.sort(key=lambda way: (way.proxy is None) == proxied_first)
+        kept.sort(key=lambda way: not self._beside_push(way))
         if self.sync_good in kept:
             kept.remove(self.sync_good)
             kept.insert(0, self.sync_good)
         return kept
+
+    def _beside_push(self, way: SyncWay) -> bool:
+        route = self.connected
+        return (route is not None and route.transport == "mqtts"
+                and urlsplit(way.url).hostname == route.host and way.port == route.port
+                and way.proxy == route.proxy)
+
+    def sync_failed(self, way: SyncWay) -> None:
+        """``way`` failed: the next sync does not start with it."""
+        if self.sync_good == way:
+            self.sync_good = None

@@ -36,7 +36,7 @@ from agent_push.sync import (
     exchange_deadline,
 )
 from epns import pki
-from epns.agent_config import SyncSettings
+from epns.agent_config import SyncSettings, TimeoutSettings
 from epns.errors import ConfigError
 from epns.routes import PathFault, SyncWay, parse_proxy
 from epns.sync_contract import (
@@ -98,7 +98,8 @@ def _job(url: str, tls: TlsFiles, **overrides: Any) -> ExchangeJob:
         "body": b'{"v": 1, "agent_id": "a001", "sync_id": "s1", "started_at": 1.0, '
                 b'"reason": "manual"}',
         "fetch": True, "ca": tls.ca, "cert": tls.cert, "key": tls.key,
-        "token": None, "proxy_url": None, "timeout": 5.0, "max_retries": 2,
+        "token": None, "proxy_url": None, "timeout": 5.0, "timeouts": TimeoutSettings(),
+        "max_retries": 2,
         "max_retry_after": 60.0}
     return ExchangeJob(**{**fields, **overrides})
 
@@ -477,7 +478,7 @@ def test_a_server_that_never_answers_is_stopped_at_the_deadline(
     """A middlebox that accepts TCP and is silent: the TLS handshake's own
     timeout (20 s here) is not waited for; the deadline stops the sync and
     the connection is closed (the listener reads the end of it)."""
-    monkeypatch.setattr(sync, "exchange_deadline", lambda settings: 0.5)
+    monkeypatch.setattr(sync, "exchange_deadline", lambda settings, timeouts: 0.5)
     silent = BlackHole()
     try:
         began = time.monotonic()
@@ -505,7 +506,7 @@ def _read_to_the_end(conn: socket.socket) -> bytes:
 
 def test_a_slow_answer_past_the_deadline_stops_the_sync(server: SyncServer, mtls: TlsFiles,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sync, "exchange_deadline", lambda settings: 0.3)
+    monkeypatch.setattr(sync, "exchange_deadline", lambda settings, timeouts: 0.3)
     server.script(Answer(204, delay=30))  # the step's own timeout would wait 20 s
     outcome = _sync(_http(server.url, mtls, timeout=20.0))
     assert not outcome.ok
@@ -526,9 +527,11 @@ def test_unreadable_tls_files_fail_the_sync_in_plain_words(server: SyncServer,
 def test_the_deadline_covers_every_attempt_and_wait() -> None:
     settings = SyncSettings(url="https://x", fetch=True, timeout=30.0, max_retries=5,
                             max_retry_after=300.0)
-    # Two steps of 6 attempts (connect, TLS, send, answer: 4 x 30 s) and 5 waits of 300 s.
-    assert exchange_deadline(settings) == 2 * (6 * 120 + 5 * 300)
-    assert exchange_deadline(replace(settings, fetch=False, max_retries=0)) == 120
+    timeouts = TimeoutSettings(tcp_connect=5.0, proxy_connect=8.0, tls_handshake=8.0)
+    # Two steps of 6 attempts (connect as push: the proxy's 8 s and TLS 8 s;
+    # send and answer: 2 x 30 s) and 5 waits of 300 s.
+    assert exchange_deadline(settings, timeouts) == 2 * (6 * 76 + 5 * 300)
+    assert exchange_deadline(replace(settings, fetch=False, max_retries=0), timeouts) == 76
 
 
 # --- tasks ------------------------------------------------------------------------

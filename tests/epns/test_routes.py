@@ -161,7 +161,7 @@ def test_the_sync_goes_the_way_push_goes() -> None:
 def test_through_a_proxy_every_url_is_tried_before_going_direct() -> None:
     """Push goes through the proxy: so does the sync, to the one port 443
     when the proxy refuses the HTTPS port, before any direct attempt."""
-    book = RouteBook(connected=Route("mqtts", "b.example", 443, OPEN_PROXY))
+    book = RouteBook(connected=Route("mqtts", "b.example", 8883, OPEN_PROXY))
     assert _ways(book, OPEN_PROXY, urls=SYNC_URLS) == [
         "proxy:https://s.example:9443", "proxy:https://b.example",
         "direct:https://s.example:9443", "direct:https://b.example"]
@@ -220,3 +220,22 @@ def test_backup_hosts_come_after_every_route_to_the_first_and_say_so() -> None:
         "proxy:8883@b2.example", "proxy:443@b2.example", "direct:8883@b2.example"]
     assert routes[0].host == "b2.example"
     assert routes[0].kind == "fallback"
+
+
+def test_a_sync_url_on_the_port_push_is_connected_on_goes_first() -> None:
+    """443 only: push is on direct:443, so the one port's URL is proven;
+    the HTTPS port, silent, is not tried first at every sync."""
+    book = RouteBook(connected=Route("mqtts", "b.example", 443, primary=False))
+    assert _ways(book, None, urls=SYNC_URLS) == [
+        "direct:https://b.example", "direct:https://s.example:9443"]
+    book.connected = Route("mqtts", "b.example", 443, OPEN_PROXY)
+    assert _ways(book, OPEN_PROXY, urls=SYNC_URLS)[0] == "proxy:https://b.example"
+
+
+def test_a_failed_way_is_not_the_first_any_more() -> None:
+    book = RouteBook()
+    book.sync_good = SyncWay("https://b.example")
+    book.sync_failed(SyncWay("https://s.example:9443"))
+    assert book.sync_good == SyncWay("https://b.example")
+    book.sync_failed(SyncWay("https://b.example"))
+    assert book.sync_good is None

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,9 @@ class Lab:
         the product's default timeouts and keep-alives unless told."""
         bundle = self.work / "agents" / agent_id
         self.server.cli("agent", "create", agent_id, "--out", str(bundle))
-        sync = {"action": "http", "url": f"https://{netns.SERVER_IP}:{HTTPS_PORT}",
+        # The bundle's sync URLs: the HTTPS port, then the broker's one port.
+        bundled = tomllib.loads((bundle / "agent.toml").read_text())["sync"]
+        sync = {"action": "http", "url": bundled["url"], "backup_urls": bundled["backup_urls"],
                 "fetch": True, "ca": str(bundle / "ca.crt"), "interval": 3600.0}
         sync.update(sections.pop("sync", {}))
         config = write_agent_config(
@@ -178,7 +181,7 @@ class Lab:
 
     def start_broker(self) -> None:
         """Start the broker again (after ``stop_broker``); returns once it listens."""
-        self.broker, self.broker_lines = _start_broker(self.net, self.pki)
+        self.broker, self.broker_lines = _start_broker(self.net, self.pki, self.work)
 
     def listening(self, namespace: str, address: str, port: int, timeout: float) -> bool:
         """Whether something accepts TCP on ``address:port`` from inside
@@ -216,12 +219,15 @@ class Lab:
         self.net.forget_idle_flows_after(None)
 
 
-def _start_broker(net: netns.Topology, certs: Path
+def _start_broker(net: netns.Topology, certs: Path, work: Path
                   ) -> tuple[subprocess.Popen[str], list[str]]:
+    # 443 is one port for everything: its HTTPS goes to the server's front
+    # socket (the server's state_dir is ``work``), as in the all-in-one.
     env = broker_env(certs, listeners__primary__host="0.0.0.0",
                      listeners__primary__port=str(PRIMARY),
                      listeners__fallback__host="0.0.0.0",
-                     listeners__fallback__port=str(FALLBACK))
+                     listeners__fallback__port=str(FALLBACK),
+                     listeners__fallback__http_upstream=str(work / "front.sock"))
     process = net.start(net.server, [sys.executable, "-m", "broker"], cwd=ROOT, env=env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -254,7 +260,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     pki.init_dev_pki(certs, ("localhost", "127.0.0.1", netns.SERVER_IP))
     net = netns.Topology().create()
     try:
-        broker, broker_lines = _start_broker(net, certs)
+        broker, broker_lines = _start_broker(net, certs, work)
         server = _start_server(net, certs, work)
         api_socket = work / "api.sock"
         net.start(net.server, [sys.executable, "-m", "tests.support.uds_forward",
