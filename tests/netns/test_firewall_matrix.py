@@ -5,9 +5,10 @@ satisfied. The bar: first connect within 15 s (from the agent's first log
 line, so the interpreter's start is not counted), every wake-up satisfied in
 under a second once connected.
 
-Not here yet (issue 13): the 443-only network and a proxy-only network need
-the one port 443 (MQTT, WebSocket and HTTPS behind ALPN); NAT idle timeouts,
-nginx, mitmproxy, IPv6 and address changes, broker restart and packet loss.
+The 443-only and proxy-only rows need the one port 443 (MQTT, WebSocket and
+HTTPS behind ALPN, ``broker/front_door.py``). More middleboxes (tinyproxy,
+mitmproxy, a black-holed proxy, broker restart, packet loss) are in
+``test_middleboxes.py``.
 """
 
 from __future__ import annotations
@@ -99,16 +100,22 @@ def test_stock_squid_killed_mid_session(clean_lab: Lab) -> None:
     assert took < SATISFIED_BAR
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the sync endpoint is on 9443, which a stock "
-                   "Squid refuses; needs the one port 443 (ALPN) not built yet")
 def test_proxy_only_network_with_stock_squid(clean_lab: Lab) -> None:
-    """No direct route at all: only Squid. Push works on proxy:443; the
-    sync cannot reach 9443 through Squid, so the wake-up is delivered and
-    never satisfied."""
+    """No direct route at all: only Squid, which forbids CONNECT to 8883 and
+    9443. Push works on proxy:443, and so does the sync: the one port 443
+    carries HTTPS too, and the sync goes where push goes."""
     clean_lab.net.forward_only()
     url = clean_lab.start_squid()
     _measure(clean_lab, "proxy only: stock Squid + Basic auth, no direct route", "only-1",
              f"proxy:{FALLBACK}", proxy={"url": url})
+
+
+def test_only_443_reachable(clean_lab: Lab) -> None:
+    """No 8883, no 9443: the router forwards 443 only. Push on direct:443,
+    the sync on the one port's URL (the bundle's backup URL)."""
+    clean_lab.net.forward_only(FALLBACK)
+    _measure(clean_lab, "only 443 reachable (no 8883, no 9443)", "only443-1",
+             f"direct:{FALLBACK}")
 
 
 def test_the_lab_uses_only_its_own_addresses(lab: Lab) -> None:
