@@ -6,7 +6,9 @@ object, so a single core can drive thousands of them. Each agent has its own
 client certificate (CN = agent id) from the benchmark PKI (``bench_pki``) and
 behaves like a real agent on (re)connect:
 
-1. TCP + TLS to the broker, verifying the broker against the fleet CA;
+1. TCP + TLS to the broker, verifying the broker against the fleet CA
+   (offering no ALPN, or the protocols given with ``--alpn``, as the real
+   agent offers ``mqtt`` to a one-port listener);
 2. CONNECT: client id = agent id, clean session off, keep-alive 300 s, a
    retained QoS 1 will on ``epns/v1/agents/<id>/presence`` saying "offline";
 3. after CONNACK 0, SUBSCRIBE QoS 1 to ``epns/v1/agents/<id>/cmd`` (with
@@ -116,6 +118,7 @@ class Agent(asyncio.Protocol):
         self.ready = False
         self.started = self.tls_done = self.suback_at = self.last_tx = 0.0
         self.tls_version: str | None = None
+        self.alpn: str | None = None  # the protocol the broker selected, if any
         self.publishes = 0
         self._buffer = bytearray()
 
@@ -137,6 +140,7 @@ class Agent(asyncio.Protocol):
         self.tls_done = now
         ssl_object = transport.get_extra_info("ssl_object")
         self.tls_version = ssl_object.version() if ssl_object is not None else None
+        self.alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self.stage = "CONNACK"
         self._send(wire.connect_packet(self.name, self.keepalive,
                                        f"epns/v1/agents/{self.name}/presence",
@@ -214,9 +218,11 @@ class Agent(asyncio.Protocol):
             self.transport.abort()
 
 
-def build_contexts(pki_dir: Path, names: list[str], tls_max: str | None) -> list[ssl.SSLContext]:
+def build_contexts(pki_dir: Path, names: list[str], tls_max: str | None,
+                   alpn: list[str] | None = None) -> list[ssl.SSLContext]:
     """One client TLS context per agent: Python binds a client certificate to
-    a context, so each identity needs its own (about 1 ms and 35 KiB each)."""
+    a context, so each identity needs its own (about 1 ms and 35 KiB each).
+    With ``alpn``, each offers those protocols in the handshake (none by default)."""
     ca = pki_dir / "ca.crt"
     contexts = []
     for name in names:
@@ -227,6 +233,8 @@ def build_contexts(pki_dir: Path, names: list[str], tls_max: str | None) -> list
         context.load_verify_locations(ca)
         context.load_cert_chain(pki_dir / "agents" / f"{name}.crt",
                                 pki_dir / "agents" / f"{name}.key")
+        if alpn:
+            context.set_alpn_protocols(alpn)
         contexts.append(context)
     return contexts
 
@@ -504,6 +512,7 @@ class LoadGenerator:
             "latency_ms": percentiles([a.suback_at - a.started for a in ok]),
             "tls_handshake_ms": percentiles([a.tls_done - a.started for a in ok]),
             "tls_versions": dict(Counter(a.tls_version for a in ok)),
+            "alpn_selected": dict(Counter(a.alpn or "none" for a in ok)),
             "cpu_s": round(cpu_connected - cpu_start, 2),
         }
         emit("connected", **connect)
@@ -537,6 +546,7 @@ class LoadGenerator:
             "concurrency": self.args.concurrency,
             "keepalive": self.args.keepalive,
             "tls_max": self.args.tls_max,
+            "alpn_offered": self.args.alpn,
             "prepare": prepare,
             **connect,
             "hold": {
@@ -590,6 +600,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds to hold the connections idle (SIGTERM ends it early)")
     parser.add_argument("--tls-max", choices=("1.2", "1.3"), default=None,
                         help="highest TLS version offered (default: let the broker choose)")
+    parser.add_argument("--alpn", action="append", metavar="PROTOCOL",
+                        help="offer this ALPN protocol in the TLS handshake (repeatable; "
+                             "default: offer none)")
     parser.add_argument("--wait-go", action="store_true",
                         help="after building the TLS contexts, wait for a line on stdin")
     parser.add_argument("--fanout", action="store_true",
@@ -624,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     # TLS contexts are built before the clock starts: that cost is the load
     # generator's, not the broker's.
     cpu, wall = cpu_seconds(), time.monotonic()
-    contexts = build_contexts(args.pki_dir, names, args.tls_max)
+    contexts = build_contexts(args.pki_dir, names, args.tls_max, args.alpn)
     prepare = {"seconds": round(time.monotonic() - wall, 2),
                "cpu_s": round(cpu_seconds() - cpu, 2)}
     emit("prepared", **prepare)
