@@ -12,8 +12,11 @@ import os
 import selectors
 import socket
 import time
+from typing import Any
 
-from epns.eyeballs import ATTEMPT_DELAY, AddrInfo, interleave
+from epns.eyeballs import ATTEMPT_DELAY, interleave
+
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
 
 def connect(host: str, port: int, timeout: float) -> socket.socket:

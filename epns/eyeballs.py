@@ -8,20 +8,20 @@ quarter of a second, not a whole TCP timeout per address.
 from __future__ import annotations
 
 import itertools
-import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 # RFC 8305 section 5 recommends 250 ms between attempts.
 ATTEMPT_DELAY = 0.25
 
-AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
+# A ``getaddrinfo`` result: (family, type, proto, canonname, sockaddr).
+AddrInfo = TypeVar("AddrInfo", bound=tuple[Any, ...])
 
 
 def interleave(infos: Sequence[AddrInfo]) -> list[AddrInfo]:
     """``getaddrinfo`` results with the families alternating, the resolver's
     first family first (RFC 8305 section 4), each family's order kept."""
-    families: dict[socket.AddressFamily, list[AddrInfo]] = {}
+    families: dict[object, list[AddrInfo]] = {}
     for info in infos:
         families.setdefault(info[0], []).append(info)
     rounds = itertools.zip_longest(*families.values())

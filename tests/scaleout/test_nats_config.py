@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from epns import certs_cli, nats_config
+from epns import nats_config
 from epns.errors import ConfigError, EPNSError
 from epns.server_config import load_server_settings
+from server_push import certs_cli
 
 
 def _accounts(text: str) -> dict[str, object]:
