@@ -102,6 +102,37 @@ def mosquitto_broker(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
     broker.stop()
 
 
+# Fixtures that start processes (brokers, servers, agents, PostgreSQL, a lab).
+PROCESS_FIXTURES = {"epns_broker", "mosquitto_broker", "stock_amqtt_broker", "any_broker",
+                    "hardened_broker", "start_broker", "postgres_url", "stack", "make_stack",
+                    "check_stack", "run_agent", "lab", "clean_lab"}
+# A test module that imports these starts processes itself.
+PROCESS_MARKS = ("tests.support", "subprocess", "Popen")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="only the unit tests: no broker, server, agent, database or lab "
+                          "process started (scripts/test --fast)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--fast``, leave out every test that starts a process."""
+    if not config.getoption("--fast"):
+        return
+    starts: dict[Path, bool] = {}
+    kept, left_out = [], []
+    for item in items:
+        path = item.path
+        if path not in starts:
+            source = path.read_text(encoding="utf-8")
+            starts[path] = any(mark in source for mark in PROCESS_MARKS)
+        uses = PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        (left_out if starts[path] or uses else kept).append(item)
+    items[:] = kept
+    config.hook.pytest_deselected(items=left_out)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
