@@ -54,3 +54,13 @@ def ensure_bench_pki(directory: Path, count: int) -> dict[str, float | int]:
         pki.create_client_cert(ca, pair, name)
         created += 1
     return {"created": created, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def ensure_named_agent(directory: Path, name: str) -> pki.Pair:
+    """The dev PKI and the certificate of one agent called ``name`` (a real
+    agent process's, not a simulated one's), kept if already there."""
+    ca = pki.init_dev_pki(directory, BROKER_NAMES)
+    pair = pki.agent_pair(directory, name)
+    if not (pair.cert.exists() and pair.key.exists()):
+        pki.create_client_cert(ca, pair, name)
+    return pair

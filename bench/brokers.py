@@ -6,34 +6,25 @@ loopback port. Everything they print goes to a log file in the work directory.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import ROOT
+from bench.processes import pinned, stop_process, wait_for_line
+
+# The console script installed beside this interpreter (the venv's).
 EPNS_BROKER = Path(sys.executable).parent / "epns-broker"
+# Debian's Mosquitto unless another is on PATH; every command's --mosquitto default.
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 30.0
-
-
-def pinned(command: list[str], cpu: int | None) -> list[str]:
-    """``command`` run on one CPU (through taskset, which execs it, so the pid
-    stays the program's), so broker and load generator do not steal each
-    other's core. The open-file limit needs nothing here: main() raised the
-    soft limit to the hard one and children inherit it."""
-    if cpu is None:
-        return command
-    return ["taskset", "--cpu-list", str(cpu), *command]
 
 
 def free_port() -> int:
@@ -41,34 +32,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def code_identity() -> dict[str, str]:
-    """Which code a broker process is about to run: the commit, and a hash of
-    the broker/ and epns/ sources (others may be editing the working tree)."""
-    digest = hashlib.sha256()
-    for path in sorted([*ROOT.glob("broker/*.py"), *ROOT.glob("epns/*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    return {"git": git, "sources_sha256": digest.hexdigest()[:16]}
-
-
-def wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes],
-                  timeout: float) -> re.Match[str]:
-    """Poll a log file until a line matches; fail if the process exits first."""
-    regex = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        match = regex.search(text)
-        if match:
-            return match
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = path.read_text(errors="replace")[-2000:] if path.exists() else ""
-    raise RuntimeError(f"no line matching {pattern!r} in {path}:\n{tail}")
 
 
 @dataclass
@@ -80,6 +43,8 @@ class Broker:
     port: int
     log: Path
     metrics_port: int | None = None
+    # Listener name -> port, for a broker with more than one (the epns one-port run).
+    ports: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -92,26 +57,11 @@ class Broker:
         return stop_process(self.process)
 
 
-def stop_process(process: subprocess.Popen[Any],
-                 timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
-    """SIGTERM, wait up to ``timeout``, SIGKILL past it: how long it took,
-    the exit code, and whether it had to be killed."""
-    started = time.monotonic()
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(timeout=timeout)
-        killed = False
-    except subprocess.TimeoutExpired:
-        process.kill()
-        code = process.wait()
-        killed = True
-    return {"seconds": round(time.monotonic() - started, 2), "exit_code": code,
-            "killed_after_timeout": killed}
-
-
-def epns_env(pki_dir: Path, *, port: int = 0, lift_admission: bool = True) -> dict[str, str]:
-    """The epns broker's settings for the benchmark, as environment variables."""
+def epns_env(pki_dir: Path, *, port: int = 0, lift_admission: bool = True,
+             one_port: bool = False) -> dict[str, str]:
+    """The epns broker's settings for the benchmark, as environment variables;
+    with ``one_port`` its fallback (one-port) listener is open too, with its
+    defaults, on a free loopback port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
     env.update({
         "EPNS_BROKER_LISTENERS__PRIMARY__HOST": "127.0.0.1",
@@ -130,28 +80,39 @@ def epns_env(pki_dir: Path, *, port: int = 0, lift_admission: bool = True) -> di
         # the benchmark's burst before TLS; lifted to measure raw connect cost.
         env["EPNS_BROKER_LIMITS__CONNECT_RATE"] = "100000"
         env["EPNS_BROKER_LIMITS__CONNECT_BURST"] = "100000"
+    if one_port:
+        env.update({"EPNS_BROKER_LISTENERS__FALLBACK__ENABLED": "true",
+                    "EPNS_BROKER_LISTENERS__FALLBACK__HOST": "127.0.0.1",
+                    "EPNS_BROKER_LISTENERS__FALLBACK__PORT": "0"})
     return env
 
 
 def start_epns(pki_dir: Path, work: Path, cpu: int | None, *, port: int = 0,
-               lift_admission: bool = True, log_name: str = "epns-broker.log") -> Broker:
-    """Start ``epns-broker`` (on ``port``, 0 = any free one) and wait for its
-    ready line."""
+               lift_admission: bool = True, one_port: bool = False,
+               log_name: str = "epns-broker.log") -> Broker:
+    """Start ``epns-broker`` (on ``port``, 0 = any free one; with ``one_port``
+    the fallback listener too) and wait for its ready line, which names the
+    port of each listener."""
     log = work / log_name
-    env = epns_env(pki_dir, port=port, lift_admission=lift_admission)
+    env = epns_env(pki_dir, port=port, lift_admission=lift_admission, one_port=one_port)
     with log.open("wb") as stderr:
         process = subprocess.Popen(pinned([str(EPNS_BROKER)], cpu), env=env,
                                    cwd=work, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        ready = wait_for_line(log, r"ready ports=primary:(\d+)", process, READY_TIMEOUT_S)
+        ready = wait_for_line(log, r"ready ports=(\S+)", process, READY_TIMEOUT_S)
+        ports = {name: int(number) for name, _, number in
+                 (item.partition(":") for item in ready.group(1).split(","))}
+        wanted = {"primary", "fallback"} if one_port else {"primary"}
+        if set(ports) != wanted:
+            raise RuntimeError(f"expected the listeners {sorted(wanted)}, got {ports}")
         metrics = re.search(r"metrics url=http://127\.0\.0\.1:(\d+)/", log.read_text())
     except RuntimeError:
         process.kill()
         process.wait()
         raise
-    return Broker("epns", process, int(ready.group(1)), log,
-                  int(metrics.group(1)) if metrics else None)
+    return Broker("epns", process, ports["primary"], log,
+                  int(metrics.group(1)) if metrics else None, ports=ports)
 
 
 # The options of the shipped 443 listener block, dropped with it.

@@ -2,7 +2,7 @@
 ``agent_push`` does, over raw MQTT-over-TLS and raw HTTP/1.1 on one asyncio
 (uvloop) event loop.
 
-Per agent, on (re)connect (as ``loadgen.py``, plus what the real agent does):
+Per agent, on (re)connect (as ``bench.loadgen``, plus what the real agent does):
 TLS with its own client certificate, CONNECT (retained QoS 1 "offline" will),
 one SUBSCRIBE QoS 1 to ``epns/v1/agents/<id>/cmd`` and ``epns/v1/all/cmd``,
 then a retained QoS 1 "online" birth on its presence topic. No connect sync:
@@ -29,7 +29,7 @@ contexts are built; after a line on stdin, the connect phase, then
 line on stdin (or SIGTERM, or ``--max-run``) ends it: DISCONNECT everyone,
 then ``report``.
 
-    python bench/e2e_agents.py --mqtt-port P --http-port Q --pki-dir D \
+    python -m bench.e2e_agents --mqtt-port P --http-port Q --pki-dir D \
         --bundles-dir B --count 1000
 """
 
@@ -48,9 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from bench_pki import agent_id
-from loadgen import cpu_seconds, describe, emit, progress, raise_nofile_limit
-from mqtt_wire import (
+
+from agent_push.cli import load_command_key
+from agent_push.http_exchange import retry_delay
+from bench.bench_pki import agent_id
+from bench.loadgen import cpu_seconds, describe, emit, progress
+from bench.mqtt_wire import (
     CONNACK,
     DISCONNECT,
     OFFLINE_PAYLOAD,
@@ -64,9 +67,7 @@ from mqtt_wire import (
     publish_packet,
     subscribe_packet,
 )
-
-from agent_push.cli import load_command_key
-from agent_push.http_exchange import retry_delay
+from bench.processes import raise_nofile_limit
 from epns import topics
 from epns.envelope import (
     Event,

@@ -1,9 +1,10 @@
-"""A fleet of simulated agents: one or more ``loadgen.py`` processes, driven together.
+"""A fleet of simulated agents: one or more load generators, driven together.
 
-One load-generator process holds at most ``MAX_PER_PROCESS`` agents (the
-open-file limit is 20,000 per process; each agent is one socket), so 19,000
-agents take two. They share the load generator's CPU. The publisher
-(``publisher.py``, the server's role) runs as a short-lived process beside them.
+One load-generator process (``python -m bench.loadgen``) holds at most
+``MAX_PER_PROCESS`` agents (the open-file limit is 20,000 per process; each
+agent is one socket), so 19,000 agents take two. They share the load
+generator's CPU. The publisher (``python -m bench.publisher``, the server's
+role) runs as a short-lived process beside them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from child import JsonLinesChild
-from procfs import proc_cpu_seconds
+from bench import ROOT
+from bench.processes import JsonLinesChild, pinned
+from bench.procfs import proc_cpu_seconds
 
-BENCH = Path(__file__).resolve().parent
 MAX_PER_PROCESS = 10_000
 PREPARE_TIMEOUT_S = 300.0
 
@@ -43,7 +44,7 @@ class Fleet:
         self.children: list[JsonLinesChild] = []
         self.agent_timeout = 30.0
         for index, (first, size) in enumerate(chunks(count)):
-            command = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port),
+            command = [sys.executable, "-m", "bench.loadgen", "--port", str(port),
                        "--pki-dir", str(pki_dir), "--count", str(size), "--first", str(first),
                        "--concurrency", str(max(1, concurrency // len(chunks(count)))),
                        "--phase-timeout", str(phase_timeout),
@@ -52,7 +53,7 @@ class Fleet:
             if reconnect:
                 command.append("--reconnect")
             self.children.append(JsonLinesChild(
-                command, work / f"loadgen-{label}-{index + 1}.log", BENCH, cpu))
+                command, work / f"loadgen-{label}-{index + 1}.log", cpu))
 
     @property
     def pids(self) -> list[int]:
@@ -119,12 +120,10 @@ class Fleet:
 
 def publish(*, port: int, pki_dir: Path, cpu: int | None, mode: str, args: list[str],
             timeout: float) -> dict[str, Any]:
-    """Run ``publisher.py`` once (pinned like the load generator); its report."""
-    command = [sys.executable, str(BENCH / "publisher.py"), "--port", str(port), "--pki-dir",
-               str(pki_dir), "--timeout", str(timeout), mode, *args]
-    if cpu is not None:
-        command = ["taskset", "--cpu-list", str(cpu), *command]
-    done = subprocess.run(command, cwd=BENCH, capture_output=True, text=True,
+    """Run the publisher once (pinned like the load generator); its report."""
+    command = pinned([sys.executable, "-m", "bench.publisher", "--port", str(port), "--pki-dir",
+                      str(pki_dir), "--timeout", str(timeout), mode, *args], cpu)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout + 30, check=False)
     lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
     if not lines or lines[-1].get("event") != "published":

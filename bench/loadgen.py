@@ -40,7 +40,7 @@ connected or failed, the answers to commands, and last
 Everything is bounded: per-agent timeout, a cap on the whole connect phase,
 a cap on the hold, a cap on reconnecting.
 
-    python bench/loadgen.py --port 8883 --count 2000 --hold 10
+    python -m bench.loadgen --port 8883 --count 2000 --hold 10
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import mqtt_wire as wire
 import uvloop
-from bench_pki import DEFAULT_DIR, agent_id
-from wake_payload import decode as decode_wake
 
-# The real agent's reconnect policy, imported (the package is installed
-# editable in the project's venv, so no sys.path change is needed).
+# The real agent's reconnect policy, imported.
 from agent_push.backoff import Backoff
+from bench import mqtt_wire as wire
+from bench.bench_pki import DEFAULT_DIR, agent_id
+from bench.processes import raise_nofile_limit
+from bench.wake_payload import decode as decode_wake
 from epns.agent_config import ReconnectSettings
 from epns.topics import ALL_CMD
 
@@ -572,13 +572,6 @@ def read_line_unbuffered() -> None:
         pass
 
 
-def raise_nofile_limit() -> None:
-    """Each agent is a socket: use the hard open-file limit, not the soft one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -632,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in names if not (args.pki_dir / "agents" / f"{n}.crt").exists()]
     if missing:
         print(f"loadgen: no certificate for {missing[0]} (and {len(missing) - 1} more) in "
-              f"{args.pki_dir}; run bench/run_hold.py once to create them", file=sys.stderr)
+              f"{args.pki_dir}; run python -m bench hold once to create them", file=sys.stderr)
         return 2
     # TLS contexts are built before the clock starts: that cost is the load
     # generator's, not the broker's.

@@ -6,6 +6,7 @@ threads) from ``/proc/PID/stat``, VmRSS/VmHWM from ``/proc/PID/status``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -14,12 +15,43 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name may contain spaces; the fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a /proc/PID/stat line after the command name (which may
+    contain spaces; the fields after it are fixed): utime is [11]."""
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def proc_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """utime + stime of a process (all its threads), from /proc/PID/stat; with
+    ``reaped_children``, the cutime + cstime of the children it waited for too."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat").read_text())
+    return sum(int(v) for v in fields[11:15 if reaped_children else 13]) / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (all its threads)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def every_process() -> dict[int, tuple[str, float, float]]:
+    """Every process's command line (shortened), CPU seconds so far and when
+    it started (seconds after boot). Reaped children's CPU is left out: it
+    lands in the parent at once, however long the child ran, so the CPU of a
+    process that ends during a phase is attributed to no one."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                name = " ".join(a.decode(errors="replace") for a in argv[:4])[:100]
+                fields = _stat_fields((entry / "stat").read_text())
+                found[int(entry.name)] = (name, sum(int(v) for v in fields[11:13]) / CLOCK_TICKS,
+                                          int(fields[19]) / CLOCK_TICKS)
+    return found
 
 
 def proc_status(pid: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ the simulated agents measure the receive latency. Three modes:
 Prints one JSON line, ``{"event": "published", ...}``, and exits. Loopback
 only; the whole run is bounded by ``--timeout``.
 
-    python bench/publisher.py --port 8883 wake-all
+    python -m bench.publisher --port 8883 wake-all
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mqtt_wire as wire
 import uvloop
-from bench_pki import DEFAULT_DIR, agent_id
-from wake_payload import encode
 
+from bench import mqtt_wire as wire
+from bench.bench_pki import DEFAULT_DIR, agent_id
+from bench.wake_payload import encode
 from epns import pki
 from epns.topics import ALL_CMD
 

@@ -1,8 +1,9 @@
-"""What every benchmark records and prints: the machine, figures formatted for
-markdown, and the results file."""
+"""What every benchmark records and prints: the command, the machine and code,
+figures formatted for markdown, and the results file."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -10,16 +11,44 @@ import platform
 import resource
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+from bench import RESULTS, ROOT
 
 
 def _first_line(command: list[str]) -> str:
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
     return ((done.stdout or done.stderr).splitlines() or ["unknown"])[0].strip()
+
+
+def command_line() -> str:
+    """How this run was started, for the record: ``python -m bench`` is the
+    one entry point, so its ``sys.argv[0]`` (the path of ``__main__.py``) is
+    written as what was typed."""
+    return " ".join([sys.executable, "-m", "bench", *sys.argv[1:]])
+
+
+def git_describe() -> str:
+    """The commit, with ``-dirty`` when the tree has uncommitted changes."""
+    return _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+
+
+def uncommitted(*packages: str) -> list[str]:
+    """``git status --porcelain`` lines under ``packages``: others may be
+    editing the working tree while a benchmark runs."""
+    return subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", *packages],
+                          capture_output=True, text=True, check=False).stdout.splitlines()
+
+
+def code_identity(*packages: str) -> dict[str, str]:
+    """Which code a process is about to run: the commit, and a hash of the
+    sources of ``packages``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for package in packages for p in ROOT.glob(f"{package}/*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"git": git_describe(), "sources_sha256": digest.hexdigest()[:16]}
 
 
 def machine_info(mosquitto: str | None) -> dict[str, Any]:
@@ -30,10 +59,7 @@ def machine_info(mosquitto: str | None) -> dict[str, Any]:
                   if line.startswith("model name")), "unknown")
     mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
                    .splitlines() if line.startswith("MemTotal"))
-    git = _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
-    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                              "broker", "epns", "agent_push"], capture_output=True, text=True,
-                             check=False).stdout.splitlines()
+    git = git_describe()
     info: dict[str, Any] = {
         "nproc": os.cpu_count(),
         "cpu_model": model,
@@ -47,7 +73,7 @@ def machine_info(mosquitto: str | None) -> dict[str, Any]:
         "git": git,
         "dirty": git.endswith("-dirty"),
         # Kept under this name: earlier result files use it.
-        "uncommitted_broker_changes": changed,
+        "uncommitted_broker_changes": uncommitted("broker", "epns", "agent_push"),
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
     }
     if mosquitto:
@@ -91,6 +117,7 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def ratio(a: Any, b: Any) -> str:
+    """``a / b`` as "1.23x" for a table, "n/a" when either is missing or b is 0."""
     if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
         return "n/a"
     return f"{a / b:.2f}x"
@@ -101,9 +128,11 @@ def mib(kib: Any) -> float | None:
     return kib / 1024 if isinstance(kib, int | float) else None
 
 
-def percentiles_ms(values: list[float]) -> dict[str, float] | None:
-    """p50/p90/p99/max of durations in seconds, in milliseconds (nearest
-    rank), or None if there are none."""
+def percentiles_ms(values: list[float], quantiles: tuple[float, ...] = (0.50, 0.90, 0.99),
+                   digits: int = 2) -> dict[str, float] | None:
+    """``quantiles`` (nearest rank) and the max of durations in seconds, in
+    milliseconds rounded to ``digits``, keyed p50, p90, ..., max; None if
+    there are none."""
     if not values:
         return None
     ordered = sorted(values)
@@ -111,5 +140,5 @@ def percentiles_ms(values: list[float]) -> dict[str, float] | None:
     def rank(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
-    return {k: round(v * 1000, 2) for k, v in
-            (("p50", rank(0.50)), ("p90", rank(0.90)), ("p99", rank(0.99)), ("max", ordered[-1]))}
+    picked = [(f"p{round(q * 100)}", rank(q)) for q in quantiles] + [("max", ordered[-1])]
+    return {k: round(v * 1000, digits) for k, v in picked}

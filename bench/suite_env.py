@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from brokers import Broker, start_epns, start_mosquitto
+from bench.brokers import Broker, start_epns, start_mosquitto
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from results_io import fmt, machine_line, mib, ratio
+from bench.results_io import fmt, machine_line, mib, ratio
 
 Metric = dict[str, Any]
 Raw = dict[str, Any]

@@ -1,4 +1,4 @@
-"""Scenario 7: the real ``epns-agent`` idle, wrapped from ``agent_idle.py``.
+"""Scenario 7: the real ``epns-agent`` idle, ``python -m bench agent-idle`` in the background.
 
 It runs in the background while the other scenarios load the machine: its
 figures (the agent's RSS, its own CPU, the bytes on its socket) do not depend
@@ -17,17 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+from bench import ROOT
 
 
 class AgentIdle:
-    """``agent_idle.py`` as a background process."""
+    """``python -m bench agent-idle`` as a background process."""
 
     def __init__(self, *, duration: float, brokers: list[str], pki_dir: Path, work: Path,
                  mosquitto: str) -> None:
         self.duration = duration
-        self.command = [sys.executable, str(BENCH / "agent_idle.py"), "--duration",
+        self.command = [sys.executable, "-m", "bench", "agent-idle", "--duration",
                         str(duration), "--brokers", *brokers, "--pki-dir", str(pki_dir),
                         "--work-dir", str(work), "--mosquitto", mosquitto]
         work.mkdir(parents=True, exist_ok=True)
@@ -43,10 +42,10 @@ class AgentIdle:
             out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            return {"error": f"agent_idle.py did not finish in {timeout:g} s; see {self.log}"}
+            return {"error": f"agent-idle did not finish in {timeout:g} s; see {self.log}"}
         match = re.search(r"^Results: (\S+)$", out.decode(), re.MULTILINE)
         if match is None:
-            return {"error": f"agent_idle.py exited {self.process.returncode} without results; "
+            return {"error": f"agent-idle exited {self.process.returncode} without results; "
                              f"see {self.log}"}
         data: dict[str, Any] = json.loads((ROOT / match.group(1)).read_text())
         data["results_file"] = match.group(1)

@@ -26,9 +26,9 @@ for an idle window (default 600 s):
 Results go to ``bench/results/agent-idle-<timestamp>.json`` and a markdown
 table is printed.
 
-    /tmp/venv/bin/python bench/agent_idle.py              # 600 s window per broker
-    /tmp/venv/bin/python bench/agent_idle.py --quick      # 120 s window (no ping expected)
-    /tmp/venv/bin/python bench/agent_idle.py --quick --sync http   # RSS after an HTTP sync
+    python -m bench agent-idle              # 600 s window per broker
+    python -m bench agent-idle --quick      # 120 s window (no ping expected)
+    python -m bench agent-idle --quick --sync http   # RSS after an HTTP sync
 
 Everything runs on 127.0.0.1; every wait is bounded; processes are stopped in
 ``finally``.
@@ -38,12 +38,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -51,14 +48,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_pki import BROKER_NAMES, DEFAULT_DIR
-from brokers import start_epns, start_mosquitto, stop_process, wait_for_line
-from procfs import proc_cpu_seconds, proc_status, system_cpu_seconds
-from results_io import fmt, machine_info, mib, save_and_print
-
+from bench import ROOT
+from bench.agents import agent_command, agent_env, write_agent_config
+from bench.bench_pki import DEFAULT_DIR, ensure_named_agent
+from bench.brokers import MOSQUITTO, start_epns, start_mosquitto
+from bench.processes import stop_process, wait_for_line
+from bench.procfs import proc_cpu_seconds, proc_status, system_cpu_seconds
+from bench.results_io import (
+    code_identity,
+    command_line,
+    fmt,
+    machine_info,
+    mib,
+    save_and_print,
+    uncommitted,
+)
 from epns import pki
 
-ROOT = Path(__file__).resolve().parents[1]
 AGENT_ID = "bench-idle-agent"
 READY_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 60.0
@@ -159,32 +165,6 @@ class Sample:
 
 # -- processes --------------------------------------------------------------------
 
-def agent_env() -> dict[str, str]:
-    """The environment without EPNS_* settings or proxy variables."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("EPNS_")
-            and k.lower() not in ("https_proxy", "http_proxy", "no_proxy", "all_proxy")}
-
-
-def ensure_pki(directory: Path) -> pki.Pair:
-    """The dev PKI (broker certificate for 127.0.0.1) and this agent's certificate."""
-    ca = pki.init_dev_pki(directory, BROKER_NAMES)
-    pair = pki.agent_pair(directory, AGENT_ID)
-    if not (pair.cert.exists() and pair.key.exists()):
-        pki.create_client_cert(ca, pair, AGENT_ID)
-    return pair
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))  # a TOML basic string
-
-
 def sync_settings(kind: str, interval: float, url: str | None) -> dict[str, Any]:
     """The agent's [sync]: the trivial command, or HTTP (POST and GET) to ``url``."""
     if kind == "http":
@@ -195,17 +175,18 @@ def sync_settings(kind: str, interval: float, url: str | None) -> dict[str, Any]
 def start_sync_server(pki_dir: Path) -> Any:
     """The test suite's HTTPS stand-in for the management server's sync
     endpoint, on 127.0.0.1, with the broker's certificate from ``pki_dir``."""
-    sys.path.insert(0, str(ROOT))
+    # From the repository root (python -m bench's working directory), which
+    # puts the tests package on sys.path.
     from tests.support.sync_server import SyncServer  # noqa: PLC0415 (only for --sync http)
 
     return SyncServer(pki_dir)
 
 
-def write_agent_config(path: Path, pki_dir: Path, pair: pki.Pair, port: int,
-                       keepalive: int, sync: dict[str, Any]) -> Path:
+def agent_config(path: Path, pki_dir: Path, pair: pki.Pair, port: int,
+                 keepalive: int, sync: dict[str, Any]) -> Path:
     """agent.toml: the agent's defaults except the broker address, the PKI,
     keep-alive on the primary route, and the sync."""
-    tables: dict[str, dict[str, Any]] = {
+    return write_agent_config(path, path.parent / "state", {
         "identity": {"agent_id": AGENT_ID, "cert": str(pair.cert), "key": str(pair.key)},
         "broker": {"host": "127.0.0.1", "ports": [port], "ca": str(pki_dir / pki.CA_CERT),
                    "server_public_key": str(pki_dir / pki.SIGNING_PUB)},
@@ -213,13 +194,7 @@ def write_agent_config(path: Path, pki_dir: Path, pair: pki.Pair, port: int,
         "keepalive": {"primary": keepalive},
         "sync": sync,
         "log": {"level": "info", "format": "text"},
-    }
-    lines = [f"state_dir = {_toml(str(path.parent / 'state'))}"]
-    for name, values in tables.items():
-        lines.append(f"\n[{name}]")
-        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    })
 
 
 def log_lines(path: Path) -> list[str]:
@@ -236,7 +211,7 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
     print(f"== {kind}: starting broker", file=sys.stderr, flush=True)
     try:
         if kind == "epns":
-            # One agent: the admission limits run_hold lifts do not matter.
+            # One agent: the admission limits the hold lifts do not matter.
             broker = start_epns(args.pki_dir, work, None, lift_admission=False)
         else:
             broker = start_mosquitto(args.pki_dir, work, None, args.mosquitto)
@@ -253,9 +228,9 @@ def run_one(kind: str, args: argparse.Namespace, pair: pki.Pair, work: Path) -> 
             sync_server = start_sync_server(args.pki_dir)
         sync = sync_settings(args.sync, args.sync_interval,
                              sync_server.url if sync_server is not None else None)
-        config = write_agent_config(work / "agent.toml", args.pki_dir, pair, broker.port,
-                                    args.keepalive, sync)
-        command = [sys.executable, "-m", "agent_push", "run", "--config", str(config)]
+        config = agent_config(work / "agent.toml", args.pki_dir, pair, broker.port,
+                              args.keepalive, sync)
+        command = agent_command(config)
         result["agent_command"] = " ".join(command)
         result["agent_config"] = config.read_text()
         result["agent_log"] = str(agent_log)
@@ -401,20 +376,6 @@ def expected_pings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def code_identity() -> dict[str, Any]:
-    """Which agent code ran: commit, local changes, a hash of the sources."""
-    digest = hashlib.sha256()
-    for path in sorted([*ROOT.glob("agent_push/*.py"), *ROOT.glob("epns/*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                              "agent_push", "epns", "broker"], capture_output=True, text=True,
-                             check=False).stdout.splitlines()
-    return {"git": git, "sources_sha256": digest.hexdigest()[:16],
-            "uncommitted_agent_epns_broker": changed}
-
-
 def markdown(data: dict[str, Any]) -> str:
     """Both brokers side by side, then the targets."""
     runs = data["runs"]
@@ -507,9 +468,9 @@ def _met(value: Any, limit: float, shown: str) -> str:
     return f"{'met' if value <= limit else 'NOT met'} ({shown})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench agent-idle``; exit status 0 when every run completed."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=600.0,
                         help="idle window per broker, seconds (default 600)")
     parser.add_argument("--quick", action="store_true", help="120 s window")
@@ -527,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=["epns", "mosquitto"])
     parser.add_argument("--pki-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/epns-bench-work"))
-    parser.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    parser.add_argument("--mosquitto", default=MOSQUITTO)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 120.0
@@ -538,12 +499,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = args.work_dir / f"agent-idle-{stamp}"
     work.mkdir(parents=True)
-    pair = ensure_pki(args.pki_dir)
+    pair = ensure_named_agent(args.pki_dir, AGENT_ID)
     data: dict[str, Any] = {
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": command_line(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(args.mosquitto if "mosquitto" in args.brokers else None),
-        "code": code_identity(),
+        "code": {**code_identity("agent_push", "epns"),
+                 "uncommitted_agent_epns_broker": uncommitted("agent_push", "epns", "broker")},
         "settings": {
             "duration_s": args.duration, "settle_s": args.settle,
             "keepalive_s": args.keepalive, "sync_interval_s": args.sync_interval,
@@ -562,6 +524,3 @@ def main(argv: list[str] | None = None) -> int:
     save_and_print(data, f"agent-idle-{stamp}", markdown(data))
     return 1 if any("error" in r for r in data["runs"]) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Scenario 6: end-to-end wake-up through the all-in-one server.
 
 From the API call ``POST /api/v1/wakeups`` to the agents' sync arriving at the
-server, with N simulated agents (``e2e_agents.py``, its own process) that do
+server, with N simulated agents (``python -m bench.e2e_agents``, its own process) that do
 what a real agent does on a wake-up: PUBACK, verify, ack event, sync (POST +
 GET over mTLS), sync event. Run against:
 
@@ -25,11 +25,11 @@ Per broker, with a fresh server (its own PKI, SQLite database and state):
    429 answers; CPU of the server, the broker and the load generator per
    wake-up target, from /proc/PID/stat.
 
-``run()`` is what ``bench/suite.py`` imports; the command line prints a
-markdown table (epns vs Mosquitto) and writes JSON to ``bench/results/``.
+``run()`` is what the suite calls; the command prints a markdown table (epns
+vs Mosquitto) and writes JSON to ``bench/results/``.
 
-    /tmp/venv/bin/python bench/scenario_end_to_end.py            # 1,000 agents
-    /tmp/venv/bin/python bench/scenario_end_to_end.py --quick    # 200 agents
+    python -m bench end-to-end            # 1,000 agents
+    python -m bench end-to-end --quick    # 200 agents
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import selectors
 import shutil
 import signal
 import subprocess
@@ -50,26 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:  # imported by bench/suite.py, or run as a script
-    sys.path.insert(0, str(BENCH))
+import httpx
 
-import httpx  # noqa: E402
-from brokers import (  # noqa: E402
-    Broker,
-    code_identity,
-    free_port,
-    start_mosquitto,
-    stop_process,
-    wait_for_line,
-)
-from procfs import CLOCK_TICKS, proc_cpu_seconds, system_cpu_seconds  # noqa: E402
+from bench import RESULTS, ROOT
+from bench.brokers import MOSQUITTO, Broker, free_port, start_mosquitto
+from bench.processes import JsonLinesChild, stop_process, wait_for_line
+from bench.procfs import children, every_process, proc_cpu_seconds, system_cpu_seconds
+from bench.results_io import code_identity, machine_info, percentiles_ms
+from epns import pki
 
-from epns import pki  # noqa: E402
-
-ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-MOSQUITTO = "/usr/sbin/mosquitto"
 BROKERS = ("epns", "mosquitto")
 READY_TIMEOUT_S = 60.0
 # Every wait below is bounded by one of these.
@@ -98,15 +85,6 @@ def plan_for(quick: bool, agents: int | None) -> Plan:
 
 
 # -- processes -----------------------------------------------------------------
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (all its threads)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
 
 @dataclass
 class Server:
@@ -232,33 +210,20 @@ def api_client(server: Server, token: str) -> httpx.Client:
                         headers={"Authorization": f"Bearer {token}"})
 
 
-class Agents:
-    """The ``e2e_agents.py`` process and its JSON lines."""
+class Agents(JsonLinesChild):
+    """The simulated agents' process and its JSON lines: one ``sync`` line per
+    command handled, kept in order; any other event kept by name."""
 
     def __init__(self, command: list[str], log: Path) -> None:
-        self.command = command
-        self.log = log
-        with log.open("wb") as stderr:
-            self.process = subprocess.Popen(command, cwd=BENCH, stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=stderr)
-        assert self.process.stdout is not None
-        self._fd = self.process.stdout.fileno()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.process.stdout, selectors.EVENT_READ)
-        self._buffer = b""
+        super().__init__(command, log, None)
         self.events: dict[str, dict[str, Any]] = {}
         self.syncs: list[dict[str, Any]] = []
 
     def pump(self, timeout: float) -> None:
         """Read what stdout has within ``timeout``; file it by event."""
-        if self._selector.select(timeout=timeout):
-            chunk = os.read(self._fd, 1 << 16)
-            if not chunk:
-                raise RuntimeError(f"e2e_agents exited; see {self.log}")
-            self._buffer += chunk
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            event = json.loads(line)
+        self.read(timeout)
+        while self.pending:
+            event = self.pending.popleft()
             if event["event"] == "sync":
                 self.syncs.append(event)
             else:
@@ -272,19 +237,6 @@ class Agents:
                 raise TimeoutError(f"e2e_agents sent no {name!r} in {timeout:g} s")
             self.pump(min(1.0, max(0.0, deadline - time.monotonic())))
         return self.events[name]
-
-    def send(self, line: str) -> None:
-        """A line on its stdin (go, stop)."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def close(self) -> None:
-        """Make sure it is gone."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._selector.close()
 
 
 # -- measuring -----------------------------------------------------------------
@@ -332,24 +284,6 @@ class CpuMeter:
         return used
 
 
-def every_process() -> dict[int, tuple[str, float, float]]:
-    """Every process's command line (shortened), CPU seconds so far and when
-    it started (seconds after boot). Reaped children's CPU is left out: it
-    lands in the parent at once, however long the child ran, so the CPU of a
-    process that ends during a phase is attributed to no one."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-                name = " ".join(a.decode(errors="replace") for a in argv[:4])[:100]
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                found[int(entry.name)] = (name, sum(int(v) for v in fields[11:13]) / CLOCK_TICKS,
-                                          int(fields[19]) / CLOCK_TICKS)
-    return found
-
-
 def settle(meter: CpuMeter, idle_pct: float = 5.0) -> float:
     """Wait until the server and the broker are idle (each under ``idle_pct``
     of a core over one second), at most SETTLE_MAX_S; the seconds waited."""
@@ -365,15 +299,8 @@ def settle(meter: CpuMeter, idle_pct: float = 5.0) -> float:
 
 def quantiles(values: list[float]) -> dict[str, float | None]:
     """p50, p99 and max in milliseconds (nearest rank); None when empty."""
-    if not values:
-        return {"p50": None, "p99": None, "max": None}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-    return {"p50": round(rank(0.5) * 1000, 1), "p99": round(rank(0.99) * 1000, 1),
-            "max": round(ordered[-1] * 1000, 1)}
+    none: dict[str, float | None] = dict.fromkeys(("p50", "p99", "max"))
+    return {**none, **(percentiles_ms(values, (0.50, 0.99), digits=1) or {})}
 
 
 def wakeup_view(api: httpx.Client, wakeup_id: str) -> dict[str, Any]:
@@ -525,7 +452,7 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
     external: Broker | None = None
     server: Server | None = None
     agents: Agents | None = None
-    code = code_identity()
+    code = code_identity("broker", "epns")
     try:
         if kind == "mosquitto":
             external = start_mosquitto(pki_dir, work, None, MOSQUITTO)
@@ -538,7 +465,7 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
         bundles = work / "agents"
         create_s = create_agents(server, token, names, bundles)
         print(f"created {len(names)} agents in {create_s:.1f} s", file=sys.stderr, flush=True)
-        command = [sys.executable, str(BENCH / "e2e_agents.py"), "--mqtt-port", str(mqtt_port),
+        command = [sys.executable, "-m", "bench.e2e_agents", "--mqtt-port", str(mqtt_port),
                    "--http-port", server.url.rsplit(":", 1)[1], "--pki-dir", str(pki_dir),
                    "--bundles-dir", str(bundles), "--count", str(plan.agents),
                    "--http-concurrency", str(plan.http_concurrency),
@@ -632,23 +559,12 @@ def run(*, brokers: list[str], quick: bool, work_dir: Path, pki_dir: Path,
     del pki_dir
     plan = plan_for(quick, agents)
     results = {kind: run_broker(kind, plan, work_dir / f"e2e-{kind}") for kind in brokers}
-    command = "python bench/scenario_end_to_end.py" + (" --quick" if quick else "") + (
+    command = "python -m bench end-to-end" + (" --quick" if quick else "") + (
         f" --agents {agents}" if agents else "") + " --brokers " + " ".join(brokers)
     return {"scenario": "end_to_end", "command": command, "metrics": metrics_of(results),
             "samples": {kind: r["wake_all"]["samples_post_sent_s"]
                         for kind, r in results.items()},
-            "details": results, "machine": machine_info()}
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the run happened."""
-    model = next((line.split(":", 1)[1].strip()
-                  for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "?")
-    mosquitto = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True,
-                               check=False).stdout.split("\n", 1)[0]
-    return {"cpus": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-            "python": platform.python_version(), "mosquitto": mosquitto}
+            "details": results, "machine": machine_info(MOSQUITTO)}
 
 
 # -- command line ------------------------------------------------------------------
@@ -667,9 +583,9 @@ def table(result: dict[str, Any], brokers: list[str]) -> Iterator[str]:
         yield f"| {row['name']} ({row['unit']}) | " + " | ".join(cells) + " |"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run, print the table, write the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench end-to-end``: run, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 agents, 50 single wake-ups")
     parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
     parser.add_argument("--agents", type=int, help="number of agents (default 1000)")
@@ -688,6 +604,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON: {out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Scenarios 1 to 4 on one connected fleet: hold, accept, fan-out, 1:1.
 
 For one broker and one fleet size N: start a fresh broker (admission lifted,
-as in ``run_hold.py``: the raw cost of a connect is measured), connect N
+as in ``python -m bench hold``: the raw cost of a connect is measured), connect N
 simulated agents (each subscribes to its command topic and the fan-out topic,
 as a real agent does), hold them idle, and, on the fleet that carries the
 wake-up scenarios:
@@ -18,17 +18,15 @@ CPU are recorded beside them (they share the other core).
 from __future__ import annotations
 
 import subprocess
-import time
 from typing import Any
 
-from brokers import Broker, log_summary, scrape_epns_metrics
-from fleet import Fleet, publish
-from procfs import Sample, others_pct, proc_cpu_seconds, proc_status
-from results_io import percentiles_ms
-from suite_env import SuiteEnv
-
-SETTLE_S = 2.0
-BASELINE_IDLE_S = 3.0
+from bench import hold_phases
+from bench.brokers import Broker, log_summary, scrape_epns_metrics
+from bench.fleet import Fleet, publish
+from bench.hold_phases import cpu_pct, rss_per_connection
+from bench.procfs import Sample, others_pct, proc_cpu_seconds, proc_status
+from bench.results_io import percentiles_ms
+from bench.suite_env import SuiteEnv
 
 
 def publish_phase(env: SuiteEnv, broker: Broker, fleet: Fleet, *, receipt: str,
@@ -89,10 +87,7 @@ def run_fleet(env: SuiteEnv, kind: str, count: int, *, hold_s: float,
         return result
     fleet: Fleet | None = None
     try:
-        time.sleep(SETTLE_S)
-        empty_a = Sample.take(broker.pid)
-        time.sleep(BASELINE_IDLE_S)
-        empty_b = Sample.take(broker.pid)
+        empty_a, empty_b = hold_phases.idle_baseline(broker.pid)
         fleet = Fleet(port=broker.port, count=count, pki_dir=env.pki_dir, work=work,
                       cpu=env.helper_cpu, label=kind)
         result["loadgen_command"] = fleet.command
@@ -102,10 +97,7 @@ def run_fleet(env: SuiteEnv, kind: str, count: int, *, hold_s: float,
         connected = fleet.connect()
         after = Sample.take(broker.pid, *fleet.pids)
         result["loadgen_connect_cpu_s"] = round(fleet.cpu_s() - loadgen_cpu, 2)
-        time.sleep(1.0)
-        hold_a = Sample.take(broker.pid, *fleet.pids)
-        time.sleep(hold_s)
-        hold_b = Sample.take(broker.pid, *fleet.pids)
+        hold_a, hold_b = hold_phases.hold(broker.pid, fleet.pids, hold_s)
         ok = connected["ok"]
         connect_cpu = after.cpu_s - before.cpu_s
         connect_time = connected["time_to_connect_all_s"] or connected["time_to_last_success_s"]
@@ -117,15 +109,12 @@ def run_fleet(env: SuiteEnv, kind: str, count: int, *, hold_s: float,
             "connects_per_broker_cpu_s": round(ok / connect_cpu, 1) if connect_cpu else None,
             "agent_latency_ms": connected["latency_ms"],
             "tls_versions": connected["tls_versions"],
-            "idle_cpu_pct_no_clients": round(100 * (empty_b.cpu_s - empty_a.cpu_s)
-                                             / (empty_b.at - empty_a.at), 2),
+            "idle_cpu_pct_no_clients": cpu_pct(empty_a, empty_b),
             "rss_before_kib": before.rss_kib,
             "rss_held_kib": hold_b.rss_kib,
-            "rss_per_connection_kib": round((hold_b.rss_kib - before.rss_kib) / ok, 2)
-            if ok else None,
+            "rss_per_connection_kib": rss_per_connection(before, hold_b, ok),
             "hold_s": round(hold_b.at - hold_a.at, 2),
-            "idle_cpu_pct_hold": round(100 * (hold_b.cpu_s - hold_a.cpu_s)
-                                       / (hold_b.at - hold_a.at), 2),
+            "idle_cpu_pct_hold": cpu_pct(hold_a, hold_b),
             "others_cpu_pct_connect": others_pct(before, after),
             "others_cpu_pct_hold": others_pct(hold_a, hold_b),
         })

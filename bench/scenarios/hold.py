@@ -1,7 +1,8 @@
 """Hold benchmark: N idle agents on the epns broker and on Mosquitto.
 
 For each broker and each fleet size N, start the broker as its own process on
-a free loopback port, start ``bench/loadgen.py`` as another, connect N agents
+a free loopback port, start the load generator (``python -m bench.loadgen``)
+as another, connect N agents
 (TLS with a client certificate each, CONNECT, SUBSCRIBE), hold them idle, and
 measure the broker process from /proc:
 
@@ -15,8 +16,8 @@ Then ``t(large N) / t(small N)`` per broker (linear scaling = the ratio of the
 sizes). Results go to ``bench/results/hold-<timestamp>.json`` and a markdown
 table is printed.
 
-    /tmp/venv/bin/python bench/run_hold.py            # N = 2000, 10000
-    /tmp/venv/bin/python bench/run_hold.py --quick    # N = 500, 2000
+    python -m bench hold            # N = 2000, 10000
+    python -m bench hold --quick    # N = 500, 2000
 
 Everything runs on 127.0.0.1; every wait is bounded.
 """
@@ -25,9 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -35,24 +33,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_pki import DEFAULT_DIR, ensure_bench_pki
-from brokers import (
+from bench import hold_phases
+from bench.bench_pki import DEFAULT_DIR, ensure_bench_pki
+from bench.brokers import (
+    MOSQUITTO,
     Broker,
-    code_identity,
     log_summary,
     scrape_epns_metrics,
     start_epns,
     start_mosquitto,
 )
-from child import JsonLinesChild
-from procfs import Sample, others_pct, proc_status, steal_pct, tcp_counters
-from results_io import fmt, machine_info, mib, ratio, save_and_print
-
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
-# Let a fresh broker finish its start-up work before the baseline is taken.
-SETTLE_S = 2.0
-BASELINE_IDLE_S = 3.0
+from bench.hold_phases import SETTLE_S, cpu_pct, rss_per_connection
+from bench.processes import JsonLinesChild, can_pin, raise_nofile_limit
+from bench.procfs import Sample, others_pct, proc_status, steal_pct, tcp_counters
+from bench.results_io import (
+    code_identity,
+    command_line,
+    fmt,
+    machine_info,
+    mib,
+    ratio,
+    save_and_print,
+)
 
 
 class LoadGen(JsonLinesChild):
@@ -61,7 +63,7 @@ class LoadGen(JsonLinesChild):
     def __init__(self, broker: Broker, count: int, args: argparse.Namespace, work: Path,
                  cpu: int | None) -> None:
         hold_cap = SETTLE_S + args.hold + 60  # the orchestrator ends the hold first
-        command = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(broker.port),
+        command = [sys.executable, "-m", "bench.loadgen", "--port", str(broker.port),
                    "--pki-dir", str(args.pki_dir), "--count", str(count),
                    "--concurrency", str(args.concurrency),
                    "--phase-timeout", str(args.phase_timeout),
@@ -69,7 +71,7 @@ class LoadGen(JsonLinesChild):
                    "--hold", str(hold_cap), "--wait-go"]
         if args.tls12:
             command += ["--tls-max", "1.2"]
-        super().__init__(command, work / f"loadgen-{broker.kind}-{count}.log", BENCH, cpu)
+        super().__init__(command, work / f"loadgen-{broker.kind}-{count}.log", cpu)
 
     def go(self) -> None:
         """Start the connect phase."""
@@ -86,10 +88,9 @@ def run_one(kind: str, count: int, args: argparse.Namespace, work_root: Path) ->
     """Start a broker, connect ``count`` agents, hold, measure, stop."""
     work = work_root / f"{kind}-{count}"
     work.mkdir(parents=True)
-    pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    broker_cpu, loadgen_cpu = (0, 1) if pin else (None, None)
+    broker_cpu, loadgen_cpu = (0, 1) if can_pin(args.pin) else (None, None)
     print(f"## {kind}, N={count}", file=sys.stderr, flush=True)
-    code = code_identity()
+    code = code_identity("broker", "epns")
     try:
         if kind == "epns":
             broker = start_epns(args.pki_dir, work, broker_cpu)
@@ -103,12 +104,8 @@ def run_one(kind: str, count: int, args: argparse.Namespace, work_root: Path) ->
                               "broker_log": str(broker.log)}
     loadgen: LoadGen | None = None
     try:
-        time.sleep(SETTLE_S)
-        empty_a = Sample.take(broker.pid)
-        time.sleep(BASELINE_IDLE_S)
-        empty_b = Sample.take(broker.pid)
-        result["idle_cpu_pct_no_clients"] = round(
-            100 * (empty_b.cpu_s - empty_a.cpu_s) / (empty_b.at - empty_a.at), 2)
+        empty_a, empty_b = hold_phases.idle_baseline(broker.pid)
+        result["idle_cpu_pct_no_clients"] = cpu_pct(empty_a, empty_b)
         result["others_cpu_pct_no_clients"] = others_pct(empty_a, empty_b)
 
         loadgen = LoadGen(broker, count, args, work, loadgen_cpu)
@@ -127,10 +124,7 @@ def run_one(kind: str, count: int, args: argparse.Namespace, work_root: Path) ->
         print(f"   connected {connected['ok']}/{count} in {connected['connect_phase_s']} s",
               file=sys.stderr, flush=True)
 
-        time.sleep(1.0)  # let the last connects' follow-up work finish
-        hold_a = Sample.take(broker.pid, loadgen.process.pid)
-        time.sleep(args.hold)
-        hold_b = Sample.take(broker.pid, loadgen.process.pid)
+        hold_a, hold_b = hold_phases.hold(broker.pid, [loadgen.pid], args.hold)
         status = proc_status(broker.pid)
         if broker.kind == "epns" and broker.metrics_port is not None:
             try:
@@ -163,11 +157,9 @@ def run_one(kind: str, count: int, args: argparse.Namespace, work_root: Path) ->
             "rss_after_hold_kib": hold_b.rss_kib,
             "rss_hwm_kib": status["hwm_kib"],
             "broker_threads": status["threads"],
-            "rss_per_connection_kib": round((hold_b.rss_kib - before.rss_kib) / ok, 2)
-            if ok else None,
+            "rss_per_connection_kib": rss_per_connection(before, hold_b, ok),
             "hold_s": round(hold_b.at - hold_a.at, 2),
-            "idle_cpu_pct_hold": round(100 * (hold_b.cpu_s - hold_a.cpu_s)
-                                       / (hold_b.at - hold_a.at), 2),
+            "idle_cpu_pct_hold": cpu_pct(hold_a, hold_b),
             "others_cpu_pct_connect": others_pct(before, after_connect),
             "others_cpu_pct_hold": others_pct(hold_a, hold_b),
             "steal_pct_connect": steal_pct(before, after_connect),
@@ -269,9 +261,9 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench hold``; exit status 0 when every run completed."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 500 and 2000")
     parser.add_argument("--sizes", type=int, nargs="+", help="override the fleet sizes")
     parser.add_argument("--brokers", nargs="+", choices=("epns", "mosquitto"),
@@ -286,13 +278,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not pin broker and load generator to separate CPUs")
     parser.add_argument("--pki-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/epns-bench-work"))
-    parser.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    parser.add_argument("--mosquitto", default=MOSQUITTO)
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes or ([500, 2000] if args.quick else [2000, 10000]))
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile_limit()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work_root = args.work_dir / stamp
     work_root.mkdir(parents=True)
@@ -300,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
 
     data: dict[str, Any] = {
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": command_line(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(args.mosquitto),
         "settings": {
@@ -322,6 +312,3 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in data["runs"] if "error" in r]
     return 1 if failed else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,22 +9,22 @@ connection to the same ``MQTTConnection`` as on the ``primary`` listener
 - ``primary``: the primary listener, plain MQTT/TLS (8883's role);
 - ``alpn``: the one-port listener, agents offering ALPN ``mqtt``;
 - ``no_alpn``: the one-port listener, no ALPN (told apart by the first byte);
-- ``mosquitto``: Mosquitto's 8883 listener (as ``brokers.py`` starts it), the
+- ``mosquitto``: Mosquitto's 8883 listener (as ``bench.brokers`` starts it), the
   reference row.
 
 Every epns run starts a fresh broker with both listeners open on free loopback
 ports (the same configuration each time; the fallback with its defaults: HTTPS
 relayed to a front socket, MQTT over WebSocket at ``/mqtt``); only the port the
 agents dial and the ALPN they offer change. Each run is the hold of
-``run_hold.py``: broker pinned to CPU 0, ``loadgen.py`` on CPU 1 (one client
+``python -m bench hold``: broker pinned to CPU 0, the load generator on CPU 1 (one client
 certificate per agent, CONNECT, SUBSCRIBE to the command and the fan-out topic
 as a real agent), 2 s settle, 3 s idle baseline, connect (200 in flight), 1 s,
 hold; CPU and RSS from /proc. The rows are repeated ``--rounds`` times, the
 order rotated each round; the table gives each figure's median over the
 rounds, and ratios one-port / primary.
 
-    .venv/bin/python bench/scenario_one_port.py --quick   # N = 500, 1 round, about 1 min
-    .venv/bin/python bench/scenario_one_port.py           # N = 2,000, 3 rounds, about 6 min
+    python -m bench one-port --quick   # N = 500, 1 round, about 1 min
+    python -m bench one-port           # N = 2,000, 3 rounds, about 6 min
 
 Loopback only; never port 443 or 8883; every wait is bounded, every process
 stopped at the end. Results: ``bench/results/one-port-<timestamp>.json``.
@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -47,28 +44,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_pki import DEFAULT_DIR, ensure_bench_pki
-from brokers import (
-    EPNS_BROKER,
-    READY_TIMEOUT_S,
-    Broker,
+from bench import hold_phases
+from bench.bench_pki import DEFAULT_DIR, ensure_bench_pki
+from bench.brokers import MOSQUITTO, log_summary, scrape_epns_metrics, start_epns, start_mosquitto
+from bench.fleet import MAX_PER_PROCESS
+from bench.hold_phases import SETTLE_S, cpu_pct, rss_per_connection
+from bench.processes import JsonLinesChild, can_pin, raise_nofile_limit
+from bench.procfs import Sample, others_pct, proc_status
+from bench.results_io import (
     code_identity,
-    epns_env,
-    log_summary,
-    pinned,
-    scrape_epns_metrics,
-    start_mosquitto,
-    wait_for_line,
+    command_line,
+    fmt,
+    machine_info,
+    machine_line,
+    mib,
+    ratio,
+    save_and_print,
 )
-from child import JsonLinesChild
-from procfs import Sample, others_pct, proc_status
-from results_io import fmt, machine_info, machine_line, mib, ratio, save_and_print
 
-BENCH = Path(__file__).resolve().parent
-SETTLE_S = 2.0
-BASELINE_IDLE_S = 3.0
-# One load-generator process: its open-file limit is 20,000 (fleet.py).
-MAX_AGENTS = 10_000
 # Ports this benchmark must never take or dial: the real ones.
 REAL_PORTS = (443, 8883)
 
@@ -92,38 +85,10 @@ WAYS = (
 )
 
 
-def start_epns_both(pki_dir: Path, work: Path, cpu: int | None) -> tuple[Broker, dict[str, int]]:
-    """The epns broker with its primary and its one-port fallback listener,
-    both on free loopback ports; returns it and the bound port of each."""
-    env = epns_env(pki_dir)
-    env.update({"EPNS_BROKER_LISTENERS__FALLBACK__ENABLED": "true",
-                "EPNS_BROKER_LISTENERS__FALLBACK__HOST": "127.0.0.1",
-                "EPNS_BROKER_LISTENERS__FALLBACK__PORT": "0"})
-    log = work / "epns-broker.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(pinned([str(EPNS_BROKER)], cpu), env=env, cwd=work,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=stderr)
-    try:
-        ready = wait_for_line(log, r"ready ports=(\S+)", process, READY_TIMEOUT_S)
-        ports = {name: int(port) for name, _, port in
-                 (item.partition(":") for item in ready.group(1).split(","))}
-        if set(ports) != {"primary", "fallback"}:
-            raise RuntimeError(f"expected the primary and fallback listeners, got {ports}")
-        metrics = re.search(r"metrics url=http://127\.0\.0\.1:(\d+)/", log.read_text())
-    except RuntimeError:
-        process.kill()
-        process.wait()
-        raise
-    broker = Broker("epns", process, ports["primary"], log,
-                    int(metrics.group(1)) if metrics else None)
-    return broker, ports
-
-
 def loadgen_command(port: int, count: int, way: Way, args: argparse.Namespace) -> list[str]:
-    """``loadgen.py`` for one run: agents that subscribe as a real agent does
-    (command and fan-out topics) and offer ``way``'s ALPN."""
-    command = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port),
+    """The load generator for one run: agents that subscribe as a real agent
+    does (command and fan-out topics) and offer ``way``'s ALPN."""
+    command = [sys.executable, "-m", "bench.loadgen", "--port", str(port),
                "--pki-dir", str(args.pki_dir), "--count", str(count),
                "--concurrency", str(args.concurrency), "--phase-timeout",
                str(args.phase_timeout), "--agent-timeout", str(args.agent_timeout),
@@ -142,11 +107,11 @@ def run_one(way: Way, round_no: int, args: argparse.Namespace, work_root: Path,
     work.mkdir(parents=True)
     broker_cpu, loadgen_cpu = (0, 1) if pin else (None, None)
     result: dict[str, Any] = {"way": way.name, "round": round_no, "n": count,
-                              "code": code_identity()}
+                              "code": code_identity("broker", "epns")}
     try:
         if way.broker == "epns":
-            broker, ports = start_epns_both(args.pki_dir, work, broker_cpu)
-            port = ports[way.listener]
+            broker = start_epns(args.pki_dir, work, broker_cpu, one_port=True)
+            port, ports = broker.ports[way.listener], broker.ports
         else:
             broker = start_mosquitto(args.pki_dir, work, broker_cpu, args.mosquitto)
             port, ports = broker.port, {way.listener: broker.port}
@@ -158,23 +123,17 @@ def run_one(way: Way, round_no: int, args: argparse.Namespace, work_root: Path,
     try:
         if port in REAL_PORTS:
             raise RuntimeError(f"the broker took port {port}; this benchmark keeps off it")
-        time.sleep(SETTLE_S)
-        empty_a = Sample.take(broker.pid)
-        time.sleep(BASELINE_IDLE_S)
-        empty_b = Sample.take(broker.pid)
+        empty_a, empty_b = hold_phases.idle_baseline(broker.pid)
         command = loadgen_command(port, count, way, args)
         result["loadgen_command"] = " ".join(command)
-        loadgen = JsonLinesChild(command, work / "loadgen.log", BENCH, loadgen_cpu)
+        loadgen = JsonLinesChild(command, work / "loadgen.log", loadgen_cpu)
         loadgen.wait_event("prepared", timeout=300)
         before = Sample.take(broker.pid, loadgen.pid)
         loadgen.send("go")
         loadgen.wait_event(
             "connected", timeout=args.phase_timeout + args.agent_timeout + 60)
         after = Sample.take(broker.pid, loadgen.pid)
-        time.sleep(1.0)  # the last connects' follow-up work
-        hold_a = Sample.take(broker.pid, loadgen.pid)
-        time.sleep(args.hold)
-        hold_b = Sample.take(broker.pid, loadgen.pid)
+        hold_a, hold_b = hold_phases.hold(broker.pid, [loadgen.pid], args.hold)
         if broker.metrics_port is not None:
             # Which listener the connections are on, from the broker itself.
             result["broker_metrics"] = scrape_epns_metrics(broker.metrics_port)
@@ -196,13 +155,10 @@ def run_one(way: Way, round_no: int, args: argparse.Namespace, work_root: Path,
             "alpn_selected": report["alpn_selected"],
             "rss_before_kib": before.rss_kib,
             "rss_held_kib": hold_b.rss_kib,
-            "rss_per_connection_kib": round((hold_b.rss_kib - before.rss_kib) / ok, 2)
-            if ok else None,
-            "idle_cpu_pct_no_clients": round(100 * (empty_b.cpu_s - empty_a.cpu_s)
-                                             / (empty_b.at - empty_a.at), 2),
+            "rss_per_connection_kib": rss_per_connection(before, hold_b, ok),
+            "idle_cpu_pct_no_clients": cpu_pct(empty_a, empty_b),
             "hold_s": round(hold_b.at - hold_a.at, 2),
-            "idle_cpu_pct_hold": round(100 * (hold_b.cpu_s - hold_a.cpu_s)
-                                       / (hold_b.at - hold_a.at), 2),
+            "idle_cpu_pct_hold": cpu_pct(hold_a, hold_b),
             "hold_lost": report["hold"]["lost"],
             "others_cpu_pct_connect": others_pct(before, after),
             "others_cpu_pct_hold": others_pct(hold_a, hold_b),
@@ -314,9 +270,9 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; exit status 0 when every run completed."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench one-port``; exit status 0 when every run completed."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="N = 500, 1 round, 5 s hold (unless given)")
     parser.add_argument("--count", type=int, help="agents per run (default 2,000; quick 500)")
@@ -332,26 +288,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not pin broker and load generator to separate CPUs")
     parser.add_argument("--pki-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/epns-bench-work"))
-    parser.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    parser.add_argument("--mosquitto", default=MOSQUITTO)
     args = parser.parse_args(argv)
     args.count = args.count or (500 if args.quick else 2_000)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.hold = args.hold if args.hold is not None else (5.0 if args.quick else 10.0)
-    if not 1 <= args.count <= MAX_AGENTS:
-        parser.error(f"--count must be 1 to {MAX_AGENTS:,} (one load-generator process)")
+    if not 1 <= args.count <= MAX_PER_PROCESS:
+        parser.error(f"--count must be 1 to {MAX_PER_PROCESS:,} (one load-generator process)")
     ways = [w for w in WAYS if w.name in args.ways]
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    raise_nofile_limit()
+    pin = can_pin(args.pin)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work_root = args.work_dir / f"one-port-{stamp}"
     work_root.mkdir(parents=True)
     print(f"PKI: {ensure_bench_pki(args.pki_dir, args.count)} in {args.pki_dir}",
           file=sys.stderr, flush=True)
     data: dict[str, Any] = {
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": command_line(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(args.mosquitto),
         "settings": {
@@ -359,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             "ways": [w.name for w in ways], "concurrency": args.concurrency,
             "phase_timeout_s": args.phase_timeout, "agent_timeout_s": args.agent_timeout,
             "pinned": "broker on CPU 0, loadgen on CPU 1" if pin else "no",
-            "epns_admission": "connect_rate=100000 connect_burst=100000 (as run_hold.py)",
+            "epns_admission": "connect_rate=100000 connect_burst=100000 (as the hold command)",
             "work_dir": str(work_root),
         },
         "runs": [],
@@ -384,6 +338,3 @@ def main(argv: list[str] | None = None) -> int:
           + (f" (under broker/, epns/, agent_push/: {len(changed)} files)" if changed else ""))
     return 1 if any("error" in r for r in data["runs"]) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,31 +12,25 @@ the connection's life (``bench/README.md``, "One port").
 This reads 2,000 small records through an in-memory TLS pair, keeps each
 chunk as read or as a copy, and prints the RSS per kept chunk.
 
-    .venv/bin/python bench/ssl_read_chunk.py
+    python -m bench ssl-read-chunk
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
 import ssl
-import sys
 from pathlib import Path
 
-from bench_pki import DEFAULT_DIR, ensure_bench_pki
+from bench.bench_pki import DEFAULT_DIR, ensure_bench_pki
+from bench.procfs import proc_status
 
 # uvloop's SSL_READ_MAX_SIZE (uvloop/includes/consts.pxi).
 READ_SIZE = 256 * 1024
 CHUNKS = 2_000
 # A CONNECT-sized record: MQTT's first byte and about what an agent sends.
 RECORD = b"\x10" + b"x" * 150
-
-
-def rss_kib() -> int:
-    """This process's VmRSS."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def tls_pair(pki_dir: Path) -> tuple[ssl.SSLObject, ssl.SSLObject, ssl.MemoryBIO,
@@ -63,17 +57,18 @@ def per_chunk(pki_dir: Path, *, copy: bool) -> float:
     """KiB of RSS per kept chunk, kept as read or as a copy."""
     client, server, client_out, server_in = tls_pair(pki_dir)
     kept: list[bytes] = []
-    before = rss_kib()
+    before = proc_status(os.getpid())["rss_kib"]
     for _ in range(CHUNKS):
         client.write(RECORD)
         server_in.write(client_out.read())
         chunk = server.read(READ_SIZE)
         kept.append(bytes(bytearray(chunk)) if copy else chunk)
-    return (rss_kib() - before) / CHUNKS
+    return (proc_status(os.getpid())["rss_kib"] - before) / CHUNKS
 
 
-def main() -> int:
-    """Print both figures."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench ssl-read-chunk``: print both figures."""
+    argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0]).parse_args(argv)
     ensure_bench_pki(DEFAULT_DIR, 1)
     as_read = per_chunk(DEFAULT_DIR, copy=False)
     copied = per_chunk(DEFAULT_DIR, copy=True)
@@ -81,6 +76,3 @@ def main() -> int:
           f"{as_read:.2f} KiB RSS each as read, {copied:.2f} KiB each copied")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,10 +18,10 @@ import subprocess
 import time
 from typing import Any
 
-from brokers import Broker, free_port, log_summary, scrape_epns_metrics
-from fleet import Fleet
-from procfs import proc_cpu_seconds, proc_status
-from suite_env import SuiteEnv
+from bench.brokers import Broker, free_port, log_summary, scrape_epns_metrics
+from bench.fleet import Fleet
+from bench.procfs import proc_cpu_seconds, proc_status
+from bench.suite_env import SuiteEnv
 
 SETTLE_S = 2.0
 AFTER_S = 5.0  # after everyone is back, before "RSS afterwards"

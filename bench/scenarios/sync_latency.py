@@ -9,8 +9,8 @@ thread, where the agent's event loop would run (the stand-in server has
 threads of its own), plus any children it collected (none now; the exchange
 used to run in one).
 
-    /tmp/venv/bin/python bench/sync_latency.py            # 30 syncs
-    /tmp/venv/bin/python bench/sync_latency.py --count 100
+    python -m bench sync-latency            # 30 syncs
+    python -m bench sync-latency --count 100
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import argparse
 import asyncio
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from agent_idle import AGENT_ID, ensure_pki, start_sync_server
-from bench_pki import DEFAULT_DIR
-
 from agent_push.sync import HttpSync, SyncRequest, TlsFiles
+from bench.bench_pki import DEFAULT_DIR, ensure_named_agent
+from bench.results_io import command_line
+from bench.scenarios.agent_idle import AGENT_ID, start_sync_server
 from epns import pki
 from epns.agent_config import SyncSettings
 from epns.sync_contract import SyncReason
@@ -58,13 +57,14 @@ def _row(name: str, samples: list[tuple[float, float]]) -> str:
             f"{statistics.quantiles(rest, n=10)[-1]:.0f} | {min(rest):.0f} | {cpu:.0f} |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the syncs and print a markdown table of their durations."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench sync-latency``: run the syncs, print a markdown table of
+    their durations."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=30, help="syncs")
     parser.add_argument("--pki-dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)
-    pair = ensure_pki(args.pki_dir)
+    pair = ensure_named_agent(args.pki_dir, AGENT_ID)
     server = start_sync_server(args.pki_dir)
     try:
         settings = SyncSettings(url=server.url, fetch=True, timeout=10.0)
@@ -73,13 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         samples = asyncio.run(_timed(http, args.count))
     finally:
         server.close()
-    print(f"Command: `{sys.executable} bench/sync_latency.py --count {args.count}`\n")
+    print(f"Command: `{command_line()}`\n")
     print("| sync (POST + GET, mTLS, 127.0.0.1) | first (ms) | median of the others (ms) "
           "| p90 (ms) | min (ms) | CPU, median (ms) |")
     print("|---|---|---|---|---|---|")
     print(_row("HttpSync, in the agent's process", samples))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

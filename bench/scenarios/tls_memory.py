@@ -9,8 +9,8 @@ certificate required). RSS growth per connection is read from /proc; the TLS
 cost is the difference between the two. It is measured under uvloop (what the
 broker runs on) and under stock asyncio.
 
-    /tmp/venv/bin/python bench/tls_memory.py              # N = 2000
-    /tmp/venv/bin/python bench/tls_memory.py --count 5000
+    python -m bench tls-memory              # N = 2000
+    python -m bench tls-memory --count 5000
 
 All traffic is on 127.0.0.1; every wait is bounded.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import ssl
 import subprocess
 import sys
@@ -28,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from bench_pki import DEFAULT_DIR, agent_id, ensure_bench_pki
 
+from bench import ROOT
+from bench.bench_pki import DEFAULT_DIR, agent_id, ensure_bench_pki
+from bench.processes import raise_nofile_limit
+from bench.procfs import proc_status
 from epns import pki, tls
 
 
@@ -45,7 +47,8 @@ class Holder(asyncio.Protocol):
 
 
 async def serve(pki_dir: Path, use_tls: bool) -> None:
-    """Child process: listen, print the port, hold connections until stdin closes."""
+    """The server process (``--serve``): listen, print the port, hold
+    connections until stdin closes."""
     context = None
     if use_tls:
         context = tls.server_context(pki_dir / pki.BROKER_CERT, pki_dir / pki.BROKER_KEY,
@@ -55,13 +58,6 @@ async def serve(pki_dir: Path, use_tls: bool) -> None:
     sys.stdout.write(f"{server.sockets[0].getsockname()[1]}\n")
     sys.stdout.flush()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def open_connections(port: int, contexts: list[ssl.SSLContext | None]
@@ -84,6 +80,7 @@ async def open_connections(port: int, contexts: list[ssl.SSLContext | None]
 
 
 def client_contexts(pki_dir: Path, count: int) -> list[ssl.SSLContext]:
+    """One client context per simulated agent, each with its own certificate."""
     contexts = []
     for index in range(count):
         pair = pki.agent_pair(pki_dir, agent_id(index + 1))
@@ -96,21 +93,21 @@ def client_contexts(pki_dir: Path, count: int) -> list[ssl.SSLContext]:
 def measure(pki_dir: Path, loop: str, use_tls: bool, count: int) -> float:
     """KiB of server RSS per held connection."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", loop, "--pki-dir", str(pki_dir)]
+        [sys.executable, "-m", "bench", "tls-memory", "--serve", loop, "--pki-dir", str(pki_dir)]
         + (["--tls"] if use_tls else []),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         contexts: list[ssl.SSLContext | None] = (
             list(client_contexts(pki_dir, count)) if use_tls else [None] * count)
         time.sleep(0.5)
-        before = rss_kib(server.pid)
+        before = proc_status(server.pid)["rss_kib"]
 
         async def run() -> float:
             writers = await open_connections(port, contexts)
             await asyncio.sleep(1.0)
-            after = rss_kib(server.pid)
+            after = proc_status(server.pid)["rss_kib"]
             for writer in writers:
                 writer.close()
             return (after - before) / len(writers)
@@ -122,15 +119,16 @@ def measure(pki_dir: Path, loop: str, use_tls: bool, count: int) -> float:
         server.wait(timeout=30)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench tls-memory``: print the table; with ``--serve``, be
+    the server process of one measurement."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--pki-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--serve", choices=["uvloop", "asyncio"])
     parser.add_argument("--tls", action="store_true")
-    args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    args = parser.parse_args(argv)
+    raise_nofile_limit()
     if args.serve:
         runner = uvloop.run if args.serve == "uvloop" else asyncio.run
         runner(serve(args.pki_dir, args.tls))
@@ -145,6 +143,3 @@ def main() -> int:
         sys.stdout.flush()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

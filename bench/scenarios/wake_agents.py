@@ -1,6 +1,6 @@
 """N real agents woken at once: from the wake-up request to satisfied, per agent.
 
-Scenario 6 (``scenario_end_to_end.py``) simulates its agents on one event loop;
+Scenario 6 (``python -m bench end-to-end``) simulates its agents on one event loop;
 this one runs the real thing, on one machine: ``epns-server run`` (with its
 embedded broker, or with Debian's Mosquitto running the shipped contract
 config, as scenario 6 does), and N ``python -m agent_push run`` processes with
@@ -21,8 +21,8 @@ the addresses and PKI.
 The command line prints a markdown table (a column per broker) and writes JSON
 to ``bench/results/wake-agents-<timestamp>.json``.
 
-    /tmp/venv/bin/python bench/wake_agents.py                  # 20 agents, epns and Mosquitto
-    /tmp/venv/bin/python bench/wake_agents.py --agents 1 --brokers epns
+    python -m bench wake-agents                  # 20 agents, epns and Mosquitto
+    python -m bench wake-agents --agents 1 --brokers epns
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from brokers import Broker, code_identity, free_port, start_mosquitto, stop_process
-from procfs import CLOCK_TICKS, proc_status
-from scenario_end_to_end import (
-    MOSQUITTO,
+from bench import RESULTS, ROOT
+from bench.agents import agent_command, agent_env, write_agent_config
+from bench.brokers import MOSQUITTO, Broker, free_port, start_mosquitto
+from bench.processes import stop_process
+from bench.procfs import proc_cpu_seconds, proc_status
+from bench.results_io import code_identity, command_line
+from bench.scenarios.end_to_end import (
     CpuMeter,
     Server,
     api_client,
@@ -52,12 +55,8 @@ from scenario_end_to_end import (
     start_server,
     wakeup_view,
 )
-
 from epns import pki
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 BROKERS = ("epns", "mosquitto")
 # Every wait is bounded by one of these.
 CONNECT_TIMEOUT_S = 120.0
@@ -69,43 +68,23 @@ def agent_config(path: Path, name: str, bundle: Path, pki_dir: Path, server: Ser
                  mqtt_port: int) -> Path:
     """agent.toml: the agent's defaults except the addresses, the PKI and a
     sync interval longer than the run (only the wake-up's sync is of interest)."""
-    ca = json.dumps(str(pki_dir / pki.CA_CERT))
-    path.write_text(f"""state_dir = {json.dumps(str(path.parent / ("state-" + name)))}
-
-[identity]
-agent_id = "{name}"
-cert = {json.dumps(str(bundle / "agent.crt"))}
-key = {json.dumps(str(bundle / "agent.key"))}
-
-[broker]
-host = "127.0.0.1"
-ports = [{mqtt_port}]
-ca = {ca}
-server_public_key = {json.dumps(str(pki_dir / pki.SIGNING_PUB))}
-
-[proxy]
-use_env = false
-
-[sync]
-action = "http"
-url = "{server.url}"
-fetch = true
-ca = {ca}
-interval = 86400.0
-
-[log]
-level = "info"
-format = "text"
-""")
-    return path
+    ca = str(pki_dir / pki.CA_CERT)
+    return write_agent_config(path, path.parent / f"state-{name}", {
+        "identity": {"agent_id": name, "cert": str(bundle / "agent.crt"),
+                     "key": str(bundle / "agent.key")},
+        "broker": {"host": "127.0.0.1", "ports": [mqtt_port], "ca": ca,
+                   "server_public_key": str(pki_dir / pki.SIGNING_PUB)},
+        "proxy": {"use_env": False},
+        "sync": {"action": "http", "url": server.url, "fetch": True, "ca": ca,
+                 "interval": 86400.0},
+        "log": {"level": "info", "format": "text"},
+    })
 
 
 def start_agents(names: list[str], work: Path, pki_dir: Path, server: Server,
                  mqtt_port: int) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
     """The agent processes, each logging to its own file."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("EPNS_") and k.lower() not in (
-               "https_proxy", "http_proxy", "no_proxy", "all_proxy")}
+    env = agent_env()
     running = {}
     for name in names:
         config = agent_config(work / f"{name}.toml", name, work / "agents" / name, pki_dir,
@@ -113,7 +92,7 @@ def start_agents(names: list[str], work: Path, pki_dir: Path, server: Server,
         log = work / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "agent_push", "run", "--config", str(config)],
+                agent_command(config),
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=out)
         running[name] = (process, log)
@@ -139,13 +118,9 @@ def wait_connect_syncs(agents: dict[str, tuple[subprocess.Popen[bytes], Path]]) 
 
 
 def _agents_cpu(agents: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> float:
-    """CPU seconds of the agents so far, with those of the children they
-    reaped (utime, stime, cutime and cstime of /proc/PID/stat)."""
-    total = 0
-    for process, _ in agents.values():
-        stat = Path(f"/proc/{process.pid}/stat").read_text()
-        total += sum(int(v) for v in stat[stat.rindex(")") + 2:].split()[11:15])
-    return total / CLOCK_TICKS
+    """CPU seconds of the agents so far, with those of the children they reaped."""
+    return sum(proc_cpu_seconds(process.pid, reaped_children=True)
+               for process, _ in agents.values())
 
 
 def wake_all(api: Any, count: int) -> dict[str, Any]:
@@ -219,7 +194,7 @@ def summary(kind: str, view: dict[str, Any], rss_before: dict[str, int],
     hwm = [status["hwm_kib"] / 1024 for status in after.values()]
     idle = [kib / 1024 for kib in rss_before.values()]
     return {
-        "broker": kind, "code": code_identity(), "targets": len(view["targets"]),
+        "broker": kind, "code": code_identity("broker", "epns"), "targets": len(view["targets"]),
         "satisfied": len(values), "counts": view["counts"],
         "satisfied_s": {"median": round(statistics.median(values), 3) if values else None,
                         "max": max(values) if values else None, "per_agent": took},
@@ -259,9 +234,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run each broker in turn, print the table, write the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m bench wake-agents``: each broker in turn, print the table,
+    write the JSON."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/epns-bench-wake"))
@@ -275,11 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind} FAILED: {results[kind]['error']}", file=sys.stderr, flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"wake-agents-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"command": sys.argv, "results": results}, indent=1))
+    out.write_text(json.dumps({"command": command_line(), "results": results}, indent=1))
     print(table(results))
     print(f"\nJSON: {out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
