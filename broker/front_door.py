@@ -9,7 +9,7 @@ CONNECT (0x10), an HTTP request with a letter.
 
 MQTT stays here, on the same connection object as on 8883, so a long-lived
 agent costs the broker the same on either port. HTTP is relayed, bytes as
-they come, to the server's front socket (``server_push.front``), after a
+they come, to the server's front socket (``server_push.web.front``), after a
 handover line (``epns.front``) that carries the client's address and verified
 certificate. An upgrade request to the WebSocket path is relayed to this
 broker's own ws-front socket (``broker.ws_front``), the same facts in the

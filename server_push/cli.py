@@ -30,15 +30,15 @@ from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
 from server_push import services as services_module
-from server_push.agents import public_url
-from server_push.app import create_app
 from server_push.embedded import PIDFILE, EmbeddedBroker
-from server_push.enrol import DEFAULT_TTL, enrolment
-from server_push.front import FrontListener
+from server_push.fleet.agents import public_url
+from server_push.fleet.enrol import DEFAULT_TTL
 from server_push.health_probe import probe
-from server_push.https import ASGIApp, make_server
-from server_push.secrets_file import session_secret
+from server_push.security.secrets_file import session_secret
 from server_push.services import Services
+from server_push.web.app import create_app
+from server_push.web.front import FrontListener
+from server_push.web.https import ASGIApp, make_server
 
 log = logging.getLogger("server")
 ADMIN = "admin"
@@ -210,7 +210,7 @@ def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
 
 def _cmd_enrol_token(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def create(services: Services) -> None:
-        made = await enrolment(services).create_token(args.group or [], args.ttl,
+        made = await services.enrolment().create_token(args.group or [], args.ttl,
                                                       args.agent_id, "cli")
         _say(made.token)
         sys.stderr.write(f"enrolment token {made.id}, valid {args.ttl:.0f} s; it is shown "

@@ -21,27 +21,28 @@ from epns import pki
 from epns.errors import ConfigError
 from epns.logs import event
 from epns.server_config import ServerSettings
-from server_push import db
-from server_push.agents import AgentAdmin
-from server_push.auth import AgentAuthenticator, Credentials
-from server_push.bus import Bus
-from server_push.cluster import Cluster
-from server_push.events import Dispatcher
-from server_push.handled import HandledEvents
-from server_push.history import prune_history
-from server_push.metrics import ServerMetrics
-from server_push.mqtt_link import SUBSCRIPTIONS, BrokerLink, LinkHealth, shared_subscriptions
-from server_push.notify import Notifier
-from server_push.outbox import Outbox
-from server_push.ratelimit import RateLimiter
-from server_push.registry import Registry
-from server_push.revocations import RevocationStore
-from server_push.settings_store import SettingsStore
-from server_push.sync_admission import SyncAdmission
-from server_push.tasks import Tasks
-from server_push.wakeups import Wakeups
-from server_push.wol import WolDispatch
-from server_push.wol_sender import allowed_networks
+from server_push.fleet.agents import AgentAdmin
+from server_push.fleet.bus import Bus
+from server_push.fleet.enrol import Enrolment
+from server_push.fleet.events import Dispatcher
+from server_push.fleet.notify import Notifier
+from server_push.fleet.registry import Registry
+from server_push.fleet.tasks import Tasks
+from server_push.fleet.wakeups import Wakeups
+from server_push.fleet.wol import WolDispatch
+from server_push.link.cluster import Cluster
+from server_push.link.metrics import ServerMetrics
+from server_push.link.mqtt_link import SUBSCRIPTIONS, BrokerLink, LinkHealth, shared_subscriptions
+from server_push.link.outbox import Outbox
+from server_push.link.wol_sender import allowed_networks
+from server_push.security.auth import AgentAuthenticator, Credentials
+from server_push.security.ratelimit import RateLimiter
+from server_push.security.revocations import RevocationStore
+from server_push.security.sync_admission import SyncAdmission
+from server_push.store import db
+from server_push.store.handled import HandledEvents
+from server_push.store.history import prune_history
+from server_push.store.settings_store import SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class Services:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
     _flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enrolment(self) -> Enrolment:
+        """The enrolment service over this database and these agents."""
+        return Enrolment(self.sessions, self.agents)
 
     async def on_message(self, topic: str, raw: bytes) -> None:
         """The broker link's handler."""

@@ -97,7 +97,7 @@ def _line(caplog: pytest.LogCaptureFixture, **values: object) -> str:
 
 
 @pytest.mark.parametrize("value", [
-    "x\n2026-01-01T00:00:00 INFO server_push.api wakeup_satisfied id=1",
+    "x\n2026-01-01T00:00:00 INFO server_push.web.api wakeup_satisfied id=1",
     "x\r\nforged", "a b", 'a"b', "", "\u2028forged", "a\x1b[2Jb",
 ])
 def test_a_value_from_outside_cannot_start_a_line_or_fake_a_field(

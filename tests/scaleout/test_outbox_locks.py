@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from epns.envelope import Command, CommandType
-from server_push import db
-from server_push.handled import HandledEvents
-from server_push.outbox import Outbox
+from server_push.link.outbox import Outbox
+from server_push.store import db
+from server_push.store.handled import HandledEvents
 
 pytestmark = pytest.mark.postgres
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from server_push.bus import Bus
-from server_push.console import stream
-from server_push.console.throttle import MAX_KEYS, LoginThrottle
+from server_push.fleet.bus import Bus
+from server_push.web.console import stream
+from server_push.web.console.throttle import MAX_KEYS, LoginThrottle
 
 
 def test_throttle_refuses_after_the_limit_until_the_oldest_failure_leaves_the_window() -> None:

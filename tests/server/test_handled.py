@@ -1,4 +1,4 @@
-"""Message claims (``server_push/handled.py``) on a real SQLite database, and
+"""Message claims (``server_push/store/handled.py``) on a real SQLite database, and
 the bus's relay to other replicas."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from server_push import db
-from server_push.bus import Bus
-from server_push.handled import HandledEvents, message_key
+from server_push.fleet.bus import Bus
+from server_push.store import db
+from server_push.store.handled import HandledEvents, message_key
 
 
 def test_a_message_is_claimed_once_and_claims_are_pruned(tmp_path: Path) -> None:

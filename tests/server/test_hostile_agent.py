@@ -213,7 +213,7 @@ def test_a_forged_log_line_stays_inside_its_field(stack: Stack) -> None:
     seen = len(stack.server.lines)
     liar.publish("epns/v1/agents/liar/evt", json.dumps(
         {"v": 1, "type": "wol_result", "at": time.time(),
-         "ref": "x\n2026-01-01T00:00:00 INFO server_push.api wakeup_satisfied id=1"}).encode())
+         "ref": "x\n2026-01-01T00:00:00 INFO server_push.web.api wakeup_satisfied id=1"}).encode())
     line = stack.server.log_contains(r"agent_message_dropped agent=liar", after=seen)
     assert "event.ref" in line
     assert not any(entry.startswith("2026-01-01T00:00:00") for entry in stack.server.lines)

@@ -1,4 +1,4 @@
-"""The client certificate reaches the sync endpoints (server_push/https.py).
+"""The client certificate reaches the sync endpoints (server_push/web/https.py).
 
 Stock uvicorn keeps the TLS session from the application; without the
 protocol subclass the certificate-only request below is a 401."""

@@ -1,10 +1,10 @@
-"""The sync slots and their short queue (``server_push.sync_admission``), as logic."""
+"""The sync slots and their short queue (``server_push.security.sync_admission``), as logic."""
 
 from __future__ import annotations
 
 import asyncio
 
-from server_push.sync_admission import SyncAdmission
+from server_push.security.sync_admission import SyncAdmission
 
 
 def test_a_waiter_gets_the_slot_that_comes_free() -> None:

@@ -1,4 +1,4 @@
-"""The agents' sync endpoints over real HTTPS (server_push/sync_api.py):
+"""The agents' sync endpoints over real HTTPS (server_push/web/sync_api.py):
 identity, isolation, hostile bodies, the size limit, admission control, both
 formats, and tasks from queue to result."""
 

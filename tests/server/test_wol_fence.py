@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from epns.wol import Destination, WolPlan, WolTarget, magic_packet
-from server_push.wol_sender import allowed_networks, send_plan
+from server_push.link.wol_sender import allowed_networks, send_plan
 
 MAC = "02:00:00:00:00:0a"
 

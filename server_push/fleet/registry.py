@@ -1,0 +1,226 @@
+"""The agent registry: enrolled agents, and what their presence and syncs say.
+
+Presence comes from the retained birth and last-will messages, so subscribing
+again after a server restart rebuilds it. The state shown is:
+
+- ``online``: the last presence said online and the agent was heard from
+  within ``presence.stale_after``;
+- ``stale``: it said online, but has not been heard from since, or the server
+  itself has lost the broker and cannot know;
+- ``offline``: its last-will (or a clean goodbye) said offline;
+- ``unknown``: enrolled, never seen.
+
+An offline presence is stamped with the server's clock when it arrives: a
+last will is written when its connection is made, so its own time is the
+connect time, not when the agent went away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from epns.envelope import Presence, PresenceState
+from epns.errors import NotFound, PayloadTooLarge
+from epns.logs import event
+from epns.server_config import PresenceSettings
+from server_push.fleet.bus import Bus
+from server_push.store.history import remember
+from server_push.store.models import Agent, AgentEvent
+
+log = logging.getLogger(__name__)
+
+# Agents that the broker let in without an enrolment here (a certificate made
+# with epns-certs, say) are registered on first sight: the fleet CA vouches.
+DISCOVERED = "discovered"
+# A will's time precedes its own connection's birth by the connect steps (at
+# most their timeouts). A will older than that, before the birth the registry
+# holds, is from a connection that birth replaced (Mosquitto publishes a
+# taken-over connection's will after the new birth): it is ignored.
+WILL_WINDOW = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """An agent as the API and the console show it."""
+
+    id: str
+    groups: list[str]
+    auth: str
+    created_at: float
+    revoked: bool
+    presence: str
+    presence_at: float | None
+    last_seen: float | None
+    route: str | None
+    version: str | None
+    hostname: str | None
+    interfaces: list[dict[str, Any]]
+    last_sync_at: float | None
+    last_sync_result: str | None
+    last_sync_reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def is_news(agent: Agent, presence: Presence) -> bool:
+    """Whether ``presence`` may change what the registry holds for ``agent``."""
+    online = agent.presence == PresenceState.ONLINE.value
+    if presence.state is PresenceState.OFFLINE:
+        if agent.presence == PresenceState.OFFLINE.value:
+            return False  # the same will again, replayed after a resubscribe
+        return (not online or agent.presence_at is None
+                or presence.at >= agent.presence_at - WILL_WINDOW)
+    # An older birth than the one held is a replay after a resubscribe.
+    return not online or agent.presence_at is None or presence.at >= agent.presence_at
+
+
+def presence_of(agent: Agent, *, now: float, stale_after: float, link_up: bool) -> str:
+    """The presence shown for ``agent``, by the rules in this module's docstring."""
+    if agent.presence != PresenceState.ONLINE.value:
+        return agent.presence
+    if not link_up:
+        return "stale"
+    heard = agent.last_seen or agent.presence_at or 0.0
+    return "stale" if now - heard > stale_after else "online"
+
+
+def _check_inventory(agent_id: str, before: Mapping[str, Any], inventory: Mapping[str, Any],
+                     budget: int | None) -> None:
+    """PayloadTooLarge when ``inventory`` is over ``budget`` and larger than
+    ``before``: an agent already over (a lowered budget) may still shrink it."""
+    if budget is None:
+        return
+    size = _size(inventory)
+    if size > budget and size > _size(before):
+        raise PayloadTooLarge(
+            f"agent {agent_id!r}: these changes would make its inventory {size} bytes, over "
+            f"its budget of {budget} (budgets.inventory_bytes); send less, or replace keys "
+            "instead of adding new ones", code="inventory_over_budget")
+
+
+def _size(inventory: Mapping[str, Any]) -> int:
+    return len(json.dumps(inventory, separators=(",", ":")).encode())
+
+
+class Registry:
+    """Reads and writes agents' presence, last seen and last sync."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus,
+                 settings: PresenceSettings) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._settings = settings
+        self.link_up = False
+
+    def view(self, agent: Agent, now: float) -> AgentView:
+        """The API view of one row."""
+        return AgentView(
+            agent.id, list(agent.groups or []), agent.auth, agent.created_at,
+            agent.revoked_at is not None,
+            presence_of(agent, now=now, stale_after=self._settings.stale_after,
+                        link_up=self.link_up),
+            agent.presence_at, agent.last_seen, agent.route, agent.version, agent.hostname,
+            list(agent.interfaces or []), agent.last_sync_at, agent.last_sync_result,
+            agent.last_sync_reason)
+
+    async def get(self, agent_id: str, now: float) -> AgentView:
+        """One agent; NotFound when it is not registered."""
+        async with self._sessions() as session:
+            agent = await session.get(Agent, agent_id)
+        if agent is None:
+            raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+        return self.view(agent, now)
+
+    async def all(self, now: float) -> list[AgentView]:
+        """Every agent, by id."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(Agent).order_by(Agent.id))).all()
+        return [self.view(row, now) for row in rows]
+
+    async def history(self, agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The agent's newest history lines first."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(
+                select(AgentEvent).where(AgentEvent.agent_id == agent_id)
+                .order_by(AgentEvent.at.desc(), AgentEvent.id.desc()).limit(limit))).all()
+        return [{"at": row.at, "kind": row.kind, "detail": row.detail} for row in rows]
+
+    @staticmethod
+    async def _row(session: AsyncSession, agent_id: str, now: float) -> Agent:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
+            agent = Agent(id=agent_id, groups=[], auth=DISCOVERED, created_at=now,
+                          interfaces=[], inventory={}, presence="unknown")
+            session.add(agent)
+            remember(session, agent_id, now, "discovered", "first seen on the broker")
+            event(log, "agent_discovered", agent=agent_id)
+        return agent
+
+    async def on_presence(self, agent_id: str, presence: Presence, now: float) -> bool:
+        """Record a birth or last-will; True when the agent came online."""
+        async with self._sessions() as session, session.begin():
+            agent = await self._row(session, agent_id, now)
+            if not is_news(agent, presence):
+                return False
+            came_online = (presence.state is PresenceState.ONLINE
+                           and (agent.presence != PresenceState.ONLINE.value
+                                or presence.at != agent.presence_at))
+            changed = agent.presence != presence.state.value or presence.at != agent.presence_at
+            agent.presence = presence.state.value
+            agent.presence_at = presence.at if presence.state is PresenceState.ONLINE else now
+            if presence.state is PresenceState.ONLINE:
+                agent.last_seen = now
+                agent.route = presence.route
+                agent.version = presence.version
+                agent.hostname = presence.hostname
+                agent.interfaces = [{"address": i.address, "prefix": i.prefix, "mac": i.mac}
+                                    for i in presence.interfaces]
+            if changed:
+                detail = f"route {presence.route}" if presence.route else ""
+                remember(session, agent_id, now, presence.state.value, detail)
+        if changed:
+            self._bus.publish({"kind": "agent", "id": agent_id})
+        return came_online
+
+    async def touch(self, agent_id: str, now: float) -> None:
+        """The agent was heard from."""
+        async with self._sessions() as session, session.begin():
+            agent = await self._row(session, agent_id, now)
+            agent.last_seen = now
+
+    async def on_sync(self, agent_id: str, *, ok: bool, detail: str, reason: str, at: float,
+                      changes: Mapping[str, Any] | None = None,
+                      inventory_budget: int | None = None) -> None:
+        """Record a sync the agent reports (or the sync endpoint saw).
+        ``changes`` are merged into the agent's inventory; PayloadTooLarge,
+        with nothing written, when that would take the inventory past
+        ``inventory_budget`` bytes of JSON."""
+        async with self._sessions() as session, session.begin():
+            agent = await self._row(session, agent_id, at)
+            if changes:
+                before = agent.inventory or {}
+                inventory = {**before, **changes}
+                _check_inventory(agent_id, before, inventory, inventory_budget)
+                agent.inventory = inventory
+            agent.last_seen = at
+            agent.last_sync_at = at
+            agent.last_sync_result = "ok" if ok else f"failed: {detail}"
+            agent.last_sync_reason = reason
+            remember(session, agent_id, at, "sync" if ok else "sync_failed",
+                     f"{reason}: {detail}")
+        self._bus.publish({"kind": "agent", "id": agent_id})
+
+    async def remember(self, agent_id: str, at: float, kind: str, detail: str) -> None:
+        """Add a line to an agent's history."""
+        async with self._sessions() as session, session.begin():
+            await self._row(session, agent_id, at)
+            remember(session, agent_id, at, kind, detail)

@@ -1,0 +1,431 @@
+"""Wake-ups and their delivery contract (``epns.wakeup``), kept in the database.
+
+A request becomes one ``Wakeup`` row and one ``WakeTarget`` per agent, in the
+same transaction as the signed command that carries it (``Outbox.stage``), so
+an accepted request always has a command on its way. Then:
+
+- an agent's ``ack`` marks its targets on that command delivered;
+- a completed sync (sync endpoint or ``sync`` event) satisfies the agent's
+  pending targets requested before the sync started;
+- the sweeper expires targets whose TTL ran out.
+
+Collapse: a request for an agent that already has an un-acked wake command
+rides on that command instead of sending another. If the agent turns out to
+have consumed that command in a sync that started before the request (the
+ack and the request crossed), the sync's ``wakes`` list says so and one fresh
+command is sent for what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from epns import topics
+from epns.envelope import TARGET_ALL, Command, CommandType, target_agent, target_group
+from epns.errors import BadRequest, Conflict, NotFound
+from epns.logs import event
+from epns.server_config import WakeupSettings
+from epns.wakeup import PENDING_STATES, WakeState, collapse_into, satisfies
+from server_push.fleet.bus import Bus
+from server_push.link.outbox import Outbox
+from server_push.store.history import audit, remember, settle_audit
+from server_push.store.models import Agent, WakeTarget, Wakeup
+
+log = logging.getLogger(__name__)
+
+TargetKind = Literal["agents", "group", "all"]
+AUDIT_ACTION = "wakeup"
+MAX_AGENTS_PER_REQUEST = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class WakeRequest:
+    """What a caller asks for: some agents, a group, or all."""
+
+    kind: TargetKind
+    agents: tuple[str, ...] = ()
+    group: str | None = None
+    ttl: float | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    """One target's delivery record, for the API."""
+
+    agent_id: str
+    state: str
+    requested_at: float
+    delivered_at: float | None
+    satisfied_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WakeupView:
+    """A wake-up with its counts per state (and its targets when asked for)."""
+
+    id: str
+    created_at: float
+    expires_at: float
+    requested_by: str
+    target_kind: str
+    target: list[Any]
+    counts: dict[str, int]
+    targets: tuple[TargetView, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        """True when no target can change any more."""
+        return not any(self.counts.get(state, 0) for state in PENDING_STATES)
+
+
+class Wakeups:
+    """Accepts wake-up requests and moves their targets along the contract."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, bus: Bus,
+                 settings: WakeupSettings) -> None:
+        self._sessions = sessions
+        self._outbox = outbox
+        self._bus = bus
+        self._settings = settings
+
+    # --- requests ------------------------------------------------------------
+
+    async def request(self, actor: str, wanted: WakeRequest) -> tuple[WakeupView, bool]:
+        """Accept ``wanted``; returns the wake-up and False when the idempotency
+        key named an earlier one (nothing new is sent then)."""
+        ttl = self._ttl(wanted.ttl)
+        if wanted.idempotency_key is not None:
+            earlier = await self._by_key(actor, wanted.idempotency_key)
+            if earlier is not None:
+                return earlier, False
+        now = time.time()
+        wakeup = Wakeup(id=uuid.uuid4().hex, created_at=now, expires_at=now + ttl,
+                        requested_by=actor, target_kind=wanted.kind,
+                        target=self._describe(wanted), idempotency_key=wanted.idempotency_key)
+        try:
+            async with self._sessions() as session, session.begin():
+                agent_ids = await self._resolve(session, wanted)
+                session.add(wakeup)
+                await session.flush()
+                command_ids, collapsed = await self._stage(session, wakeup, agent_ids, now)
+                audit(session, at=now, actor=actor, action=AUDIT_ACTION, targets=agent_ids,
+                      outcome=f"accepted: {len(agent_ids)} agents, {collapsed} collapsed",
+                      ref=wakeup.id)
+                for agent_id in agent_ids:
+                    remember(session, agent_id, now, "wake_requested", f"by {actor}")
+        except IntegrityError:
+            # The same key raced in from a second request: answer with the winner.
+            if wanted.idempotency_key is None:
+                raise
+            earlier = await self._by_key(actor, wanted.idempotency_key)
+            if earlier is None:
+                raise
+            return earlier, False
+        event(log, "wakeup_accepted", id=wakeup.id, by=actor, kind=wanted.kind,
+              agents=len(agent_ids), collapsed=collapsed)
+        await self.record_published(await self._outbox.send(command_ids))
+        self._bus.publish({"kind": "wakeup", "id": wakeup.id})
+        return await self.get(wakeup.id), True
+
+    def _ttl(self, ttl: float | None) -> float:
+        value = self._settings.default_ttl if ttl is None else ttl
+        if not 1.0 <= value <= self._settings.max_ttl:
+            raise BadRequest(f"ttl must be between 1 and {self._settings.max_ttl:.0f} seconds",
+                             code="invalid_ttl")
+        return value
+
+    @staticmethod
+    def _describe(wanted: WakeRequest) -> list[Any]:
+        if wanted.kind == "agents":
+            return list(wanted.agents)
+        return [wanted.group] if wanted.kind == "group" else ["all"]
+
+    async def _by_key(self, actor: str, key: str) -> WakeupView | None:
+        async with self._sessions() as session:
+            found = await session.scalar(select(Wakeup.id).where(
+                Wakeup.requested_by == actor, Wakeup.idempotency_key == key))
+        return None if found is None else await self.get(found)
+
+    async def _resolve(self, session: AsyncSession, wanted: WakeRequest) -> list[str]:
+        if wanted.kind == "agents":
+            return await self._named_agents(session, wanted.agents)
+        rows = (await session.execute(
+            select(Agent.id, Agent.groups).where(Agent.revoked_at.is_(None)))).all()
+        if wanted.kind == "all":
+            found = [row.id for row in rows]
+        else:
+            group = topics.check_name(wanted.group or "", "group name")
+            found = [row.id for row in rows if group in (row.groups or [])]
+        if not found:
+            raise NotFound("no enrolled agent matches this target", code="no_agents")
+        return found
+
+    @staticmethod
+    async def _named_agents(session: AsyncSession, names: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            raise BadRequest("name at least one agent", code="no_agents")
+        if len(wanted) > MAX_AGENTS_PER_REQUEST:
+            raise BadRequest(f"at most {MAX_AGENTS_PER_REQUEST} agents per request; "
+                             "use a group or 'all'", code="too_many_agents")
+        rows = (await session.execute(
+            select(Agent.id, Agent.revoked_at).where(Agent.id.in_(wanted)))).all()
+        known = {row.id: row.revoked_at for row in rows}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise NotFound(f"unknown agents: {', '.join(unknown[:20])}", code="unknown_agents")
+        revoked = [name for name in wanted if known[name] is not None]
+        if revoked:
+            raise Conflict(f"revoked agents cannot be woken: {', '.join(revoked[:20])}",
+                           code="agent_revoked")
+        return wanted
+
+    async def _stage(self, session: AsyncSession, wakeup: Wakeup, agent_ids: list[str],
+                     now: float) -> tuple[list[str], int]:
+        if wakeup.target_kind != "agents":
+            command = self._command(self._fanout_target(wakeup), now, wakeup)
+            self._outbox.stage(session, command, self._fanout_topic(wakeup))
+            for agent_id in agent_ids:
+                session.add(self._target(wakeup, agent_id, now, command))
+            return [command.id], 0
+        riding = await self._unacked_commands(session, agent_ids)
+        staged: list[str] = []
+        collapsed = 0
+        for agent_id in agent_ids:
+            ride = riding.get(agent_id)
+            if ride is not None and collapse_into(ride[1], new_expires_at=wakeup.expires_at,
+                                                  now=now):
+                session.add(self._target(wakeup, agent_id, now, None, ride=ride))
+                collapsed += 1
+                continue
+            command = self._command(target_agent(agent_id), now, wakeup)
+            self._outbox.stage(session, command, topics.agent_cmd(agent_id))
+            session.add(self._target(wakeup, agent_id, now, command))
+            staged.append(command.id)
+        return staged, collapsed
+
+    @staticmethod
+    def _fanout_target(wakeup: Wakeup) -> str:
+        return TARGET_ALL if wakeup.target_kind == "all" else target_group(wakeup.target[0])
+
+    @staticmethod
+    def _fanout_topic(wakeup: Wakeup) -> str:
+        return topics.ALL_CMD if wakeup.target_kind == "all" else topics.group_cmd(
+            wakeup.target[0])
+
+    @staticmethod
+    def _command(target: str, now: float, wakeup: Wakeup) -> Command:
+        return Command(type=CommandType.WAKE, target=target, issued_at=now,
+                       expires_at=wakeup.expires_at, body={"wakeup": wakeup.id},
+                       id=uuid.uuid4().hex)
+
+    @staticmethod
+    def _target(wakeup: Wakeup, agent_id: str, now: float, command: Command | None,
+                ride: tuple[str, float, float | None] | None = None) -> WakeTarget:
+        if command is not None:
+            return WakeTarget(wakeup_id=wakeup.id, agent_id=agent_id, requested_at=now,
+                              expires_at=wakeup.expires_at, command_id=command.id,
+                              command_expires_at=command.expires_at)
+        assert ride is not None
+        return WakeTarget(wakeup_id=wakeup.id, agent_id=agent_id, requested_at=now,
+                          expires_at=wakeup.expires_at, command_id=ride[0],
+                          command_expires_at=ride[1], published_at=ride[2])
+
+    @staticmethod
+    async def _unacked_commands(session: AsyncSession, agent_ids: list[str]
+                                ) -> dict[str, tuple[str, float, float | None]]:
+        """Per agent, its newest un-acked wake command: (id, expiry, published at)."""
+        rows = (await session.execute(
+            select(WakeTarget.agent_id, WakeTarget.command_id, WakeTarget.command_expires_at,
+                   WakeTarget.published_at)
+            .where(WakeTarget.agent_id.in_(agent_ids),
+                   WakeTarget.state == WakeState.REQUESTED.value,
+                   WakeTarget.command_id.is_not(None))
+            .order_by(WakeTarget.command_expires_at))).all()
+        return {row.agent_id: (row.command_id, row.command_expires_at, row.published_at)
+                for row in rows}
+
+    async def record_published(self, taken: dict[str, float]) -> None:
+        """Record when the broker took commands (``Outbox.send``, ``Outbox.flush``)."""
+        if not taken:
+            return
+        async with self._sessions() as session, session.begin():
+            for command_id, at in taken.items():
+                await session.execute(update(WakeTarget)
+                                      .where(WakeTarget.command_id == command_id,
+                                             WakeTarget.published_at.is_(None))
+                                      .values(published_at=at))
+
+    # --- delivery ------------------------------------------------------------
+
+    async def on_ack(self, agent_id: str, command_id: str, now: float) -> None:
+        """The agent acked ``command_id``: its targets on it are delivered."""
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(WakeTarget)
+                .where(WakeTarget.agent_id == agent_id, WakeTarget.command_id == command_id,
+                       WakeTarget.state == WakeState.REQUESTED.value)
+                .values(state=WakeState.DELIVERED.value, delivered_at=now))
+            delivered = result.rowcount  # type: ignore[attr-defined]
+            if delivered:
+                remember(session, agent_id, now, "wake_delivered", f"command {command_id}")
+        if delivered:
+            self._notify_agent(agent_id)
+
+    async def on_sync(self, agent_id: str, *, started_at: float, sync_id: str,
+                      wakes: Sequence[str], now: float) -> int:
+        """A sync of ``agent_id`` that started at ``started_at`` (server clock)
+        completed: satisfy what it answers. Returns how many targets it satisfied.
+        The targets are locked (PostgreSQL) so two syncs applied at once by two
+        replicas satisfy each target once."""
+        async with self._sessions() as session, session.begin():
+            pending = (await session.scalars(select(WakeTarget).where(
+                WakeTarget.agent_id == agent_id,
+                WakeTarget.state.in_(PENDING_STATES)).with_for_update())).all()
+            answered = [t for t in pending
+                        if satisfies(sync_started_at=started_at, requested_at=t.requested_at)]
+            for target in answered:
+                target.state = WakeState.SATISFIED.value
+                target.delivered_at = target.delivered_at or now
+                target.satisfied_at = now
+                target.ended_at = now
+                target.sync_id = sync_id
+            consumed = [t for t in pending if t not in answered and t.command_id in set(wakes)]
+            fresh = self._reissue(session, agent_id, consumed, now)
+            wakeup_ids = {t.wakeup_id for t in answered}
+            await self._settle(session, wakeup_ids)
+        if fresh is not None:
+            event(log, "wake_reissued", agent=agent_id, command=fresh, targets=len(consumed))
+            await self.record_published(await self._outbox.send([fresh]))
+        if answered:
+            event(log, "wakeups_satisfied", agent=agent_id, sync=sync_id, count=len(answered))
+            self._notify_agent(agent_id)
+            for wakeup_id in wakeup_ids:
+                self._bus.publish({"kind": "wakeup", "id": wakeup_id})
+        return len(answered)
+
+    def _reissue(self, session: AsyncSession, agent_id: str, consumed: Sequence[WakeTarget],
+                 now: float) -> str | None:
+        """One fresh command for targets whose command a sync already used up."""
+        if not consumed:
+            return None
+        expires_at = max(t.expires_at for t in consumed)
+        command = Command(type=CommandType.WAKE, target=target_agent(agent_id), issued_at=now,
+                          expires_at=expires_at, body={"wakeup": consumed[0].wakeup_id},
+                          id=uuid.uuid4().hex)
+        self._outbox.stage(session, command, topics.agent_cmd(agent_id))
+        for target in consumed:
+            target.command_id = command.id
+            target.command_expires_at = expires_at
+            target.published_at = None
+        return command.id
+
+    async def _settle(self, session: AsyncSession, wakeup_ids: set[str]) -> None:
+        """Write the final outcome of wake-ups none of whose targets is pending."""
+        for wakeup_id in wakeup_ids:
+            counts = await self._counts(session, wakeup_id)
+            if not any(counts.get(state, 0) for state in PENDING_STATES):
+                await settle_audit(session, action=AUDIT_ACTION, ref=wakeup_id,
+                                   outcome=_outcome_words(counts))
+
+    # --- expiry --------------------------------------------------------------
+
+    async def expire(self, now: float) -> int:
+        """End every pending target whose TTL ran out; returns how many."""
+        async with self._sessions() as session, session.begin():
+            due = (await session.scalars(select(WakeTarget).where(
+                WakeTarget.state.in_(PENDING_STATES), WakeTarget.expires_at <= now))).all()
+            for target in due:
+                target.state = WakeState.EXPIRED.value
+                target.ended_at = now
+                remember(session, target.agent_id, now, "wake_expired",
+                         f"wake-up {target.wakeup_id}")
+            wakeup_ids = {t.wakeup_id for t in due}
+            await self._settle(session, wakeup_ids)
+        if due:
+            event(log, "wakeups_expired", count=len(due))
+            for wakeup_id in wakeup_ids:
+                self._bus.publish({"kind": "wakeup", "id": wakeup_id})
+            for agent_id in {t.agent_id for t in due}:
+                self._notify_agent(agent_id)
+        return len(due)
+
+    async def run_sweeper(self) -> None:
+        """Expire targets every ``sweep_interval`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(self._settings.sweep_interval)
+            try:
+                await self.expire(time.time())
+            except Exception as exc:  # the sweeper must outlive a bad round
+                event(log, "sweep_failed", logging.ERROR, error=repr(exc))
+
+    # --- reading -------------------------------------------------------------
+
+    async def get(self, wakeup_id: str, *, with_targets: bool = False) -> WakeupView:
+        """One wake-up; NotFound when there is no such id."""
+        async with self._sessions() as session:
+            wakeup = await session.get(Wakeup, wakeup_id)
+            if wakeup is None:
+                raise NotFound(f"no wake-up {wakeup_id!r}", code="unknown_wakeup")
+            counts = await self._counts(session, wakeup_id)
+            targets: tuple[TargetView, ...] = ()
+            if with_targets:
+                rows = (await session.scalars(select(WakeTarget).where(
+                    WakeTarget.wakeup_id == wakeup_id).order_by(WakeTarget.agent_id))).all()
+                targets = tuple(TargetView(t.agent_id, t.state, t.requested_at, t.delivered_at,
+                                           t.satisfied_at, t.ended_at) for t in rows)
+        return _view(wakeup, counts, targets)
+
+    async def recent(self, limit: int = 50, before: float | None = None) -> list[WakeupView]:
+        """The newest wake-ups first."""
+        async with self._sessions() as session:
+            query = select(Wakeup).order_by(Wakeup.created_at.desc()).limit(limit)
+            if before is not None:
+                query = query.where(Wakeup.created_at < before)
+            rows = (await session.scalars(query)).all()
+            return [_view(row, await self._counts(session, row.id), ()) for row in rows]
+
+    async def pending_for(self, agent_id: str) -> list[TargetView]:
+        """The agent's targets that are still pending."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(WakeTarget).where(
+                WakeTarget.agent_id == agent_id,
+                WakeTarget.state.in_(PENDING_STATES)))).all()
+        return [TargetView(t.agent_id, t.state, t.requested_at, t.delivered_at,
+                           t.satisfied_at, t.ended_at) for t in rows]
+
+    @staticmethod
+    async def _counts(session: AsyncSession, wakeup_id: str) -> dict[str, int]:
+        rows = (await session.execute(
+            select(WakeTarget.state, func.count()).where(WakeTarget.wakeup_id == wakeup_id)
+            .group_by(WakeTarget.state))).all()
+        counts = Counter({state.value: 0 for state in WakeState})
+        counts.update({row[0]: row[1] for row in rows})
+        return dict(counts)
+
+    def _notify_agent(self, agent_id: str) -> None:
+        self._bus.publish({"kind": "agent", "id": agent_id})
+
+
+def _view(wakeup: Wakeup, counts: dict[str, int], targets: tuple[TargetView, ...]) -> WakeupView:
+    return WakeupView(wakeup.id, wakeup.created_at, wakeup.expires_at, wakeup.requested_by,
+                      wakeup.target_kind, list(wakeup.target), counts, targets)
+
+
+def _outcome_words(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return (f"satisfied {counts.get('satisfied', 0)}/{total}, "
+            f"expired {counts.get('expired', 0)}/{total}")

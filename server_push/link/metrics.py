@@ -1,0 +1,53 @@
+"""The server's metrics in the Prometheus text format, served at ``/metrics``
+(``api.py``, with an API token).
+
+Counters are plain integers bumped where things happen; the text is rendered
+only when scraped. Labels name causes, never agents: a fleet of 10,000 would
+otherwise be 10,000 series, and the per-agent detail is in the log.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from epns.prometheus import Exposition, labelled, single
+from server_push.link.mqtt_link import LinkHealth
+
+__all__ = ["ServerMetrics"]
+
+
+@dataclass
+class ServerMetrics:
+    """Everything the server counts about agents' input and its broker link."""
+
+    link: LinkHealth
+    link_up: Callable[[], bool]
+    # Messages from agents dropped before any handler ran, by reason:
+    # malformed, over_budget. A handler's own failure is the link's count.
+    agent_messages_dropped: Counter[str] = field(default_factory=Counter)
+    # Sync reports refused by a per-agent budget, by budget.
+    budget_refusals: Counter[str] = field(default_factory=Counter)
+    history_rows_pruned: int = 0
+
+    def render(self) -> str:
+        """The Prometheus text exposition."""
+        dropped = Counter(self.agent_messages_dropped)
+        dropped["handler_failed"] = self.link.handler_failures
+        text = Exposition()
+        text.family("epns_server_broker_link_up", "gauge",
+                    "1 while the server's MQTT session to the broker is up.",
+                    single(1.0 if self.link_up() else 0.0))
+        text.family("epns_server_broker_link_restarts_total", "counter",
+                    "Times the broker link ended and was started again.",
+                    single(self.link.restarts))
+        text.family("epns_server_agent_messages_dropped_total", "counter",
+                    "Messages from agents dropped, by reason.", labelled("reason", dropped))
+        text.family("epns_server_budget_refusals_total", "counter",
+                    "Agent requests refused by a per-agent budget, by budget.",
+                    labelled("budget", self.budget_refusals))
+        text.family("epns_server_history_rows_pruned_total", "counter",
+                    "Agent history lines deleted beyond budgets.history_rows per agent.",
+                    single(self.history_rows_pruned))
+        return text.render()

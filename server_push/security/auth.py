@@ -1,0 +1,200 @@
+"""Who is calling: an integration (API bearer token), an admin (console
+session), or an agent (client certificate or agent token, at the sync endpoints).
+
+API tokens are random, shown once, and stored as SHA-256: a leaked database
+does not leak working tokens. Console passwords are argon2 hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from epns import tokens
+from epns.errors import EPNSError, Forbidden, NotFound, Unauthorized
+from epns.identity import Role, identity_from_certificate
+from server_push.security.revocations import RevocationStore
+from server_push.store.models import Agent, ApiToken, User
+
+API_TOKEN_PREFIX = "epns_"  # noqa: S105 - a prefix, not a secret
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A caller of the API or the console."""
+
+    kind: str  # "token" or "user"
+    name: str
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"{self.kind}:{self.name}"
+
+
+def token_hash(token: str) -> str:
+    """The stored form of an API token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    """An argon2 hash of ``password``."""
+    return _hasher.hash(password)
+
+
+def password_matches(stored: str, password: str) -> bool:
+    """True when ``password`` matches the argon2 hash ``stored``."""
+    try:
+        return _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class Credentials:
+    """API tokens and console users in the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create_token(self, name: str, created_by: str) -> tuple[str, str]:
+        """A new API token: returns (id, the token itself, shown only now)."""
+        token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = uuid.uuid4().hex
+        async with self._sessions() as session, session.begin():
+            session.add(ApiToken(id=token_id, name=name[:128], token_hash=token_hash(token),
+                                 created_at=time.time(), created_by=created_by))
+        return token_id, token
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Make an API token stop working; NotFound when there is no such token."""
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(update(ApiToken).where(
+                ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=time.time()))
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise NotFound(f"no active API token {token_id!r}", code="unknown_token")
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        """Every API token, without the secret."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(ApiToken).order_by(ApiToken.created_at))).all()
+        return [{"id": r.id, "name": r.name, "created_at": r.created_at,
+                 "created_by": r.created_by, "last_used": r.last_used,
+                 "revoked": r.revoked_at is not None} for r in rows]
+
+    async def check_token(self, token: str) -> Principal:
+        """The integration behind a bearer token; Unauthorized when none."""
+        async with self._sessions() as session, session.begin():
+            row = await session.scalar(select(ApiToken).where(
+                ApiToken.token_hash == token_hash(token)))
+            if row is None or row.revoked_at is not None:
+                raise Unauthorized("the API token is unknown or revoked: create one with "
+                                   "'epns-server token create' or on the console",
+                                   code="bad_token")
+            row.last_used = time.time()
+            return Principal("token", row.name)
+
+    async def set_password(self, username: str, password: str) -> None:
+        """Create the user, or change its password."""
+        async with self._sessions() as session, session.begin():
+            user = await session.get(User, username)
+            if user is None:
+                session.add(User(username=username, password_hash=hash_password(password),
+                                 created_at=time.time()))
+            else:
+                user.password_hash = hash_password(password)
+
+    async def create_user(self, username: str, password: str) -> bool:
+        """Create the user; False when it exists already (replicas starting
+        together on one database race to make the first admin: one wins)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(User(username=username, password_hash=hash_password(password),
+                                 created_at=time.time()))
+        except IntegrityError:
+            return False
+        return True
+
+    async def has_users(self) -> bool:
+        """True once any console user exists."""
+        async with self._sessions() as session:
+            return await session.scalar(select(User.username).limit(1)) is not None
+
+    async def check_password(self, username: str, password: str) -> Principal | None:
+        """The user when the password matches, else None."""
+        async with self._sessions() as session:
+            user = await session.get(User, username)
+        if user is None:
+            # Spend the same time as a real check, so timing does not tell
+            # which user names exist.
+            password_matches(_DUMMY_HASH, password)
+            return None
+        return Principal("user", username) if password_matches(user.password_hash,
+                                                                password) else None
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCaller:
+    """An agent proven at a sync endpoint."""
+
+    agent_id: str
+    method: str
+
+
+class AgentAuthenticator:
+    """Proves an agent at the sync endpoints, the same way the broker does:
+    a fleet certificate (CN) or a token signed with the server's key, then the
+    revocation list and the registry's own revoked flag."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 token_key: tokens.PublicKey, revocations: RevocationStore) -> None:
+        self._sessions = sessions
+        self._token_key = token_key
+        self._revocations = revocations
+
+    async def authenticate(self, cert_pem: str | None, bearer: str | None) -> AgentCaller:
+        """The agent, or Unauthorized saying what to present."""
+        serial = token_id = None
+        try:
+            if cert_pem is not None:
+                identity = identity_from_certificate(
+                    x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(Encoding.DER))
+                if identity.role is not Role.AGENT:
+                    raise Forbidden("only agents sync", code="not_an_agent")
+                agent_id, method, serial = identity.name, "certificate", identity.serial
+            elif bearer is not None:
+                claims = tokens.verify_token(self._token_key, bearer, now=time.time())
+                agent_id, method, token_id = claims.subject, "token", claims.token_id
+            else:
+                raise Unauthorized("present the agent's client certificate or its token "
+                                   "(Authorization: Bearer)", code="no_agent_identity")
+        except (EPNSError, ValueError) as exc:
+            if isinstance(exc, Unauthorized | Forbidden):
+                raise
+            raise Unauthorized(f"agent identity refused: {exc}", code="bad_agent_identity") from exc
+        revoked = self._revocations.current()
+        reason = revoked.reason(agent_id, serial, token_id)
+        if reason is None:
+            async with self._sessions() as session:
+                row = await session.get(Agent, agent_id)
+            if row is not None and row.revoked_at is not None:
+                reason = row.revoked_reason or "revoked"
+        if reason is not None:
+            raise Unauthorized(f"agent {agent_id!r} is revoked ({reason})", code="agent_revoked")
+        return AgentCaller(agent_id, method)

@@ -1,0 +1,245 @@
+"""The server's tables, as SQLAlchemy models. One schema for SQLite and PostgreSQL;
+changes to it are Alembic migrations in ``server_push/store/migrations``.
+
+Times are UNIX seconds (float): the wire contract speaks them, and they compare
+the same on both databases.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Agent(Base):
+    """One enrolled agent, with what its presence and syncs last told us."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    groups: Mapped[list[Any]] = mapped_column(default=list)
+    auth: Mapped[str] = mapped_column(String(16))  # certificate | token
+    created_at: Mapped[float] = mapped_column(Float)
+    cert_serial: Mapped[str | None] = mapped_column(String(64), default=None)
+    token_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Presence: online or offline as last published, and when.
+    presence: Mapped[str] = mapped_column(String(16), default="unknown")
+    presence_at: Mapped[float | None] = mapped_column(Float, default=None)
+    last_seen: Mapped[float | None] = mapped_column(Float, default=None)
+    route: Mapped[str | None] = mapped_column(String(64), default=None)
+    version: Mapped[str | None] = mapped_column(String(64), default=None)
+    hostname: Mapped[str | None] = mapped_column(String(255), default=None)
+    interfaces: Mapped[list[Any]] = mapped_column(default=list)
+    # The last sync the server heard of (sync endpoint or sync event).
+    last_sync_at: Mapped[float | None] = mapped_column(Float, default=None)
+    last_sync_result: Mapped[str | None] = mapped_column(Text, default=None)
+    last_sync_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    inventory: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AgentEvent(Base):
+    """An agent's history: presence changes, wake-ups, syncs, WoL."""
+
+    __tablename__ = "agent_events"
+    __table_args__ = (Index("ix_agent_events_agent_at", "agent_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Wakeup(Base):
+    """One accepted wake-up request: who asked, for whom, until when."""
+
+    __tablename__ = "wakeups"
+    __table_args__ = (UniqueConstraint("requested_by", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    target_kind: Mapped[str] = mapped_column(String(16))  # agents | group | all
+    target: Mapped[list[Any]] = mapped_column(default=list)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    # The fan-out command of a group or "all" wake-up, published once.
+    command_id: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class WakeTarget(Base):
+    """The delivery record of one wake-up for one agent.
+
+    requested -> delivered (acked) -> satisfied (a sync that started after the
+    request completed), or expired when the TTL ran out first.
+    """
+
+    __tablename__ = "wake_targets"
+    __table_args__ = (
+        Index("ix_wake_targets_agent_state", "agent_id", "state"),
+        Index("ix_wake_targets_state_expires", "state", "expires_at"),
+        Index("ix_wake_targets_command", "command_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    wakeup_id: Mapped[str] = mapped_column(ForeignKey("wakeups.id"))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="requested")
+    requested_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    # The command that carries this request to the agent; collapsed targets
+    # share the agent's pending command.
+    command_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    command_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    published_at: Mapped[float | None] = mapped_column(Float, default=None)
+    delivered_at: Mapped[float | None] = mapped_column(Float, default=None)
+    satisfied_at: Mapped[float | None] = mapped_column(Float, default=None)
+    sync_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    ended_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class PendingCommand(Base):
+    """A signed command the broker has not yet confirmed (no PUBACK seen).
+
+    Kept until published, so a server or broker restart re-sends it."""
+
+    __tablename__ = "pending_commands"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Task(Base):
+    """A task handed to an agent at its next sync; its result comes with the next report."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_agent_state", "agent_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128))
+    # pending | sent | done | failed | unsupported
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    sent_at: Mapped[float | None] = mapped_column(Float, default=None)
+    result_at: Mapped[float | None] = mapped_column(Float, default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class WolRequest(Base):
+    """One Wake-on-LAN request for one target machine, and its outcome."""
+
+    __tablename__ = "wol_requests"
+    __table_args__ = (
+        Index("ix_wol_requests_agent_state", "agent_id", "state"),
+        Index("ix_wol_requests_state_deadline", "state", "deadline"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    mac: Mapped[str] = mapped_column(String(17))
+    # The target's last known IPv4 address and its subnet; None when unknown
+    # (then no relay could be chosen).
+    address: Mapped[str | None] = mapped_column(String(45), default=None)
+    subnet: Mapped[str | None] = mapped_column(String(49), default=None)
+    # [{"by": relay agent id or "server", "to": [addresses], "ports": [...],
+    #   "command": id or None, "at": time, "result": wol_result body or None}]
+    sends: Mapped[list[Any]] = mapped_column(default=list)
+    state: Mapped[str] = mapped_column(String(16), default="sent")  # sent | woke | not_woken
+    deadline: Mapped[float] = mapped_column(Float)
+    woke_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class AuditEntry(Base):
+    """Who did what, when, to which targets, and how it ended."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    outcome: Mapped[str] = mapped_column(Text)
+    ref: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class User(Base):
+    """A console login; the password is kept as an argon2 hash."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """A bearer token for an integration; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128))
+    last_used: Mapped[float | None] = mapped_column(Float, default=None)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class EnrolToken(Base):
+    """A one-time token an installer trades, with a CSR, for an agent identity."""
+
+    __tablename__ = "enrol_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    groups: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class Setting(Base):
+    """One console setting (WoL addresses, hints, notifications), as JSON."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class HandledEvent(Base):
+    """A broker message some replica has applied, by the digest of its topic
+    and bytes: QoS 1 redelivers, and replicas may both receive one (presence
+    in ``shared`` mode), yet each is applied once. Pruned after a day."""
+
+    __tablename__ = "handled_events"
+    __table_args__ = (Index("ix_handled_events_at", "at"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    at: Mapped[float] = mapped_column(Float)
+    # Which replica applied it (host:pid): what an operator, or a test, reads.
+    handled_by: Mapped[str] = mapped_column(String(128))

@@ -1,0 +1,409 @@
+"""The REST API (``/api/v1``): agents, wake-ups, tasks, settings, audit, tokens.
+
+Integrations authenticate with a bearer token; the console's own calls ride
+on the admin's session and must carry its CSRF token. Every refusal has one
+body shape, ``{"error": {"status", "code", "message"}}``, see ``errors.py``;
+each route declares the refusals it can answer, so the OpenAPI document tells
+integrators (and schemathesis) the whole truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from epns import topics
+from epns.envelope import Command, CommandType, target_agent
+from epns.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
+from server_push.fleet.wakeups import WakeRequest, WakeupView
+from server_push.security.auth import Principal
+from server_push.services import Services
+from server_push.store.history import audit
+from server_push.store.models import AuditEntry
+from server_push.web.errors import error_responses
+
+router = APIRouter(prefix="/api/v1")
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Wake-up and token ids are uuid4 hex: a control character or a 10 KB string
+# cannot be one, and is refused before the database sees it.
+ID = r"^[A-Za-z0-9_-]{1,64}$"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Free text that is stored: PostgreSQL text cannot hold a NUL character.
+NO_NUL = r"^[^\x00]*$"
+HEALTH_DB_TIMEOUT = 2.0
+
+
+def get_services(request: Request) -> Services:
+    """The services of this app."""
+    services: Services = request.app.state.services
+    return services
+
+
+api_token = HTTPBearer(auto_error=False, scheme_name="apiToken",
+                       description="An API token from 'epns-server token create' or the "
+                                   "console; shown once, when it is created.")
+
+
+async def principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(api_token)],
+) -> Principal:
+    """The caller: a bearer API token, or an admin's console session (whose
+    unsafe requests must carry the session's CSRF token in X-CSRF-Token)."""
+    services = get_services(request)
+    if bearer is not None:
+        return await services.credentials.check_token(bearer.credentials.strip())
+    session = request.scope.get("session") or {}
+    user = session.get("user")
+    if isinstance(user, str):
+        if request.method not in SAFE_METHODS and (
+                not session.get("csrf") or request.headers.get("x-csrf-token") != session["csrf"]):
+            raise Forbidden("missing or wrong CSRF token: reload the page and try again",
+                            code="csrf")
+        return Principal("user", user)
+    raise Unauthorized("authenticate with 'Authorization: Bearer <API token>' or log in "
+                       "to the console", code="unauthorized")
+
+
+Caller = Annotated[Principal, Depends(principal)]
+Svc = Annotated[Services, Depends(get_services)]
+AgentId = Annotated[str, Path(pattern=NAME, description="agent id")]
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses of an authenticated route: 401, 503 (the database
+    is unavailable) and ``statuses``. Routes that change something add 403 (a
+    console session without its CSRF token) and 400 (a body that is no JSON)."""
+    return error_responses(401, 503, *statuses)
+
+
+CHANGE = (400, 403, 422)
+
+
+# --- schemas -----------------------------------------------------------------
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields: a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentCreate(Strict):
+    id: str = Field(pattern=NAME, description="agent id: the certificate CN and topic level")
+    groups: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list,
+                                                              max_length=32)
+    auth: Literal["certificate", "token"] = "certificate"
+
+
+class GroupsUpdate(Strict):
+    groups: list[Annotated[str, Field(pattern=NAME)]] = Field(max_length=32)
+
+
+class RevokeBody(Strict):
+    reason: str = Field(default="revoked by an admin", max_length=500, pattern=NO_NUL)
+
+
+class TaskCreate(Strict):
+    type: Literal["inventory", "set_config"]
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class WakeupCreate(Strict):
+    agents: list[Annotated[str, Field(pattern=NAME)]] | None = Field(
+        default=None, min_length=1, max_length=10_000)
+    group: str | None = Field(default=None, pattern=NAME)
+    all: bool = False
+    ttl: float | None = Field(default=None, ge=1, description="seconds; default from config")
+
+
+class TokenCreate(Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
+
+
+class Bundle(BaseModel):
+    agent_id: str
+    auth: str
+    files: dict[str, str]
+
+
+class WakeupOut(BaseModel):
+    id: str
+    created_at: float
+    expires_at: float
+    requested_by: str
+    target_kind: str
+    target: list[Any]
+    counts: dict[str, int]
+    done: bool
+    targets: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _wakeup_out(view: WakeupView) -> WakeupOut:
+    return WakeupOut(id=view.id, created_at=view.created_at, expires_at=view.expires_at,
+                     requested_by=view.requested_by, target_kind=view.target_kind,
+                     target=view.target, counts=view.counts, done=view.done,
+                     targets=[{"agent_id": t.agent_id, "state": t.state,
+                               "requested_at": t.requested_at, "delivered_at": t.delivered_at,
+                               "satisfied_at": t.satisfied_at, "ended_at": t.ended_at}
+                              for t in view.targets])
+
+
+# --- health ------------------------------------------------------------------
+
+
+@router.get("/health", tags=["meta"],
+            summary="Liveness, the broker link, the database, and the server's clock")
+async def health(services: Svc) -> dict[str, Any]:
+    database = await _database_answers(services)
+    broker = services.broker_up()
+    link = services.link.health
+    # The clock lets epns-check measure an agent's skew: commands tolerate 60 s.
+    answer: dict[str, Any] = {"status": "ok" if database else "degraded", "broker": broker,
+                              "database": database, "role": services.role, "time": time.time()}
+    if not broker and link.reason is not None:
+        # Why push is stopped, for the operator reading health: the link's
+        # last error, and since when.
+        answer["broker_error"] = link.reason
+        answer["broker_down_since"] = link.down_since
+    return answer
+
+
+@router.get("/metrics", tags=["meta"], response_class=Response,
+            summary="The server's metrics, Prometheus text format",
+            responses={200: {"description": "Prometheus text exposition 0.0.4",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       **refusals()})
+async def metrics(services: Svc, _: Caller) -> Response:
+    """Counters of dropped agent messages, budget refusals, and the broker link."""
+    return Response(services.metrics.render(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _database_answers(services: Services) -> bool:
+    """A cheap round trip to the database, bounded so health never hangs."""
+    try:
+        async with asyncio.timeout(HEALTH_DB_TIMEOUT), services.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return False
+    return True
+
+
+# --- agents ------------------------------------------------------------------
+
+
+@router.get("/agents", tags=["agents"], summary="Agents, filtered", responses=refusals(422))
+async def list_agents(
+    services: Svc, _: Caller,
+    q: Annotated[str | None, Query(max_length=100, description="substring of id/hostname")] = None,
+    presence: Literal["online", "offline", "stale", "unknown"] | None = None,
+    group: Annotated[str | None, Query(pattern=NAME)] = None,
+) -> list[dict[str, Any]]:
+    views = await services.registry.all(time.time())
+    needle = (q or "").lower()
+    return [v.to_dict() for v in views
+            if (not needle or needle in v.id.lower() or needle in (v.hostname or "").lower())
+            and (presence is None or v.presence == presence)
+            and (group is None or group in v.groups)]
+
+
+@router.post("/agents", tags=["agents"], status_code=201, response_model=Bundle,
+             summary="Create an agent and its identity; returns its config bundle",
+             responses=refusals(*CHANGE, 409))
+async def create_agent(body: AgentCreate, services: Svc, caller: Caller) -> Bundle:
+    bundle = await services.agents.create(body.id, body.groups, body.auth, caller.actor)
+    return Bundle(agent_id=bundle.agent_id, auth=bundle.auth, files=bundle.files)
+
+
+@router.get("/agents/{agent_id}", tags=["agents"], summary="One agent",
+            responses=refusals(404, 422))
+async def get_agent(agent_id: AgentId, services: Svc,
+                    _: Caller) -> dict[str, Any]:
+    return (await services.registry.get(agent_id, time.time())).to_dict()
+
+
+@router.get("/agents/{agent_id}/history", tags=["agents"], summary="An agent's history",
+            responses=refusals(404, 422))
+async def agent_history(agent_id: AgentId, services: Svc, _: Caller,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                        ) -> list[dict[str, Any]]:
+    await services.registry.get(agent_id, time.time())
+    return await services.registry.history(agent_id, limit)
+
+
+@router.put("/agents/{agent_id}/groups", tags=["agents"], summary="Replace an agent's groups",
+            responses=refusals(*CHANGE, 404, 409))
+async def set_groups(agent_id: AgentId, body: GroupsUpdate, services: Svc,
+                     caller: Caller) -> dict[str, Any]:
+    return {"groups": await services.agents.set_groups(agent_id, body.groups, caller.actor)}
+
+
+@router.post("/agents/{agent_id}/revoke", tags=["agents"], status_code=204,
+             summary="Revoke an agent: its connection is closed and refused",
+             responses=refusals(*CHANGE, 404, 409))
+async def revoke_agent(agent_id: AgentId, body: RevokeBody, services: Svc, caller: Caller
+                       ) -> Response:
+    await services.agents.revoke(agent_id, caller.actor, body.reason)
+    return Response(status_code=204)
+
+
+@router.post("/agents/{agent_id}/tasks", tags=["agents"], status_code=201,
+             summary="Queue a task for the agent's next sync",
+             responses=refusals(*CHANGE, 404))
+async def create_task(agent_id: AgentId, body: TaskCreate, services: Svc,
+                      caller: Caller) -> dict[str, Any]:
+    return await services.tasks.create(agent_id, body.type, body.body, caller.actor)
+
+
+@router.get("/agents/{agent_id}/tasks", tags=["agents"], summary="An agent's tasks",
+            responses=refusals(404, 422))
+async def list_tasks(agent_id: AgentId, services: Svc, _: Caller) -> list[dict[str, Any]]:
+    await services.registry.get(agent_id, time.time())
+    return await services.tasks.for_agent(agent_id)
+
+
+# --- wake-ups ----------------------------------------------------------------
+
+
+@router.post("/wakeups", tags=["wakeups"], status_code=202, response_model=WakeupOut,
+             summary="Wake agents, a group or all; tracked to satisfied or expired",
+             responses={200: {"model": WakeupOut,
+                              "description": "the Idempotency-Key named an earlier request"},
+                        **refusals(*CHANGE, 404, 409, 429)})
+async def create_wakeup(
+    body: WakeupCreate, services: Svc, caller: Caller, response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> WakeupOut:
+    chosen = sum((body.agents is not None, body.group is not None, body.all))
+    if chosen != 1:
+        raise BadRequest("give exactly one of 'agents', 'group' or 'all': true",
+                         code="bad_target")
+    wait = services.wake_limiter.take(caller.actor, time.time())
+    if wait > 0:
+        raise TooManyRequests(f"too many wake-up requests from {caller.actor}; retry in "
+                              f"{wait:.0f} s", retry_after=wait)
+    kind: Literal["agents", "group", "all"] = (
+        "agents" if body.agents is not None else "group" if body.group is not None else "all")
+    view, created = await services.wakeups.request(caller.actor, WakeRequest(
+        kind=kind, agents=tuple(body.agents or ()), group=body.group, ttl=body.ttl,
+        idempotency_key=idempotency_key))
+    if not created:
+        response.status_code = 200
+    return _wakeup_out(view)
+
+
+@router.get("/wakeups", tags=["wakeups"], response_model=list[WakeupOut],
+            summary="Recent wake-ups, newest first", responses=refusals(422))
+async def list_wakeups(services: Svc, _: Caller,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[WakeupOut]:
+    return [_wakeup_out(v) for v in await services.wakeups.recent(limit)]
+
+
+@router.get("/wakeups/{wakeup_id}", tags=["wakeups"], response_model=WakeupOut,
+            summary="One wake-up with every target's state", responses=refusals(404, 422))
+async def get_wakeup(wakeup_id: Annotated[str, Path(pattern=ID)], services: Svc,
+                     _: Caller) -> WakeupOut:
+    return _wakeup_out(await services.wakeups.get(wakeup_id, with_targets=True))
+
+
+# --- settings, audit, tokens -------------------------------------------------
+
+
+@router.get("/settings/{section}", tags=["settings"], summary="One settings section",
+            responses=refusals(422))
+async def read_settings(section: Literal["wol", "hints", "notifications"], services: Svc,
+                        _: Caller) -> dict[str, Any]:
+    return await services.config.read(section)
+
+
+@router.put("/settings/{section}", tags=["settings"], summary="Replace one settings section",
+            responses=refusals(*CHANGE))
+async def write_settings(section: Literal["wol", "hints", "notifications"],
+                         body: dict[str, Any], services: Svc, _: Caller) -> dict[str, Any]:
+    return await services.config.write(section, body)
+
+
+@router.get("/audit", tags=["audit"], summary="The audit log, newest first",
+            responses=refusals(422))
+async def audit_log(services: Svc, _: Caller,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    async with services.sessions() as session:
+        rows = (await session.scalars(select(AuditEntry).order_by(
+            AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit))).all()
+    return [{"at": r.at, "actor": r.actor, "action": r.action, "targets": r.targets,
+             "outcome": r.outcome, "ref": r.ref} for r in rows]
+
+
+@router.post("/tokens", tags=["tokens"], status_code=201,
+             summary="Create an API token; the token is shown only in this answer",
+             responses=refusals(*CHANGE))
+async def create_token(body: TokenCreate, services: Svc, caller: Caller) -> dict[str, str]:
+    token_id, token = await services.credentials.create_token(body.name, caller.actor)
+    return {"id": token_id, "name": body.name, "token": token}
+
+
+@router.get("/tokens", tags=["tokens"], summary="API tokens (without secrets)",
+            responses=refusals())
+async def list_tokens(services: Svc, _: Caller) -> list[dict[str, Any]]:
+    return await services.credentials.tokens()
+
+
+@router.delete("/tokens/{token_id}", tags=["tokens"], status_code=204,
+               summary="Revoke an API token", responses=refusals(403, 404, 422))
+async def delete_token(token_id: Annotated[str, Path(pattern=ID)], services: Svc,
+                       _: Caller) -> Response:
+    await services.credentials.revoke_token(token_id)
+    return Response(status_code=204)
+
+
+# --- an agent's pending wake-ups (the console's agent page) -------------------
+
+
+@router.get("/agents/{agent_id}/wakeups", tags=["agents"],
+            summary="An agent's wake-up targets still waiting for delivery or a sync",
+            responses=refusals(404, 422))
+async def agent_pending_wakeups(agent_id: AgentId, services: Svc,
+                                _: Caller) -> list[dict[str, Any]]:
+    await services.registry.get(agent_id, time.time())
+    return [{"state": t.state, "requested_at": t.requested_at, "delivered_at": t.delivered_at}
+            for t in await services.wakeups.pending_for(agent_id)]
+
+
+# --- a test command for epns-check --------------------------------------------
+
+PING_TTL = 60.0
+
+
+@router.post("/agents/{agent_id}/ping", tags=["agents"],
+             summary="Send the agent a signed test command (epns-check's end-to-end step)",
+             responses=refusals(403, 404, 409, 422, 429))
+async def ping_agent(agent_id: AgentId, services: Svc, caller: Caller) -> dict[str, Any]:
+    """Stage a signed ``ping`` in the outbox and publish it; answers once the
+    broker has taken it, with the command id the caller waits for."""
+    now = time.time()
+    wait = services.wake_limiter.take(caller.actor, now)
+    if wait > 0:
+        raise TooManyRequests(f"too many requests from {caller.actor}; retry in {wait:.0f} s",
+                              retry_after=wait)
+    if (await services.registry.get(agent_id, now)).revoked:
+        raise Conflict(f"agent {agent_id!r} is revoked", code="agent_revoked")
+    command = Command(CommandType.PING, target_agent(agent_id), now, now + PING_TTL)
+    async with services.sessions() as session, session.begin():
+        services.outbox.stage(session, command, topics.agent_cmd(agent_id))
+        audit(session, at=now, actor=caller.actor, action="ping", targets=[agent_id],
+              outcome="sent", ref=command.id)
+    taken = await services.outbox.send([command.id])
+    if command.id not in taken:
+        # It stays in the outbox and goes out when the broker is back, unless expired.
+        raise TooManyRequests("the server has no broker connection; retry shortly",
+                              retry_after=5.0, status=503, code="broker_unavailable")
+    return {"command_id": command.id, "sent_at": taken[command.id]}

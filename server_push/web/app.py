@@ -1,0 +1,38 @@
+"""The ASGI application: the REST API, the agents' sync endpoints and the
+console, over one set of services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from server_push.services import Services
+from server_push.web import api, broker_auth_api, enrol_api, errors, sync_api, wol_api
+from server_push.web.body_limit import BodyLimit
+from server_push.web.console import STATIC_DIR, STATIC_PATH
+from server_push.web.console import router as console_router
+
+VERSION = "0.1.0"
+
+
+def create_app(services: Services, session_secret: str) -> FastAPI:
+    """The app for ``services``; ``session_secret`` signs console sessions."""
+    app = FastAPI(title="epns management server", version=VERSION,
+                  description="Wake-ups with a delivery contract, Wake-on-LAN, agent sync.",
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
+    app.state.services = services
+    # Console sessions: signed cookie, HTTPS only, never sent cross-site.
+    app.add_middleware(SessionMiddleware, secret_key=session_secret, https_only=True,
+                       same_site="strict", session_cookie="epns_session",
+                       max_age=int(services.settings.console.session_max_age))
+    app.add_middleware(BodyLimit, max_bytes=services.settings.http.max_body)
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(sync_api.router)
+    app.include_router(wol_api.router)
+    app.include_router(enrol_api.router)
+    app.include_router(broker_auth_api.router)
+    app.include_router(console_router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="console-static")
+    return app

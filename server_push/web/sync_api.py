@@ -1,0 +1,194 @@
+"""The agents' sync endpoints: ``POST`` a report, then ``GET`` the server's
+changes, on ``/api/v1/agents/{agent_id}/sync`` (``epns.sync_contract``).
+
+- The agent proves itself with its client certificate or its token, and may
+  touch only its own resource (403 otherwise).
+- Bodies are read up to ``sync.max_body`` bytes (413 beyond), JSON or XML;
+  XML goes through defusedxml, so a bomb or an entity trick is a 400.
+- At most ``sync.max_concurrent`` syncs run at once; up to ``sync.max_queued``
+  more wait ``sync.queue_wait`` seconds for a slot (``sync_admission.py``);
+  the rest get 429 with a jittered Retry-After, so a wake-all storm drains
+  instead of piling up.
+- Each agent has budgets (``[budgets]``): ``syncs_per_minute`` reports
+  (429 ``over_budget`` beyond, with the wait in Retry-After) and
+  ``inventory_bytes`` of stored inventory (413 ``inventory_over_budget``,
+  nothing of the report stored). Every field is checked by the contract
+  (``epns.sync_contract`` and ``epns.fields``): 400 ``bad_report`` names
+  the first field that breaks it.
+
+The handlers read the body themselves (size limit, two formats), so the
+OpenAPI document is told its shape by hand: ``REPORT_SCHEMA``, ``REPLY_SCHEMA``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from epns.errors import BadRequest, Forbidden, MessageError, PayloadTooLarge, TooManyRequests
+from epns.sync_contract import (
+    VERSION,
+    SyncFormat,
+    SyncReason,
+    SyncReply,
+    SyncReport,
+    TaskStatus,
+    decode_report,
+    encode_reply,
+    format_of,
+)
+from server_push.security.auth import AgentCaller
+from server_push.services import Services
+from server_push.web.api import NAME, AgentId
+from server_push.web.body_limit import read_limited
+from server_push.web.errors import error_responses
+from server_push.web.https import client_cert_pem
+
+router = APIRouter(tags=["sync"])
+
+agent_token = HTTPBearer(auto_error=False, scheme_name="agentToken",
+                         description="The agent's token (agent.token in its bundle). An "
+                                     "agent with a client certificate presents that in the "
+                                     "TLS handshake instead, and needs no header.")
+AgentToken = Annotated[HTTPAuthorizationCredentials | None, Security(agent_token)]
+
+_STRING = {"type": "string", "minLength": 1}
+REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["v", "agent_id", "sync_id", "started_at", "reason"],
+    "properties": {
+        "v": {"const": VERSION}, "agent_id": {"type": "string", "pattern": NAME},
+        "sync_id": _STRING, "started_at": {"type": "number"},
+        "reason": {"enum": [r.value for r in SyncReason]},
+        "wakes": {"type": "array", "items": _STRING},
+        "changes": {"type": "object"},
+        "results": {"type": "array", "items": {
+            "type": "object", "required": ["task_id", "status"],
+            "properties": {"task_id": _STRING, "detail": {"type": "string"},
+                           "status": {"enum": [s.value for s in TaskStatus]}}}},
+    },
+}
+REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["v", "keepalive", "tasks"],
+    "properties": {
+        "v": {"const": VERSION}, "sync_interval": {"type": "number"},
+        "keepalive": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "tasks": {"type": "array", "items": {
+            "type": "object", "required": ["id", "type", "body"],
+            "properties": {"id": {"type": "string"}, "type": {"type": "string"},
+                           "body": {"type": "object"}}}},
+    },
+}
+_XML = {"schema": {"type": "string",
+                   "description": "the same document in XML (epns.sync_contract)"}}
+
+
+async def _caller(services: Services, request: Request, agent_id: str,
+                  token: HTTPAuthorizationCredentials | None) -> AgentCaller:
+    bearer = token.credentials.strip() if token is not None else None
+    caller = await services.agent_auth.authenticate(client_cert_pem(request.scope), bearer)
+    if caller.agent_id != agent_id:
+        raise Forbidden(f"agent {caller.agent_id!r} may sync only its own resource, "
+                        f"not {agent_id!r}", code="other_agent")
+    return caller
+
+
+@contextlib.asynccontextmanager
+async def _admitted(services: Services) -> AsyncIterator[None]:
+    admission = services.sync_admission
+    if not await admission.acquire():
+        wait = services.settings.sync.retry_after
+        raise TooManyRequests("the server is busy with other syncs; retry later",
+                              retry_after=wait * random.uniform(1.0, 2.0),  # noqa: S311 - jitter
+                              code="busy")
+    try:
+        yield
+    finally:
+        admission.release()
+
+
+def _check_report(report: SyncReport, agent_id: str) -> None:
+    if report.agent_id != agent_id:
+        raise BadRequest(f"the report is for {report.agent_id!r}, posted to {agent_id!r}",
+                         code="bad_report")
+
+
+def _within_budget(services: Services, agent_id: str, now: float) -> None:
+    """One agent may report ``budgets.syncs_per_minute`` times a minute: a
+    hostile or broken one must not take the sync slots of the fleet."""
+    wait = services.sync_budget.take(agent_id, now)
+    if wait > 0:
+        services.metrics.budget_refusals["syncs_per_minute"] += 1
+        budgets = services.settings.budgets
+        raise TooManyRequests(
+            f"agent {agent_id!r} is over its budget of {budgets.syncs_per_minute:g} syncs a "
+            f"minute (burst {budgets.syncs_burst}); retry in {wait:.0f} s",
+            retry_after=wait, code="over_budget")
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+@router.post("/api/v1/agents/{agent_id}/sync", status_code=204,
+             summary="An agent reports its changed data (JSON or XML)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": REPORT_SCHEMA}, "application/xml": _XML}}},
+             responses={204: {"description": "report accepted"},
+                        **error_responses(400, 401, 403, 413, 422, 429, 503)})
+async def post_report(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
+    """The first step of a sync."""
+    arrived = time.time()
+    services = _services(request)
+    await _caller(services, request, agent_id, token)
+    _within_budget(services, agent_id, arrived)
+    async with _admitted(services):
+        raw = await read_limited(request, services.settings.sync.max_body, "report")
+        try:
+            fmt = format_of(request.headers.get("content-type", ""))
+            report = decode_report(raw, fmt, max_bytes=services.settings.sync.max_body)
+        except MessageError as exc:
+            raise BadRequest(str(exc), code="bad_report") from exc
+        _check_report(report, agent_id)
+        # First, as it may refuse the report (the inventory budget) before
+        # anything of it is stored.
+        try:
+            await services.registry.on_sync(
+                agent_id, ok=True, detail="report received", reason=report.reason.value,
+                at=arrived, changes=report.changes,
+                inventory_budget=services.settings.budgets.inventory_bytes)
+        except PayloadTooLarge:
+            services.metrics.budget_refusals["inventory_bytes"] += 1
+            raise
+        await services.tasks.close(agent_id, report.results, arrived)
+        # The POST is the sync's first step: its arrival, on the server's own
+        # clock, is a start no agent clock can skew.
+        await services.wakeups.on_sync(agent_id, started_at=arrived, sync_id=report.sync_id,
+                                       wakes=report.wakes, now=time.time())
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/agents/{agent_id}/sync",
+            summary="An agent fetches the server's changes: hints and tasks",
+            responses={200: {"description": "hints and tasks, in the format the agent accepts",
+                             "content": {"application/json": {"schema": REPLY_SCHEMA},
+                                         "application/xml": _XML}},
+                       **error_responses(401, 403, 422, 429, 503)})
+async def get_reply(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
+    """The second step of a sync; answered in the format the agent accepts."""
+    services = _services(request)
+    await _caller(services, request, agent_id, token)
+    async with _admitted(services):
+        accept = request.headers.get("accept", "")
+        fmt = SyncFormat.XML if "application/xml" in accept else SyncFormat.JSON
+        hints = await services.config.hints()
+        tasks = await services.tasks.hand_out(agent_id, time.time())
+        reply = SyncReply(sync_interval=hints.sync_interval, keepalive=hints.keepalive,
+                          tasks=tasks)
+        return Response(encode_reply(reply, fmt), media_type=fmt.content_type)
