@@ -37,7 +37,7 @@ async def _run(settings: BrokerSettings) -> None:
     # Here and not in runtime.start: gc.freeze() acts on the whole interpreter.
     # With stock settings CPython's collector re-traversed the whole connected
     # fleet while it grew: at 10,000 agents a fifth of the connect CPU, and
-    # event-loop stops of up to 1.2 s (bench/README.md, "GC tuning").
+    # event-loop stops of up to 1.2 s (docs/benchmark-history.md, "GC tuning").
     collector = GCPolicy(settings.gc)
     collector.start(time.monotonic())
     collector_task = asyncio.create_task(collector.run())

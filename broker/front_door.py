@@ -108,7 +108,7 @@ class FrontDoor(asyncio.Protocol):
         """Give the connection, and what it sent so far, to ``protocol``."""
         assert self.transport is not None
         # Not kept: a chunk read from TLS holds a 4 KiB page while it lives
-        # (bench/ssl_read_chunk.py), 10 % of an idle connection's cost.
+        # (python -m bench ssl-read-chunk), 10 % of an idle connection's cost.
         first, self.first = self.first, b""
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)

@@ -7,7 +7,7 @@ leaner, not re-counted since), so 10,000 agents were about 1.9 million
 objects, and with stock
 settings the collector's full (generation 2) collections traverse all of them
 again each time the heap has grown by a quarter. In the hold benchmark at
-N = 10,000 (bench/README.md, "GC tuning") that was 14 full collections during
+N = 10,000 (docs/benchmark-history.md, "GC tuning") that was 14 full collections during
 the connect phase, 6.0 s of the broker's 31 s of CPU, each stopping the event
 loop for up to 1.16 s, and together they freed 173 objects.
 

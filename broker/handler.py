@@ -6,7 +6,7 @@ packet straight to the broker's router, which removes three tasks per
 connection and lets a QoS 1 PUBLISH be acknowledged only after it was routed.
 
 It also carries less per connection than amqtt 0.12.1's handler (measured in
-bench/README.md, "Broker tuning for issue 6"): no subscription queues, the
+docs/benchmark-history.md, "Broker tuning for issue 6"): no subscription queues, the
 session is a ``FleetSession`` (no state machine), and an idle connection is one
 reader task waiting on its socket, without a second task and timer per read.
 """
@@ -322,7 +322,7 @@ class FleetHandler(BrokerProtocolHandler):
         incoming QoS 1 PUBLISH: that builds a packet object, takes a write
         lock, stamps the packet with ``datetime.now(UTC)`` and fires
         PACKET_SENT (no plugin of this broker listens), about a fifth of the
-        broker's CPU per per-agent wake-up (py-spy, bench/README.md "Delivery
+        broker's CPU per per-agent wake-up (py-spy, docs/benchmark-history.md "Delivery
         latency"). A PUBACK is four bytes, written in one call."""
         if self.writer is None:
             return

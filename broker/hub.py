@@ -79,8 +79,10 @@ class ConnectionHub:
             context = one_port_context(context)
             self._one_ports[name] = one_port
         self._contexts[name] = context
+        # "::" is every address of both families (IPv6-only and IPv4-only
+        # networks alike); a specific address is that one only.
         sock = socket.create_server((host, port), family=_family(host), backlog=4096,
-                                    reuse_port=False)
+                                    reuse_port=False, dualstack_ipv6=host == "::")
         sock.setblocking(False)
         self._sockets.append(sock)
         self._acceptors.append(asyncio.create_task(self._accept_forever(name, sock)))

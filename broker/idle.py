@@ -2,7 +2,7 @@
 
 The hub used to compare every connection's last read with its limit each
 second: with 10,000 agents idle that loop was nearly all of the broker's idle
-CPU (9 ms per sweep, about 0.9 % of a core; bench/README.md, "Broker tuning
+CPU (9 ms per sweep, about 0.9 % of a core; docs/benchmark-history.md, "Broker tuning
 for issue 6"). Here connections wait in a heap ordered by the time they would
 expire if they stayed silent; a check looks only at those past that time,
 and one that spoke since is filed again at its new deadline (once per idle

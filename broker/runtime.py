@@ -75,7 +75,7 @@ def _context(settings: BrokerSettings) -> ssl.SSLContext:
     context = tls.server_context(settings.tls.cert, settings.tls.key, settings.tls.ca)
     # No TLS 1.3 session tickets. OpenSSL sends two after every handshake
     # (Python's default), about a fifth of the broker's CPU per connect
-    # (bench/README.md, "Broker tuning for issue 6"), for nothing: agents (paho
+    # (docs/benchmark-history.md, "Broker tuning for issue 6"), for nothing: agents (paho
     # on Python's ssl) never resume a session, and a restarted broker could not
     # read its predecessor's tickets anyway.
     context.num_tickets = 0

@@ -5,7 +5,7 @@ session (about 15 KiB, 230 allocations and 0.23 ms of CPU each, for three
 states) and two ``asyncio.Queue`` that the epns broker never uses: its outbox
 (``broker.outbox``) queues outgoing messages and its handler routes incoming
 ones directly. A stock session is 23 KiB of Python objects, this one 0.65 KiB
-(tests/broker/test_session.py; bench/README.md, "Broker tuning for issue 6").
+(tests/broker/test_session.py; docs/benchmark-history.md, "Broker tuning for issue 6").
 
 ``FleetSession`` keeps every attribute amqtt's code and plugins read, with
 the state as a plain string. amqtt's code reads ``session.transitions.state``

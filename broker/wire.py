@@ -4,7 +4,7 @@ amqtt 0.12.1 builds each outgoing PUBLISH as a ``PublishPacket`` of three
 objects (fixed header, variable header, payload) and encodes it through a
 chain of ``to_bytes`` calls: about 12 us per message, 0.12 s of a wake-all
 to 10,000 agents, and the largest single cost of a per-agent wake-up after
-TLS (bench/README.md, "Delivery latency"). A PUBLISH is a one-byte header,
+TLS (docs/benchmark-history.md, "Delivery latency"). A PUBLISH is a one-byte header,
 the remaining length, the topic, the packet id (QoS > 0) and the payload;
 this writes those bytes directly (about 1 us), identical to amqtt's encoding
 (tests/broker/test_wire.py compares them).

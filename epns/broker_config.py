@@ -23,6 +23,7 @@ class ListenerSettings:
 
     # TCP port; 0 takes a free one and logs it in the ready line.
     port: int
+    # "0.0.0.0": every IPv4 address; "::": every IPv6 and IPv4 address.
     host: str = "0.0.0.0"  # noqa: S104 - a broker listens for the fleet
     # mqtts (MQTT over TLS), wss (MQTT over secure WebSocket) or ws-front.
     transport: Literal["mqtts", "wss", "ws-front"] = "mqtts"
@@ -151,7 +152,7 @@ class MetricsSettings:
 @dataclass(frozen=True)
 class GCSettings:
     """CPython's cyclic garbage collector in the broker process
-    (``broker/gc_policy.py``; the measurements are in bench/README.md, "GC tuning")."""
+    (``broker/gc_policy.py``; the measurements are in docs/benchmark-history.md, "GC tuning")."""
 
     # Objects that survived this long are frozen (``gc.freeze()``): the automatic
     # collections no longer traverse the connected fleet. 0 = stock CPython GC.

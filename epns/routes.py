@@ -296,9 +296,11 @@ class RouteBook:
                 if way.proxy is None or not self.port_refused(way.port, now)]
         kept.sort(key=lambda way: (way.proxy is None) == proxied_first)
         kept.sort(key=lambda way: not self._beside_push(way))
-        if self.sync_good in kept:
-            kept.remove(self.sync_good)
-            kept.insert(0, self.sync_good)
+        good = self.sync_good
+        # Not through a proxy that failed since (push found it dead or silent).
+        if good in kept and (good.proxy is None or self.proxy_usable(now)):
+            kept.remove(good)
+            kept.insert(0, good)
         return kept
 
     def _beside_push(self, way: SyncWay) -> bool:

@@ -222,12 +222,16 @@ def _deepest_failure(results: Sequence[Result]) -> Result | None:
     """When no route works, the failure that got furthest along its route is
     the first real cause: a firewall that drops 8883 is expected where a
     proxy is the way out, and the interception the proxy route met is what
-    to change. A failure outside the routes (DNS) comes first."""
+    to change. A failure before the routes (DNS) comes first; one after them
+    (the sync through the same interceptor) is a consequence, named last."""
     failures = [r for r in results if r.status is Status.FAIL]
-    outside = [r for r in failures if r.step not in ROUTE_STEPS]
-    if outside:
-        return min(outside, key=lambda r: r.step.number)
-    return max(failures, key=lambda r: r.step.number, default=None)
+    before = [r for r in failures if r.step.number < Step.TCP.number]
+    if before:
+        return min(before, key=lambda r: r.step.number)
+    on_routes = [r for r in failures if r.step in ROUTE_STEPS]
+    if on_routes:
+        return max(on_routes, key=lambda r: r.step.number)
+    return min(failures, key=lambda r: r.step.number, default=None)
 
 
 def _relevant(results: Sequence[Result], chosen: str) -> list[Result]:

@@ -239,3 +239,14 @@ def test_a_failed_way_is_not_the_first_any_more() -> None:
     assert book.sync_good == SyncWay("https://b.example")
     book.sync_failed(SyncWay("https://b.example"))
     assert book.sync_good is None
+
+
+def test_the_last_good_way_through_a_proxy_that_failed_since_is_not_first() -> None:
+    """A proxy black-holed mid-session: push found it dead and went direct;
+    the next sync does not wait for the dead proxy first."""
+    book = RouteBook()
+    book.sync_good = SyncWay("https://s.example:9443", OPEN_PROXY)
+    book.failed(PathFault.PROXY_DEAD, port=443, now=10.0)
+    book.connected = Route("mqtts", "b.example", 8883)
+    assert _ways(book, OPEN_PROXY, now=11.0) == ["direct:https://s.example:9443",
+                                                "proxy:https://s.example:9443"]
