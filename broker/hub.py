@@ -112,7 +112,7 @@ class ConnectionHub:
                 sock.close()
                 continue
             conn = MQTTConnection(self, name, time.monotonic)
-            conn.peer = (str(address[0]), int(address[1]))
+            conn.peer = (_unmapped(str(address[0])), int(address[1]))
             self._connections.add(conn)
             self.metrics.connections[name] += 1
             self._spawn(self._serve(conn, sock))
@@ -271,6 +271,11 @@ async def _wait_all(tasks: Iterable[asyncio.Task[None]]) -> None:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _unmapped(host: str) -> str:
+    """An IPv4 peer of a dual-stack listener as itself, not ``::ffff:a.b.c.d``."""
+    return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
 
 
 def _idle_deadline(conn: MQTTConnection) -> float | None:

@@ -23,6 +23,7 @@ class HttpSettings:
     Client certificates are asked for but optional: agents prove themselves with
     one or with a bearer token, admins log in with a password."""
 
+    # "0.0.0.0": every IPv4 address; "::": every IPv6 and IPv4 address.
     host: str = "0.0.0.0"  # noqa: S104 - agents sync from the whole fleet
     # 0 takes a free one.
     port: int = 9443

@@ -38,7 +38,7 @@ from server_push.security.secrets_file import session_secret
 from server_push.services import Services
 from server_push.web.app import create_app
 from server_push.web.front import FrontListener
-from server_push.web.https import ASGIApp, make_server
+from server_push.web.https import ASGIApp, dual_stack_socket, make_server
 
 log = logging.getLogger("server")
 ADMIN = "admin"
@@ -120,7 +120,8 @@ async def _serve_http(settings: ServerSettings, config: Path | None, new_pki: bo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        http_task = asyncio.create_task(server.serve())
+        listening = dual_stack_socket(settings.http)
+        http_task = asyncio.create_task(server.serve(None if listening is None else [listening]))
         if front is not None:
             front.start()
         while not server.started and not http_task.done():

@@ -12,6 +12,7 @@ extension specifies, from the connection's verified peer certificate.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from epns import tls
+from epns.errors import EPNSError
 from epns.server_config import HttpSettings
 
 ASGIApp = Callable[..., Any]
@@ -60,6 +62,20 @@ def client_cert_pem(scope: Mapping[str, Any]) -> str | None:
     """The verified client certificate of a request, PEM, or None."""
     chain = ((scope.get("extensions") or {}).get("tls") or {}).get("client_cert_chain") or []
     return chain[0] if chain else None
+
+
+def dual_stack_socket(settings: HttpSettings) -> socket.socket | None:
+    """For ``host = "::"``, a socket on every IPv6 and IPv4 address (asyncio
+    would make it IPv6 only); None for any other host, which uvicorn binds.
+    Raises ``EPNSError`` when the port is taken."""
+    if settings.host != "::":
+        return None
+    try:
+        return socket.create_server(("::", settings.port), family=socket.AF_INET6,
+                                    dualstack_ipv6=True, backlog=2048)
+    except OSError as exc:
+        raise EPNSError(f"the HTTPS listener on [::]:{settings.port} did not start: "
+                        f"{exc.strerror or exc}") from exc
 
 
 def make_server(app: ASGIApp, settings: HttpSettings) -> uvicorn.Server:

@@ -86,10 +86,11 @@ class Lab:
         sync = {"action": "http", "url": bundled["url"], "backup_urls": bundled["backup_urls"],
                 "fetch": True, "ca": str(bundle / "ca.crt"), "interval": 3600.0}
         sync.update(sections.pop("sync", {}))
+        broker = {"host": netns.SERVER_IP, **sections.pop("broker", {})}
         config = write_agent_config(
             self.work / f"{agent_id}.toml", self.pki, agent_id, [PRIMARY, FALLBACK],
             identity={"cert": str(bundle / "agent.crt"), "key": str(bundle / "agent.key")},
-            broker={"host": netns.SERVER_IP}, sync=sync,
+            broker=broker, sync=sync,
             # The product's defaults: the matrix measures what a fleet gets.
             timeouts={"tcp_connect": 5.0, "proxy_connect": 10.0, "tls_handshake": 10.0,
                       "connack": 10.0},
@@ -173,6 +174,10 @@ class Lab:
             self.squid.wait(timeout=10)
         self.squid = None
 
+    def broker_log(self, pattern: str, timeout: float = 5.0) -> str:
+        """The broker's log line that matches ``pattern`` (regex)."""
+        return wait_for_line(self.broker_lines, pattern, timeout, what="broker")
+
     def stop_broker(self) -> None:
         """Stop the broker as a service manager does (SIGTERM)."""
         if self.broker is not None:
@@ -216,6 +221,8 @@ class Lab:
         self.net.iptables("-F")
         self.net.iptables("-t", "nat", "-F")
         self.net.iptables("-P", "FORWARD", "ACCEPT")
+        self.net.ip6tables("-F")
+        self.net.ip6tables("-P", "FORWARD", "ACCEPT")
         self.net.forget_idle_flows_after(None)
 
 
@@ -223,9 +230,10 @@ def _start_broker(net: netns.Topology, certs: Path, work: Path
                   ) -> tuple[subprocess.Popen[str], list[str]]:
     # 443 is one port for everything: its HTTPS goes to the server's front
     # socket (the server's state_dir is ``work``), as in the all-in-one.
-    env = broker_env(certs, listeners__primary__host="0.0.0.0",
+    # "::": both families, for the IPv6-only and IPv4-only rows.
+    env = broker_env(certs, listeners__primary__host="::",
                      listeners__primary__port=str(PRIMARY),
-                     listeners__fallback__host="0.0.0.0",
+                     listeners__fallback__host="::",
                      listeners__fallback__port=str(FALLBACK),
                      listeners__fallback__http_upstream=str(work / "front.sock"))
     process = net.start(net.server, [sys.executable, "-m", "broker"], cwd=ROOT, env=env,
@@ -238,7 +246,7 @@ def _start_broker(net: netns.Topology, certs: Path, work: Path
 
 def _start_server(net: netns.Topology, certs: Path, work: Path) -> ServerProcess:
     env = server_env(certs, work, PRIMARY, HTTPS_PORT,
-                     http__host="0.0.0.0",
+                     http__host="::",
                      http__public_url=f"https://{netns.SERVER_IP}:{HTTPS_PORT}",
                      mqtt__agent_host=netns.SERVER_IP)
     process = net.start(net.server, [sys.executable, "-m", "server_push", "run"], cwd=ROOT,
@@ -257,7 +265,7 @@ def _start_server(net: netns.Topology, certs: Path, work: Path) -> ServerProcess
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     work = tmp_path_factory.mktemp("lab")
     certs = work / "pki"
-    pki.init_dev_pki(certs, ("localhost", "127.0.0.1", netns.SERVER_IP))
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1", netns.SERVER_IP, netns.SERVER_NAME))
     net = netns.Topology().create()
     try:
         broker, broker_lines = _start_broker(net, certs, work)

@@ -118,6 +118,30 @@ def test_only_443_reachable(clean_lab: Lab) -> None:
              f"direct:{FALLBACK}")
 
 
+BY_NAME = {"broker": {"host": netns.SERVER_NAME},
+           "sync": {"url": f"https://{netns.SERVER_NAME}:9443",
+                    "backup_urls": [f"https://{netns.SERVER_NAME}:{FALLBACK}"]}}
+
+
+def test_ipv4_only_path_with_the_broker_by_name(clean_lab: Lab) -> None:
+    """push.lab has an IPv6 and an IPv4 address, IPv6 first; the router drops
+    IPv6 silently. Happy Eyeballs: IPv4 is tried 250 ms later, not after a
+    whole TCP timeout (5 s) per address."""
+    clean_lab.net.ip6tables("-P", "FORWARD", "DROP")
+    row = _measure(clean_lab, "IPv4-only path (IPv6 dropped), the broker by its name",
+                   "v4only-1", f"direct:{PRIMARY}", **BY_NAME)
+    assert float(str(row["connected"]).split()[0]) < 2.0, row
+    clean_lab.broker_log(rf"connected client=v4only-1 peer={netns.AGENT_IP}:")
+
+
+def test_ipv6_only_path_with_the_broker_by_name(clean_lab: Lab) -> None:
+    """The router drops IPv4: push and sync go over IPv6."""
+    clean_lab.net.iptables("-P", "FORWARD", "DROP")
+    _measure(clean_lab, "IPv6-only path (IPv4 dropped), the broker by its name", "v6only-1",
+             f"direct:{PRIMARY}", **BY_NAME)
+    clean_lab.broker_log(rf"connected client=v6only-1 peer=\[?{netns.AGENT_IP6}\]?:")
+
+
 def test_the_lab_uses_only_its_own_addresses(lab: Lab) -> None:
     """Sanity of the harness itself: the agent's namespace holds addresses
     from 198.18.0.0/15 (and loopback) only."""

@@ -8,6 +8,12 @@ namespaces have no link to it). Every namespace is deleted at the end, with
 whatever still runs in it.
 
     agent 198.18.1.2 ── 198.18.1.1 router 198.18.2.1 ── 198.18.2.2 server
+          2001:2:0:1::2    2001:2:0:1::1  2001:2:0:2::1    2001:2:0:2::2
+
+Both families, so that IPv6-only and IPv4-only paths can be made: the IPv6
+addresses are from 2001:2::/48 (RFC 5180, benchmarking), likewise only in
+here. The agent host resolves ``push.lab`` to the server's two addresses
+(its own /etc/hosts: ``ip netns exec`` mounts /etc/netns/NAME/hosts).
 
 The test process stays in the host namespace; it reaches the server's API
 through a Unix socket (file systems are not namespaced) that a forwarder
@@ -28,6 +34,12 @@ AGENT_IP = "198.18.1.2"
 ROUTER_AGENT_SIDE = "198.18.1.1"
 ROUTER_SERVER_SIDE = "198.18.2.1"
 SERVER_IP = "198.18.2.2"
+AGENT_IP6 = "2001:2:0:1::2"
+ROUTER_AGENT_SIDE6 = "2001:2:0:1::1"
+ROUTER_SERVER_SIDE6 = "2001:2:0:2::1"
+SERVER_IP6 = "2001:2:0:2::2"
+# The server's name on the agent host: IPv6 first, as getaddrinfo orders it.
+SERVER_NAME = "push.lab"
 
 _serial = itertools.count()
 
@@ -78,20 +90,38 @@ class Topology:
         for name in (self.agent, self.router, self.server):
             _ip("netns", "add", name)
             _ip("-n", name, "link", "set", "lo", "up")
-        self._link(self.agent, AGENT_IP, self.router, ROUTER_AGENT_SIDE, "1")
-        self._link(self.server, SERVER_IP, self.router, ROUTER_SERVER_SIDE, "2")
-        _ip("-n", self.agent, "route", "add", "default", "via", ROUTER_AGENT_SIDE)
-        _ip("-n", self.server, "route", "add", "default", "via", ROUTER_SERVER_SIDE)
+        self._link(self.agent, (AGENT_IP, AGENT_IP6), self.router,
+                   (ROUTER_AGENT_SIDE, ROUTER_AGENT_SIDE6), "1")
+        self._link(self.server, (SERVER_IP, SERVER_IP6), self.router,
+                   (ROUTER_SERVER_SIDE, ROUTER_SERVER_SIDE6), "2")
+        for host, gateway, gateway6 in ((self.agent, ROUTER_AGENT_SIDE, ROUTER_AGENT_SIDE6),
+                                        (self.server, ROUTER_SERVER_SIDE, ROUTER_SERVER_SIDE6)):
+            _ip("-n", host, "route", "add", "default", "via", gateway)
+            _ip("-n", host, "-6", "route", "add", "default", "via", gateway6)
         self.run_in(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.run_in(self.router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        hosts = self.hosts_dir / "hosts"
+        hosts.parent.mkdir(parents=True, exist_ok=True)
+        hosts.write_text(f"127.0.0.1 localhost\n::1 localhost\n"
+                         f"{SERVER_IP6} {SERVER_NAME}\n{SERVER_IP} {SERVER_NAME}\n")
         return self
 
-    def _link(self, host: str, host_ip: str, router: str, router_ip: str, tag: str) -> None:
+    @property
+    def hosts_dir(self) -> Path:
+        """/etc/netns/<agent>: ``ip netns exec`` mounts its files over /etc."""
+        return Path("/etc/netns") / self.agent
+
+    def _link(self, host: str, host_ips: tuple[str, str], router: str,
+              router_ips: tuple[str, str], tag: str) -> None:
         near, far = f"{self.prefix}h{tag}", f"{self.prefix}r{tag}"
         _ip("link", "add", near, "type", "veth", "peer", "name", far)
         _ip("link", "set", near, "netns", host)
         _ip("link", "set", far, "netns", router)
-        _ip("-n", host, "addr", "add", f"{host_ip}/24", "dev", near)
-        _ip("-n", router, "addr", "add", f"{router_ip}/24", "dev", far)
+        _ip("-n", host, "addr", "add", f"{host_ips[0]}/24", "dev", near)
+        _ip("-n", router, "addr", "add", f"{router_ips[0]}/24", "dev", far)
+        # nodad: usable at once, not after duplicate address detection.
+        _ip("-n", host, "addr", "add", f"{host_ips[1]}/64", "dev", near, "nodad")
+        _ip("-n", router, "addr", "add", f"{router_ips[1]}/64", "dev", far, "nodad")
         _ip("-n", host, "link", "set", near, "up")
         _ip("-n", router, "link", "set", far, "up")
 
@@ -119,6 +149,10 @@ class Topology:
     def iptables(self, *rule: str) -> None:
         """One iptables command in the router."""
         self.run_in(self.router, "iptables", *rule)
+
+    def ip6tables(self, *rule: str) -> None:
+        """One ip6tables command in the router."""
+        self.run_in(self.router, "ip6tables", *rule)
 
     def forget_idle_flows_after(self, seconds: int | None) -> None:
         """Make the router a NAT that forgets an idle TCP flow after
@@ -206,3 +240,4 @@ class Topology:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        shutil.rmtree(self.hosts_dir, ignore_errors=True)
