@@ -5,7 +5,6 @@ agent; the agent proves itself with its certificate, through nginx."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import ssl
@@ -19,13 +18,13 @@ import httpx
 import pytest
 
 from epns import pki
+from tests.support import nginx
 from tests.support.agents import AgentProcess, start_agent, write_agent_config
-from tests.support.processes import ROOT, BrokerProcess, free_port, start_epns, wait_until
+from tests.support.processes import BrokerProcess, free_port, start_epns, wait_until
 from tests.support.server import ServerProcess, request_wakeup, start_server
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-pytestmark = pytest.mark.skipif(NGINX is None,
-                                reason="nginx is not installed (Debian: nginx-light)")
+NGINX = nginx.BINARY
+pytestmark = pytest.mark.skipif(NGINX is None, reason=nginx.WHY_NOT or "")
 
 
 @dataclass
@@ -48,38 +47,6 @@ class Front:
         return httpx.Client(base_url=self.url, verify=context, timeout=10, **options)  # type: ignore[arg-type]
 
 
-def render_site(pki_dir: Path, work: Path, port: int) -> str:
-    """The shipped site config, with this test's paths and port."""
-    site = (ROOT / "docker/nginx/epns.conf").read_text()
-    site = site.replace("/etc/epns/certs/", f"{pki_dir}/").replace("/var/lib/epns/", f"{work}/")
-    return site.replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
-
-
-def _nginx_conf(tmp: Path, site: str) -> Path:
-    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp / name).mkdir(exist_ok=True)
-    conf = tmp / "nginx.conf"
-    # The workers run as root here only because the test's sockets are
-    # root's; a deployment adds the nginx user to the epns group instead.
-    conf.write_text(f"""user root;
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-{site}
-}}
-""")
-    return conf
-
-
 @pytest.fixture
 def front(pki_dir: Path, tmp_path: Path) -> Iterator[Front]:
     work = tmp_path / "server"
@@ -88,24 +55,24 @@ def front(pki_dir: Path, tmp_path: Path) -> Iterator[Front]:
                         listeners__front__unix_socket=str(work / "broker-front.sock"))
     server = start_server(pki_dir, work, broker.port)
     port = free_port()
-    conf = _nginx_conf(tmp_path, render_site(pki_dir, work, port))
+    conf = nginx.write_conf(tmp_path, nginx.render_site(pki_dir, work, f"127.0.0.1:{port}"))
     assert NGINX is not None
     checked = subprocess.run([NGINX, "-t", "-c", str(conf)], capture_output=True, text=True,
                              check=False)
     assert checked.returncode == 0, checked.stderr
-    nginx = subprocess.Popen([NGINX, "-c", str(conf)], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([NGINX, "-c", str(conf)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _listens(port), "nginx listening", 10)
         yield Front(port, pki_dir, work, broker, server,
                     server.cli("token", "create", "tests").strip())
     finally:
-        nginx.send_signal(signal.SIGQUIT)
+        process.send_signal(signal.SIGQUIT)
         try:
-            nginx.wait(10)
+            process.wait(10)
         except subprocess.TimeoutExpired:
-            nginx.kill()
-            nginx.wait()
+            process.kill()
+            process.wait()
         server.stop()
         broker.stop()
 

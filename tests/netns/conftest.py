@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from epns import pki
-from tests.support import netns
+from tests.support import netns, nginx
 from tests.support.agents import AgentProcess, write_agent_config
 from tests.support.processes import (
     ROOT,
@@ -119,6 +119,21 @@ class Lab:
                 return took
             time.sleep(0.2)
         return None
+
+    def start_nginx(self, port: int) -> None:
+        """Debian's nginx on the server host, ending TLS on ``port`` with the
+        shipped site config: /mqtt to the broker's ws-front socket, the rest
+        to the server's front socket."""
+        assert nginx.BINARY is not None
+        where = self.work / "nginx"
+        where.mkdir(exist_ok=True)
+        conf = nginx.write_conf(where, nginx.render_site(self.pki, self.work,
+                                                         f"{netns.SERVER_IP}:{port}"))
+        self.middleboxes.append(self.net.start(
+            self.net.server, [nginx.BINARY, "-c", str(conf)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, text=True))
+        if not self.listening(self.net.server, netns.SERVER_IP, port, 10):
+            raise RuntimeError(f"nginx did not start: {(where / 'error.log').read_text()}")
 
     def start_squid(self) -> str:
         """Squid on the router, Debian's stock CONNECT policy (CONNECT to
@@ -235,7 +250,10 @@ def _start_broker(net: netns.Topology, certs: Path, work: Path
                      listeners__primary__port=str(PRIMARY),
                      listeners__fallback__host="::",
                      listeners__fallback__port=str(FALLBACK),
-                     listeners__fallback__http_upstream=str(work / "front.sock"))
+                     listeners__fallback__http_upstream=str(work / "front.sock"),
+                     # For nginx in front (the nginx row): MQTT over WebSocket.
+                     listeners__front__enabled="true",
+                     listeners__front__unix_socket=str(work / "broker-front.sock"))
     process = net.start(net.server, [sys.executable, "-m", "broker"], cwd=ROOT, env=env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.netns.conftest import FALLBACK, MATRIX, PRIMARY, Lab
-from tests.support import netns
+from tests.support import netns, nginx
 
 CONNECT_BAR = 15.0
 SATISFIED_BAR = 1.0
@@ -140,6 +140,23 @@ def test_ipv6_only_path_with_the_broker_by_name(clean_lab: Lab) -> None:
     _measure(clean_lab, "IPv6-only path (IPv4 dropped), the broker by its name", "v6only-1",
              f"direct:{PRIMARY}", **BY_NAME)
     clean_lab.broker_log(rf"connected client=v6only-1 peer=\[?{netns.AGENT_IP6}\]?:")
+
+
+NGINX_PORT = 8443
+
+
+@pytest.mark.skipif(nginx.WHY_NOT is not None, reason=nginx.WHY_NOT or "")
+def test_nginx_ending_tls_in_front(clean_lab: Lab) -> None:
+    """nginx on the server host ends TLS on 8443, the only port the router
+    passes: the agent's MQTT over WebSocket and its sync go through it, its
+    certificate handed on in nginx's headers."""
+    clean_lab.start_nginx(NGINX_PORT)
+    clean_lab.net.forward_only(NGINX_PORT)
+    front = f"https://{netns.SERVER_IP}:{NGINX_PORT}"
+    _measure(clean_lab, "nginx ending TLS in front (WSS and HTTPS on 8443 only)", "nginx-1",
+             "direct:wss", broker={"websocket_url": f"wss://{netns.SERVER_IP}:{NGINX_PORT}/mqtt"},
+             sync={"url": front, "backup_urls": []})
+    clean_lab.broker_log(rf"connected client=nginx-1 peer={netns.AGENT_IP}:0 listener=front")
 
 
 def test_the_lab_uses_only_its_own_addresses(lab: Lab) -> None:
