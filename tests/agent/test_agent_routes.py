@@ -199,3 +199,18 @@ def test_token_identity_where_a_proxy_breaks_client_certificates(epns_broker, wa
     assert presence(watcher, agent_id)["route"] == f"direct:{epns_broker.port}"
     epns_broker.log_contains(rf"connected client={agent_id} .*auth=token")
     syncs.wait_for("connect")
+
+
+def test_a_backup_host_is_tried_after_every_route_to_the_first(
+        epns_broker, watcher, run_agent, agent_ids):
+    """broker.host answers nothing (127.0.0.2: the broker listens on
+    127.0.0.1 only); the agent goes on to broker.backup_hosts, names the
+    route by its host, and syncs."""
+    agent_id, = agent_ids(1)
+    agent, syncs = run_agent(agent_id, [epns_broker.port, epns_broker.fallback],
+                             broker={"host": "127.0.0.2", "backup_hosts": ["127.0.0.1"]})
+    agent.log_contains(rf"route_failed route=direct:{epns_broker.fallback} step=tcp .*refused")
+    route = f"direct:{epns_broker.port}@127.0.0.1"
+    assert presence(watcher, agent_id)["route"] == route
+    agent.log_contains(rf"\bconnected route={route} ")
+    syncs.wait_for("connect")
