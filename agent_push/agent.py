@@ -67,7 +67,7 @@ from epns.routes import (
 from epns.tokens import PublicKey
 from epns.wol import parse_wol_body
 
-log = logging.getLogger("agent")
+log = logging.getLogger(__name__)
 
 # Learnt ping intervals kept, one per route and network (epns.heartbeat).
 MAX_NETWORKS = 32
@@ -444,7 +444,7 @@ class Agent:
             self.status.last_wake = {"at": time.time(), "id": command.id,
                                      "result": "sync requested"}
             self._publish_status()
-            self.sync.request("wake", wake_id=command.id)
+            self.sync.request("wake", command_id=command.id)
         elif command.type is CommandType.WOL:
             await self._relay_wol(link, command)
         elif command.type is CommandType.CONFIG:
@@ -513,10 +513,12 @@ class Agent:
                                for i in interfaces()]}
 
     async def _synced(self, request: SyncRequest, outcome: SyncOutcome) -> None:
+        # "wakes" (here, in the status file, and in the sync event's body) keeps its
+        # old name for compatibility with what reads them: it holds command ids.
         summary = {"at": time.time(), "reason": request.reason, "ok": outcome.ok,
-                   "detail": outcome.detail, "wakes": list(request.wakes)}
+                   "detail": outcome.detail, "wakes": list(request.command_ids)}
         self.status.last_sync = summary
-        if request.wakes and self.status.last_wake is not None:
+        if request.command_ids and self.status.last_wake is not None:
             self.status.last_wake["result"] = "synced" if outcome.ok else outcome.detail
         if outcome.reply is not None:
             self._apply_hints({"keepalive": dict(outcome.reply.keepalive),
@@ -526,7 +528,7 @@ class Agent:
         if link is not None:
             await self._report(link, Event(EventType.SYNC, time.time(), None, {
                 "sync_id": request.sync_id, "started_at": request.started_at,
-                "reason": request.reason, "wakes": list(request.wakes), "ok": outcome.ok,
+                "reason": request.reason, "wakes": list(request.command_ids), "ok": outcome.ok,
                 "detail": outcome.detail}))
 
     def _publish_status(self) -> None:

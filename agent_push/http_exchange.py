@@ -42,7 +42,7 @@ from epns.logs import event
 from epns.routes import PathFault, fault_of, parse_proxy
 from epns.sync_contract import MAX_BYTES, SyncFormat, retry_after_seconds
 
-log = logging.getLogger("agent.sync")
+log = logging.getLogger(__name__)
 
 # The answers that mean "busy, come back later".
 RETRYABLE = frozenset({429, 503})

@@ -15,8 +15,8 @@ arrives during a sync causes exactly one more sync afterwards. That follow-up
 starts after the request, which is what the server's delivery contract needs:
 a wake requested at T is satisfied by a sync that *started* after T. After a
 failed sync it retries on the ``RetrySchedule`` (jittered exponential backoff,
-at most the sync interval) until one succeeds, carrying the failed syncs' wake
-ids, so that a wake-up that arrived while the server was down is answered
+at most the sync interval) until one succeeds, carrying the failed syncs'
+command ids, so that a wake-up that arrived while the server was down is answered
 soon after it is back rather than an interval later.
 """
 
@@ -58,7 +58,7 @@ from epns.sync_contract import (
     sync_path,
 )
 
-log = logging.getLogger("agent.sync")
+log = logging.getLogger(__name__)
 
 # How much of a failed command's output goes into the outcome's detail.
 OUTPUT_TAIL = 300
@@ -69,7 +69,7 @@ class SyncRequest:
     """One sync as the coordinator starts it; ``started_at`` is wall-clock time."""
 
     reason: SyncReason
-    wakes: tuple[str, ...]
+    command_ids: tuple[str, ...]  # the wake-up commands this sync answers
     started_at: float
     sync_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -252,8 +252,10 @@ class HttpSync:
         except Exception as exc:  # product code: its failure fails this sync, not the agent
             raise SyncFailed(f"collecting the agent's data failed: "
                              f"{type(exc).__name__}: {exc}") from exc
+        # SyncReport.wakes (and the report's "wakes" key) keeps its old name for
+        # compatibility with the server: it holds these command ids.
         return SyncReport(self._agent_id, request.sync_id, request.started_at, request.reason,
-                          request.wakes, changes, tuple(self._results.values()))
+                          request.command_ids, changes, tuple(self._results.values()))
 
     def _delivered(self, report: SyncReport) -> None:
         for result in report.results:
@@ -333,9 +335,13 @@ def answer_task(reply: SyncReply, task: Task, *, inventory: bool) -> tuple[SyncR
 
 class CommandSync:
     """Runs ``argv`` (no shell) with ``EPNS_AGENT_ID``, ``EPNS_SYNC_REASON``,
-    ``EPNS_SYNC_WAKES`` (comma-separated) and ``EPNS_SYNC_ID`` set. Exit 0 is
-    a sync; anything else, or running past ``timeout``, is a failure (and the
-    program, with anything it started, is killed)."""
+    ``EPNS_SYNC_WAKES`` and ``EPNS_SYNC_ID`` set. Exit 0 is a sync; anything
+    else, or running past ``timeout``, is a failure (and the program, with
+    anything it started, is killed).
+
+    ``EPNS_SYNC_WAKES`` holds the command ids of the wake-ups the sync answers,
+    comma-separated; the variable keeps its old name for compatibility, as the
+    programs it is given to read it."""
 
     def __init__(self, argv: Sequence[str], timeout: float, agent_id: str) -> None:
         if not argv:
@@ -374,7 +380,9 @@ class CommandSync:
     def _environment(self, request: SyncRequest) -> dict[str, str]:
         return {**os.environ, "EPNS_AGENT_ID": self._agent_id,
                 "EPNS_SYNC_REASON": request.reason.value,
-                "EPNS_SYNC_WAKES": ",".join(request.wakes), "EPNS_SYNC_ID": request.sync_id}
+                # Command ids under the old name: a public interface (see the class).
+                "EPNS_SYNC_WAKES": ",".join(request.command_ids),
+                "EPNS_SYNC_ID": request.sync_id}
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
@@ -484,24 +492,26 @@ class RetrySchedule:
 
 @dataclass(frozen=True, slots=True)
 class _Wanted:
-    """The sync still to run: the merged reason and the wakes it answers."""
+    """The sync still to run: the merged reason and the command ids of the
+    wake-ups it answers."""
 
     reason: SyncReason
-    wakes: tuple[str, ...] = ()
+    command_ids: tuple[str, ...] = ()
 
-    def merge(self, reason: SyncReason, wake_id: str | None) -> _Wanted:
-        wakes = self.wakes if wake_id is None else _united(self.wakes, (wake_id,))
-        return _Wanted(min(self.reason, reason, key=_REASON_RANK.index), wakes)
+    def merge(self, reason: SyncReason, command_id: str | None) -> _Wanted:
+        command_ids = (self.command_ids if command_id is None
+                       else _united(self.command_ids, (command_id,)))
+        return _Wanted(min(self.reason, reason, key=_REASON_RANK.index), command_ids)
 
 
 class SyncCoordinator:
     """Runs one sync at a time and coalesces the requests made meanwhile.
 
     ``request`` while idle starts a sync at once; during a sync, it marks one
-    more sync as needed (the wake ids are united), which starts when the
+    more sync as needed (the command ids are united), which starts when the
     current one ends. ``on_done(request, outcome)`` is awaited after each sync.
     A failed sync schedules a "retry" sync after ``retry.next_delay``; every
-    sync until one succeeds carries the wake ids of the failed ones. Any sync
+    sync until one succeeds carries the command ids of the failed ones. Any sync
     that starts meanwhile (a wake, a connect) takes the retry's place.
     """
 
@@ -517,15 +527,16 @@ class SyncCoordinator:
         self._idle.set()
         self._closed = False
         self._retry_timer: asyncio.TimerHandle | None = None
-        # The wake ids of the failed syncs since the last success.
+        # The command ids of the failed syncs since the last success.
         self._unanswered: tuple[str, ...] = ()
 
-    def request(self, reason: str, wake_id: str | None = None) -> None:
-        """Ask for a sync (``reason`` is a SyncReason value); call it from the event loop."""
+    def request(self, reason: str, command_id: str | None = None) -> None:
+        """Ask for a sync (``reason`` is a SyncReason value; ``command_id`` is
+        the wake-up command it answers, if any); call it from the event loop."""
         if self._closed:
             return  # shutting down: a late wake-up is answered by the next start's sync
         why = SyncReason(reason)
-        self._wanted = (self._wanted or _Wanted(why)).merge(why, wake_id)
+        self._wanted = (self._wanted or _Wanted(why)).merge(why, command_id)
         if self._task is None:
             self._idle.clear()
             self._task = asyncio.get_running_loop().create_task(self._drain())
@@ -558,7 +569,7 @@ class SyncCoordinator:
     async def _run(self, wanted: _Wanted) -> None:
         self._cancel_retry()  # this sync is the retry
         # started_at is taken now, after every request merged into this sync.
-        request = SyncRequest(wanted.reason, _united(self._unanswered, wanted.wakes),
+        request = SyncRequest(wanted.reason, _united(self._unanswered, wanted.command_ids),
                               self._clock())
         try:
             outcome = await self._action(request)
@@ -566,7 +577,7 @@ class SyncCoordinator:
             outcome = SyncOutcome(False, f"sync action crashed: {type(exc).__name__}: {exc}")
         event(log, "sync_done" if outcome.ok else "sync_failed",
               logging.INFO if outcome.ok else logging.WARNING, id=request.sync_id,
-              reason=request.reason.value, wakes=",".join(request.wakes) or "-",
+              reason=request.reason.value, command_ids=",".join(request.command_ids) or "-",
               status=outcome.status, duration=round(outcome.duration, 3), detail=outcome.detail)
         self._plan_retry(request, outcome)
         try:
@@ -580,11 +591,12 @@ class SyncCoordinator:
             self._retry.reset()
             self._unanswered = ()
             return
-        self._unanswered = request.wakes
+        self._unanswered = request.command_ids
         delay = self._retry.next_delay(outcome.retry_after)
         self._retry_timer = asyncio.get_running_loop().call_later(delay, self.request, "retry")
         event(log, "sync_retry_scheduled", id=request.sync_id, delay=round(delay, 2),
-              failures=self._retry.failures, wakes=",".join(request.wakes) or "-")
+              failures=self._retry.failures,
+              command_ids=",".join(request.command_ids) or "-")
 
     def _cancel_retry(self) -> None:
         if self._retry_timer is not None:
@@ -593,5 +605,5 @@ class SyncCoordinator:
 
 
 def _united(*groups: tuple[str, ...]) -> tuple[str, ...]:
-    """The wake ids of ``groups``, each once, in order of first appearance."""
-    return tuple(dict.fromkeys(wake for group in groups for wake in group))
+    """The command ids of ``groups``, each once, in order of first appearance."""
+    return tuple(dict.fromkeys(command_id for group in groups for command_id in group))

@@ -111,7 +111,7 @@ def test_a_failed_sync_is_retried_with_backoff_and_carries_the_wake(
     wake_id = json.loads(wake)["id"]
     done = agent.log_contains(r"sync_done .*reason=retry", timeout=30)
     elapsed = time.monotonic() - failed_at
-    assert f"wakes={wake_id}" in done  # the wake's failed sync is answered by the retry
+    assert f"command_ids={wake_id}" in done  # the wake's failed sync is answered by the retry
     posts = [r.report for r in sync_server.requests if r.method == "POST"]
     assert len(posts) == 5  # four failures, one success: no tight loop
     assert posts[-1].reason == "retry"

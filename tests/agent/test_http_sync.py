@@ -109,9 +109,9 @@ def _exchange(job: ExchangeJob, sleeps: Sleeps) -> ExchangeResult:
     return result
 
 
-def _request(reason: SyncReason = SyncReason.WAKE, wakes: tuple[str, ...] = ("w1",)
+def _request(reason: SyncReason = SyncReason.WAKE, command_ids: tuple[str, ...] = ("w1",)
              ) -> SyncRequest:
-    return SyncRequest(reason, wakes, time.time())
+    return SyncRequest(reason, command_ids, time.time())
 
 
 def _sync(action: Callable[[SyncRequest], Any], request: SyncRequest | None = None
@@ -197,7 +197,7 @@ def test_429_retry_after_is_honoured_then_the_sync_succeeds(
         server: SyncServer, mtls: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
     server.script(Answer(429, {"Retry-After": "7"}))
     sleeps = Sleeps()
-    with caplog.at_level(logging.INFO, logger="agent.sync"):
+    with caplog.at_level(logging.INFO, logger="agent_push.http_exchange"):
         result = _exchange(_job(server.url, mtls), sleeps)
     assert result.error is None
     assert (result.posted, result.status) == (True, 200)
@@ -254,7 +254,7 @@ def test_a_503_with_retry_after_then_200_is_one_sync_that_succeeds(
         server: SyncServer, mtls: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
     server.script(Answer(503, {"Retry-After": "1"}))
     began = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="agent.sync"):
+    with caplog.at_level(logging.INFO, logger="agent_push.http_exchange"):
         outcome = _sync(_http(server.url, mtls))
     took = time.monotonic() - began
     assert outcome.ok, outcome.detail

@@ -92,7 +92,7 @@ def test_a_request_while_idle_starts_a_sync_at_once() -> None:
         await h.coordinator.idle()
         [(request, outcome)] = h.done
         assert request.reason is SyncReason.CONNECT
-        assert request.wakes == ()
+        assert request.command_ids == ()
         assert outcome.ok
         assert len(request.sync_id) == 32
 
@@ -106,19 +106,19 @@ def test_a_wake_during_a_sync_is_answered_by_exactly_one_more_sync() -> None:
         await asyncio.sleep(0)
         [running] = h.action.started
         requested_at = h.clock()
-        h.coordinator.request("wake", wake_id="w1")
-        h.coordinator.request("wake", wake_id="w2")
+        h.coordinator.request("wake", command_id="w1")
+        h.coordinator.request("wake", command_id="w2")
         h.coordinator.request("interval")
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.action.release()
         await h.coordinator.idle()
         assert [r for r, _ in h.done] == h.action.started
         first, follow_up = h.action.started
         assert first is running
-        assert first.wakes == ()
+        assert first.command_ids == ()
         assert follow_up.reason is SyncReason.WAKE
-        assert follow_up.wakes == ("w1", "w2")
+        assert follow_up.command_ids == ("w1", "w2")
         # The delivery contract: the answering sync started after the wake.
         assert follow_up.started_at > requested_at > first.started_at
 
@@ -129,12 +129,12 @@ def test_requests_before_the_sync_starts_make_one_sync() -> None:
     async def scenario() -> None:
         h = Harness()
         h.coordinator.request("connect")
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.coordinator.idle()
         [request] = h.action.started
         assert request.reason is SyncReason.WAKE
-        assert request.wakes == ("w1",)
+        assert request.command_ids == ("w1",)
 
     run(scenario)
 
@@ -184,11 +184,11 @@ def test_a_crashing_action_is_a_failed_sync_and_syncing_goes_on() -> None:
     async def scenario() -> None:
         h = Harness()
         h.action.crash = True
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.coordinator.idle()
         [(request, outcome)] = h.done
-        assert request.wakes == ("w1",)
+        assert request.command_ids == ("w1",)
         assert not outcome.ok
         assert outcome.detail == "sync action crashed: RuntimeError: bug in the action"
         h.action.crash = False
@@ -208,11 +208,11 @@ def test_a_failing_on_done_does_not_stop_the_next_sync(caplog: pytest.LogCapture
         h = Harness(on_done)
         h.coordinator.request("connect")
         await asyncio.sleep(0)
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.action.release()
         await h.coordinator.idle()
-        assert [r.wakes for r in h.action.started] == [(), ("w1",)]
+        assert [r.command_ids for r in h.action.started] == [(), ("w1",)]
 
     run(scenario)
     assert "sync_on_done_failed" in caplog.text
@@ -222,15 +222,15 @@ def test_a_failing_on_done_does_not_stop_the_next_sync(caplog: pytest.LogCapture
 def test_each_sync_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         h = Harness()
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.coordinator.idle()
 
-    with caplog.at_level(logging.INFO, logger="agent.sync"):
+    with caplog.at_level(logging.INFO, logger="agent_push.sync"):
         run(scenario)
-    [line] = [r.getMessage() for r in caplog.records if r.name == "agent.sync"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "agent_push.sync"]
     assert line.startswith("sync_done id=")
-    assert "reason=wake wakes=w1 status=204" in line
+    assert "reason=wake command_ids=w1 status=204" in line
 
 
 def test_close_cancels_the_running_sync_and_forgets_the_wanted_one() -> None:
@@ -238,10 +238,10 @@ def test_close_cancels_the_running_sync_and_forgets_the_wanted_one() -> None:
         h = Harness()
         h.coordinator.request("connect")
         await asyncio.sleep(0)
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.coordinator.close()
         await h.coordinator.idle()
-        h.coordinator.request("wake", wake_id="w2")
+        h.coordinator.request("wake", command_id="w2")
         await asyncio.sleep(0)
         assert [r.reason for r in h.action.started] == [SyncReason.CONNECT]
         assert h.done == []
@@ -311,20 +311,20 @@ def test_retry_base_is_at_least_a_second() -> None:
         SyncSettings(retry_base=0.5)
 
 
-def test_a_failed_sync_is_retried_with_its_wakes() -> None:
+def test_a_failed_sync_is_retried_with_its_command_ids() -> None:
     async def scenario() -> None:
         h = Harness(retry_delay=0.01)
         h.action.outcomes = [FAILED, FAILED]
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         for _ in range(3):
             await h.action.release()
             await asyncio.sleep(0.05)  # the retry's delay
         await h.coordinator.idle()
         first, second, third = h.action.started
-        assert (first.reason, first.wakes) == (SyncReason.WAKE, ("w1",))
+        assert (first.reason, first.command_ids) == (SyncReason.WAKE, ("w1",))
         # A retry is a sync of its own, started after the failure.
         assert [r.reason for r in (second, third)] == [SyncReason.RETRY] * 2
-        assert second.wakes == third.wakes == ("w1",)
+        assert second.command_ids == third.command_ids == ("w1",)
         assert len({r.sync_id for r in h.action.started}) == 3
         assert first.started_at < second.started_at < third.started_at
         assert [o.ok for _, o in h.done] == [False, False, True]
@@ -352,36 +352,36 @@ def test_a_wake_during_the_backoff_syncs_at_once_and_takes_the_retrys_place() ->
     async def scenario() -> None:
         h = Harness(retry_delay=0.2)
         h.action.outcomes = [FAILED]
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.coordinator.idle()
-        h.coordinator.request("wake", wake_id="w2")
+        h.coordinator.request("wake", command_id="w2")
         await h.action.release()
         await h.coordinator.idle()
         await asyncio.sleep(0.3)  # past the retry that was scheduled
-        assert [(r.reason, r.wakes) for r in h.action.started] == [
+        assert [(r.reason, r.command_ids) for r in h.action.started] == [
             (SyncReason.WAKE, ("w1",)), (SyncReason.WAKE, ("w1", "w2"))]
         assert h.done[-1][1].ok
 
     run(scenario)
 
 
-def test_the_wakes_of_every_failed_sync_are_carried_until_one_succeeds() -> None:
+def test_the_command_ids_of_every_failed_sync_are_carried_until_one_succeeds() -> None:
     async def scenario() -> None:
         h = Harness()
         h.action.outcomes = [FAILED, FAILED]
         for wake in ("w1", "w2"):
-            h.coordinator.request("wake", wake_id=wake)
+            h.coordinator.request("wake", command_id=wake)
             await h.action.release()
             await h.coordinator.idle()
         h.coordinator.request("interval")
         await h.action.release()
         await h.coordinator.idle()
-        assert [r.wakes for r in h.action.started] == [("w1",), ("w1", "w2"), ("w1", "w2")]
+        assert [r.command_ids for r in h.action.started] == [("w1",), ("w1", "w2"), ("w1", "w2")]
         h.coordinator.request("interval")
         await h.action.release()
         await h.coordinator.idle()
-        assert h.action.started[-1].wakes == ()  # answered: not carried any more
+        assert h.action.started[-1].command_ids == ()  # answered: not carried any more
 
     run(scenario)
 
@@ -404,13 +404,13 @@ def test_a_scheduled_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         h = Harness(retry_delay=12.5)
         h.action.outcomes = [FAILED]
-        h.coordinator.request("wake", wake_id="w1")
+        h.coordinator.request("wake", command_id="w1")
         await h.action.release()
         await h.coordinator.idle()
         await h.coordinator.close()
 
-    with caplog.at_level(logging.INFO, logger="agent.sync"):
+    with caplog.at_level(logging.INFO, logger="agent_push.sync"):
         run(scenario)
     [line] = [r.getMessage() for r in caplog.records if "sync_retry_scheduled" in r.getMessage()]
-    assert line.endswith("delay=12.5 failures=1 wakes=w1")
+    assert line.endswith("delay=12.5 failures=1 command_ids=w1")
 
