@@ -184,8 +184,7 @@ def test_tinyproxy_as_the_only_way_out(clean_lab: Lab, scratch: Path, auth: bool
 
 
 @pytest.mark.timeout(200)  # the default liveness takes up to 45 s + 22.5 s to notice
-def test_a_proxy_black_holed_mid_session(request: pytest.FixtureRequest, clean_lab: Lab
-                                         ) -> None:
+def test_a_proxy_black_holed_mid_session(clean_lab: Lab) -> None:
     """Squid stops passing anything, either way, while the agent is connected
     through it (direct allowed): the agent's ping goes unanswered, it
     reconnects direct, and the wake-up requested while it was deaf is
@@ -218,11 +217,7 @@ def test_a_proxy_black_holed_mid_session(request: pytest.FixtureRequest, clean_l
     assert deaf is not None
     assert took is not None
     assert took < SATISFIED_BAR
-    # Asserted above: the agent recovers. Known since the sync's ways (bb8ac1a):
-    # a strict xfail from here on, which fails the day it is fixed.
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "push declared the proxy dead, yet the on-connect sync tries it first and waits "
-        "its proxy_connect (10 s): the wake-up requested while deaf waits for that")))
+    # The deaf wake-up is satisfied by the sync right after the reconnect.
     assert deaf - back < SATISFIED_BAR
 
 
@@ -264,8 +259,8 @@ def test_mitmproxy_inspecting_with_a_direct_route(clean_lab: Lab, scratch: Path,
     assert report["verdict"]["route"] == f"direct:{PRIMARY}", report
 
 
-def test_mitmproxy_inspecting_without_a_direct_route(
-        request: pytest.FixtureRequest, clean_lab: Lab, scratch: Path, mitmdump: str) -> None:
+def test_mitmproxy_inspecting_without_a_direct_route(clean_lab: Lab, scratch: Path,
+                                                     mitmdump: str) -> None:
     """Only the inspecting proxy leads out: the agent never connects (it must
     not trust another CA), and epns-check names the interception on both
     proxy routes; its summary, what a support person reads first, should too."""
@@ -287,12 +282,6 @@ def test_mitmproxy_inspecting_without_a_direct_route(
     assert agent.count(r"route_failed route=proxy:\S+ step=(?!tls)") == 0, agent.lines
     assert code == 2, report
     assert _intercepted(report) == [f"proxy:{PRIMARY}", f"proxy:{FALLBACK}"], report
-    # Asserted above: the agent refuses and the check sees why. A strict xfail
-    # from here on, which fails the day the summary names it.
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "epns_check.report._deepest_failure puts any failure outside the route steps "
-        "first (meant for DNS): the sync's, which the same network causes, is the "
-        "summary, not the routes' interception")))
     assert "TLS interception by 'mitmproxy'" in report["verdict"]["summary"], report
 
 

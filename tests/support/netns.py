@@ -175,7 +175,7 @@ class Topology:
         """The router loses ``loss_percent`` % of the packets it forwards, both
         ways, as a bad radio link does; None takes the loss away. netem on
         both router-side links where the kernel has it, else the same loss
-        with iptables' statistic match on FORWARD (kernels built without
+        with iptables' (and ip6tables') statistic match on FORWARD (kernels built without
         CONFIG_NET_SCH_NETEM, as this project's machines are). Returns which."""
         if loss_percent is None:
             self._unimpair()
@@ -190,7 +190,9 @@ class Topology:
             return "tc netem"
         self.loss_rule = ("FORWARD", "-m", "statistic", "--mode", "random", "--probability",
                           f"{loss_percent / 100:g}", "-j", "DROP")
+        # Both families: the lab is dual-stack.
         self.iptables("-I", *self.loss_rule)
+        self.ip6tables("-I", *self.loss_rule)
         return "iptables statistic"
 
     def _router_devices(self) -> tuple[str, str]:
@@ -203,8 +205,9 @@ class Topology:
             subprocess.run([*self.exec_prefix(self.router), "tc", "qdisc", "del", "dev", device,
                             "root"], capture_output=True, check=False, timeout=30)
         if self.loss_rule is not None:
-            subprocess.run([*self.exec_prefix(self.router), "iptables", "-D", *self.loss_rule],
-                           capture_output=True, check=False, timeout=30)
+            for tool in ("iptables", "ip6tables"):
+                subprocess.run([*self.exec_prefix(self.router), tool, "-D", *self.loss_rule],
+                               capture_output=True, check=False, timeout=30)
             self.loss_rule = None
 
     def forward_only(self, *ports: int) -> None:
