@@ -29,7 +29,7 @@ from epns import logs, pki
 from epns.broker_config import BrokerSettings, load_broker_settings
 from epns.errors import EPNSError
 
-log = logging.getLogger("broker")
+log = logging.getLogger(__name__)
 
 
 async def _run(settings: BrokerSettings) -> None:

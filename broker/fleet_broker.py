@@ -35,7 +35,7 @@ from epns.errors import CONNACK_NOT_AUTHORIZED
 from epns.logs import event
 from epns.topics import filter_matches
 
-log = logging.getLogger("broker")
+log = logging.getLogger(__name__)
 
 _SUBACK_FAILURE = 0x80
 # The outbox implements QoS 1 delivery; QoS 2 subscriptions are granted QoS 1,

@@ -29,7 +29,7 @@ from epns.front import Handover
 from epns.logs import Throttle, event
 from epns.one_port import ALPN, Kind, classify, websocket_head
 
-log = logging.getLogger("broker.front")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import time
 from epns.broker_config import GCSettings
 from epns.logs import event
 
-log = logging.getLogger("broker.gc")
+log = logging.getLogger(__name__)
 
 # How much the process must have grown since the last full collection for the
 # next one to be due: the proportion CPython itself waits for before a full

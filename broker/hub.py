@@ -33,7 +33,7 @@ from epns.broker_config import LimitSettings
 from epns.logs import event
 from epns.one_port import Kind
 
-log = logging.getLogger("broker.hub")
+log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL = 1.0
 # During a storm, say how many were refused once a second, not once each.

@@ -29,7 +29,7 @@ from epns.broker_config import BrokerSettings, ListenerSettings
 from epns.errors import ConfigError, PKIError
 from epns.logs import event
 
-log = logging.getLogger("broker")
+log = logging.getLogger(__name__)
 
 
 @dataclass

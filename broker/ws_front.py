@@ -25,7 +25,7 @@ from epns.front import ADDRESS_HEADER, CERT_HEADER, Handover, from_headers
 from epns.logs import event
 from epns.unix_socket import bind_trusted_socket
 
-log = logging.getLogger("broker.front")
+log = logging.getLogger(__name__)
 
 
 class _ForwardedTLS:

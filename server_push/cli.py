@@ -40,7 +40,7 @@ from server_push.web.app import create_app
 from server_push.web.front import FrontListener
 from server_push.web.https import ASGIApp, dual_stack_socket, make_server
 
-log = logging.getLogger("server")
+log = logging.getLogger(__name__)
 ADMIN = "admin"
 
 

@@ -35,7 +35,7 @@ from epns.logs import event
 from epns.unix_socket import bind_trusted_socket
 from server_push.web.https import ASGIApp, with_client_cert
 
-log = logging.getLogger("server.front")
+log = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o660
 

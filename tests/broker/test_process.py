@@ -17,7 +17,7 @@ def test_sigterm_stops_the_broker_cleanly(start_broker, pki_dir, agent_ids):
     agent_id, = agent_ids(1)
     client = connect(broker.port, pki_dir, agent_id, cert=agent_files(pki_dir, agent_id))
     assert broker.stop() == 0
-    broker.log_contains(r"broker stopped")
+    broker.log_contains(r"\bbroker\.cli stopped\b")
     assert client.disconnects.get(timeout=5) != 0
     client.close()
 
