@@ -17,6 +17,8 @@ from enum import StrEnum
 from epns.identity import Identity, Role
 from epns.topics import ALL_CMD, AgentChannel, is_valid_name, parse_agent_topic, parse_group_cmd
 
+__all__ = ["Action", "is_allowed"]
+
 
 class Action(StrEnum):
     """What a client wants to do with a topic or topic filter."""

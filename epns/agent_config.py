@@ -16,6 +16,20 @@ from epns import config, topics
 from epns.errors import ConfigError
 from epns.logs import LogSettings
 
+__all__ = [
+    "ENV_PREFIX",
+    "AgentSettings",
+    "BrokerEndpoint",
+    "IdentitySettings",
+    "KeepaliveSettings",
+    "ProxySettings",
+    "ReconnectSettings",
+    "SyncSettings",
+    "TimeoutSettings",
+    "WolSettings",
+    "load_agent_settings",
+]
+
 ENV_PREFIX = "EPNS_AGENT_"
 
 

@@ -11,6 +11,19 @@ from epns import config
 from epns.errors import ConfigError
 from epns.logs import LogSettings
 
+__all__ = [
+    "ENV_PREFIX",
+    "BrokerSettings",
+    "GCSettings",
+    "IdentitySettings",
+    "LimitSettings",
+    "ListenerSettings",
+    "ListenersSettings",
+    "MetricsSettings",
+    "TLSSettings",
+    "load_broker_settings",
+]
+
 ENV_PREFIX = "EPNS_BROKER_"
 
 

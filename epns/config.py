@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from epns.errors import ConfigError
 
+__all__ = ["build", "load"]
+
 T = TypeVar("T")
 
 

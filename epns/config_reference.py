@@ -25,6 +25,8 @@ from typing import Any
 
 from epns import agent_config, broker_config, server_config
 
+__all__ = ["FILES", "ConfigFile", "Key", "render"]
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigFile:

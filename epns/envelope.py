@@ -37,6 +37,32 @@ from epns.sync_contract import MAX_WAKES
 from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode
 from epns.wol import parse_mac, wol_result_body
 
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_DETAIL",
+    "MAX_MESSAGE_BYTES",
+    "TARGET_ALL",
+    "Command",
+    "CommandType",
+    "Event",
+    "EventType",
+    "Interface",
+    "Presence",
+    "PresenceState",
+    "ReplayGuard",
+    "check_fresh",
+    "check_target",
+    "decode_command",
+    "decode_event",
+    "decode_presence",
+    "encode_event",
+    "encode_presence",
+    "sign_command",
+    "target_agent",
+    "target_group",
+    "verify_command",
+]
+
 VERSION = 1
 # A command may be judged by a clock that is a little off from the server's.
 CLOCK_SKEW = 60.0

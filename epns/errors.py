@@ -47,6 +47,51 @@ into these at the boundary where they are caught, so callers only ever handle
 
 from __future__ import annotations
 
+__all__ = [
+    "CONNACK_BAD_USERNAME_OR_PASSWORD",
+    "CONNACK_IDENTIFIER_REJECTED",
+    "CONNACK_NOT_AUTHORIZED",
+    "CONNACK_SERVER_UNAVAILABLE",
+    "BadRequest",
+    "BadSignature",
+    "BadToken",
+    "BrokerUnavailable",
+    "ClientIdMismatch",
+    "ConfigError",
+    "Conflict",
+    "EPNSError",
+    "EnrolFailed",
+    "ExpiredMessage",
+    "Forbidden",
+    "IdentityError",
+    "MalformedMessage",
+    "MessageError",
+    "MqttRefused",
+    "NoCredentials",
+    "NotFound",
+    "PKIError",
+    "PayloadTooLarge",
+    "ProtocolViolation",
+    "ProxyAuthFailed",
+    "ProxyFailed",
+    "ProxyPortRefused",
+    "ReplayedMessage",
+    "RequestError",
+    "Revoked",
+    "RouteError",
+    "StoreError",
+    "SyncFailed",
+    "TcpRefused",
+    "TcpTimeout",
+    "TcpUnreachable",
+    "TlsFailed",
+    "TooManyRequests",
+    "TopicError",
+    "Unauthorized",
+    "UnsafeXML",
+    "WrongTarget",
+]
+
 # MQTT 3.1.1 CONNACK return codes (section 3.2.2.3).
 CONNACK_IDENTIFIER_REJECTED = 2
 CONNACK_SERVER_UNAVAILABLE = 3

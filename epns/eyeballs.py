@@ -11,6 +11,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+__all__ = ["ATTEMPT_DELAY", "AddrInfo", "interleave"]
+
 # RFC 8305 section 5 recommends 250 ms between attempts.
 ATTEMPT_DELAY = 0.25
 

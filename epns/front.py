@@ -29,6 +29,15 @@ from urllib.parse import unquote
 
 from epns.errors import MalformedMessage
 
+__all__ = [
+    "ADDRESS_HEADER",
+    "CERT_HEADER",
+    "Handover",
+    "from_headers",
+    "is_handover",
+    "read_handover",
+]
+
 PREFIX = b"EPNS-FRONT/1 "
 # A certificate of a few KiB, base64: the line is never longer.
 MAX_LINE = 16 * 1024

@@ -19,6 +19,17 @@ from epns.errors import BadToken, ClientIdMismatch, NoCredentials, Revoked
 from epns.revocation import RevocationList
 from epns.topics import is_valid_name
 
+__all__ = [
+    "AGENT_OU",
+    "SERVER_OU",
+    "Credentials",
+    "Identity",
+    "Method",
+    "Role",
+    "authenticate",
+    "identity_from_certificate",
+]
+
 SERVER_OU = "epns-server"
 AGENT_OU = "epns-agent"
 

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+__all__ = ["LogSettings", "Throttle", "configure", "event"]
+
 _FIELDS = "epns_fields"
 
 

@@ -19,6 +19,8 @@ from epns.identity import AGENT_OU, SERVER_OU
 from epns.pki import SERVER_CLIENT_NAME
 from epns.topics import check_name
 
+__all__ = ["ACCOUNT", "render_accounts"]
+
 ACCOUNT = "EPNS"
 
 # nats-server delivers a QoS 1 subscription from a JetStream consumer to an

@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 from epns.front import ADDRESS_HEADER, CERT_HEADER, Handover
 
+__all__ = ["ALPN", "MAX_HEAD", "Kind", "classify", "websocket_head"]
+
 ALPN = ("mqtt", "http/1.1")
 MQTT_CONNECT = 0x10
 # A WebSocket upgrade's head is a few hundred bytes; past this, the server

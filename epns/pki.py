@@ -24,6 +24,33 @@ from epns.errors import PKIError
 from epns.identity import AGENT_OU, SERVER_OU
 from epns.topics import SERVER_NAME, check_name
 
+__all__ = [
+    "BROKER_CERT",
+    "BROKER_KEY",
+    "CA_CERT",
+    "CA_KEY",
+    "MAX_CSR_BYTES",
+    "REVOKED",
+    "SERVER_CERT",
+    "SERVER_CLIENT_NAME",
+    "SERVER_KEY",
+    "SIGNING_KEY",
+    "SIGNING_PUB",
+    "Pair",
+    "agent_pair",
+    "create_agent_csr",
+    "create_broker_cert",
+    "create_ca",
+    "create_client_cert",
+    "create_signing_key",
+    "csr_public_key",
+    "init_dev_pki",
+    "issue_from_csr",
+    "load_certificate",
+    "load_public_key",
+    "load_signing_key",
+]
+
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 BROKER_CERT = "broker.crt"

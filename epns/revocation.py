@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from epns.errors import ConfigError
 
+__all__ = ["RevocationList", "parse_revocations"]
+
 
 @dataclass(frozen=True, slots=True)
 class RevocationList:

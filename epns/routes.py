@@ -26,6 +26,21 @@ from epns.errors import (
     TcpUnreachable,
 )
 
+__all__ = [
+    "PORT_RETRY",
+    "PROXY_RETRY",
+    "PathFault",
+    "ProxyEndpoint",
+    "Route",
+    "RouteBook",
+    "SyncWay",
+    "bypasses_proxy",
+    "fault_of",
+    "parse_proxy",
+    "plan_routes",
+    "sync_candidates",
+]
+
 
 @dataclass(frozen=True)
 class ProxyEndpoint:

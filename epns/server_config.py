@@ -12,6 +12,26 @@ from epns import config
 from epns.errors import ConfigError
 from epns.logs import LogSettings
 
+__all__ = [
+    "ENV_PREFIX",
+    "BrokerAuthSettings",
+    "BudgetSettings",
+    "ClusterSettings",
+    "ConsoleSettings",
+    "DatabaseSettings",
+    "EmbeddedBrokerSettings",
+    "HttpSettings",
+    "MqttSettings",
+    "NotificationSettings",
+    "PkiSettings",
+    "PresenceSettings",
+    "ServerSettings",
+    "SyncSettings",
+    "WakeupSettings",
+    "WolSendSettings",
+    "load_server_settings",
+]
+
 ENV_PREFIX = "EPNS_SERVER_"
 FRONT_SOCKET = "front.sock"
 

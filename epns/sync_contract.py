@@ -45,6 +45,33 @@ from epns.errors import MalformedMessage, TopicError, UnsafeXML
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET  # building only: parsing goes through defusedxml
 
+__all__ = [
+    "KEEPALIVE_RANGE",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_SYNC_INTERVAL",
+    "MAX_WAKES",
+    "MIN_SYNC_INTERVAL",
+    "ROUTE_KINDS",
+    "VERSION",
+    "SyncFormat",
+    "SyncReason",
+    "SyncReply",
+    "SyncReport",
+    "Task",
+    "TaskResult",
+    "TaskStatus",
+    "TaskType",
+    "apply_set_config",
+    "decode_reply",
+    "decode_report",
+    "encode_reply",
+    "encode_report",
+    "format_of",
+    "retry_after_seconds",
+    "sync_path",
+]
+
 VERSION = 1
 # Large enough for a full inventory, small enough that a hostile peer cannot
 # make the other side buffer much.
@@ -146,6 +173,8 @@ class SyncReport:
     sync_id: str
     started_at: float
     reason: SyncReason
+    # The command ids of the wake-ups it answers. Named after the wire key
+    # "wakes", which keeps its old name for compatibility (servers read it).
     wakes: tuple[str, ...] = ()
     changes: Mapping[str, Any] = field(default_factory=dict)
     results: tuple[TaskResult, ...] = ()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from epns.errors import ConfigError
 
+__all__ = ["MQTT_ALPN", "WEBSOCKET_ALPN", "client_context", "server_context"]
+
 # What a client offers by ALPN; the one-port listener (443) reads it. MQTT
 # over WebSocket starts as HTTP, and a web server in front (nginx) refuses a
 # handshake that offers only a protocol it does not know.

@@ -21,6 +21,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from epns.errors import BadToken
 from epns.topics import is_valid_name
 
+__all__ = [
+    "CLOCK_SKEW",
+    "PrivateKey",
+    "PublicKey",
+    "TokenClaims",
+    "b64decode",
+    "b64encode",
+    "sign_token",
+    "verify_token",
+]
+
 PrivateKey: TypeAlias = Ed25519PrivateKey
 PublicKey: TypeAlias = Ed25519PublicKey
 

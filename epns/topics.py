@@ -13,6 +13,24 @@ from enum import StrEnum
 
 from epns.errors import TopicError
 
+__all__ = [
+    "ALL_CMD",
+    "SERVER_NAME",
+    "AgentChannel",
+    "AgentTopic",
+    "agent_cmd",
+    "agent_evt",
+    "agent_presence",
+    "agent_topic",
+    "check_agent_id",
+    "check_name",
+    "filter_matches",
+    "group_cmd",
+    "is_valid_name",
+    "parse_agent_topic",
+    "parse_group_cmd",
+]
+
 PREFIX = "epns/v1"
 ALL_CMD = f"{PREFIX}/all/cmd"
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from epns.errors import ConfigError
 
+__all__ = ["bind_trusted_socket"]
+
 MODE = 0o660
 
 

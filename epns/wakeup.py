@@ -18,6 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = [
+    "PENDING_STATES",
+    "ClockOffset",
+    "WakeState",
+    "best_offset",
+    "clock_offset",
+    "collapse_into",
+    "satisfies",
+    "server_time",
+]
+
 
 class WakeState(StrEnum):
     """Where one target of a wake-up stands."""

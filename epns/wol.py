@@ -34,6 +34,24 @@ from epns import fields
 from epns.agent_config import WolSettings
 from epns.errors import MalformedMessage
 
+__all__ = [
+    "MAX_ADDRESSES",
+    "MAX_DESTINATIONS",
+    "MAX_PORTS",
+    "MAX_REPEAT",
+    "MAX_TARGETS",
+    "Destination",
+    "SendOutcome",
+    "WolPlan",
+    "WolTarget",
+    "magic_packet",
+    "parse_address",
+    "parse_mac",
+    "parse_wol_body",
+    "result_body",
+    "wol_result_body",
+]
+
 # A signed command still must not turn a relay into a packet cannon, and the
 # result of the largest command must fit in one event (MAX_MESSAGE_BYTES).
 MAX_TARGETS = 16

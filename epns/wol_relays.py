@@ -25,6 +25,17 @@ from epns.envelope import Interface
 from epns.errors import MalformedMessage
 from epns.wol import parse_mac
 
+__all__ = [
+    "Candidate",
+    "WakePath",
+    "elect_relays",
+    "path_from_interfaces",
+    "relay_body",
+    "relay_warning",
+    "relays_in",
+    "wake_path",
+]
+
 # A shorter prefix is not one LAN: it would elect relays that share no link
 # with the target, and its "broadcast" is one no router forwards.
 MIN_PREFIX = 8
