@@ -21,6 +21,9 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+import websockets.asyncio.server as ws_server
+from amqtt.adapters import WebSocketsReader, WebSocketsWriter
+
 from broker.admission import AdmissionGate
 from broker.connection import MQTTConnection
 from broker.fleet_broker import FleetBroker
@@ -116,6 +119,24 @@ class ConnectionHub:
             self._connections.add(conn)
             self.metrics.connections[name] += 1
             self._spawn(self._serve(conn, sock))
+
+    async def serve_websocket(self, name: str, connection: ws_server.ServerConnection,
+                              writer: WebSocketsWriter | None = None) -> None:
+        """One MQTT-over-WebSocket client of listener ``name``, admitted and
+        counted as a TCP one is; ``writer`` (amqtt's by default) may carry
+        what a TLS front saw."""
+        refusal = self.gate.admit(time.monotonic())
+        if refusal is not None:
+            self.metrics.refusals[refusal.value] += 1
+            await connection.close(1013, "try again later")
+            return
+        self.metrics.connections[name] += 1
+        try:
+            await self.broker.external_connected(
+                WebSocketsReader(connection), writer or WebSocketsWriter(connection), name)
+        finally:
+            self.metrics.connections[name] -= 1
+            self.gate.release()
 
     def idle_limit(self, keepalive: int) -> float:
         """How long a client with this CONNECT keep-alive may stay silent."""

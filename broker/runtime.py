@@ -8,14 +8,12 @@ import logging
 import shutil
 import ssl
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import websockets.asyncio.server as ws_server
-from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 from websockets.typing import Subprotocol
 
 from broker.fleet_broker import FleetBroker
@@ -106,13 +104,13 @@ async def start(settings: BrokerSettings) -> RunningBroker:
                 port = await hub.listen(name, listener.host, listener.port, contexts[name],
                                         one_port)
             elif listener.unix_socket is not None:  # ws-front
-                server = await serve_ws_front(broker, hub, name, listener.unix_socket)
+                server = await serve_ws_front(hub, name, listener.unix_socket)
                 running._closers.append(server)
                 event(log, "listening", listener=name, transport=listener.transport,
                       socket=str(listener.unix_socket))
                 continue
             else:
-                server = await _serve_websocket(broker, hub, name, listener, contexts[name])
+                server = await _serve_websocket(hub, name, listener, contexts[name])
                 running._closers.append(server)
                 port = server.sockets[0].getsockname()[1]
         except OSError as exc:
@@ -160,7 +158,7 @@ async def _one_port(running: RunningBroker, name: str,
     private = Path(tempfile.mkdtemp(prefix="epns-broker-"))
     running._cleanups.append(functools.partial(shutil.rmtree, private, ignore_errors=True))
     socket_path = private / "ws.sock"
-    server = await serve_ws_front(running.broker, running.hub, name, socket_path)
+    server = await serve_ws_front(running.hub, name, socket_path)
     running._closers.append(server)
     return OnePort(listener.http_upstream, socket_path, listener.websocket_path)
 
@@ -175,25 +173,14 @@ def _port_hint(key: str, exc: OSError) -> str:
             f"or {variable}")
 
 
-async def _serve_websocket(broker: FleetBroker, hub: ConnectionHub, name: str,
-                           listener: ListenerSettings, context: Any) -> Any:
+async def _serve_websocket(hub: ConnectionHub, name: str, listener: ListenerSettings,
+                           context: Any) -> Any:
     """MQTT over secure WebSocket (subprotocol 'mqtt'), for networks where only
     HTTPS passes. The admission gate applies; dead peers are found by
     WebSocket pings, and the packet size by the WebSocket frame limit."""
 
     async def handle(connection: ws_server.ServerConnection) -> None:
-        refusal = hub.gate.admit(time.monotonic())
-        if refusal is not None:
-            hub.metrics.refusals[refusal.value] += 1
-            await connection.close(1013, "try again later")
-            return
-        hub.metrics.connections[name] += 1
-        try:
-            await broker.external_connected(
-                WebSocketsReader(connection), WebSocketsWriter(connection), name)
-        finally:
-            hub.metrics.connections[name] -= 1
-            hub.gate.release()
+        await hub.serve_websocket(name, connection)
 
     return await ws_server.serve(
         handle, listener.host, listener.port, ssl=context,

@@ -11,14 +11,12 @@ broker's own TLS does, through the writer's ``get_ssl_info``.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import websockets.asyncio.server as ws_server
-from amqtt.adapters import WebSocketsReader, WebSocketsWriter
+from amqtt.adapters import WebSocketsWriter
 from websockets.typing import Subprotocol
 
-from broker.fleet_broker import FleetBroker
 from broker.hub import ConnectionHub
 from epns.errors import MalformedMessage
 from epns.front import ADDRESS_HEADER, CERT_HEADER, Handover, from_headers
@@ -54,30 +52,19 @@ class _FrontedWriter(WebSocketsWriter):
         return _ForwardedTLS(self._handover.cert_der)
 
 
-async def serve_ws_front(broker: FleetBroker, hub: ConnectionHub, name: str,
-                         path: Path) -> ws_server.Server:
+async def serve_ws_front(hub: ConnectionHub, name: str, path: Path) -> ws_server.Server:
     """Serve MQTT over WebSocket (subprotocol 'mqtt') on the Unix socket ``path``."""
     sock = bind_trusted_socket(path, "the broker's front socket")
 
     async def handle(connection: ws_server.ServerConnection) -> None:
-        refusal = hub.gate.admit(time.monotonic())
-        if refusal is not None:
-            hub.metrics.refusals[refusal.value] += 1
-            await connection.close(1013, "try again later")
-            return
-        hub.metrics.connections[name] += 1
         try:
             headers = connection.request.headers if connection.request else {}
             handover = from_headers(headers.get(ADDRESS_HEADER), headers.get(CERT_HEADER))
         except MalformedMessage as exc:
             event(log, "front_refused", logging.WARNING, listener=name, reason=str(exc))
             await connection.close(1008, "bad front headers")
-        else:
-            await broker.external_connected(
-                WebSocketsReader(connection), _FrontedWriter(connection, handover), name)
-        finally:
-            hub.metrics.connections[name] -= 1
-            hub.gate.release()
+            return
+        await hub.serve_websocket(name, connection, _FrontedWriter(connection, handover))
 
     return await ws_server.unix_serve(
         handle, sock=sock, subprotocols=[Subprotocol("mqtt")],
