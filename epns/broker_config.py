@@ -44,7 +44,7 @@ class ListenerSettings:
     enabled: bool = True
     # One port for everything (mqtts only): HTTPS that arrives here (ALPN
     # http/1.1, or no ALPN and not MQTT's first byte) is relayed to the
-    # server's front socket (its http.front_socket). Empty: MQTT only.
+    # server's front socket (<state_dir>/front.sock, http.front). Empty: MQTT only.
     http_upstream: Path | None = None
     # One-port listeners: MQTT over WebSocket is served at this path too
     # (an upgrade request there). Empty: not served.
