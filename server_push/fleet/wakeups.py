@@ -298,6 +298,16 @@ class Wakeups:
             answered = [t for t in pending
                         if satisfies(sync_started_at=started_at, requested_at=t.requested_at)]
             for target in answered:
+                if target.state == WakeState.REQUESTED.value:
+                    # The sync came before the ack (the ack goes through the
+                    # broker, the sync straight here): delivered too, once,
+                    # as the ack would have recorded it (the late ack finds
+                    # nothing left to deliver). Its line goes at the
+                    # command's publication, the earliest it can have
+                    # arrived, so the story reads delivered, then synced.
+                    remember(session, agent_id, target.published_at or target.requested_at,
+                             "wake_delivered", f"command {target.command_id} (its sync came "
+                             "before its ack)")
                 target.state = WakeState.SATISFIED.value
                 target.delivered_at = target.delivered_at or now
                 target.satisfied_at = now

@@ -306,3 +306,22 @@ def test_a_task_the_reply_cannot_carry_is_refused_and_syncs_go_on(stack: Stack) 
         for accept in ("application/json", "application/xml"):
             reply = client.get(_sync("a1"), headers={"Accept": accept})
             assert reply.status_code == 200, reply.text
+
+
+def test_a_sync_that_comes_before_the_ack_delivers_once_in_the_history(stack: Stack) -> None:
+    """The agent's sync can reach the server before its ack does (the ack
+    goes through the broker). The wake-up is satisfied, and the history says
+    delivered exactly once, before the sync that satisfied it."""
+    bundle = stack.create_agent("race-1")
+    wakeup = stack.wake("race-1")  # the agent is not running: no ack will come
+    assert stack.wakeup(wakeup)["counts"]["requested"] == 1
+    with _as_agent(stack, bundle) as agent:
+        answer = agent.post(_sync("race-1"), content=_report("race-1"),
+                            headers={"Content-Type": "application/json"})
+    assert answer.status_code == 204, answer.text
+    assert stack.wakeup(wakeup)["counts"]["satisfied"] == 1
+    with stack.api() as api:
+        history = api.get("/api/v1/agents/race-1/history").json()
+    kinds = [line["kind"] for line in reversed(history)]
+    assert kinds.count("wake_delivered") == 1, kinds
+    assert kinds.index("wake_requested") < kinds.index("wake_delivered") < kinds.index("sync")
