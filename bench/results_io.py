@@ -12,6 +12,7 @@ import resource
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,12 @@ def code_identity(*packages: str) -> dict[str, str]:
     for path in sorted(p for package in packages for p in ROOT.glob(f"{package}/*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return {"git": git_describe(), "sources_sha256": digest.hexdigest()[:16]}
+
+
+def run_record(mosquitto: str | None) -> dict[str, Any]:
+    """What every results file starts with: the command, when, and the machine."""
+    return {"command": command_line(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine_info(mosquitto)}
 
 
 def machine_info(mosquitto: str | None) -> dict[str, Any]:

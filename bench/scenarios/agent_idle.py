@@ -56,10 +56,9 @@ from bench.processes import stop_process, wait_for_line
 from bench.procfs import proc_cpu_seconds, proc_status, system_cpu_seconds
 from bench.results_io import (
     code_identity,
-    command_line,
     fmt,
-    machine_info,
     mib,
+    run_record,
     save_and_print,
     uncommitted,
 )
@@ -501,9 +500,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     work.mkdir(parents=True)
     pair = ensure_named_agent(args.pki_dir, AGENT_ID)
     data: dict[str, Any] = {
-        "command": command_line(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(args.mosquitto if "mosquitto" in args.brokers else None),
+        **run_record(args.mosquitto if "mosquitto" in args.brokers else None),
         "code": {**code_identity("agent_push", "epns"),
                  "uncommitted_agent_epns_broker": uncommitted("agent_push", "epns", "broker")},
         "settings": {

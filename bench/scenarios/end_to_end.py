@@ -440,14 +440,19 @@ def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list
 
 # -- one broker ----------------------------------------------------------------
 
-def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
-    """Server (+ broker), agents, both phases, teardown; the figures."""
-    # A fresh server every time: a database left by an earlier run already
-    # holds these agents.
+def fresh_work(work: Path) -> Path:
+    """An empty ``work`` with a new dev PKI in it (returned): a fresh server
+    every time, as a database left by an earlier run already holds the agents."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     pki_dir = work / "pki"
     pki.init_dev_pki(pki_dir, ("localhost", "127.0.0.1"))
+    return pki_dir
+
+
+def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
+    """Server (+ broker), agents, both phases, teardown; the figures."""
+    pki_dir = fresh_work(work)
     print(f"## {kind}: {plan.agents} agents", file=sys.stderr, flush=True)
     external: Broker | None = None
     server: Server | None = None

@@ -48,11 +48,10 @@ from bench.processes import JsonLinesChild, can_pin, raise_nofile_limit
 from bench.procfs import Sample, others_pct, proc_status, steal_pct, tcp_counters
 from bench.results_io import (
     code_identity,
-    command_line,
     fmt,
-    machine_info,
     mib,
     ratio,
+    run_record,
     save_and_print,
 )
 
@@ -290,9 +289,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
           file=sys.stderr, flush=True)
 
     data: dict[str, Any] = {
-        "command": command_line(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(args.mosquitto),
+        **run_record(args.mosquitto),
         "settings": {
             "sizes": sizes, "brokers": args.brokers, "hold_s": args.hold,
             "concurrency": args.concurrency, "phase_timeout_s": args.phase_timeout,

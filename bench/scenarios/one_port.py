@@ -53,12 +53,11 @@ from bench.processes import JsonLinesChild, can_pin, raise_nofile_limit
 from bench.procfs import Sample, others_pct, proc_status
 from bench.results_io import (
     code_identity,
-    command_line,
     fmt,
-    machine_info,
     machine_line,
     mib,
     ratio,
+    run_record,
     save_and_print,
 )
 
@@ -305,9 +304,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     print(f"PKI: {ensure_bench_pki(args.pki_dir, args.count)} in {args.pki_dir}",
           file=sys.stderr, flush=True)
     data: dict[str, Any] = {
-        "command": command_line(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(args.mosquitto),
+        **run_record(args.mosquitto),
         "settings": {
             "n": args.count, "rounds": args.rounds, "hold_s": args.hold,
             "ways": [w.name for w in ways], "concurrency": args.concurrency,

@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -51,6 +50,7 @@ from bench.scenarios.end_to_end import (
     Server,
     api_client,
     create_agents,
+    fresh_work,
     settle,
     start_server,
     wakeup_view,
@@ -138,10 +138,7 @@ def wake_all(api: Any, count: int) -> dict[str, Any]:
 
 def run_broker(kind: str, count: int, work: Path) -> dict[str, Any]:
     """Server (+ broker), the agents, one wake-up of all, teardown; the figures."""
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    pki_dir = work / "pki"
-    pki.init_dev_pki(pki_dir, ("localhost", "127.0.0.1"))
+    pki_dir = fresh_work(work)
     print(f"## {kind}: {count} agents", file=sys.stderr, flush=True)
     external: Broker | None = None
     server: Server | None = None
