@@ -9,6 +9,8 @@ into these at the boundary where they are caught, so callers only ever handle
     ├── PKIError                 certificate or key material cannot be made or read
     ├── TopicError               a name cannot be used in a topic (agent id, group)
     ├── ProtocolViolation        a peer broke MQTT framing; its connection is closed
+    │   └── MalformedPacket      a packet the standard forbids; carries the statement id
+    │       └── UnsupportedProtocol  a CONNECT of another protocol level (CONNACK 1)
     ├── MessageError             a command, event, presence or sync payload is unusable
     │   ├── MalformedMessage     not the shape of the contract (JSON or XML)
     │   │   └── UnsafeXML        XML with a DTD, entity or external reference, refused unparsed
@@ -65,6 +67,7 @@ __all__ = [
     "Forbidden",
     "IdentityError",
     "MalformedMessage",
+    "MalformedPacket",
     "MessageError",
     "MqttRefused",
     "NoCredentials",
@@ -89,6 +92,7 @@ __all__ = [
     "TopicError",
     "Unauthorized",
     "UnsafeXML",
+    "UnsupportedProtocol",
     "WrongTarget",
 ]
 
@@ -117,6 +121,26 @@ class TopicError(EPNSError):
 
 class ProtocolViolation(EPNSError):
     """A peer sent bytes that are not valid MQTT 3.1.1 framing."""
+
+
+class MalformedPacket(ProtocolViolation):
+    """A packet MQTT 3.1.1 forbids. ``rule`` is the normative statement it
+    breaks (``MQTT-3.1.2-3``), or None where the standard only describes the
+    format (a length that runs past its packet, say)."""
+
+    def __init__(self, reason: str, rule: str | None = None) -> None:
+        super().__init__(f"{reason} [{rule}]" if rule else reason)
+        self.reason = reason
+        self.rule = rule
+
+
+class UnsupportedProtocol(MalformedPacket):
+    """A CONNECT whose protocol level the server does not speak: the server
+    answers CONNACK 1 before it closes (MQTT-3.1.2-2)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(f"protocol level {level} is not 4 (MQTT 3.1.1)", "MQTT-3.1.2-2")
+        self.level = level
 
 
 class MessageError(EPNSError):
