@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Literal
 
 from epns import config
+from epns.acl_rules import AclRule
 from epns.errors import ConfigError
 from epns.logs import LogSettings
 
 __all__ = [
     "ENV_PREFIX",
+    "AclSettings",
     "BrokerSettings",
     "GCSettings",
     "IdentitySettings",
@@ -184,6 +186,17 @@ class GCSettings:
 
 
 @dataclass(frozen=True)
+class AclSettings:
+    """Integrator topics: rules that widen the wire contract's ACL outside its
+    ``epns/`` namespace, Mosquitto-style (``epns/acl_rules.py``; docs/external-brokers.md,
+    "Integrator topics"). No rules: the contract alone."""
+
+    # [[acl.rules]] tables, each with identities, access and topics (below). In
+    # the environment: a JSON list of such objects.
+    rules: tuple[AclRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
     """Everything ``epns-broker`` needs, frozen and passed down."""
 
@@ -194,6 +207,7 @@ class BrokerSettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     gc: GCSettings = field(default_factory=GCSettings)
+    acl: AclSettings = field(default_factory=AclSettings)
 
     def __post_init__(self) -> None:
         if not self.listeners.enabled():

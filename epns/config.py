@@ -3,13 +3,15 @@
 Each program describes its settings as nested frozen dataclasses, and calls
 ``load`` at its edge. Values come from the dataclass defaults, then the TOML
 file, then environment variables named ``{PREFIX}{SECTION}__{KEY}`` (for example
-``EPNS_BROKER_LIMITS__MAX_CONNECTIONS=5000``). Unknown keys and wrong types are a
+``EPNS_BROKER_LIMITS__MAX_CONNECTIONS=5000``; a list is comma-separated there, a
+list of tables JSON). Unknown keys and wrong types are a
 ConfigError that names the key, so a typo never silently becomes a default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -112,9 +114,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin is tuple:
+        if isinstance(value, _EnvValue) and dataclasses.is_dataclass(args[0]):
+            return _convert(hint, _json_tables(value, where), where)
         items = value.split(",") if isinstance(value, _EnvValue) else value
         if not isinstance(items, list | tuple):
             raise ConfigError(f"{where}: expected a list")
+        if dataclasses.is_dataclass(args[0]):
+            # Tables are told apart by their position: "rules[2]: ...".
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(items))
         return tuple(_convert(args[0], _wrap(v, value), where) for v in items if v != "")
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
@@ -125,6 +132,18 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)  # type: ignore[arg-type]
     return _scalar(hint, value, where)
+
+
+def _json_tables(value: str, where: str) -> list[Any]:
+    """A list of tables from one environment variable: a comma cannot split
+    tables, so it is JSON (``[{"key": "value"}, ...]``)."""
+    try:
+        items = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: expected a JSON list of objects: {exc}") from exc
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: expected a JSON list of objects")
+    return items
 
 
 def _wrap(item: Any, container: Any) -> Any:

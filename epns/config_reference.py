@@ -69,7 +69,8 @@ def render() -> str:
            "file is stale.", "",
            "Values come from the defaults, then the TOML file (`--config`), then",
            "environment variables `PREFIX` + `SECTION__KEY` in capitals (a list is",
-           "comma-separated there; an empty value clears an optional setting).",
+           "comma-separated there, a list of tables is JSON; an empty value clears",
+           "an optional setting).",
            "Relative paths in a file are relative to that file.", ""]
     for item in FILES:
         out += _file_section(item)
@@ -89,6 +90,33 @@ def _file_section(item: ConfigFile) -> list[str]:
         out += [f"| `{k.path[-1]}` | {k.type} | {k.default} | `{k.env}` | {k.doc} |"
                 for k in keys]
         out.append("")
+    for path, schema in _table_lists(item.schema):
+        out += _table_list_section(path, schema)
+    return out
+
+
+def _table_lists(schema: type[Any], path: tuple[str, ...] = ()
+                 ) -> Iterator[tuple[tuple[str, ...], type[Any]]]:
+    """Each list-of-tables field (``[[acl.rules]]``) with its table's class."""
+    for name, hint in typing.get_type_hints(schema).items():
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
+            yield (*path, name), args[0]  # type: ignore[misc]
+        elif dataclasses.is_dataclass(hint):
+            yield from _table_lists(hint, (*path, name))  # type: ignore[arg-type]
+
+
+def _table_list_section(path: tuple[str, ...], schema: type[Any]) -> list[str]:
+    """The keys of one table of a list of tables; set in the file only (or
+    as the whole list, in JSON, in its environment variable)."""
+    hints = typing.get_type_hints(schema)
+    comments = _field_comments(schema)
+    out = [f"### [[{'.'.join(path)}]]", "", _cell(_first_paragraph(schema)), "",
+           "| key | type | default | meaning |", "|---|---|---|---|"]
+    out += [f"| `{spec.name}` | {_type_name(hints[spec.name])} | "
+            f"{_value(_default(spec, None))} | {_cell(comments.get(spec.name, ''))} |"
+            for spec in dataclasses.fields(schema)]
+    out.append("")
     return out
 
 
@@ -134,6 +162,8 @@ def _type_name(hint: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{json.dumps(a)}`" for a in args)
     if origin is tuple:
+        if dataclasses.is_dataclass(args[0]):
+            return "list of tables (below)"
         return f"list of {_type_name(args[0])}"
     if origin in (dict, Mapping):
         return f"table of {_type_name(args[1])}"
