@@ -27,6 +27,16 @@ from epns import topics
 from epns.agent_config import AgentSettings
 from epns.envelope import Event, EventType, decode_command, encode_event, target_agent
 from epns.errors import EPNSError, MessageError, ProtocolViolation
+from epns.mqtt import (
+    Connack,
+    Connect,
+    Puback,
+    Suback,
+    Subscribe,
+    encode,
+    puback_bytes,
+    publish_bytes,
+)
 from epns.routes import (
     PathFault,
     ProxyEndpoint,
@@ -37,7 +47,7 @@ from epns.routes import (
     plan_routes,
     sync_candidates,
 )
-from epns_check import diagnose, mqtt_wire, probes
+from epns_check import diagnose, probes
 from epns_check.material import Material, load
 from epns_check.report import Finding, Report, Result, Status, Step, decide, skipped
 from epns_check.server_api import ServerClient, root_cause
@@ -50,6 +60,15 @@ NO_TAKEOVER = ("--no-takeover: MQTT, the ACL and the end-to-end command were not
                "connection answers")
 KEEPALIVE = 300
 ROUTE_FILE = "route"
+
+
+def agent_connect(agent_id: str, token: str | None) -> Connect:
+    """The CONNECT the agent sends, without a will: the token (if any) as
+    password under the agent id. Clean session stays off: a clean session
+    would delete the agent's own, with the commands queued for it."""
+    return Connect(agent_id, KEEPALIVE, clean_session=False,
+                   username=agent_id if token else None,
+                   password=None if token is None else token.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,10 +327,8 @@ class AgentCheck:
         timeout = self.settings.timeouts.connack
         started = time.monotonic()
         try:
-            session.send(mqtt_wire.connect(agent_id, keepalive=KEEPALIVE,
-                                           username=agent_id if token else None,
-                                           password=token))
-            code = mqtt_wire.connack_code(session.expect(mqtt_wire.CONNACK, timeout))
+            session.send(encode(agent_connect(agent_id, token)))
+            code = session.expect(Connack, timeout).return_code
         except (OSError, EOFError, EPNSError) as exc:
             self._add(Step.MQTT, route.name, diagnose.mqtt_failure(
                 exc, waited_for="CONNACK", timeout=timeout,
@@ -329,8 +346,8 @@ class AgentCheck:
         cmd = topics.agent_cmd(agent_id)
         started = time.monotonic()
         try:
-            session.send(mqtt_wire.subscribe(session.next_id(), cmd))
-            _, codes = mqtt_wire.suback(session.expect(mqtt_wire.SUBACK, timeout))
+            session.send(encode(Subscribe(session.next_id(), ((cmd, 1),))))
+            codes = session.expect(Suback, timeout).return_codes
         except (OSError, EOFError, EPNSError) as exc:
             self._add(Step.ACL, cmd, diagnose.subscribe_lost(exc, cmd, timeout), started, route)
             return False
@@ -342,8 +359,8 @@ class AgentCheck:
         event = encode_event(Event(EventType.PONG, time.time(), None, {"from": "epns-check"}))
         packet_id = session.next_id()
         try:
-            session.send(mqtt_wire.publish(evt, event, packet_id=packet_id))
-            acked = mqtt_wire.puback_id(session.expect(mqtt_wire.PUBACK, timeout))
+            session.send(publish_bytes(evt, event, 1, packet_id))
+            acked = session.expect(Puback, timeout).packet_id
             if acked != packet_id:
                 raise ProtocolViolation(f"PUBACK for packet {acked}, sent {packet_id}")
         except (OSError, EOFError, EPNSError) as exc:
@@ -406,7 +423,7 @@ class AgentCheck:
                 # The command is here either way; unacknowledged, the broker
                 # would only re-send the ping to the agent, which answers it.
                 with contextlib.suppress(OSError):
-                    session.send(mqtt_wire.puback(message.packet_id))
+                    session.send(puback_bytes(message.packet_id))
             return self._verify(message.payload, command_id, arrived, key_file)
         return diagnose.push_lost(command_id, timeout)
 

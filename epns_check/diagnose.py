@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from epns.envelope import CLOCK_SKEW
+from epns.errors import MalformedPacket
 from epns_check.report import Finding, Status, passed
 
 CERT_WARN_DAYS = 30
@@ -424,6 +425,8 @@ def mqtt_failure(exc: BaseException, *, waited_for: str, timeout: float,
     from the fleet CA: a broker may refuse it by closing without an alert."""
     if client_cert_alert(exc):
         return client_cert_refused(_alert(exc))
+    if isinstance(exc, MalformedPacket):
+        return malformed_answer(exc, waited_for)
     kind = net_error(exc)
     if kind is NetError.CLOSED and foreign_issuer is not None:
         return client_cert_refused(f"it closed the connection instead of a {waited_for}; the "
@@ -439,6 +442,15 @@ def mqtt_failure(exc: BaseException, *, waited_for: str, timeout: float,
                        "limits, a certificate it does not accept)")
     return Finding(Status.FAIL, f"no {waited_for}: {_strerror(exc)}",
                    "the broker's log names the reason")
+
+
+def malformed_answer(exc: MalformedPacket, waited_for: str) -> Finding:
+    """The broker answered with bytes MQTT 3.1.1 forbids; the line names the
+    rule. The TLS under them verified, so the broker itself sent them."""
+    return Finding(Status.FAIL, f"the broker's answer is not valid MQTT 3.1.1 where a "
+                                f"{waited_for} was expected: {exc}",
+                   "check which MQTT broker and version listen on this port (the agent "
+                   "speaks MQTT 3.1.1), and its log")
 
 
 def subscribed(code: int, topic: str, agent_id: str) -> Finding:

@@ -15,17 +15,33 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from epns.mqtt import (
+    Connack,
+    Decoder,
+    Disconnect,
+    Packet,
+    Puback,
+    Publish,
+    Role,
+    Suback,
+    encode,
+)
 from epns.routes import ProxyEndpoint
-from epns_check import mqtt_wire, websocket
+from epns_check import websocket
 from epns_check.diagnose import PeerCertificate
 
 MAX_PROXY_HEAD = 16 * 1024
+# Far above anything the contract sends; a peer that announces more is not
+# the broker, and reading on would only buffer its noise.
+MAX_PACKET = 256 * 1024
+# The answers the check waits for; a PUBLISH in between is kept aside.
+Answer = TypeVar("Answer", Connack, Suback, Puback)
 
 
 def resolve(host: str) -> list[str]:
@@ -191,7 +207,7 @@ class WebSocketStream:
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         self._sock = sock
-        self._frames = websocket.FrameReader(mqtt_wire.MAX_PACKET)
+        self._frames = websocket.FrameReader(MAX_PACKET)
         self._data = bytearray()
 
     def sendall(self, data: bytes, /) -> None:
@@ -232,15 +248,18 @@ class WebSocketStream:
 class MqttSession:
     """MQTT 3.1.1 over a handshaken socket, one packet at a time.
 
+    What the broker sends is read by the strict client-side ``epns.mqtt``
+    decoder: an answer the standard forbids raises ``MalformedPacket``
+    (an ``EPNSError``) naming what is wrong, for diagnose to report.
+
     PUBLISH packets that arrive while another packet is awaited are kept in
     ``publishes`` and never acknowledged unless asked: they are commands queued
     for the agent, which the broker re-sends to it when it reconnects."""
 
     def __init__(self, sock: Stream) -> None:
         self._sock = sock
-        self._reader = mqtt_wire.Reader()
-        self._ready: deque[mqtt_wire.Packet] = deque()
-        self.publishes: deque[mqtt_wire.Publish] = deque()
+        self._decoder = Decoder(Role.CLIENT, max_packet_size=MAX_PACKET)
+        self.publishes: deque[Publish] = deque()
         self._packet_id = 0
 
     def next_id(self) -> int:
@@ -252,27 +271,29 @@ class MqttSession:
         """Write one packet."""
         self._sock.sendall(data)
 
-    def expect(self, kind: int, timeout: float) -> mqtt_wire.Packet:
+    def expect(self, kind: type[Answer], timeout: float) -> Answer:
         """The next packet of ``kind``; TimeoutError, or EOFError when closed."""
         deadline = time.monotonic() + timeout
         while True:
             packet = self._next(deadline)
-            if packet.type == kind:
+            if isinstance(packet, kind):
                 return packet
-            if packet.type == mqtt_wire.PUBLISH:
-                self.publishes.append(mqtt_wire.parse_publish(packet))
+            if isinstance(packet, Publish):
+                self.publishes.append(packet)
 
-    def next_publish(self, timeout: float) -> mqtt_wire.Publish:
+    def next_publish(self, timeout: float) -> Publish:
         """The next PUBLISH, kept ones first."""
         deadline = time.monotonic() + timeout
         while not self.publishes:
             packet = self._next(deadline)
-            if packet.type == mqtt_wire.PUBLISH:
-                self.publishes.append(mqtt_wire.parse_publish(packet))
+            if isinstance(packet, Publish):
+                self.publishes.append(packet)
         return self.publishes.popleft()
 
-    def _next(self, deadline: float) -> mqtt_wire.Packet:
-        while not self._ready:
+    def _next(self, deadline: float) -> Packet:
+        # One packet at a time: those before a malformed one are still handed
+        # out, in order, before its MalformedPacket.
+        while (packet := self._decoder.next_packet()) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("timed out")
@@ -280,14 +301,14 @@ class MqttSession:
             data = self._sock.recv(65536)
             if not data:
                 raise EOFError("the broker closed the connection")
-            self._ready.extend(self._reader.feed(data))
-        return self._ready.popleft()
+            self._decoder.feed(data)
+        return packet
 
     def close(self) -> None:
         """DISCONNECT (so no will fires) and close."""
         try:
             self._sock.settimeout(1.0)
-            self._sock.sendall(mqtt_wire.disconnect())
+            self._sock.sendall(encode(Disconnect()))
         except OSError:
             pass  # already gone: closing is all that is left
         finally:

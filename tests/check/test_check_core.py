@@ -10,8 +10,9 @@ import ssl
 
 import pytest
 
-from epns.errors import ProtocolViolation
-from epns_check import diagnose, mqtt_wire, render
+from epns.errors import MalformedPacket
+from epns.mqtt import Connack, Puback, Publish, Suback, encode, puback_bytes, publish_bytes
+from epns_check import agent_check, diagnose, probes, render
 from epns_check.report import Finding, Report, Result, Status, Step, decide, passed
 
 PASS, WARN, FAIL = passed("ok"), Finding(Status.WARN, "meh", "do x"), Finding(Status.FAIL, "no")
@@ -87,33 +88,72 @@ def test_verdict_follows_the_last_route_that_worked():
                                "direct:443 first: it worked last)")
 
 
-def test_mqtt_packets_round_trip_through_the_reader():
-    reader = mqtt_wire.Reader()
-    connack = bytes([0x20, 2, 0, 5])
-    suback = bytes([0x90, 3, 0, 7, 0x80])
-    publish = mqtt_wire.publish("epns/v1/agents/a1/cmd", b"x" * 300, packet_id=9)
-    wire = connack + suback + publish
-    packets = [p for index in range(len(wire)) for p in reader.feed(wire[index:index + 1])]
-    assert [p.type for p in packets] == [mqtt_wire.CONNACK, mqtt_wire.SUBACK, mqtt_wire.PUBLISH]
-    assert mqtt_wire.connack_code(packets[0]) == 5
-    assert mqtt_wire.suback(packets[1]) == (7, [0x80])
-    got = mqtt_wire.parse_publish(packets[2])
-    assert (got.topic, got.qos, got.packet_id, got.payload) == (
-        "epns/v1/agents/a1/cmd", 1, 9, b"x" * 300)
+class _Trickle:
+    """A stream that hands out what the broker sent one byte per read."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes, /) -> None:
+        self.sent.append(data)
+
+    def recv(self, size: int, /) -> bytes:
+        chunk, self._data = self._data[:1], self._data[1:]
+        return chunk
+
+    def settimeout(self, timeout: float | None, /) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_session_reads_answers_in_pieces_and_keeps_publishes_aside():
+    """A command queued for the agent, arriving before the PUBACK, is kept
+    (unacknowledged) for the end-to-end step."""
+    command = publish_bytes("epns/v1/agents/a1/cmd", b"x" * 300, 1, 9)
+    wire = bytes([0x20, 2, 0, 5]) + bytes([0x90, 3, 0, 7, 0x80]) + command + puback_bytes(3)
+    session = probes.MqttSession(_Trickle(wire))
+    assert session.expect(Connack, 5).return_code == 5
+    assert session.expect(Suback, 5) == Suback(7, (0x80,))
+    assert session.expect(Puback, 5).packet_id == 3
+    assert session.next_publish(5) == Publish("epns/v1/agents/a1/cmd", b"x" * 300, 1,
+                                              packet_id=9)
+    with pytest.raises(EOFError):
+        session.next_publish(5)
 
 
 def test_connect_carries_the_token_and_keeps_the_session():
-    packet = mqtt_wire.connect("a1", keepalive=300, username="a1", password="v1.t.s")
+    packet = encode(agent_check.agent_connect("a1", "v1.t.s"))
     assert packet[0] == 0x10
-    assert packet[2:10] == b"\x00\x04MQTT\x04\xc0"  # user, password, no clean session
+    assert packet[2:12] == b"\x00\x04MQTT\x04\xc0\x01\x2c"  # user, password, no clean session
     assert packet.endswith(b"\x00\x02a1\x00\x02a1\x00\x06v1.t.s")
+    assert encode(agent_check.agent_connect("a1", None))[9] == 0  # certificate: no flags
 
 
-def test_the_reader_refuses_a_length_no_broker_sends():
-    with pytest.raises(ProtocolViolation):
-        mqtt_wire.Reader().feed(b"\x30\xff\xff\xff\xff\x01")
-    with pytest.raises(ProtocolViolation):
-        mqtt_wire.Reader().feed(b"\x30\xff\xff\xff\x7f")
+@pytest.mark.parametrize(("answer", "rule"), [
+    (b"\x20\x03\x00\x00\x00", "MQTT-4.8.0-1"),  # a CONNACK one byte too long
+    (b"\x20\x02\x01\x05", "MQTT-3.2.2-4"),  # session present with a refusal
+    (b"\x10\x00", None),  # a CONNECT: no broker sends one
+])
+def test_a_malformed_answer_is_a_diagnosis_line(answer, rule):
+    with pytest.raises(MalformedPacket) as raised:
+        probes.MqttSession(_Trickle(answer)).expect(Connack, 5)
+    assert raised.value.rule == rule
+    finding = diagnose.mqtt_failure(raised.value, waited_for="CONNACK", timeout=5)
+    assert finding.status is Status.FAIL
+    assert finding.detail.startswith(
+        "the broker's answer is not valid MQTT 3.1.1 where a CONNACK was expected: ")
+    assert finding.detail.endswith(str(raised.value))
+
+
+def test_the_session_refuses_a_length_no_broker_sends():
+    with pytest.raises(MalformedPacket, match="past four bytes"):
+        probes.MqttSession(_Trickle(b"\x30\xff\xff\xff\xff\x01")).expect(Connack, 5)
+    # Refused from its header: the 2 MiB body is never waited for.
+    with pytest.raises(MalformedPacket, match="exceeds the maximum packet size"):
+        probes.MqttSession(_Trickle(b"\x30\x80\x80\x80\x01")).expect(Connack, 5)
 
 
 @pytest.mark.parametrize(("host", "names", "matches"), [
