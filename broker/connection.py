@@ -1,203 +1,165 @@
-"""One client connection: the asyncio protocol amqtt reads from and writes to.
+"""One client connection: bytes from its transport in, packets to the broker.
 
-amqtt's stream adapters read straight from the socket with no limits. This
-protocol sits in between: it scans frame headers as bytes arrive (oversized or
-malformed frames close the connection before their bodies are buffered),
-notes the CONNECT keep-alive, stamps the last time the client sent anything,
-and serves amqtt's small reads from its buffer without a system call each.
+The same protocol object serves every way a client comes in: TLS on 8883,
+the one-port listener's MQTT (handed over by ``broker.front_door``), and MQTT
+over WebSocket (``broker.websocket`` feeds it the frames' bytes). Each
+``data_received`` goes through the strict codec (``epns.mqtt``): a packet the
+standard forbids closes this connection, and only it, before the broker
+sees a byte of it. Whole packets go to the broker in the order sent, handled
+in line: nothing a client sends waits on a task.
+
+Two bounds keep one client from holding the event loop or the broker's
+memory: at most ``_BATCH`` packets are handled per turn of the loop (reading
+pauses until the next turn), and a client that does not read what it is
+sent (its transport's write buffer is full) is not read from either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
-
-from broker import framing
-from epns.errors import ProtocolViolation
+from broker.outbox import Send
+from epns.errors import MalformedPacket
+from epns.mqtt import Decoder, Role, publish_bytes
 
 if TYPE_CHECKING:
     from broker.hub import ConnectionHub
+    from broker.session import Session
 
-# Stop reading from a client that has this much unread data queued; the
-# handler catches up before more is taken from the socket.
-_HIGH_WATER = 256 * 1024
-_COMPACT_AT = 16 * 1024
+# Packets handled per turn of the event loop before reading yields to the
+# other clients.
+_BATCH = 64
+_PAUSED_FOR_WRITES = "writes"
+_PAUSED_FOR_BATCH = "batch"
 
 
-class MQTTConnection(asyncio.Protocol, ReaderAdapter, WriterAdapter):
-    """A client socket, admitted by the hub, with its TLS handshake done."""
+class MQTTConnection(asyncio.Protocol):
+    """A client's connection, from its transport's first byte to its close."""
 
-    # write() hands bytes to the transport at once; no drain() is needed to send.
-    writes_immediately = True
-
-    def __init__(self, hub: ConnectionHub, listener: str, clock: Callable[[], float]) -> None:
+    def __init__(self, hub: ConnectionHub, listener: str, peer: tuple[str, int] | None, *,
+                 certificate: bytes | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.hub = hub
         self.listener = listener
-        self.transport: asyncio.Transport | None = None
-        self.peer: tuple[str, int] | None = None
-        self.client_id: str | None = None
-        self.last_rx = clock()
-        # Seconds of silence after which the client is dropped; until the
-        # CONNECT arrives the hub applies its CONNECT timeout instead.
-        self.idle_limit: float | None = None
-        self.connect_seen = False
+        self.peer = peer
+        # The client certificate: from TLS at connection_made, or what a
+        # TLS-terminating front verified (``broker.ws_front``).
+        self.certificate = certificate
+        self.transport: Any = None  # asyncio's, uvloop's or a WebSocket transport
+        self.session: Session | None = None
+        self.opened_at = self.last_rx = clock()
+        # Seconds a client may stay silent; until CONNECT, how long it has to
+        # send one (counted from opened_at, however it trickles bytes).
+        self.idle_limit: float = hub.limits.connect_timeout
+        self.keep_alive = 0
         self.closed = False
+        # A newer connection of the same client took the session over: this
+        # one neither publishes the will nor touches the session.
+        self.superseded = False
+        # DISCONNECT was received: the will is discarded (MQTT-3.14.4-3).
+        self.graceful = False
         self._clock = clock
-        self._buffer = bytearray()
-        self._base = 0  # stream offset of _buffer[0]
-        self._read_at = 0  # stream offset of the next byte amqtt reads
-        self._scan_at = 0  # stream offset of the next frame header to scan
-        # A list, not a deque: it rarely holds more than two ends, and an
-        # empty deque is 760 B per connection.
-        self._frame_ends: list[int] = []
-        self._connect_size = 0
-        self._eof = False
-        self._reader_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
-        self._writing_paused = False
+        self._decoder = Decoder(Role.SERVER, hub.max_packet_size)
+        self._paused: set[str] = set()
+
+    @property
+    def client_id(self) -> str | None:
+        """The client id of the session, once CONNECT was accepted."""
+        return self.session.client_id if self.session is not None else None
+
+    def deadline(self) -> float | None:
+        """When this connection expires if it stays silent; None once closed."""
+        if self.closed:
+            return None
+        if self.session is None:
+            return self.opened_at + self.idle_limit
+        return self.last_rx + self.idle_limit
 
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not derive from asyncio.Transport.
-        self.transport = transport  # type: ignore[assignment]
-        self.last_rx = self._clock()
+        self.transport = transport
+        if self.certificate is None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.certificate = ssl_object.getpeercert(binary_form=True)
+        self.hub.watch_idle(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self._clock()
-        self._buffer += data
-        try:
-            self._scan()
-        except ProtocolViolation as exc:
-            self.hub.on_violation(self, str(exc))
-            return
-        if self._base + len(self._buffer) - self._read_at > _HIGH_WATER and self.transport:
-            self.transport.pause_reading()
-            self._reading_paused = True
-        self._wake_reader()
+        self._decoder.feed(data)
+        self._handle_packets()
 
     def eof_received(self) -> bool:
-        self._eof = True
-        self._wake_reader()
-        return False
+        return False  # close: MQTT has no half-closed connection
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
         self.closed = True
-        self._wake_reader()
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
         self.hub.on_closed(self)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._pause(_PAUSED_FOR_WRITES)
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
+        self._resume(_PAUSED_FOR_WRITES)
 
-    # -- framing ------------------------------------------------------------
+    # -- packets in -----------------------------------------------------------
 
-    def _scan(self) -> None:
-        max_size = self.hub.max_packet_size
-        while True:
-            header = framing.parse_header(self._buffer, self._scan_at - self._base, max_size)
-            if header is None:
-                break
-            if self._scan_at == 0:
-                if header.packet_type != framing.CONNECT:
-                    raise ProtocolViolation("the first packet is not CONNECT")
-                self._connect_size = header.size
-            self._frame_ends.append(self._scan_at + header.size)
-            self._scan_at += header.size
-        # The buffer is not compacted before this point, so the CONNECT frame
-        # is still whole at its start.
-        if not self.connect_seen and 0 < self._connect_size <= len(self._buffer):
-            keepalive = framing.connect_keepalive(self._buffer[:self._connect_size])
-            self.connect_seen = True
-            self.idle_limit = self.hub.idle_limit(keepalive)
-            self.hub.watch_idle(self)
-
-    # -- amqtt ReaderAdapter -------------------------------------------------
-
-    async def read(self, n: int = -1) -> bytes:
-        """Return exactly ``n`` bytes of the current frame (fewer only at EOF)."""
-        end = self._read_at + n
-        while True:
-            while self._frame_ends and self._frame_ends[0] <= self._read_at:
-                del self._frame_ends[0]
-            if self._frame_ends and end > self._frame_ends[0]:
-                # amqtt decoded a length field that points past its own frame:
-                # the stream can no longer be trusted. Checked before waiting,
-                # or a lying length would make us wait for bytes forever.
-                self.hub.on_violation(self, "a length field runs past the end of its packet")
-                raise ProtocolViolation("a length field runs past the end of its packet")
-            if self._base + len(self._buffer) >= end or self._eof:
-                break
-            self._reader_waiter = asyncio.get_running_loop().create_future()
+    def _handle_packets(self) -> None:
+        handled = 0
+        while not self.closed and not self.transport.is_closing():
             try:
-                await self._reader_waiter
-            finally:
-                self._reader_waiter = None
-        start = self._read_at - self._base
-        data = bytes(self._buffer[start:start + n])
-        self._read_at += len(data)
-        consumed = self._read_at - self._base
-        if self.connect_seen and (consumed >= _COMPACT_AT or consumed == len(self._buffer)):
-            del self._buffer[:consumed]
-            self._base = self._read_at
-        if self._reading_paused and len(self._buffer) < _HIGH_WATER // 2 and self.transport:
-            self._reading_paused = False
+                packet = self._decoder.next_packet()
+            except MalformedPacket as exc:
+                self.hub.on_violation(self, exc)
+                return
+            if packet is None:
+                return
+            self.hub.broker.on_packet(self, packet)
+            handled += 1
+            if handled == _BATCH and self._decoder.buffered:
+                self._pause(_PAUSED_FOR_BATCH)
+                asyncio.get_running_loop().call_soon(self._next_batch)
+                return
+
+    def _next_batch(self) -> None:
+        self._resume(_PAUSED_FOR_BATCH)
+        self._handle_packets()
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._paused.discard(reason)
+        if not self._paused and self.transport is not None and not self.closed:
             self.transport.resume_reading()
-        return data
 
-    def feed_eof(self) -> None:
-        """amqtt's hook to end reading."""
-        self._eof = True
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        if self._reader_waiter is not None and not self._reader_waiter.done():
-            self._reader_waiter.set_result(None)
-
-    # -- amqtt WriterAdapter -------------------------------------------------
+    # -- bytes out --------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue bytes on the transport; dropped once the connection is gone."""
-        if self.transport is not None and not self.closed:
+        """Queue bytes to the client; dropped once the connection is going."""
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is above its high-water mark."""
-        if self._writing_paused and not self.closed:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
+    def send(self, sends: list[Send]) -> None:
+        """Write one PUBLISH per instruction of the session's outbox."""
+        for item in sends:
+            message = item.message
+            self.write(publish_bytes(message.topic, message.payload, message.qos,
+                                     item.packet_id, dup=item.dup, retain=message.retain))
+        self.hub.metrics.messages_out += len(sends)
 
-    def get_peer_info(self) -> tuple[str, int] | None:
-        """The client's address and port."""
-        return self.peer
-
-    def get_ssl_info(self) -> ssl.SSLObject | None:
-        """The TLS object, for the client certificate."""
-        if self.transport is None:
-            return None
-        ssl_object: ssl.SSLObject | None = self.transport.get_extra_info("ssl_object")
-        return ssl_object
-
-    async def close(self) -> None:
-        """Flush and close the connection."""
-        self.abort(graceful=True)
-
-    def abort(self, *, graceful: bool = False) -> None:
-        """Close now; ``graceful`` flushes what is queued first."""
+    def close(self) -> None:
+        """Flush what is queued, then close."""
         if self.transport is not None and not self.transport.is_closing():
-            if graceful:
-                self.transport.close()
-            else:
-                self.transport.abort()
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping what is queued."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()

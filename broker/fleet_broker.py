@@ -1,7 +1,21 @@
-"""amqtt's Broker, with the session lifecycle and routing a fleet needs.
+"""The broker's core: sessions, the subscription index, retained messages
+and routing, driven by packets the codec has already checked.
 
-Each override below names the amqtt 0.12.1 defect it fixes; tests under
-``tests/broker`` fail on the stock behaviour.
+Every handler here is a plain call made in line by the connection that read
+the packet (``broker.connection``): authentication and the ACL are pure
+(``broker.access``), routing hands messages to the sessions' outboxes
+(``broker.outbox``), and writing is a transport write. Nothing per client
+runs as a task.
+
+This core replaced amqtt 0.12.1's ``Broker`` and its protocol handler. Each
+amqtt defect it had to override then is a behaviour here, kept by a test
+under ``tests/broker`` that runs stock amqtt too (``stock_amqtt_defect``):
+a session is taken over or wiped only after the new client authenticated,
+CONNECT has a deadline, the will topic is checked against the ACL, retained
+messages go only to clients the ACL lets receive them, a message is
+delivered at min(publish QoS, subscription QoS), an unacknowledged QoS 1
+message is kept until it is acknowledged, and a QoS 1 PUBLISH is
+acknowledged only after it was routed.
 """
 
 from __future__ import annotations
@@ -9,375 +23,373 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker
-from amqtt.contexts import Action
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.events import BrokerEvents
-from amqtt.mqtt.connack import ConnackPacket
-from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.suback import SubackPacket
-from amqtt.mqtt.unsuback import UnsubackPacket
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import Session
-
+from broker.access import Access
+from broker.connection import MQTTConnection
 from broker.expiry import SessionExpiry
-from broker.handler import FleetHandler
 from broker.metrics import Metrics
 from broker.outbox import Outbox, Outgoing
-from broker.plugins import identity_of, refusal_of
 from broker.routing import SubscriptionIndex, is_valid_filter, is_wildcard
+from broker.session import Session
+from epns.acl import Action
 from epns.broker_config import LimitSettings
-from epns.errors import CONNACK_NOT_AUTHORIZED
-from epns.logs import event
+from epns.errors import IdentityError
+from epns.identity import Identity
+from epns.logs import Throttle, event
+from epns.mqtt import (
+    SUBACK_FAILURE,
+    Connack,
+    ConnackCode,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    encode,
+    puback_bytes,
+)
 from epns.topics import filter_matches
 
 log = logging.getLogger(__name__)
 
-_SUBACK_FAILURE = 0x80
 # The outbox implements QoS 1 delivery; QoS 2 subscriptions are granted QoS 1,
 # which MQTT 3.1.1 allows (section 3.9.3).
 _MAX_GRANTED_QOS = 1
-# How often expired offline sessions are dropped (amqtt's monitor: 1 s).
 _EXPIRY_INTERVAL = 1.0
+_PINGRESP = encode(Pingresp())
+# A client's fault (a denied publish, a refused filter) is logged once a
+# second per kind and client, with the count held back: a client that
+# repeats it cannot fill the log.
+_faults = Throttle(1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Retained:
+    payload: bytes
+    qos: int
+
+
+class FleetBroker:
+    """Sessions and routing for every connection the hub accepts."""
+
+    def __init__(self, limits: LimitSettings, metrics: Metrics, access: Access) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.access = access
+        self.index = SubscriptionIndex()
+        self.sessions: dict[str, Session] = {}
+        self.retained: dict[str, _Retained] = {}
+        self.expiry = SessionExpiry(limits.session_expiry)
+        self._expiry_task: asyncio.Task[None] | None = None
+        metrics.sessions = lambda: len(self.sessions)
+        metrics.subscriptions = lambda: len(self.index)
+
+    async def start(self) -> None:
+        """Start dropping expired offline sessions."""
+        self._expiry_task = asyncio.create_task(self._expire_forever())
+
+    async def shutdown(self) -> None:
+        """Stop the expiry task (the hub closes the connections)."""
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            await asyncio.gather(self._expiry_task, return_exceptions=True)
+
+    # -- packets in -------------------------------------------------------------
+
+    def on_packet(self, conn: MQTTConnection, packet: Packet) -> None:
+        """One packet from a client, in the order it sent them."""
+        session = conn.session
+        if session is None:
+            # The decoder lets only CONNECT come first (MQTT-3.1.0-1).
+            assert isinstance(packet, Connect)
+            self._connect(conn, packet)
+            return
+        match packet:
+            case Puback(packet_id=packet_id):
+                freed = session.outbox.acked(packet_id)
+                if freed:
+                    conn.send(freed)
+            case Publish():
+                self._on_publish(conn, session, packet)
+            case Pingreq():
+                conn.write(_PINGRESP)
+            case Subscribe():
+                self._subscribe(conn, session, packet)
+            case Unsubscribe(packet_id=packet_id, topics=topics):
+                for topic_filter in topics:
+                    if self.index.remove(session.client_id, topic_filter):
+                        session.subscriptions -= 1
+                conn.write(encode(Unsuback(packet_id)))
+            case Pubrel(packet_id=packet_id):
+                if session.qos2_pending:
+                    session.qos2_pending.discard(packet_id)
+                conn.write(encode(Pubcomp(packet_id)))
+            case Disconnect():
+                conn.graceful = True
+                conn.close()
+            case Pubrec() | Pubcomp():
+                pass  # the broker never sends QoS 2, so there is nothing to complete
+
+    # -- CONNECT ------------------------------------------------------------------
+
+    def _connect(self, conn: MQTTConnection, connect: Connect) -> None:
+        """Authenticate, check the will, adopt the session, CONNACK. Stock
+        amqtt took over (or wiped) an existing session *before* the client
+        authenticated: anyone who knew an agent id could disconnect that
+        agent or drop its queued commands. Here nothing existing is touched
+        until the client has proven who it is."""
+        if not connect.client_id and not connect.clean_session:
+            self._refuse(conn, connect, ConnackCode.IDENTIFIER_REJECTED,
+                         "an empty client id needs a clean session [MQTT-3.1.3-8]",
+                         "empty_client_id")
+            return
+        try:
+            identity = self.access.authenticate(connect, conn.certificate)
+        except IdentityError as exc:
+            self._refuse(conn, connect, exc.connack_code, str(exc), _snake(type(exc).__name__))
+            return
+        will = connect.will
+        if will is not None and not self.access.allows(identity, Action.PUBLISH, will.topic):
+            # Stock amqtt never checked the will topic: a client could have the
+            # broker publish its will where it may not publish itself.
+            self._refuse(conn, connect, ConnackCode.NOT_AUTHORIZED,
+                         f"will topic {will.topic!r} is not allowed", "will_denied")
+            return
+        session, resumed = self._adopt(connect, identity)
+        session.will = will
+        session.connection = conn
+        conn.session = session
+        conn.keep_alive = connect.keep_alive
+        conn.idle_limit = conn.hub.idle_limit(connect.keep_alive)
+        conn.hub.watch_idle(conn)
+        conn.write(encode(Connack(ConnackCode.ACCEPTED, session_present=resumed)))
+        self.metrics.connected(time.monotonic())
+        event(log, "connected", client=session.client_id, peer=_peer(conn),
+              listener=conn.listener, role=identity.role, auth=identity.method,
+              resumed=resumed, keepalive=connect.keep_alive)
+        conn.send(session.outbox.resume())
+
+    def _refuse(self, conn: MQTTConnection, connect: Connect, code: int, reason: str,
+                kind: str) -> None:
+        self.metrics.refusals[kind] += 1
+        event(log, "refused", logging.WARNING, client=connect.client_id, peer=_peer(conn),
+              listener=conn.listener, reason=reason, connack=code)
+        conn.write(encode(Connack(code)))
+        conn.close()
+
+    def _adopt(self, connect: Connect, identity: Identity) -> tuple[Session, bool]:
+        """The session this authenticated client continues, or a new one;
+        and whether it continues one (CONNACK's session present)."""
+        client_id = connect.client_id
+        self.expiry.forget(client_id)
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.connection is not None:
+            self._take_over(existing.connection)
+        if existing is not None and not connect.clean_session and not existing.clean:
+            existing.identity = identity
+            return existing, True
+        if existing is not None:
+            self._drop_session(client_id)
+        session = Session(client_id, identity,
+                          Outbox(self.limits.max_inflight, self.limits.max_queued),
+                          clean=connect.clean_session)
+        self.sessions[client_id] = session
+        return session, False
+
+    def _take_over(self, old: MQTTConnection) -> None:
+        """A client reconnected while its old connection is still open (a
+        half-open socket, typically): close the old one, without its will."""
+        old.superseded = True
+        event(log, "takeover", client=old.client_id)
+        self.metrics.disconnects["takeover"] += 1
+        old.abort()
+
+    # -- the end of a connection ---------------------------------------------------
+
+    def connection_lost(self, conn: MQTTConnection) -> None:
+        """A connection closed. Its will is published unless it sent
+        DISCONNECT; a clean session goes with it, a stored one waits for
+        ``limits.session_expiry``."""
+        session = conn.session
+        if session is None or conn.superseded or session.connection is not conn:
+            return
+        session.connection = None
+        will = session.will
+        if will is not None and not conn.graceful:
+            self.publish(will.topic, will.message, will.qos, retain=will.retain)
+        self.metrics.disconnects["client" if conn.graceful else "lost"] += 1
+        event(log, "disconnected", client=session.client_id, graceful=conn.graceful,
+              will=will is not None and not conn.graceful)
+        if session.clean:
+            self._drop_session(session.client_id)
+        else:
+            self.expiry.disconnected(session.client_id, time.monotonic())
+
+    def _drop_session(self, client_id: str) -> None:
+        self.expiry.forget(client_id)
+        self.index.remove_client(client_id)
+        self.sessions.pop(client_id, None)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_EXPIRY_INTERVAL)
+            self.expire_sessions(time.monotonic())
+
+    def expire_sessions(self, now: float) -> int:
+        """Drop the sessions offline for ``limits.session_expiry``."""
+        expired = 0
+        for client_id in self.expiry.due(now):
+            session = self.sessions.get(client_id)
+            if session is None or session.connected:
+                continue  # gone already, or back (forget() came first)
+            event(log, "session_expired", client=client_id)
+            self._drop_session(client_id)
+            expired += 1
+        return expired
+
+    # -- PUBLISH --------------------------------------------------------------------
+
+    def _on_publish(self, conn: MQTTConnection, session: Session, packet: Publish) -> None:
+        """Route first, then acknowledge: a PUBACK means subscribers have it.
+        A denied publish is acknowledged and dropped (MQTT 3.1.1 has no way
+        to refuse one), counted and logged."""
+        self.metrics.messages_in += 1
+        packet_id = packet.packet_id
+        if packet.qos == 2 and session.qos2_pending and packet_id in session.qos2_pending:
+            assert packet_id is not None  # the decoder gives every QoS 2 PUBLISH an id
+            conn.write(encode(Pubrec(packet_id)))  # resent before PUBREL: routed already
+            return
+        if self.access.allows(session.identity, Action.PUBLISH, packet.topic):
+            self.publish(packet.topic, packet.payload, packet.qos, retain=packet.retain)
+        else:
+            self.metrics.drops["acl_denied"] += 1
+            _fault("publish_denied", session.client_id, topic=packet.topic)
+        if packet.qos == 1 and packet_id is not None:
+            conn.write(puback_bytes(packet_id))
+        elif packet.qos == 2 and packet_id is not None:
+            if session.qos2_pending is None:
+                session.qos2_pending = set()
+            session.qos2_pending.add(packet_id)
+            conn.write(encode(Pubrec(packet_id)))
+
+    def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool) -> None:
+        """Store or clear a retained message if asked, and route to the subscribers."""
+        if retain:
+            if payload:
+                self.retained[topic] = _Retained(payload, qos)
+            else:  # an empty retained message clears the topic (MQTT-3.3.1-10, -11)
+                self.retained.pop(topic, None)
+        self.route(topic, payload, qos)
+
+    def route(self, topic: str, payload: bytes, qos: int) -> None:
+        """Hand a message to each matching session's outbox, at
+        min(publish QoS, subscription QoS) (MQTT 3.1.1 section 3.8.4; stock
+        amqtt delivered at the subscription's QoS whatever was published)."""
+        variants: dict[int, Outgoing] = {}
+        for client_id, granted in self.index.match(topic):
+            session = self.sessions.get(client_id)
+            if session is None:
+                continue
+            deliver_qos = min(qos, granted)
+            message = variants.get(deliver_qos)
+            if message is None:
+                message = variants[deliver_qos] = Outgoing(topic, payload, deliver_qos)
+            conn = session.connection
+            sends, dropped = session.outbox.offer(message, connected=conn is not None)
+            if sends and conn is not None:
+                conn.send(sends)
+            if dropped is not None:
+                self.metrics.drops["queue_full"] += 1
+                event(log, "queue_full_drop", logging.WARNING, client=client_id,
+                      topic=dropped.topic, max_queued=self.limits.max_queued)
+            elif conn is None and deliver_qos == 0:
+                self.metrics.drops["offline_qos0"] += 1
+
+    # -- SUBSCRIBE ------------------------------------------------------------------
+
+    def _subscribe(self, conn: MQTTConnection, session: Session, packet: Subscribe) -> None:
+        """ACL per filter, SUBACK, then the retained messages of the new
+        subscriptions that the client may receive."""
+        codes = [self._grant(session, topic_filter, qos) for topic_filter, qos in packet.topics]
+        conn.write(encode(Suback(packet.packet_id, tuple(codes))))
+        for (topic_filter, _), code in zip(packet.topics, codes, strict=True):
+            if code != SUBACK_FAILURE:
+                self._send_retained(conn, session, topic_filter, code)
+
+    def _grant(self, session: Session, topic_filter: str, qos: int) -> int:
+        """The SUBACK code of one filter: the granted QoS, or 0x80."""
+        client_id = session.client_id
+        if not is_valid_filter(topic_filter):
+            _fault("subscribe_invalid", client_id, filter=topic_filter)
+            return SUBACK_FAILURE
+        if not self.access.allows(session.identity, Action.SUBSCRIBE, topic_filter):
+            _fault("subscribe_denied", client_id, filter=topic_filter)
+            return SUBACK_FAILURE
+        known = topic_filter in self.index.filters_of(client_id)
+        if not known and session.subscriptions >= self.limits.max_subscriptions:
+            self.metrics.refusals["subscription_limit"] += 1
+            _fault("subscription_limit", client_id, filter=topic_filter,
+                   max_subscriptions=self.limits.max_subscriptions)
+            return SUBACK_FAILURE
+        granted = min(qos, _MAX_GRANTED_QOS)
+        self.index.add(client_id, topic_filter, granted)
+        if not known:
+            session.subscriptions += 1
+        return granted
+
+    def _send_retained(self, conn: MQTTConnection, session: Session, topic_filter: str,
+                       qos: int) -> None:
+        """Stock amqtt sent a connecting client every retained message matching
+        *any* client's filter, with no ACL check. Here: only for the new
+        filter, only topics the client may receive, an exact filter in one
+        lookup; with RETAIN set (MQTT-3.3.1-8)."""
+        if is_wildcard(topic_filter):
+            candidates = [(topic, kept) for topic, kept in self.retained.items()
+                          if filter_matches(topic_filter, topic)]
+        else:
+            found = self.retained.get(topic_filter)
+            candidates = [(topic_filter, found)] if found is not None else []
+        for topic, kept in candidates:
+            if not self.access.allows(session.identity, Action.RECEIVE, topic):
+                continue
+            message = Outgoing(topic, kept.payload, min(qos, kept.qos), retain=True)
+            sends, _ = session.outbox.offer(message, connected=True)
+            conn.send(sends)
+
+    # -- administration ---------------------------------------------------------------
+
+    def disconnect_client(self, client_id: str, reason: str) -> bool:
+        """Close a client's connection (its will is published)."""
+        session = self.sessions.get(client_id)
+        if session is None or session.connection is None:
+            return False
+        self.metrics.disconnects[reason] += 1
+        event(log, "closing", logging.WARNING, client=client_id, reason=reason)
+        session.connection.abort()
+        return True
+
+
+def _fault(name: str, client_id: str, **fields: object) -> None:
+    """Log a client's fault once a second per kind and client."""
+    due, held = _faults.admit((name, client_id), time.monotonic())
+    if due:
+        event(log, name, logging.WARNING, client=client_id, **fields,
+              **({"suppressed": held} if held else {}))
 
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def _peer(writer: WriterAdapter) -> str:
-    info = writer.get_peer_info()
-    return f"{info[0]}:{info[1]}" if info else "unknown"
-
-
-class FleetBroker(Broker):
-    """The embedded broker. Listeners are ``external``: ``broker.hub`` accepts
-    sockets and hands them in through amqtt's ``external_connected``."""
-
-    def __init__(self, config: dict[str, Any], limits: LimitSettings, metrics: Metrics) -> None:
-        super().__init__(config)
-        self.limits = limits
-        self.metrics = metrics
-        self.index = SubscriptionIndex()
-        self.outboxes: dict[str, Outbox] = {}
-        self.writers: dict[str, WriterAdapter] = {}
-        self.expiry = SessionExpiry(limits.session_expiry)
-        plugins = self.plugins_manager.plugins
-        self._auth_checks = [p.authenticate for p in plugins if isinstance(p, BaseAuthPlugin)]
-        self._topic_checks = [p.topic_filtering for p in plugins
-                              if isinstance(p, BaseTopicPlugin)]
-        metrics.sessions = lambda: len(self._sessions)
-        metrics.subscriptions = lambda: len(self.index)
-
-    # -- connection lifecycle ---------------------------------------------
-
-    async def _client_connected(
-        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
-    ) -> None:
-        """Override. Stock amqtt deletes a clean session, or takes over a
-        connected one, *before* the client has authenticated: anyone who knows
-        an agent id could disconnect that agent or wipe its queued commands.
-        It also waits for CONNECT forever. Here CONNECT has a deadline, and no
-        existing session is touched until the client has proven who it is."""
-        peer = _peer(writer)
-        try:
-            # asyncio.timeout, not wait_for: no extra task per connect.
-            async with asyncio.timeout(self.limits.connect_timeout):
-                handler, incoming = await FleetHandler.init_from_connect(
-                    reader, writer, self.plugins_manager)
-        except TimeoutError:
-            self.metrics.refusals["connect_timeout"] += 1
-            event(log, "connect_timeout", logging.WARNING, peer=peer,
-                  timeout=self.limits.connect_timeout)
-            return
-        except (AMQTTError, MQTTError, NoDataError) as exc:
-            self.metrics.refusals["invalid_connect"] += 1
-            event(log, "connect_invalid", logging.WARNING, peer=peer, error=str(exc) or "no data")
-            return
-        if not await self._admit(incoming, writer, listener_name):
-            return
-        assert isinstance(handler, FleetHandler)
-        session = await self._adopt_session(incoming)
-        client_id = session.client_id
-        handler.attach(session, reader, writer)
-        handler.bind(self, self.outboxes[client_id])
-        self._sessions[client_id] = (session, handler)
-        self.writers[client_id] = writer
-        if hasattr(writer, "client_id"):
-            writer.client_id = client_id
-        if not session.transitions.is_connected():
-            session.transitions.connect()
-        await handler.mqtt_connack_authorize(True)
-        self.metrics.connected(time.monotonic())
-        identity = identity_of(session)
-        event(log, "connected", client=client_id, peer=peer, listener=listener_name,
-              role=identity.role if identity else None,
-              auth=identity.method if identity else None,
-              resumed=bool(session.parent), keepalive=incoming.keep_alive)
-        await self.plugins_manager.fire_event(
-            BrokerEvents.CLIENT_CONNECTED, client_id=client_id, client_session=session)
-        await handler.start()
-        result = await handler.wait_disconnect()
-        await self._end_connection(session, handler, result)
-
-    async def _admit(self, incoming: Session, writer: WriterAdapter, listener: str) -> bool:
-        """Authenticate, and check the will topic against the ACL. A refused
-        client gets the CONNACK code of its refusal and one log line."""
-        refusal: str | None = None
-        code = CONNACK_NOT_AUTHORIZED
-        if not await self._authenticate(incoming, self.listeners_config[listener]):
-            error = refusal_of(incoming)
-            refusal = str(error) if error else "refused by an authentication plugin"
-            code = error.connack_code if error else CONNACK_NOT_AUTHORIZED
-            kind = _snake(type(error).__name__) if error else "plugin"
-        elif incoming.will_flag and not await self._topic_filtering(
-                incoming, incoming.will_topic, Action.PUBLISH):
-            # Stock amqtt never checks the will topic: a client could have the
-            # broker publish its will to a topic it may not publish to itself.
-            refusal = f"will topic {incoming.will_topic!r} is not allowed"
-            kind = "will_denied"
-        if refusal is None:
-            return True
-        self.metrics.refusals[kind] += 1
-        event(log, "refused", logging.WARNING, client=incoming.client_id, peer=_peer(writer),
-              listener=listener, reason=refusal, connack=code)
-        writer.write(ConnackPacket.build(0, code).to_bytes())
-        # amqtt's WebSocket writer buffers until drain(): without it a
-        # WebSocket client never learns why it was refused.
-        await writer.drain()
-        await writer.close()
-        return False
-
-    async def _authenticate(self, session: Session, _: Any) -> bool:
-        """Override: amqtt 0.12.1 runs each plugin's check in its own task
-        under asyncio.gather, a task, a future and a trip through the event
-        loop per check, three checks per connect. The plugins are awaited in
-        turn; the verdict is amqtt's: at least one answer, and all True."""
-        answers = [await check(session=session) for check in self._auth_checks]
-        results = [answer for answer in answers if answer is not None]
-        return bool(results) and all(results)
-
-    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        """Override, as ``_authenticate``: every topic plugin must allow."""
-        for check in self._topic_checks:
-            if not await check(session=session, topic=topic, action=action):
-                return False
-        return True
-
-    async def _adopt_session(self, incoming: Session) -> Session:
-        """The session this (authenticated) connection continues or starts."""
-        client_id = incoming.client_id
-        self.expiry.forget(client_id)
-        existing = self._sessions.get(client_id)
-        if existing is not None and existing[0].transitions.is_connected():
-            await self._take_over(client_id, existing[1])
-        if incoming.clean_session or existing is None:
-            if existing is not None:
-                await self._cleanup_session(client_id)
-            incoming.parent = 0
-            self.outboxes[client_id] = Outbox(self.limits.max_inflight, self.limits.max_queued)
-            return incoming
-        session = existing[0]
-        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
-                     "keep_alive", "username", "password", "ssl_object", "remote_address",
-                     "remote_port"):
-            setattr(session, name, getattr(incoming, name))
-        session.attributes.update(incoming.attributes)
-        session.parent = 1
-        return session
-
-    async def _take_over(self, client_id: str, old: FleetHandler) -> None:
-        """A client reconnected while its old connection is still open (a
-        half-open socket, typically): close the old one, without its will."""
-        old.superseded = True
-        event(log, "takeover", client=client_id)
-        self.metrics.disconnects["takeover"] += 1
-        await old.stop()
-
-    async def _end_connection(self, session: Session, handler: FleetHandler,
-                              result: DisconnectPacket | None) -> None:
-        """Override of stock ``_handle_disconnect``: the will is routed with the
-        ACL-checked path, a superseded connection leaves the session alone, and
-        a clean session is dropped at once instead of by the 1 s monitor."""
-        client_id = session.client_id
-        await self._stop_handler(handler)
-        if handler.superseded:
-            return
-        self.writers.pop(client_id, None)
-        graceful = isinstance(result, DisconnectPacket)
-        if not graceful and session.will_flag:
-            await self.publish(session, session.will_topic, bytes(session.will_message or b""),
-                               session.will_qos or 0, retain=bool(session.will_retain))
-        session.transitions.disconnect()
-        self.metrics.disconnects["client" if graceful else "lost"] += 1
-        event(log, "disconnected", client=client_id, graceful=graceful,
-              will=bool(session.will_flag and not graceful))
-        await self.plugins_manager.fire_event(
-            BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id, client_session=session)
-        if session.clean_session:
-            await self._cleanup_session(client_id)
-        else:
-            self.expiry.disconnected(client_id, time.monotonic())
-
-    async def _session_monitor(self) -> None:
-        """Override: amqtt 0.12.1 scans every session twice a second for
-        expired ones (2 % of a core with 10,000 agents idle). Clean sessions
-        are dropped at disconnect (``_end_connection``); stored ones expire
-        through ``broker.expiry``, which looks at the expired ones only."""
-        while True:
-            await asyncio.sleep(_EXPIRY_INTERVAL)
-            await self.expire_sessions(time.monotonic())
-
-    async def expire_sessions(self, now: float) -> int:
-        """Drop the sessions offline for ``limits.session_expiry``."""
-        expired = 0
-        for client_id in self.expiry.due(now):
-            entry = self._sessions.get(client_id)
-            if entry is None or entry[0].transitions.is_connected():
-                continue  # gone already, or back (forget() came first)
-            event(log, "session_expired", client=client_id)
-            await self._cleanup_session(client_id)
-            expired += 1
-        return expired
-
-    async def _cleanup_session(self, client_id: str) -> None:
-        """Forget the session, and its expiry."""
-        self.expiry.forget(client_id)
-        await super()._cleanup_session(client_id)
-
-    async def _del_all_subscriptions(self, session: Session) -> None:
-        """Override: stock amqtt scans every filter of every client to drop one
-        session's subscriptions. The index drops them directly."""
-        self.index.remove_client(session.client_id)
-        self.outboxes.pop(session.client_id, None)
-
-    def _del_subscription(self, a_filter: str, session: Session) -> int:
-        """Override: index removal instead of a scan of the filter's list."""
-        return int(self.index.remove(session.client_id, a_filter))
-
-    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
-        """Override (used by amqtt's plugin context): index insertion instead of
-        a scan of every subscriber of the filter; the ACL still applies."""
-        topic_filter, qos = subscription
-        if not is_valid_filter(topic_filter):
-            return _SUBACK_FAILURE
-        if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
-            return _SUBACK_FAILURE
-        granted = min(qos, _MAX_GRANTED_QOS)
-        self.index.add(session.client_id, topic_filter, granted)
-        return granted
-
-    # -- packets -------------------------------------------------------------
-
-    async def subscribe(self, handler: FleetHandler, packet_id: int,
-                        topics: list[tuple[str, int]]) -> None:
-        """SUBSCRIBE: ACL per filter, SUBACK, then the retained messages of the
-        new subscriptions that the client may receive."""
-        session = handler.session
-        codes = [await self.add_subscription(item, session) for item in topics]
-        await handler._send_packet(SubackPacket.build(packet_id, codes))
-        for (topic_filter, _), code in zip(topics, codes, strict=True):
-            if code == _SUBACK_FAILURE:
-                event(log, "subscribe_denied", logging.WARNING, client=session.client_id,
-                      filter=topic_filter)
-                continue
-            await self._send_retained(handler, topic_filter, code)
-
-    async def _send_retained(self, handler: FleetHandler, topic_filter: str, qos: int) -> None:
-        """Stock amqtt sends retained messages matching *any* client's filter on
-        connect, with no ACL check. Here: only for the new filter, only topics
-        the client may receive, and an exact filter is one lookup."""
-        session = handler.session
-        if is_wildcard(topic_filter):
-            candidates = [m for t, m in self._retained_messages.items()
-                          if filter_matches(topic_filter, t)]
-        else:
-            found = self._retained_messages.get(topic_filter)
-            candidates = [found] if found is not None else []
-        for retained in candidates:
-            if not await self._topic_filtering(session, retained.topic, Action.RECEIVE):
-                continue
-            message = Outgoing(retained.topic, bytes(retained.data),
-                               min(qos, retained.qos or 0), retain=True)
-            sends, _ = handler.outbox.offer(message, connected=True)
-            handler.send(sends)
-
-    async def unsubscribe(self, handler: FleetHandler, packet_id: int, topics: list[str]) -> None:
-        """UNSUBSCRIBE, then UNSUBACK."""
-        for topic_filter in topics:
-            self.index.remove(handler.session.client_id, topic_filter)
-        await handler._send_packet(UnsubackPacket.build(packet_id))
-
-    async def on_publish(self, handler: FleetHandler, packet: PublishPacket) -> bool:
-        """An incoming PUBLISH. Returns False when the connection was closed
-        for a protocol violation; a denied publish is acked and dropped."""
-        session = handler.session
-        self.metrics.messages_in += 1
-        topic = packet.topic_name or ""
-        if not topic or is_wildcard(topic):
-            event(log, "publish_invalid_topic", logging.WARNING, client=session.client_id,
-                  topic=topic)
-            await handler.handle_connection_closed()
-            return False
-        if not await self._topic_filtering(session, topic, Action.PUBLISH):
-            self.metrics.drops["acl_denied"] += 1
-            event(log, "publish_denied", logging.WARNING, client=session.client_id, topic=topic)
-            return True
-        await self.publish(session, topic, bytes(packet.data or b""), packet.qos or 0,
-                           retain=packet.retain_flag)
-        return True
-
-    async def publish(self, sender: Session | None, topic: str, payload: bytes, qos: int,
-                      *, retain: bool) -> None:
-        """Store a retained message if asked, and route to the subscribers."""
-        if retain:
-            await self.retain_message(sender, topic, payload, qos)
-        self.route(topic, payload, qos)
-
-    def route(self, topic: str, payload: bytes, qos: int) -> None:
-        """Hand a message to each matching session's outbox, at
-        min(publish QoS, subscription QoS). Override of stock behaviour, which
-        delivers at the subscription's QoS whatever the publish QoS was."""
-        variants: dict[int, Outgoing] = {}
-        for client_id, granted in self.index.match(topic):
-            entry = self._sessions.get(client_id)
-            outbox = self.outboxes.get(client_id)
-            if entry is None or outbox is None:
-                continue
-            session, handler = entry
-            deliver_qos = min(qos, granted)
-            message = variants.get(deliver_qos)
-            if message is None:
-                message = variants[deliver_qos] = Outgoing(topic, payload, deliver_qos)
-            connected = session.transitions.state == "connected" and not handler.superseded
-            sends, dropped = outbox.offer(message, connected=connected)
-            if sends:
-                handler.send(sends)
-            if dropped is not None:
-                self.metrics.drops["queue_full"] += 1
-                event(log, "queue_full_drop", logging.WARNING, client=client_id,
-                      topic=dropped.topic, max_queued=self.limits.max_queued)
-            elif not connected and deliver_qos == 0:
-                self.metrics.drops["offline_qos0"] += 1
-
-    async def _run_broadcast(self, running_tasks: Any) -> None:
-        """Override: messages from amqtt's plugin API (``broadcast_message``)
-        take the indexed route instead of a scan of every subscription."""
-        broadcast = await self._broadcast_queue.get()
-        self.route(broadcast["topic"], bytes(broadcast["data"] or b""), broadcast.get("qos") or 0)
-
-    # -- administration -------------------------------------------------------
-
-    def disconnect_client(self, client_id: str, reason: str) -> bool:
-        """Close a client's connection (its will is published)."""
-        writer = self.writers.get(client_id)
-        if writer is None or not hasattr(writer, "abort"):
-            return False
-        self.metrics.disconnects[reason] += 1
-        event(log, "closing", logging.WARNING, client=client_id, reason=reason)
-        writer.abort()
-        return True
+def _peer(conn: MQTTConnection) -> str:
+    return f"{conn.peer[0]}:{conn.peer[1]}" if conn.peer else "unknown"

@@ -1,14 +1,15 @@
-"""The broker's front door: accept, admit, layer TLS on, hand to amqtt.
+"""The broker's front door: accept, admit, layer TLS on, hand to the core.
 
-amqtt's own listeners run the TLS handshake before the broker sees the client,
-make connections over the limit wait on a semaphore, and never drop a silent
-client. The hub instead:
+The hub owns every client connection, whatever the transport:
 
-- counts and rate-limits raw TCP connections and closes the excess at once,
-  before any TLS work (``broker.admission``);
-- bounds the TLS handshake;
-- drops a client silent for ``keepalive_factor`` times its keep-alive;
-- re-reads the revocation file and closes connections it now revokes.
+- it counts and rate-limits raw TCP connections and closes the excess at
+  once, before any TLS work (``broker.admission``);
+- it bounds the TLS handshake, and the time from accept to CONNECT;
+- it drops a client silent for ``keepalive_factor`` times its keep-alive, at
+  that moment (a timer at the earliest deadline, ``broker.idle``);
+- it closes a client that breaks the protocol, with one log line per cause
+  and second (``epns.logs.Throttle``), never a traceback;
+- it re-reads the revocation file and closes connections it now revokes.
 """
 
 from __future__ import annotations
@@ -22,25 +23,27 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import websockets.asyncio.server as ws_server
-from amqtt.adapters import WebSocketsReader, WebSocketsWriter
 
-from broker.admission import AdmissionGate
+from broker.admission import AdmissionGate, FairShare
 from broker.connection import MQTTConnection
 from broker.fleet_broker import FleetBroker
 from broker.front_door import FrontDoor, OnePort, one_port_context, relay
 from broker.idle import IdleWatch
 from broker.metrics import Metrics
-from broker.plugins import identity_of
 from broker.revocation import RevocationFile
+from broker.sources import Source, source_of
+from broker.websocket import WebSocketTransport
 from epns.broker_config import LimitSettings
-from epns.logs import event
+from epns.errors import MalformedPacket, UnsupportedProtocol
+from epns.logs import RateLimitedLog, Throttle, event
+from epns.mqtt import Connack, ConnackCode, encode
 from epns.one_port import Kind
 
 log = logging.getLogger(__name__)
 
-_SWEEP_INTERVAL = 1.0
-# During a storm, say how many were refused once a second, not once each.
-_REFUSAL_LOG_INTERVAL = 1.0
+# A client's protocol violation is logged once per cause and second, with
+# the count held back: a fuzzer or a broken fleet cannot fill the log.
+_violations = Throttle(1.0)
 
 
 class ConnectionHub:
@@ -55,24 +58,26 @@ class ConnectionHub:
         self._revocation_interval = revocation_interval
         self.max_packet_size = limits.max_packet_size
         self.gate = AdmissionGate(limits.max_connections, limits.connect_rate,
-                                  limits.connect_burst, time.monotonic())
+                                  limits.connect_burst, time.monotonic(), _fair_share(limits))
         self._connections: set[MQTTConnection] = set()
         self._idle: IdleWatch[MQTTConnection] = IdleWatch()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_timer_at = float("inf")
         self._contexts: dict[str, ssl.SSLContext] = {}
         # One-port listeners: where their HTTPS goes.
         self._one_ports: dict[str, OnePort] = {}
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refused_since_log = 0
-        self._refusal_logged_at = 0.0
+        # Refused and failed connections: one line per cause and interval.
+        self.quiet_log = RateLimitedLog(log, limits.refusal_log_interval)
+        self._quiet_flush: asyncio.TimerHandle | None = None
         self._acceptors: list[asyncio.Task[None]] = []
         self._periodic: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start the keep-alive sweep and the revocation watch. They serve every
-        listener, the WebSocket one included, so they do not wait for listen()."""
-        self._periodic = [asyncio.create_task(self._sweep_forever()),
-                          asyncio.create_task(self._watch_revocations())]
+        """Start the revocation watch. It serves every listener, the WebSocket
+        one included, so it does not wait for listen()."""
+        self._periodic = [asyncio.create_task(self._watch_revocations())]
 
     async def listen(self, name: str, host: str, port: int, context: ssl.SSLContext,
                      one_port: OnePort | None = None) -> int:
@@ -108,35 +113,40 @@ class ConnectionHub:
                 await asyncio.sleep(0.1)
                 continue
             now = time.monotonic()
-            refusal = self.gate.admit(now)
+            refusal = self.gate.admit(now, source_of(str(address[0])))
             if refusal is not None:
                 self.metrics.refusals[refusal.value] += 1
                 self._log_refusal(refusal.value, address, now)
                 sock.close()
                 continue
-            conn = MQTTConnection(self, name, time.monotonic)
-            conn.peer = (_unmapped(str(address[0])), int(address[1]))
+            conn = MQTTConnection(self, name, (_unmapped(str(address[0])), int(address[1])))
             self._connections.add(conn)
             self.metrics.connections[name] += 1
             self._spawn(self._serve(conn, sock))
 
-    async def serve_websocket(self, name: str, connection: ws_server.ServerConnection,
-                              writer: WebSocketsWriter | None = None) -> None:
-        """One MQTT-over-WebSocket client of listener ``name``, admitted and
-        counted as a TCP one is; ``writer`` (amqtt's by default) may carry
-        what a TLS front saw."""
-        refusal = self.gate.admit(time.monotonic())
+    async def serve_websocket(self, name: str, connection: ws_server.ServerConnection, *,
+                              peer: tuple[str, int] | None = None,
+                              certificate: bytes | None = None) -> None:
+        """One MQTT-over-WebSocket client of listener ``name``, admitted,
+        counted and served as a TCP one is; ``peer`` and ``certificate`` are
+        what a TLS-terminating front saw (default: the WebSocket's own)."""
+        now = time.monotonic()
+        source = _websocket_source(connection, peer)
+        # Its TLS (the WebSocket server's, or the front's) is done: no handshake to count.
+        refusal = self.gate.admit(now, source, handshake=False)
         if refusal is not None:
             self.metrics.refusals[refusal.value] += 1
+            self.quiet(now, "admission_refused", refusal.value, listener=name,
+                       peer=source.address if source else "unknown", open=self.gate.open)
             await connection.close(1013, "try again later")
             return
+        if peer is None:
+            address = connection.remote_address
+            peer = (_unmapped(str(address[0])), int(address[1])) if address else None
+        conn = MQTTConnection(self, name, peer, certificate=certificate)
+        self._connections.add(conn)
         self.metrics.connections[name] += 1
-        try:
-            await self.broker.external_connected(
-                WebSocketsReader(connection), writer or WebSocketsWriter(connection), name)
-        finally:
-            self.metrics.connections[name] -= 1
-            self.gate.release()
+        await WebSocketTransport(connection).run(conn)
 
     def idle_limit(self, keepalive: int) -> float:
         """How long a client with this CONNECT keep-alive may stay silent."""
@@ -145,38 +155,89 @@ class ConnectionHub:
         return keepalive * self.limits.keepalive_factor
 
     def watch_idle(self, conn: MQTTConnection) -> None:
-        """The client's CONNECT set its idle limit: the sweep watches it now."""
-        deadline = _idle_deadline(conn)
+        """Expire ``conn`` at its deadline (``MQTTConnection.deadline``) unless
+        it speaks before; called when it opens and when its CONNECT sets the
+        keep-alive."""
+        deadline = conn.deadline()
         if deadline is not None:
             self._idle.watch(conn, deadline)
+            self._arm_idle_timer(deadline)
+
+    def _arm_idle_timer(self, deadline: float) -> None:
+        """One timer, at the earliest deadline: a client is dropped when its
+        time is up, not up to a sweep interval later."""
+        if deadline >= self._idle_timer_at:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle_timer, self._idle_timer_at = None, float("inf")
+        self.sweep(time.monotonic())
+        following = self._idle.next_deadline()
+        if following is not None:
+            self._arm_idle_timer(following)
 
     # -- connection events (called by MQTTConnection) ----------------------
 
-    def on_violation(self, conn: MQTTConnection, reason: str) -> None:
-        """A client broke MQTT framing: close it, and only it."""
+    def on_violation(self, conn: MQTTConnection, error: MalformedPacket) -> None:
+        """A client sent a packet the standard forbids: close it, and only it
+        (MQTT-4.8.0-1). Another protocol level is told so first (CONNACK 1,
+        MQTT-3.1.2-2)."""
         if conn.transport is None or conn.transport.is_closing():
             return
-        self.metrics.disconnects["protocol_violation"] += 1
-        event(log, "protocol_violation", logging.WARNING, client=conn.client_id,
-              peer=_peer(conn), reason=reason)
-        conn.abort()
+        if conn.session is None:
+            self.metrics.refusals["invalid_connect"] += 1
+        else:
+            self.metrics.disconnects["protocol_violation"] += 1
+        due, held = _violations.admit((error.rule or error.reason.split(" ", 1)[0],),
+                                      time.monotonic())
+        if due:
+            event(log, "protocol_violation", logging.WARNING, client=conn.client_id,
+                  peer=_peer(conn), reason=error.reason, rule=error.rule,
+                  **({"suppressed": held} if held else {}))
+        if isinstance(error, UnsupportedProtocol):
+            conn.write(encode(Connack(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)))
+            conn.close()
+        else:
+            conn.abort()
 
     def on_closed(self, conn: MQTTConnection) -> None:
-        """The socket is gone; forget it (once)."""
+        """The connection is gone; forget it (once), and end its session's
+        connection in the core."""
         if conn in self._connections:
             self._connections.discard(conn)
             self.metrics.connections[conn.listener] -= 1
             self.gate.release()
+            self.broker.connection_lost(conn)
 
     def _log_refusal(self, reason: str, address: Any, now: float) -> None:
-        self._refused_since_log += 1
-        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL:
-            event(log, "admission_refused", logging.WARNING, reason=reason,
-                  peer=f"{address[0]}:{address[1]}",
-                  refused=self._refused_since_log, open=self.gate.open,
-                  max_connections=self.limits.max_connections)
-            self._refusal_logged_at = now
-            self._refused_since_log = 0
+        self.quiet(now, "admission_refused", reason, peer=f"{address[0]}:{address[1]}",
+                   open=self.gate.open, max_connections=self.limits.max_connections)
+
+    def quiet(self, now: float, name: str, reason: str, **fields: Any) -> None:
+        """Log a refused or failed connection through ``quiet_log`` (one
+        line per cause and interval), and make sure the count of the lines
+        it holds back is written once the interval is over."""
+        if not self.quiet_log.event(name, reason, now, **fields) and self._quiet_flush is None:
+            self._quiet_flush = asyncio.get_running_loop().call_later(
+                self.limits.refusal_log_interval, self._flush_quiet)
+
+    def _flush_quiet(self) -> None:
+        self._quiet_flush = None
+        self.quiet_log.flush(time.monotonic())
+        if self.quiet_log.holding():
+            self._quiet_flush = asyncio.get_running_loop().call_later(
+                self.limits.refusal_log_interval, self._flush_quiet)
+
+    def _handshake_ended(self, conn: MQTTConnection) -> None:
+        """The TLS handshake of ``conn`` ended, done or failed: its address
+        has one in progress less (``broker.admission``)."""
+        if conn.peer is not None:
+            self.gate.handshake_ended(source_of(conn.peer[0]))
 
     async def _serve(self, conn: MQTTConnection, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -192,19 +253,14 @@ class ConnectionHub:
             )
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             self.metrics.refusals["tls_handshake"] += 1
-            event(log, "tls_failed", logging.WARNING, peer=_peer(conn), reason=_tls_reason(exc))
+            self.quiet(time.monotonic(), "tls_failed", _tls_reason(exc), peer=_peer(conn))
             sock.close()
             self.on_closed(conn)
             return
-        if door is not None and not await self._through_door(door, conn):
-            return
-        try:
-            await self.broker.external_connected(conn, conn, conn.listener)
-        except Exception:  # one client's failure must never stop the broker
-            log.exception("client handler failed: client=%s peer=%s", conn.client_id, _peer(conn))
         finally:
-            conn.abort(graceful=True)
-            self.on_closed(conn)
+            self._handshake_ended(conn)
+        if door is not None:
+            await self._through_door(door, conn)
 
     async def _through_door(self, door: FrontDoor, conn: MQTTConnection) -> bool:
         """True when the one-port connection speaks MQTT (``conn`` has it
@@ -239,11 +295,6 @@ class ConnectionHub:
 
     # -- periodic checks --------------------------------------------------
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(_SWEEP_INTERVAL)
-            self.sweep(time.monotonic())
-
     async def _watch_revocations(self) -> None:
         while True:
             await asyncio.sleep(self._revocation_interval)
@@ -251,28 +302,37 @@ class ConnectionHub:
                 self.close_revoked()
 
     def sweep(self, now: float) -> None:
-        """Drop clients silent past their idle limit (keep-alive x factor).
+        """Drop clients past their deadline: no CONNECT within connect_timeout
+        of the accept, or silent past their idle limit (keep-alive x factor).
         Looks only at the connections whose deadline has passed
         (``broker.idle``), not at the whole fleet."""
-        for conn in self._idle.expired(now, _idle_deadline):
-            self.metrics.disconnects["keepalive"] += 1
-            event(log, "keepalive_expired", logging.WARNING, client=conn.client_id,
-                  peer=_peer(conn), silent_for=round(now - conn.last_rx, 1), limit=conn.idle_limit)
+        for conn in self._idle.expired(now, MQTTConnection.deadline):
+            if conn.session is None:
+                self.metrics.refusals["connect_timeout"] += 1
+                event(log, "connect_timeout", logging.WARNING, peer=_peer(conn),
+                      timeout=self.limits.connect_timeout)
+            else:
+                self.metrics.disconnects["keepalive"] += 1
+                event(log, "keepalive_expired", logging.WARNING, client=conn.client_id,
+                      peer=_peer(conn), silent_for=round(now - conn.last_rx, 1),
+                      limit=conn.idle_limit)
             conn.abort()
         self._idle.prune(len(self._connections), self._connections.__contains__)
 
     def close_revoked(self) -> None:
         """Close every connected session the revocation list now refuses."""
         revoked = self.revocations.current
-        for client_id, (session, _) in list(self.broker.sessions.items()):
-            identity = identity_of(session)
-            if identity is None or not session.transitions.is_connected():
+        for client_id, session in list(self.broker.sessions.items()):
+            identity = session.identity
+            if not session.connected:
                 continue
             if revoked.reason(identity.name, identity.serial, identity.token_id):
                 self.broker.disconnect_client(client_id, "revoked")
 
     async def close(self) -> None:
         """Stop listening and close every client."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         stopping = [*self._periodic, *self._acceptors]
         for task in stopping:
             task.cancel()
@@ -299,11 +359,23 @@ def _unmapped(host: str) -> str:
     return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
 
 
-def _idle_deadline(conn: MQTTConnection) -> float | None:
-    """When the connection expires if it stays silent; None once closed."""
-    if conn.closed or conn.idle_limit is None:
-        return None
-    return conn.last_rx + conn.idle_limit
+def _fair_share(limits: LimitSettings) -> FairShare:
+    """The admission gate's per-source limits, from the settings."""
+    return FairShare(address_rate=limits.source_connect_rate,
+                     address_burst=limits.source_connect_burst,
+                     subnet_rate=limits.subnet_connect_rate,
+                     subnet_burst=limits.subnet_connect_burst, reserve=limits.connect_reserve,
+                     handshakes=limits.source_handshakes, max_sources=limits.max_sources)
+
+
+def _websocket_source(connection: ws_server.ServerConnection,
+                      peer: tuple[str, int] | None) -> Source | None:
+    """Where a WebSocket client comes from: what the front saw, else the
+    WebSocket's own peer (None on a Unix socket)."""
+    if peer is not None:
+        return source_of(peer[0])
+    address = connection.remote_address
+    return source_of(str(address[0])) if isinstance(address, tuple) else None
 
 
 def _peer(conn: MQTTConnection) -> str:

@@ -1,6 +1,6 @@
 """Which connections have been silent past their idle limit, sans-IO.
 
-The hub used to compare every connection's last read with its limit each
+The hub once compared every connection's last read with its limit each
 second: with 10,000 agents idle that loop was nearly all of the broker's idle
 CPU (9 ms per sweep, about 0.9 % of a core; docs/benchmark-history.md, "Broker tuning
 for issue 6"). Here connections wait in a heap ordered by the time they would
@@ -38,6 +38,10 @@ class IdleWatch(Generic[T]):
     def watch(self, item: T, deadline: float) -> None:
         """Expire ``item`` at ``deadline`` unless its deadline moves."""
         heapq.heappush(self._heap, (deadline, next(self._order), weakref.ref(item)))
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline filed, if any (it may since have moved)."""
+        return self._heap[0][0] if self._heap else None
 
     def expired(self, now: float, deadline_of: Callable[[T], float | None]) -> list[T]:
         """The items whose current deadline (``deadline_of``; None: no longer

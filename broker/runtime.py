@@ -1,4 +1,4 @@
-"""Start and stop the whole broker: amqtt core, listeners, metrics."""
+"""Start and stop the whole broker: the core, its listeners, metrics."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import websockets.asyncio.server as ws_server
 from websockets.typing import Subprotocol
 
+from broker.access import Access
 from broker.fleet_broker import FleetBroker
 from broker.front_door import OnePort
 from broker.hub import ConnectionHub
@@ -23,6 +24,7 @@ from broker.metrics import Metrics, serve_metrics
 from broker.revocation import RevocationFile
 from broker.ws_front import serve_ws_front
 from epns import pki, tls
+from epns.acl_rules import AccessPolicy
 from epns.broker_config import BrokerSettings, ListenerSettings
 from epns.errors import ConfigError, PKIError
 from epns.logs import event
@@ -43,29 +45,13 @@ class RunningBroker:
     _cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     async def stop(self) -> None:
-        """Close listeners and clients, then amqtt."""
+        """Close listeners and clients, then the core."""
         for closer in self._closers:
             closer.close()
         await self.hub.close()
         await self.broker.shutdown()
         for cleanup in self._cleanups:
             cleanup()
-
-
-def amqtt_config(settings: BrokerSettings, revocations: RevocationFile,
-                 token_key: object) -> dict[str, Any]:
-    """amqtt's configuration: every listener is 'external' (the hub and the
-    WebSocket server own the sockets), and only our two plugins are loaded."""
-    listeners: dict[str, Any] = {"default": {"type": "external"}}
-    listeners.update({name: {"type": "external"} for name in settings.listeners.enabled()})
-    return {
-        "listeners": listeners,
-        "session_expiry_interval": int(settings.limits.session_expiry),
-        "plugins": {
-            "broker.plugins.FleetAuthPlugin": {"revocations": revocations, "token_key": token_key},
-            "broker.plugins.FleetTopicPlugin": {},
-        },
-    }
 
 
 def _context(settings: BrokerSettings) -> ssl.SSLContext:
@@ -89,9 +75,11 @@ async def start(settings: BrokerSettings) -> RunningBroker:
             token_key = pki.load_public_key(settings.identity.server_public_key)
         except PKIError as exc:
             raise ConfigError(str(exc)) from exc
-    revocations = RevocationFile(settings.identity.revocation_file)
+    access = Access(RevocationFile(settings.identity.revocation_file), token_key,
+                    AccessPolicy(settings.acl.rules))
+    revocations = access.revocations
     metrics = Metrics()
-    broker = FleetBroker(amqtt_config(settings, revocations, token_key), settings.limits, metrics)
+    broker = FleetBroker(settings.limits, metrics, access)
     await broker.start()
     hub = ConnectionHub(broker, settings.limits, metrics, revocations,
                         settings.identity.revocation_check_interval)

@@ -4,8 +4,8 @@ nginx ends the agent's TLS and verifies its certificate; the broker never
 sees that TLS, so nginx passes what it learnt in headers it sets itself
 (``epns.front.from_headers``). The socket's file mode decides who may
 connect (``epns.unix_socket``): only a front the operator let in is believed.
-The identity then reaches the auth plugin exactly as a certificate from the
-broker's own TLS does, through the writer's ``get_ssl_info``.
+The identity then reaches authentication exactly as a certificate from the
+broker's own TLS does (``MQTTConnection.certificate``).
 """
 
 from __future__ import annotations
@@ -14,42 +14,15 @@ import logging
 from pathlib import Path
 
 import websockets.asyncio.server as ws_server
-from amqtt.adapters import WebSocketsWriter
 from websockets.typing import Subprotocol
 
 from broker.hub import ConnectionHub
 from epns.errors import MalformedMessage
-from epns.front import ADDRESS_HEADER, CERT_HEADER, Handover, from_headers
+from epns.front import ADDRESS_HEADER, CERT_HEADER, from_headers
 from epns.logs import event
 from epns.unix_socket import bind_trusted_socket
 
 log = logging.getLogger(__name__)
-
-
-class _ForwardedTLS:
-    """What the auth plugin asks of a TLS object: the peer's certificate."""
-
-    def __init__(self, der: bytes | None) -> None:
-        self._der = der
-
-    def getpeercert(self, binary_form: bool = False) -> bytes | None:
-        """The certificate nginx verified (DER); only the binary form is asked."""
-        assert binary_form, "the auth plugin reads the DER form"
-        return self._der
-
-
-class _FrontedWriter(WebSocketsWriter):
-    """amqtt's WebSocket writer, with the peer and certificate the front saw."""
-
-    def __init__(self, connection: ws_server.ServerConnection, handover: Handover) -> None:
-        super().__init__(connection)
-        self._handover = handover
-
-    def get_peer_info(self) -> tuple[str, int]:
-        return (self._handover.peer_host, self._handover.peer_port)
-
-    def get_ssl_info(self) -> _ForwardedTLS:
-        return _ForwardedTLS(self._handover.cert_der)
 
 
 async def serve_ws_front(hub: ConnectionHub, name: str, path: Path) -> ws_server.Server:
@@ -64,7 +37,8 @@ async def serve_ws_front(hub: ConnectionHub, name: str, path: Path) -> ws_server
             event(log, "front_refused", logging.WARNING, listener=name, reason=str(exc))
             await connection.close(1008, "bad front headers")
             return
-        await hub.serve_websocket(name, connection, _FrontedWriter(connection, handover))
+        await hub.serve_websocket(name, connection, peer=(handover.peer_host, handover.peer_port),
+                                  certificate=handover.cert_der)
 
     return await ws_server.unix_serve(
         handle, sock=sock, subprotocols=[Subprotocol("mqtt")],

@@ -122,6 +122,29 @@ class LimitSettings:
     # before any TLS work, which is what absorbs a reconnect storm.
     connect_rate: float = 1_000.0
     connect_burst: int = 500
+    # New connections per second that are one client address's share, for
+    # fairness between sources (docs/architecture.md, "Admission"): while the
+    # admission bucket holds more than connect_reserve of its burst anyone takes
+    # from it, so a lone office behind one NAT gets the whole rate; the reserve
+    # is for the sources within their share (per address and per subnet), and
+    # one past its share gets only what is above the reserve.
+    source_connect_rate: float = 20.0
+    # The burst of one address's share.
+    source_connect_burst: int = 50
+    # New connections per second that are one subnet's share (/24 IPv4, /64 IPv6).
+    subnet_connect_rate: float = 100.0
+    # The burst of one subnet's share.
+    subnet_connect_burst: int = 200
+    # The fraction of connect_burst kept for sources within their share (0: none).
+    connect_reserve: float = 0.5
+    # TLS handshakes in progress per client address, at all times: one host
+    # must not hold the broker's sockets with handshakes left hanging.
+    source_handshakes: int = 500
+    # Addresses (and subnets) remembered for the shares, least recently seen forgotten first.
+    max_sources: int = 16_384
+    # A refused or failed connection (admission, TLS handshake) is logged once
+    # per cause and this many seconds, with the count of the others held back.
+    refusal_log_interval: float = 10.0
     # Seconds from the TCP accept to a complete CONNECT; then the socket is closed.
     connect_timeout: float = 10.0
     # Seconds the TLS handshake may take.
@@ -136,20 +159,28 @@ class LimitSettings:
     max_inflight: int = 32
     # Messages queued per client (offline or over max_inflight); the oldest is dropped.
     max_queued: int = 1_000
+    # Topic filters one client may hold; SUBACK refuses (0x80) the ones past it.
+    # An agent holds three, the server a handful.
+    max_subscriptions: int = 100
     # A persistent session (an offline agent's queue) is kept this long.
     session_expiry: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
-        for name in ("max_connections", "connect_burst", "max_packet_size", "max_inflight",
-                     "max_queued"):
+        for name in ("max_connections", "connect_burst", "source_connect_burst",
+                     "subnet_connect_burst", "source_handshakes", "max_sources",
+                     "max_packet_size", "max_inflight", "max_queued", "max_subscriptions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("connect_rate", "connect_timeout", "tls_handshake_timeout", "max_idle",
+        for name in ("connect_rate", "source_connect_rate", "subnet_connect_rate",
+                     "refusal_log_interval", "connect_timeout", "tls_handshake_timeout",
+                     "max_idle",
                      "session_expiry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.keepalive_factor < 1:
             raise ValueError("keepalive_factor must be at least 1")
+        if not 0 <= self.connect_reserve < 1:
+            raise ValueError("connect_reserve must be at least 0 and below 1")
 
 
 @dataclass(frozen=True)

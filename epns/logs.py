@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["LogSettings", "Throttle", "configure", "event"]
+__all__ = ["LogSettings", "RateLimitedLog", "Throttle", "configure", "event"]
 
 _FIELDS = "epns_fields"
 
@@ -69,11 +69,72 @@ class Throttle:
         self._last[key] = now
         return True, self._held.pop(key, 0)
 
+    def holding(self) -> bool:
+        """Whether any key has lines held back."""
+        return bool(self._held)
+
+    def overdue(self, now: float) -> list[tuple[tuple[str, ...], int]]:
+        """The keys with lines held back whose interval has passed, each with
+        its count; they count as logged now."""
+        due = [(key, held) for key, held in self._held.items()
+               if now - self._last[key] >= self._interval]
+        for key, _ in due:
+            del self._held[key]
+            self._last[key] = now
+        return due
+
     def _forget(self, now: float) -> None:
         # Keys whose interval has passed owe nothing but their held count,
         # which a flood of new keys may cost: the bound on memory comes first.
-        self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+        # Were the table still full, the older half goes too (their next line
+        # comes early), so that a burst of new keys costs neither unbounded
+        # memory nor a pass over the table for each key.
+        fresh = [(k, t) for k, t in self._last.items() if now - t < self._interval]
+        if len(fresh) >= self._max_keys:
+            fresh = fresh[len(fresh) - self._max_keys // 2:]
+        self._last = dict(fresh)
         self._held = {k: n for k, n in self._held.items() if k in self._last}
+
+
+class RateLimitedLog:
+    """Event lines that come in floods (refused and failed connections): at
+    most one per cause and ``interval``, each with the count of the ones held
+    back. The cause is the line's ``reason``, a small vocabulary (a refusal
+    reason, a TLS alert), never a peer: a flood from a thousand addresses costs
+    the log what a flood from one does.
+
+    The first line of a cause is written at once. Those that follow within
+    ``interval`` are counted, and the next one written says ``suppressed=N``;
+    ``flush``, called now and then, writes the count of a flood that ended,
+    which no next line would carry. The caller passes the clock."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0,
+                 level: int = logging.WARNING, max_causes: int = 1_000) -> None:
+        self._logger = logger
+        self._level = level
+        self._throttle = Throttle(interval, max_causes)
+
+    def event(self, name: str, reason: str, now: float, **fields: Any) -> bool:
+        """Log ``name reason=<reason> <fields>``, with ``suppressed=N`` when
+        N lines of this name and reason were held back since the last one;
+        or hold it back. True when written."""
+        due, held = self._throttle.admit((name, reason), now)
+        if due:
+            counted = {"suppressed": held} if held else {}
+            event(self._logger, name, self._level, reason=reason, **fields, **counted)
+        return due
+
+    def holding(self) -> bool:
+        """Whether lines are held back that no line has counted yet."""
+        return self._throttle.holding()
+
+    def flush(self, now: float) -> int:
+        """Write ``name reason=<reason> suppressed=N`` for each cause whose
+        held-back lines are ``interval`` old; how many lines were written."""
+        due = self._throttle.overdue(now)
+        for (name, reason), held in due:
+            event(self._logger, name, self._level, reason=reason, suppressed=held)
+        return len(due)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

@@ -79,7 +79,7 @@ def test_oversized_packet_closes_that_client_only(start_broker, pki_dir, agent_i
     big.paho.publish(f"epns/v1/agents/{sender}/evt", b"x" * 4096, qos=0)
     assert big.disconnects.get(timeout=5) != 0
     if broker.kind == "epns":
-        broker.log_contains(r"protocol_violation .*exceeds max_packet_size 1024")
+        broker.log_contains(r"protocol_violation .*exceeds the maximum packet size 1024")
     srv.publish(f"epns/v1/agents/{bystander}/cmd", b"still served")
     assert other.expect().payload == b"still served"
     for client in (big, other, srv):

@@ -48,5 +48,6 @@ def test_first_packet_that_is_not_connect_is_refused(epns_broker, pki_dir):
     raw = RawClient(epns_broker.port, pki_dir, "a001")
     raw.send(bytes([0xC0, 0x00]))  # PINGREQ before CONNECT
     assert raw.closed_within(3) is not None
-    epns_broker.log_contains(r"protocol_violation .*the first packet is not CONNECT")
+    epns_broker.log_contains(
+        r"protocol_violation .*the first packet is PINGREQ, not CONNECT.* rule=MQTT-3.1.0-1")
     raw.close()

@@ -1,11 +1,12 @@
-"""broker.wire writes the same PUBLISH bytes as amqtt's PublishPacket."""
+"""epns.mqtt writes the same PUBLISH bytes as amqtt's PublishPacket (an
+independent encoder), and reads what amqtt writes."""
 
 from __future__ import annotations
 
 import pytest
 from amqtt.mqtt.publish import PublishPacket
 
-from broker.wire import publish_packet, remaining_length
+from epns.mqtt import Connect, Decoder, Publish, encode, publish_bytes, remaining_length
 
 
 @pytest.mark.parametrize("payload_size", [0, 1, 90, 127, 200, 16_383, 16_400, 2_100_000])
@@ -19,7 +20,10 @@ def test_publish_matches_amqtt(payload_size: int, qos: int, packet_id: int | Non
     topic = "epns/v1/agents/agent-é-42/cmd"
     payload = bytes(range(256)) * (payload_size // 256) + bytes(payload_size % 256)
     stock = PublishPacket.build(topic, payload, packet_id, dup, qos, retain).to_bytes()
-    assert publish_packet(topic, payload, qos, packet_id, dup=dup, retain=retain) == stock
+    assert publish_bytes(topic, payload, qos, packet_id, dup=dup, retain=retain) == stock
+    decoder = Decoder(max_packet_size=3_000_000)
+    decoded = decoder.packets(encode(Connect("a")) + stock)[1]
+    assert decoded == Publish(topic, payload, qos, retain, dup, packet_id)
 
 
 @pytest.mark.parametrize(("value", "encoded"), [
