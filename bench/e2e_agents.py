@@ -52,20 +52,14 @@ import uvloop
 from agent_push.cli import load_command_key
 from agent_push.http_exchange import retry_delay
 from bench.bench_pki import agent_id
-from bench.loadgen import cpu_seconds, describe, emit, progress
-from bench.mqtt_wire import (
-    CONNACK,
+from bench.loadgen import (
     DISCONNECT,
-    OFFLINE_PAYLOAD,
-    PUBLISH,
-    SUBACK,
-    SUBACK_FAILURE,
-    connect_packet,
-    parse_frame,
-    parse_publish,
-    puback_packet,
-    publish_packet,
-    subscribe_packet,
+    agent_connect,
+    agent_subscribe,
+    cpu_seconds,
+    describe,
+    emit,
+    progress,
 )
 from bench.processes import raise_nofile_limit
 from epns import topics
@@ -79,7 +73,18 @@ from epns.envelope import (
     encode_presence,
     verify_command,
 )
-from epns.errors import MessageError
+from epns.errors import MalformedPacket, MessageError
+from epns.mqtt import (
+    SUBACK_FAILURE,
+    Connack,
+    Decoder,
+    Packet,
+    Publish,
+    Role,
+    Suback,
+    puback_bytes,
+    publish_bytes,
+)
 from epns.sync_contract import (
     SyncFormat,
     SyncReason,
@@ -96,12 +101,6 @@ MAX_RETRIES = 5
 MAX_RETRY_AFTER = 300.0
 HTTP_TIMEOUT = 30.0
 VERSION = "bench"
-
-
-def retained_qos1(topic: str, payload: bytes, packet_id: int) -> bytes:
-    """A retained QoS 1 PUBLISH (the birth): ``publish_packet`` with the retain bit."""
-    wire = publish_packet(topic, payload, 1, packet_id)
-    return bytes([wire[0] | 0x01]) + wire[1:]
 
 
 class HttpError(Exception):
@@ -174,22 +173,29 @@ class Sim(asyncio.Protocol):
         self.replay = ReplayGuard(capacity=64)
         self.closed = False
         self._next_id = 10
-        self._buffer = bytearray()
+        self._decoder = Decoder(Role.CLIENT)
+        self._malformed: MalformedPacket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._send(connect_packet(self.name, 300, topics.agent_presence(self.name),
-                                  OFFLINE_PAYLOAD))
+        self._send(agent_connect(self.name, 300))
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (frame := parse_frame(self._buffer)) is not None:
-            packet_type, flags, body, size = frame
-            del self._buffer[:size]
-            self._handle(packet_type, flags, body)
+        decoder = self._decoder
+        decoder.feed(data)
+        try:
+            while (packet := decoder.next_packet()) is not None:
+                self._handle(packet)
+        except MalformedPacket as exc:
+            # The broker broke the protocol: drop the connection, as the
+            # agent's client would, and say why when it is counted lost.
+            self._malformed = exc
+            if self.transport is not None:
+                self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        exc = exc or self._malformed
         if self.ready is not None and not self.ready.done():
             self.ready.set_exception(ConnectionError(describe(exc)))
         elif not self.fleet.stopping:
@@ -203,37 +209,37 @@ class Sim(asyncio.Protocol):
         self._next_id = self._next_id % 65535 + 1
         return self._next_id
 
-    def _handle(self, packet_type: int, flags: int, body: bytes) -> None:
-        if packet_type == CONNACK:
-            if len(body) < 2 or body[1] != 0:
-                self._fail(f"CONNACK return code {body[1] if len(body) >= 2 else -1}")
+    def _handle(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):  # first: the packet of the hot path
+            self._on_publish(packet)
+        elif isinstance(packet, Connack):
+            if packet.return_code != 0:
+                self._fail(f"CONNACK return code {packet.return_code}")
                 return
-            filters = [topics.agent_cmd(self.name), topics.ALL_CMD]
-            self._send(subscribe_packet(1, filters, 1))
-        elif packet_type == SUBACK:
-            if len(body) < 4 or SUBACK_FAILURE in body[2:]:
-                self._fail(f"SUBACK refused a filter: {list(body[2:])}")
+            self._send(agent_subscribe([topics.agent_cmd(self.name), topics.ALL_CMD]))
+        elif isinstance(packet, Suback):
+            codes = packet.return_codes
+            if len(codes) < 2 or SUBACK_FAILURE in codes:
+                self._fail(f"SUBACK refused a filter: {list(codes)}")
                 return
             birth = Presence(PresenceState.ONLINE, at=time.time(), route="primary",
                              version=VERSION, hostname=self.name)
-            self._send(retained_qos1(topics.agent_presence(self.name), encode_presence(birth),
-                                     self._packet_id()))
+            self._send(publish_bytes(topics.agent_presence(self.name), encode_presence(birth),
+                                     1, self._packet_id(), retain=True))
             if self.ready is not None and not self.ready.done():
                 self.ready.set_result(None)
-        elif packet_type == PUBLISH:
-            self._on_publish(flags, body)
 
     def _fail(self, reason: str) -> None:
         if self.ready is not None and not self.ready.done():
             self.ready.set_exception(ConnectionError(reason))
 
-    def _on_publish(self, flags: int, body: bytes) -> None:
+    def _on_publish(self, packet: Publish) -> None:
         received = time.monotonic()
-        topic, packet_id, payload = parse_publish(flags, body)
-        if packet_id:
-            self._send(puback_packet(packet_id))
+        topic = packet.topic
+        if packet.packet_id is not None:
+            self._send(puback_bytes(packet.packet_id))
         try:
-            command = verify_command(payload, self.fleet.key, agent_id=self.name,
+            command = verify_command(packet.payload, self.fleet.key, agent_id=self.name,
                                      groups=frozenset(), replay=self.replay, now=time.time())
         except MessageError as exc:
             self.fleet.rejected[f"{type(exc).__name__} on {topic.split('/')[2]}"] += 1
@@ -244,8 +250,8 @@ class Sim(asyncio.Protocol):
 
     def publish_event(self, report: Event) -> None:
         """An event on this agent's evt topic, QoS 1."""
-        self._send(publish_packet(topics.agent_evt(self.name), encode_event(report), 1,
-                                  self._packet_id()))
+        self._send(publish_bytes(topics.agent_evt(self.name), encode_event(report), 1,
+                                 self._packet_id()))
 
     async def sync(self, command_id: str, wakeup: str, received: float) -> None:
         """One wake sync: POST, GET, sync event; its timings go to stdout."""

@@ -1,8 +1,9 @@
 """Load generator: N simulated epns agents holding idle MQTT-over-TLS connections.
 
-One process, one asyncio (uvloop) event loop, raw MQTT 3.1.1 packets written
-by hand: a simulated agent costs a socket, a TLS context and a small protocol
-object, so a single core can drive thousands of them. Each agent has its own
+One process, one asyncio (uvloop) event loop, MQTT 3.1.1 through the sans-IO
+codec ``epns.mqtt`` (no client library): a simulated agent costs a socket, a
+TLS context, a decoder and a small protocol object, so a single core can
+drive thousands of them. Each agent has its own
 client certificate (CN = agent id) from the benchmark PKI (``bench_pki``) and
 behaves like a real agent on (re)connect:
 
@@ -63,17 +64,37 @@ import uvloop
 
 # The real agent's reconnect policy, imported.
 from agent_push.backoff import Backoff
-from bench import mqtt_wire as wire
 from bench.bench_pki import DEFAULT_DIR, agent_id
 from bench.processes import raise_nofile_limit
 from bench.wake_payload import decode as decode_wake
+from epns import topics
 from epns.agent_config import ReconnectSettings
+from epns.errors import MalformedPacket
+from epns.mqtt import (
+    SUBACK_FAILURE,
+    Connack,
+    Connect,
+    Decoder,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Publish,
+    Role,
+    Suback,
+    Subscribe,
+    Will,
+    encode,
+    puback_bytes,
+)
 from epns.topics import ALL_CMD
 
 # The real agent's reconnect defaults (base 1 s, cap 120 s).
 RECONNECT = ReconnectSettings()
 
 SUBSCRIBE_PACKET_ID = 1
+OFFLINE_PAYLOAD = b'{"v":1,"state":"offline","at":0}'
+PINGREQ = encode(Pingreq())
+DISCONNECT = encode(Disconnect())
 # How often the single keep-alive task looks for agents due a PINGREQ.
 PING_SCAN_INTERVAL = 1.0
 PROGRESS_INTERVAL = 5.0
@@ -90,6 +111,19 @@ def describe(exc: BaseException | None) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{type(exc).__name__}: {exc.strerror}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def agent_connect(name: str, keepalive: int) -> bytes:
+    """CONNECT as the agent sends it: clean session off, a retained QoS 1
+    "offline" will on its presence topic, no username or password (the
+    client certificate is the identity)."""
+    will = Will(topics.agent_presence(name), OFFLINE_PAYLOAD, qos=1, retain=True)
+    return encode(Connect(name, keepalive, clean_session=False, will=will))
+
+
+def agent_subscribe(filters: list[str]) -> bytes:
+    """SUBSCRIBE at QoS 1 to each filter, as the agent does after CONNACK 0."""
+    return encode(Subscribe(SUBSCRIBE_PACKET_ID, tuple((name, 1) for name in filters)))
 
 
 class AgentFailure(Exception):
@@ -120,7 +154,8 @@ class Agent(asyncio.Protocol):
         self.tls_version: str | None = None
         self.alpn: str | None = None  # the protocol the broker selected, if any
         self.publishes = 0
-        self._buffer = bytearray()
+        self._decoder = Decoder(Role.CLIENT)
+        self._malformed: MalformedPacket | None = None
 
     def reset(self) -> None:
         """Forget the last connection before a new attempt."""
@@ -129,7 +164,8 @@ class Agent(asyncio.Protocol):
         self.stage = "not started"
         self.outcome = None
         self.closed = self.aborted = self.ready = False
-        self._buffer.clear()
+        self._decoder = Decoder(Role.CLIENT)
+        self._malformed = None
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -142,19 +178,24 @@ class Agent(asyncio.Protocol):
         self.tls_version = ssl_object.version() if ssl_object is not None else None
         self.alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self.stage = "CONNACK"
-        self._send(wire.connect_packet(self.name, self.keepalive,
-                                       f"epns/v1/agents/{self.name}/presence",
-                                       wire.OFFLINE_PAYLOAD), now)
+        self._send(agent_connect(self.name, self.keepalive), now)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (frame := wire.parse_frame(self._buffer)) is not None:
-            packet_type, flags, body, size = frame
-            del self._buffer[:size]
-            self._handle(packet_type, flags, body)
+        decoder = self._decoder
+        decoder.feed(data)
+        try:
+            while (packet := decoder.next_packet()) is not None:
+                self._handle(packet)
+        except MalformedPacket as exc:
+            # The broker broke the protocol: drop the connection, as an
+            # agent's client would, and say why when it is reported lost.
+            self._malformed = exc
+            if self.transport is not None:
+                self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        exc = exc or self._malformed
         if self.aborted:
             return
         if self.ready:
@@ -169,18 +210,22 @@ class Agent(asyncio.Protocol):
             self.transport.write(data)
             self.last_tx = now
 
-    def _handle(self, packet_type: int, flags: int, body: bytes) -> None:
-        if packet_type == wire.CONNACK and self.stage == "CONNACK":
-            code = body[1] if len(body) >= 2 else -1
-            if code != 0:
-                self._fail(f"CONNACK return code {code}")
+    def _handle(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):  # first: the one packet of the hot path
+            now = time.monotonic()
+            self.publishes += 1
+            if packet.packet_id is not None:
+                self._send(puback_bytes(packet.packet_id), now)
+            self._hooks.received(packet.topic, packet.payload, now)
+        elif isinstance(packet, Connack) and self.stage == "CONNACK":
+            if packet.return_code != 0:
+                self._fail(f"CONNACK return code {packet.return_code}")
                 return
             self.stage = "SUBACK"
-            self._send(wire.subscribe_packet(SUBSCRIBE_PACKET_ID, self.filters, 1),
-                       time.monotonic())
-        elif packet_type == wire.SUBACK and self.stage == "SUBACK":
-            codes = body[2:]
-            if len(codes) != len(self.filters) or wire.SUBACK_FAILURE in codes:
+            self._send(agent_subscribe(self.filters), time.monotonic())
+        elif isinstance(packet, Suback) and self.stage == "SUBACK":
+            codes = packet.return_codes
+            if len(codes) != len(self.filters) or SUBACK_FAILURE in codes:
                 self._fail(f"SUBACK refused a subscription (codes {list(codes)})")
                 return
             self.suback_at = time.monotonic()
@@ -188,13 +233,6 @@ class Agent(asyncio.Protocol):
             self.ready = True
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(None)
-        elif packet_type == wire.PUBLISH:
-            now = time.monotonic()
-            self.publishes += 1
-            topic, packet_id, payload = wire.parse_publish(flags, body)
-            if packet_id:
-                self._send(wire.puback_packet(packet_id), now)
-            self._hooks.received(topic, payload, now)
 
     def _fail(self, reason: str) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -203,11 +241,11 @@ class Agent(asyncio.Protocol):
     def ping_if_due(self, now: float) -> None:
         """Send PINGREQ when half the keep-alive passed without sending."""
         if self.ready and not self.closed and now - self.last_tx >= self.keepalive / 2:
-            self._send(wire.PINGREQ, now)
+            self._send(PINGREQ, now)
 
     def disconnect(self, now: float) -> None:
         """Send DISCONNECT (the broker then drops the will) and close."""
-        self._send(wire.DISCONNECT, now)
+        self._send(DISCONNECT, now)
         if self.transport is not None and not self.closed:
             self.transport.close()
 

@@ -33,10 +33,12 @@ from typing import Any
 
 import uvloop
 
-from bench import mqtt_wire as wire
 from bench.bench_pki import DEFAULT_DIR, agent_id
 from bench.wake_payload import encode
 from epns import pki
+from epns.errors import MalformedPacket
+from epns.mqtt import Connack, Connect, Decoder, Disconnect, Puback, Role, publish_bytes
+from epns.mqtt import encode as encode_packet
 from epns.topics import ALL_CMD
 
 CLIENT_ID = pki.SERVER_CLIENT_NAME
@@ -54,31 +56,40 @@ class Publisher(asyncio.Protocol):
         self.last_ack_at = 0.0
         self.all_acked = asyncio.Event()
         self._next_id = 0
-        self._buffer = bytearray()
+        self._decoder = Decoder(Role.CLIENT)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.write(wire.connect_packet(CLIENT_ID, 60))  # type: ignore[attr-defined]
+        # Clean session off, no will, no username: the certificate is the identity.
+        transport.write(encode_packet(  # type: ignore[attr-defined]
+            Connect(CLIENT_ID, 60, clean_session=False)))
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (frame := wire.parse_frame(self._buffer)) is not None:
-            packet_type, _flags, body, size = frame
-            del self._buffer[:size]
-            if packet_type == wire.CONNACK and not self.connected.done():
-                if len(body) >= 2 and body[1] == 0:
-                    self.connected.set_result(None)
-                else:
-                    self.connected.set_exception(RuntimeError(f"CONNACK {body!r}"))
-            elif packet_type == wire.PUBACK:
-                packet_id = int.from_bytes(body[:2], "big")
-                if packet_id in self.unacked:
-                    self.unacked.discard(packet_id)
-                    self.acked += 1
-                    self.last_ack_at = time.monotonic()
-                    self.window.release()
-                    if not self.unacked:
-                        self.all_acked.set()
+        self._decoder.feed(data)
+        try:
+            while (packet := self._decoder.next_packet()) is not None:
+                if isinstance(packet, Puback):
+                    self._acked(packet.packet_id)
+                elif isinstance(packet, Connack) and not self.connected.done():
+                    if packet.return_code == 0:
+                        self.connected.set_result(None)
+                    else:
+                        self.connected.set_exception(
+                            RuntimeError(f"CONNACK return code {packet.return_code}"))
+        except MalformedPacket as exc:
+            if not self.connected.done():
+                self.connected.set_exception(RuntimeError(f"malformed packet: {exc}"))
+            assert self.transport is not None
+            self.transport.abort()
+
+    def _acked(self, packet_id: int) -> None:
+        if packet_id in self.unacked:
+            self.unacked.discard(packet_id)
+            self.acked += 1
+            self.last_ack_at = time.monotonic()
+            self.window.release()
+            if not self.unacked:
+                self.all_acked.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.connected.done():
@@ -92,7 +103,7 @@ class Publisher(asyncio.Protocol):
         self.all_acked.clear()
         sent_at = time.monotonic()
         assert self.transport is not None
-        self.transport.write(wire.publish_packet(topic, encode(seq, sent_at), 1, self._next_id))
+        self.transport.write(publish_bytes(topic, encode(seq, sent_at), 1, self._next_id))
         return sent_at
 
 
@@ -133,7 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await client.all_acked.wait()
         finally:
             if not transport.is_closing():
-                transport.write(wire.DISCONNECT)
+                transport.write(encode_packet(Disconnect()))
                 transport.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"mode": args.mode, "sent": len(sent), "acked": client.acked,
