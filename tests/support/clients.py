@@ -14,6 +14,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from epns import pki
+from epns.mqtt import (
+    Connect,
+    Decoder,
+    Packet,
+    Role,
+    Subscribe,
+    Will,
+    encode,
+    puback_bytes,
+    remaining_length,
+)
 
 _V5_TO_V311 = {0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
 
@@ -138,86 +149,74 @@ def connect_server(port: int, pki_dir: Path) -> Client:
 
 
 # -- raw MQTT, for misbehaving clients -------------------------------------
+# Well-formed packets come from epns.mqtt, the codec under test elsewhere;
+# the deliberately malformed ones stay hand-written in the tests themselves.
 
 def encode_length(length: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
+    """The remaining-length field (section 2.2.3), to hand-build a frame."""
+    return remaining_length(length)
 
 
 def utf8(text: str) -> bytes:
+    """A length-prefixed string, to hand-build a (malformed) packet."""
     data = text.encode()
     return struct.pack("!H", len(data)) + data
 
 
 def connect_packet(client_id: str, *, keepalive: int = 60, clean: bool = True,
                    will: tuple[str, bytes] | None = None) -> bytes:
-    flags = 0x02 if clean else 0
-    payload = utf8(client_id)
-    if will is not None:
-        flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
-        payload += utf8(will[0]) + struct.pack("!H", len(will[1])) + will[1]
-    body = utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
-    return bytes([0x10]) + encode_length(len(body)) + body
+    """CONNECT; the will, if any, is retained at QoS 1 as the agent's is."""
+    last_will = None if will is None else Will(will[0], will[1], qos=1, retain=True)
+    return encode(Connect(client_id, keepalive, clean_session=clean, will=last_will))
 
 
 def subscribe_packet(packet_id: int, topic: str, qos: int = 1) -> bytes:
-    body = struct.pack("!H", packet_id) + utf8(topic) + bytes([qos])
-    return bytes([0x82]) + encode_length(len(body)) + body
+    """SUBSCRIBE to one filter."""
+    return encode(Subscribe(packet_id, ((topic, qos),)))
 
 
 def puback_packet(packet_id: int) -> bytes:
-    return bytes([0x40, 2]) + struct.pack("!H", packet_id)
+    """PUBACK."""
+    return puback_bytes(packet_id)
 
 
 class RawClient:
-    """A TLS socket speaking hand-made MQTT, to misbehave on purpose."""
+    """A TLS socket speaking hand-made MQTT, to misbehave on purpose.
+
+    What the broker answers is read by the strict client-side decoder, so a
+    malformed answer fails the test with MalformedPacket."""
 
     def __init__(self, port: int, pki_dir: Path, agent_id: str | None) -> None:
         files = agent_files(pki_dir, agent_id) if agent_id else (None, None)
         context = tls_context(pki_dir, *files)
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
-        self.buffer = b""
+        self.decoder = Decoder(Role.CLIENT)
         _opened.append(self)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def read_packet(self, timeout: float = 5) -> tuple[int, int, bytes]:
-        """(type, flags, body) of the next packet; raises on EOF or timeout."""
+    def read(self, timeout: float = 5) -> Packet:
+        """The next packet; raises on EOF or timeout."""
         self.sock.settimeout(timeout)
-        while True:
-            parsed = self._parse()
-            if parsed is not None:
-                return parsed
+        while (packet := self.decoder.next_packet()) is None:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError("closed by the broker")
-            self.buffer += chunk
+            self.decoder.feed(chunk)
+        return packet
 
-    def _parse(self) -> tuple[int, int, bytes] | None:
-        if len(self.buffer) < 2:
-            return None
-        length, multiplier, index = 0, 1, 1
-        while True:
-            if index >= len(self.buffer):
-                return None
-            byte = self.buffer[index]
-            length += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            index += 1
-            if not byte & 0x80:
-                break
-        if len(self.buffer) < index + length:
-            return None
-        first = self.buffer[0]
-        body = self.buffer[index:index + length]
-        self.buffer = self.buffer[index + length:]
-        return first >> 4, first & 0x0F, body
+    def read_packet(self, timeout: float = 5) -> tuple[int, int, bytes]:
+        """(type, flags, body) of the next packet, for tests that read its bytes.
+
+        The decoded packet encoded again: the decoder makes its fields fill the
+        packet exactly, so the body is the one the broker sent."""
+        frame = encode(self.read(timeout))
+        start = 2
+        while frame[start - 1] & 0x80:  # the remaining length's continuation bit
+            start += 1
+        return frame[0] >> 4, frame[0] & 0x0F, frame[start:]
 
     def closed_within(self, seconds: float) -> float | None:
         """Seconds until the broker closed the connection, or None."""
