@@ -2,8 +2,11 @@
 
 The hub owns every client connection, whatever the transport:
 
-- it counts and rate-limits raw TCP connections and closes the excess at
-  once, before any TLS work (``broker.admission``);
+- it counts and rate-limits raw TCP connections, fairly between sources
+  (a flood from one host takes only what the others leave), and closes the
+  excess at once, before any TLS work (``broker.admission``); a refused or
+  failed connection is one log line per cause and ``refusal_log_interval``
+  (``epns.logs.RateLimitedLog``);
 - it bounds the TLS handshake, and the time from accept to CONNECT;
 - it drops a client silent for ``keepalive_factor`` times its keep-alive, at
   that moment (a timer at the earliest deadline, ``broker.idle``);
