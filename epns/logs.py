@@ -165,8 +165,7 @@ class _JSONFormatter(logging.Formatter):
 
 
 def configure(level: str, fmt: str) -> None:
-    """Send logs to stderr in the chosen format. amqtt's own chatter is kept to
-    warnings: it logs every connection at INFO."""
+    """Send logs to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JSONFormatter())
@@ -176,7 +175,5 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("amqtt").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("transitions").setLevel(logging.WARNING)
     # httpx logs every request as free text; the agent's sync logs one event instead.
     logging.getLogger("httpx").setLevel(logging.WARNING)
