@@ -1,9 +1,8 @@
 """Keep CPython's cyclic garbage collector away from the connected fleet.
 
-Every agent was about 190 to 230 long-lived container objects (amqtt's
-session and its ``transitions`` state machine, the handler, the TLS
-transport; measured before ``FleetSession`` and ``FleetHandler`` made them
-leaner, not re-counted since), so 10,000 agents were about 1.9 million
+Every agent was about 190 to 230 long-lived container objects on the
+amqtt-based broker (amqtt's session and its ``transitions`` state machine,
+the handler, the TLS transport), so 10,000 agents were about 1.9 million
 objects, and with stock
 settings the collector's full (generation 2) collections traverse all of them
 again each time the heap has grown by a quarter. In the hold benchmark at
@@ -19,8 +18,12 @@ with the number of connected agents.
 
 What ``gc.freeze()`` gives up: a reference cycle among frozen objects that
 dies later is not freed (reference counting still frees everything else). The
-broker makes such cycles: each reconnect that resumes a stored session leaves
-amqtt's duplicate session (about 180 objects) when it disconnects. A full
+amqtt-based broker made such cycles (each resumed session left amqtt's
+duplicate session, about 180 objects); the core of issue 15 keeps about 12
+objects per agent besides its TLS transport (gc.get_objects over 200 agents
+held in memory) and breaks its one session-connection cycle at disconnect,
+so these collections now find little, but the policy stays for the TLS
+transports and whatever a future change leaves behind. A full
 collection of everything (``gc.unfreeze()``, ``gc.collect()``,
 ``gc.freeze()``) frees them; it runs at most once per
 ``full_collection_interval``, and only once the process's peak memory has grown
