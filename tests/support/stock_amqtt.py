@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
-
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from amqtt.broker import Broker
