@@ -25,6 +25,7 @@ import uvloop
 
 from broker import runtime
 from broker.gc_policy import GCPolicy
+from broker.memory import HeapRelease, malloc_trim
 from epns import logs, pki
 from epns.broker_config import BrokerSettings, load_broker_settings
 from epns.errors import EPNSError
@@ -41,6 +42,9 @@ async def _run(settings: BrokerSettings) -> None:
     collector = GCPolicy(settings.gc)
     collector.start(time.monotonic())
     collector_task = asyncio.create_task(collector.run())
+    # A burst of closed connections leaves the C heap's pages resident (docs/memory.md).
+    release = HeapRelease(settings.memory, lambda: running.metrics.closed, malloc_trim())
+    release_task = asyncio.create_task(release.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +52,7 @@ async def _run(settings: BrokerSettings) -> None:
     logs.event(log, "ready", ports=",".join(f"{k}:{v}" for k, v in running.ports.items()))
     await stop.wait()
     collector_task.cancel()
+    release_task.cancel()
     logs.event(log, "stopping")
     await running.stop()
     logs.event(log, "stopped")

@@ -215,6 +215,7 @@ class ConnectionHub:
             self._connections.discard(conn)
             self.metrics.connections[conn.listener] -= 1
             self.gate.release()
+            self.metrics.closed += 1
             self.broker.connection_lost(conn)
 
     def _log_refusal(self, reason: str, address: Any, now: float) -> None:

@@ -25,6 +25,8 @@ class Metrics:
         # HTTPS connections a one-port listener relays to the server now.
         self.http_relays = 0
         self.connects = 0
+        # Client connections closed, failed TLS handshakes included (broker.memory).
+        self.closed = 0
         self.refusals: Counter[str] = Counter()
         self.messages_in = 0
         self.messages_out = 0

@@ -21,6 +21,7 @@ __all__ = [
     "LimitSettings",
     "ListenerSettings",
     "ListenersSettings",
+    "MemorySettings",
     "MetricsSettings",
     "TLSSettings",
     "load_broker_settings",
@@ -228,6 +229,26 @@ class AclSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """Memory the C heap keeps after connections close, handed back to the
+    system after a burst (``broker/memory.py``; docs/memory.md)."""
+
+    # Hand the heap's free memory back (malloc_trim) once this many connections
+    # have closed since the last time. 0 = never: glibc's own policy, under
+    # which the RSS stays at the peak of a burst of TLS handshakes.
+    release_after_closes: int = 64
+    # At least this many seconds between two releases (each walks the whole
+    # heap: about 15 ms per GiB, plus some 15 ms per 100 MiB it gives back).
+    release_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.release_after_closes < 0:
+            raise ValueError("release_after_closes must not be negative")
+        if self.release_interval < 0:
+            raise ValueError("release_interval must not be negative")
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
     """Everything ``epns-broker`` needs, frozen and passed down."""
 
@@ -238,6 +259,7 @@ class BrokerSettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     gc: GCSettings = field(default_factory=GCSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     acl: AclSettings = field(default_factory=AclSettings)
 
     def __post_init__(self) -> None:
