@@ -55,6 +55,8 @@ class MQTTConnection(asyncio.Protocol):
         # send one (counted from opened_at, however it trickles bytes).
         self.idle_limit: float = hub.limits.connect_timeout
         self.keep_alive = 0
+        # The deadline the hub's idle watch has it filed at (broker.idle).
+        self.idle_filed: float | None = None
         self.closed = False
         # A newer connection of the same client took the session over: this
         # one neither publishes the will nor touches the session.

@@ -162,8 +162,7 @@ class ConnectionHub:
         it speaks before; called when it opens and when its CONNECT sets the
         keep-alive."""
         deadline = conn.deadline()
-        if deadline is not None:
-            self._idle.watch(conn, deadline)
+        if deadline is not None and self._idle.watch(conn, deadline):
             self._arm_idle_timer(deadline)
 
     def _arm_idle_timer(self, deadline: float) -> None:
@@ -321,7 +320,7 @@ class ConnectionHub:
                       peer=_peer(conn), silent_for=round(now - conn.last_rx, 1),
                       limit=conn.idle_limit)
             conn.abort()
-        self._idle.prune(len(self._connections), self._connections.__contains__)
+        self._idle.prune(len(self._connections))
 
     def close_revoked(self) -> None:
         """Close every connected session the revocation list now refuses."""

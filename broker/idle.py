@@ -15,18 +15,28 @@ import heapq
 import itertools
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-T = TypeVar("T")
 
-# Entries of connections gone (closed, or collected) are dropped when they
-# outnumber the live ones by this much, so a reconnect storm cannot grow the
-# heap without bound.
+class Watched(Protocol):
+    """An item the watch files: it remembers the deadline it is filed at, so
+    that it is filed once (a second entry per connection made every check a
+    rebuild of the heap: quadratic in the fleet, 35 % of a core at 2,000
+    agents idle, bench/README.md "Issue 15")."""
+
+    idle_filed: float | None
+
+
+T = TypeVar("T", bound=Watched)
+
+# Entries of connections gone (closed, or collected) are dropped once the heap
+# holds more than twice the live ones and this slack, so a reconnect storm
+# cannot grow it without bound, and a steady fleet never rebuilds it.
 _SLACK = 1024
 
 
 class IdleWatch(Generic[T]):
-    """Items (held weakly) by deadline, soonest first."""
+    """Items (held weakly) by deadline, soonest first, each filed once."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, weakref.ref[T]]] = []
@@ -35,9 +45,15 @@ class IdleWatch(Generic[T]):
     def __len__(self) -> int:
         return len(self._heap)
 
-    def watch(self, item: T, deadline: float) -> None:
-        """Expire ``item`` at ``deadline`` unless its deadline moves."""
+    def watch(self, item: T, deadline: float) -> bool:
+        """Expire ``item`` at ``deadline`` unless its deadline moves. False
+        when it is filed at that time or sooner already: that entry, when
+        due, files it again at its deadline then."""
+        if item.idle_filed is not None and item.idle_filed <= deadline:
+            return False
+        item.idle_filed = deadline
         heapq.heappush(self._heap, (deadline, next(self._order), weakref.ref(item)))
+        return True
 
     def next_deadline(self) -> float | None:
         """The earliest deadline filed, if any (it may since have moved)."""
@@ -48,10 +64,13 @@ class IdleWatch(Generic[T]):
         watched) is before ``now``; the others looked at are filed again."""
         found: list[T] = []
         while self._heap and self._heap[0][0] < now:
-            _, _, ref = heapq.heappop(self._heap)
+            filed, _, ref = heapq.heappop(self._heap)
             item = ref()
-            deadline = deadline_of(item) if item is not None else None
-            if item is None or deadline is None:
+            if item is None or item.idle_filed != filed:
+                continue  # collected, or filed sooner since: a stale entry
+            item.idle_filed = None
+            deadline = deadline_of(item)
+            if deadline is None:
                 continue
             if deadline < now:
                 found.append(item)
@@ -59,11 +78,11 @@ class IdleWatch(Generic[T]):
                 self.watch(item, deadline)
         return found
 
-    def prune(self, alive: int, is_watched: Callable[[T], bool]) -> None:
-        """Drop the entries of items no longer watched, once there are more
-        than ``alive`` + a slack of them."""
-        if len(self._heap) <= alive + _SLACK:
+    def prune(self, alive: int) -> None:
+        """Drop the entries of items gone or filed again, once the heap holds
+        more than twice ``alive`` and a slack."""
+        if len(self._heap) <= 2 * alive + _SLACK:
             return
         self._heap = [entry for entry in self._heap
-                      if (item := entry[2]()) is not None and is_watched(item)]
+                      if (item := entry[2]()) is not None and item.idle_filed == entry[0]]
         heapq.heapify(self._heap)

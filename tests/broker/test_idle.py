@@ -12,6 +12,7 @@ class _Conn:
 
     def __init__(self, deadline: float | None) -> None:
         self.deadline = deadline
+        self.idle_filed: float | None = None
 
 
 def _deadline(conn: _Conn) -> float | None:
@@ -75,7 +76,46 @@ def test_prune_bounds_the_entries_of_closed_connections() -> None:
     dead = [_Conn(None) for _ in range(2000)]
     for conn in live + dead:
         watch.watch(conn, T0 + 450)
-    watch.prune(len(live), lambda conn: conn.deadline is not None)
+    del conn
+    dead.clear()  # closed and collected
+    watch.prune(len(live))
     assert len(watch) == len(live)
-    watch.prune(len(live), lambda conn: False)  # within the slack: left alone
-    assert len(watch) == len(live)
+
+
+def test_a_connection_is_filed_once() -> None:
+    """Filed at accept (the CONNECT deadline) and again at CONNECT (the
+    keep-alive one, later): one entry, which files it again when due. Two
+    entries per connection made every check rebuild the heap (quadratic)."""
+    watch: IdleWatch[_Conn] = IdleWatch()
+    conn = _Conn(T0 + 10)
+    assert watch.watch(conn, T0 + 10)
+    conn.deadline = T0 + 450
+    assert not watch.watch(conn, T0 + 450)
+    assert len(watch) == 1
+    assert watch.expired(T0 + 11, _deadline) == []
+    assert len(watch) == 1
+    assert watch.next_deadline() == T0 + 450
+
+
+def test_an_earlier_deadline_is_filed_and_the_later_entry_goes_stale() -> None:
+    watch: IdleWatch[_Conn] = IdleWatch()
+    conn = _Conn(T0 + 10)
+    watch.watch(conn, T0 + 10)
+    conn.deadline = T0 + 2  # keep-alive 1 s: sooner than the CONNECT deadline
+    assert watch.watch(conn, T0 + 2)
+    assert watch.expired(T0 + 3, _deadline) == [conn]
+    assert watch.expired(T0 + 11, _deadline) == []  # the stale entry is dropped
+    assert len(watch) == 0
+
+
+def test_a_steady_fleet_never_rebuilds_the_heap() -> None:
+    watch: IdleWatch[_Conn] = IdleWatch()
+    fleet = [_Conn(T0 + 450 + n / 1000) for n in range(5_000)]
+    for conn in fleet:
+        watch.watch(conn, T0 + 10)  # the CONNECT deadline first
+        watch.watch(conn, conn.deadline or 0)
+    heap_before = watch._heap
+    assert watch.expired(T0 + 11, _deadline) == []
+    watch.prune(len(fleet))
+    assert watch._heap is heap_before
+    assert len(watch) == len(fleet)
