@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "RSS per TLS connection without amqtt, uvloop and asyncio"),
     "ssl-read-chunk": ("bench.scenarios.ssl_read_chunk",
                        "RSS of a kept TLS read chunk, as read and copied"),
+    "handshake-exhaustion": ("bench.scenarios.handshake_exhaustion",
+                             "RSS after thousands of TLS handshakes left hanging"),
 }
 
 

@@ -58,10 +58,11 @@ class Broker:
 
 
 def epns_env(pki_dir: Path, *, port: int = 0, lift_admission: bool = True,
-             one_port: bool = False) -> dict[str, str]:
+             one_port: bool = False, settings: dict[str, str] | None = None) -> dict[str, str]:
     """The epns broker's settings for the benchmark, as environment variables;
     with ``one_port`` its fallback (one-port) listener is open too, with its
-    defaults, on a free loopback port."""
+    defaults, on a free loopback port; ``settings`` adds or overrides
+    variables (``{"LIMITS__TLS_HANDSHAKE_TIMEOUT": "1"}``, the prefix left out)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
     env.update({
         "EPNS_BROKER_LISTENERS__PRIMARY__HOST": "127.0.0.1",
@@ -84,17 +85,20 @@ def epns_env(pki_dir: Path, *, port: int = 0, lift_admission: bool = True,
         env.update({"EPNS_BROKER_LISTENERS__FALLBACK__ENABLED": "true",
                     "EPNS_BROKER_LISTENERS__FALLBACK__HOST": "127.0.0.1",
                     "EPNS_BROKER_LISTENERS__FALLBACK__PORT": "0"})
+    env.update({f"EPNS_BROKER_{key}": value for key, value in (settings or {}).items()})
     return env
 
 
 def start_epns(pki_dir: Path, work: Path, cpu: int | None, *, port: int = 0,
                lift_admission: bool = True, one_port: bool = False,
-               log_name: str = "epns-broker.log") -> Broker:
+               log_name: str = "epns-broker.log",
+               settings: dict[str, str] | None = None) -> Broker:
     """Start ``epns-broker`` (on ``port``, 0 = any free one; with ``one_port``
     the fallback listener too) and wait for its ready line, which names the
     port of each listener."""
     log = work / log_name
-    env = epns_env(pki_dir, port=port, lift_admission=lift_admission, one_port=one_port)
+    env = epns_env(pki_dir, port=port, lift_admission=lift_admission, one_port=one_port,
+                   settings=settings)
     with log.open("wb") as stderr:
         process = subprocess.Popen(pinned([str(EPNS_BROKER)], cpu), env=env,
                                    cwd=work, stdin=subprocess.DEVNULL,
