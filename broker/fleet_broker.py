@@ -30,7 +30,7 @@ from broker.connection import MQTTConnection
 from broker.expiry import SessionExpiry
 from broker.metrics import Metrics
 from broker.outbox import Outbox, Outgoing
-from broker.routing import SubscriptionIndex, is_valid_filter, is_wildcard
+from broker.routing import SubscriptionIndex, is_wildcard
 from broker.session import Session
 from epns.acl import Action
 from epns.broker_config import LimitSettings
@@ -329,9 +329,7 @@ class FleetBroker:
     def _grant(self, session: Session, topic_filter: str, qos: int) -> int:
         """The SUBACK code of one filter: the granted QoS, or 0x80."""
         client_id = session.client_id
-        if not is_valid_filter(topic_filter):
-            _fault("subscribe_invalid", client_id, filter=topic_filter)
-            return SUBACK_FAILURE
+        # The decoder refused invalid filters (MQTT-4.7.1-2, -3) already.
         if not self.access.allows(session.identity, Action.SUBSCRIBE, topic_filter):
             _fault("subscribe_denied", client_id, filter=topic_filter)
             return SUBACK_FAILURE

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # A client's protocol violation is logged once per cause and second, with
 # the count held back: a fuzzer or a broken fleet cannot fill the log.
 _violations = Throttle(1.0)
+# The idle timer fires at most this often; a deadline is kept to within it.
+_IDLE_TICK = 0.05
 
 
 class ConnectionHub:
@@ -178,10 +180,14 @@ class ConnectionHub:
 
     def _idle_due(self) -> None:
         self._idle_timer, self._idle_timer_at = None, float("inf")
-        self.sweep(time.monotonic())
+        now = time.monotonic()
+        self.sweep(now)
         following = self._idle.next_deadline()
         if following is not None:
-            self._arm_idle_timer(following)
+            # At most one check per tick: after a connect storm, thousands of
+            # CONNECT deadlines fall due a few milliseconds apart, and a timer
+            # each was most of the broker's idle CPU.
+            self._arm_idle_timer(max(following, now + _IDLE_TICK))
 
     # -- connection events (called by MQTTConnection) ----------------------
 

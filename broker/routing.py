@@ -4,8 +4,10 @@ amqtt keeps subscriptions in a dict of filters and scans every filter on every
 publish, and scans every subscriber on every subscribe. Here a concrete topic
 maps straight to its subscribers, so delivery to one agent's own topic is one
 dict lookup and a fan-out topic is one lookup for all of its subscribers.
-Wildcard filters are matched one by one; the ACL allows them to the server role
-only, so there are a handful whatever the size of the fleet.
+Wildcard filters are matched one by one; the contract's ACL allows them to the
+server role only, and integrator rules (``epns.acl_rules``) to the identities
+they name, so there are a handful whatever the size of the fleet. Filter
+syntax is the codec's (``epns.mqtt.filters``): an invalid one never gets here.
 """
 
 from __future__ import annotations
@@ -77,17 +79,3 @@ class SubscriptionIndex:
                     if qos > best.get(client_id, -1):
                         best[client_id] = qos
         yield from best.items()
-
-
-def is_valid_filter(topic_filter: str) -> bool:
-    """MQTT 3.1.1 section 4.7.1: '#' only as the whole last level, '+' only as
-    a whole level, no empty filter."""
-    if not topic_filter:
-        return False
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True

@@ -32,6 +32,7 @@ from typing import Literal
 
 from epns.acl import Action, is_allowed
 from epns.identity import Identity
+from epns.mqtt.filters import is_valid_filter as _valid_syntax
 from epns.topics import PREFIX, is_valid_name
 
 __all__ = [
@@ -110,19 +111,11 @@ def _substitute(topic: str, name: str) -> str:
 
 
 def is_valid_filter(topic_filter: str) -> bool:
-    """MQTT 3.1.1 section 4.7: '#' only as the whole last level, '+' only as a
-    whole level, 1 to 65,535 bytes, no NUL."""
-    if not topic_filter or "\0" in topic_filter:
+    """A filter as the broker would take it in a SUBSCRIBE: its syntax
+    (``epns.mqtt.filters``), at most 65,535 bytes, no NUL."""
+    if "\0" in topic_filter or len(topic_filter.encode()) > _MAX_TOPIC_BYTES:
         return False
-    if len(topic_filter.encode()) > _MAX_TOPIC_BYTES:
-        return False
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
+    return _valid_syntax(topic_filter)
 
 
 def filter_covers(pattern: str, topic_filter: str) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from epns.errors import MalformedPacket, UnsupportedProtocol
+from epns.mqtt.filters import filter_error
 from epns.mqtt.packets import (
     SUBACK_FAILURE,
     Connack,
@@ -259,6 +260,15 @@ def _topic_name(text: str, what: str) -> str:
     return text
 
 
+def _topic_filter(text: str) -> str:
+    if not text:
+        raise MalformedPacket("an empty topic filter", "MQTT-4.7.3-1")
+    rule = filter_error(text)
+    if rule is not None:
+        raise MalformedPacket(f"topic filter {text!r} has a wildcard where none may stand", rule)
+    return text
+
+
 # -- one function per packet type: (flags, body) -> packet ------------------
 
 def _connect(_: int, body: bytes) -> Connect:
@@ -341,9 +351,7 @@ def _subscribe(_: int, body: bytes) -> Subscribe:
     packet_id = fields.packet_id()
     topics: list[tuple[str, int]] = []
     while fields.left():
-        topic_filter = fields.string("topic filter")
-        if not topic_filter:
-            raise MalformedPacket("an empty topic filter", "MQTT-4.7.3-1")
+        topic_filter = _topic_filter(fields.string("topic filter"))
         requested = fields.byte("requested QoS")
         if requested > 2:
             raise MalformedPacket(f"requested QoS byte {requested:#04x}", "MQTT-3.8.3-4")
@@ -367,10 +375,7 @@ def _unsubscribe(_: int, body: bytes) -> Unsubscribe:
     packet_id = fields.packet_id()
     topics: list[str] = []
     while fields.left():
-        topic_filter = fields.string("topic filter")
-        if not topic_filter:
-            raise MalformedPacket("an empty topic filter", "MQTT-4.7.3-1")
-        topics.append(topic_filter)
+        topics.append(_topic_filter(fields.string("topic filter")))
     if not topics:
         raise MalformedPacket("UNSUBSCRIBE without a topic filter", "MQTT-3.10.3-2")
     return Unsubscribe(packet_id, tuple(topics))

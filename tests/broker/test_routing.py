@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.routing import SubscriptionIndex, is_valid_filter, is_wildcard
+from broker.routing import SubscriptionIndex, is_wildcard
+from epns.mqtt.filters import is_valid_filter
 
 CMD_1 = "epns/v1/agents/agent-1/cmd"
 CMD_2 = "epns/v1/agents/agent-2/cmd"

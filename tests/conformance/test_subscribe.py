@@ -121,8 +121,6 @@ def test_a_subscribe_with_packet_id_0_closes_the_connection(target: Target) -> N
     pytest.param("conformance/a+", marks=pytest.mark.mqtt("MQTT-4.7.1-3"), id="plus-in-level"),
 ])
 @pytest.mark.mqtt("MQTT-4.8.0-1")
-@pytest.mark.xfail_on("epns", "issue 15: an invalid topic filter is refused with SUBACK 0x80 "
-                      "and the connection kept; MQTT-4.8.0-1 wants it closed")
 def test_an_invalid_topic_filter_closes_the_connection(target: Target,
                                                        topic_filter: str) -> None:
     conn = target.client()

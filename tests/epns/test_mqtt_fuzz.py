@@ -31,6 +31,10 @@ _CONNECT = encode(Connect("fuzz", 30))
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 max_size=40)
 _topic = _text.filter(lambda t: t and "+" not in t and "#" not in t)
+# Filters: levels that are literal, '+', or a last '#'.
+_filter = st.lists(st.one_of(_topic.map(lambda t: t.replace("/", "")).filter(bool),
+                             st.just("+")), min_size=1, max_size=4).flatmap(
+    lambda levels: st.sampled_from(["/".join(levels), "/".join([*levels, "#"])]))
 _packet_id = st.integers(1, 65535)
 _client_packets = st.one_of(
     st.builds(lambda topic, payload, qos, retain, pid: Publish(
@@ -38,9 +42,9 @@ _client_packets = st.one_of(
         _topic, st.binary(max_size=200), st.integers(0, 2), st.booleans(), _packet_id),
     st.builds(Puback, _packet_id),
     st.builds(Subscribe, _packet_id, st.lists(
-        st.tuples(_text.filter(bool), st.integers(0, 2)), min_size=1, max_size=5).map(tuple)),
+        st.tuples(_filter, st.integers(0, 2)), min_size=1, max_size=5).map(tuple)),
     st.builds(Unsubscribe, _packet_id,
-              st.lists(_text.filter(bool), min_size=1, max_size=5).map(tuple)),
+              st.lists(_filter, min_size=1, max_size=5).map(tuple)),
 )
 
 

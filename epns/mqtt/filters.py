@@ -1,0 +1,25 @@
+"""Topic filter syntax (MQTT 3.1.1 section 4.7.1), one definition for the
+codec, the broker's index and the ACL rules."""
+
+from __future__ import annotations
+
+__all__ = ["filter_error", "is_valid_filter"]
+
+
+def filter_error(topic_filter: str) -> str | None:
+    """The statement a non-empty filter breaks, or None when it is valid:
+    '#' only as the whole last level (MQTT-4.7.1-2), '+' only as a whole
+    level (MQTT-4.7.1-3)."""
+    levels = topic_filter.split("/")
+    last = len(levels) - 1
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != last):
+            return "MQTT-4.7.1-2"
+        if "+" in level and level != "+":
+            return "MQTT-4.7.1-3"
+    return None
+
+
+def is_valid_filter(topic_filter: str) -> bool:
+    """A non-empty filter with its wildcards where they may stand."""
+    return bool(topic_filter) and filter_error(topic_filter) is None
