@@ -4,8 +4,8 @@ Measured (docs/memory.md): 10 rounds of 500 TLS handshakes left hanging, each
 closed at the handshake timeout, took the broker from 41 to 166 MiB of RSS, and
 it stayed there idle. Not a leak: glibc's ``mallinfo2`` counted 6 MiB in use
 before the burst and after it, and 161 MiB free inside the brk heap. A
-handshake in progress holds about 330 KiB of the heap: uvloop's SSLProtocol
-with its 256 KiB read buffer (mostly never touched) and some 75 KiB of
+handshake in progress holds about 330 KiB: uvloop's SSLProtocol with its
+256 KiB read buffer (mostly never touched) and some 74 KiB of
 OpenSSL's SSL object, its buffers and the Python objects. Once glibc has freed
 one such buffer from its own mapping it raises its mmap threshold, so from the
 second burst on they all come from the heap. When the handshakes end all of it
@@ -18,17 +18,16 @@ but a handshake timeout does the same (35 to 134 MiB, 37 after
 ``malloc_trim``; stock asyncio, whose 256 KiB buffer is zero-filled, 33 to 201
 MiB). What did not help: the GC policy off, ``MALLOC_ARENA_MAX=1`` (it is all
 the main arena already), ``M_TRIM_THRESHOLD`` (it trims only the top), a fixed
-``M_MMAP_THRESHOLD`` (worse: the heap's holes are then reused for the buffers).
+``M_MMAP_THRESHOLD`` (the heap's holes are then reused for the buffers).
 
 So the broker calls ``malloc_trim(0)`` once ``release_after_closes``
 connections have closed since the last call, and never twice within
 ``release_interval``: what it may leave resident is bounded by the pages of
 that many handshakes (about 55 KiB each). A call walks the heap's free chunks:
-15 ms with 100 MiB to give back, 90 ms with 450 MiB of a 1 GiB heap, 15 ms for
-a 1 GiB heap with nothing to give (and nearly nothing during a burst, when
-the heap is full of live handshakes); a page it gave back costs a page fault
-when used again. Where the C library has no ``malloc_trim`` (musl, macOS)
-nothing is done.
+15 ms to give back 47 MiB of a 100 MiB heap, 90 ms for 446 MiB of a 1 GiB
+heap, 15 ms for a 1 GiB heap with nothing to give; in the broker 0 to 43 ms.
+A page it gave back costs a page fault when used again. Where the C library
+has no ``malloc_trim`` (musl, macOS) nothing is done.
 """
 
 from __future__ import annotations
