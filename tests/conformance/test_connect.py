@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -156,17 +157,32 @@ def test_no_will_without_the_will_flag(target: Target) -> None:
                       "keep-alive 1 s is closed after 5.5-6 s (keep-alive 2 or 3 s: 6 s)")
 def test_a_silent_client_is_disconnected_after_one_and_a_half_keep_alives(
         target: Target) -> None:
+    """Three silent clients 0.7 s apart: a broker that checks on a coarse
+    tick can meet one of their windows by chance (Mosquitto once did, in CI),
+    not all three."""
     topic = target.topic("will")
     watcher = target.client()
     watcher.subscribe((topic, 1))
-    silent = target.client(keep_alive=1, will=Will(topic, b"timed out", qos=1))
-    start = time.monotonic()
-    assert silent.closed_within(3)
-    elapsed = time.monotonic() - start
+    elapsed: list[float] = []
+
+    def watch(silent: Conn, start: float) -> None:
+        if silent.closed_within(3):
+            elapsed.append(time.monotonic() - start)
+
+    threads = []
+    for number in range(3):
+        silent = target.client(keep_alive=1, will=Will(topic, b"timed out %d" % number, qos=1))
+        threads.append(threading.Thread(target=watch, args=(silent, time.monotonic())))
+        threads[-1].start()
+        time.sleep(0.7)
+    for thread in threads:
+        thread.join(timeout=5)
     # 1.5 s, and some slack for a loaded machine; not before one keep-alive.
-    assert 1.0 <= elapsed <= 2.5, elapsed
-    # "As if the network had failed": the will is published.
-    assert watcher.message().payload == b"timed out"
+    assert len(elapsed) == 3, elapsed
+    assert all(1.0 <= took <= 2.5 for took in elapsed), elapsed
+    # "As if the network had failed": the wills are published.
+    wills = sorted(watcher.message().payload for _ in range(3))
+    assert wills == [b"timed out 0", b"timed out 1", b"timed out 2"]
 
 
 @pytest.mark.mqtt("MQTT-3.1.2-24", "MQTT-3.12.4-1")
