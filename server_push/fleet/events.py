@@ -125,6 +125,11 @@ class Dispatcher:
         """A sync the agent reports over MQTT (a sync action without HTTP);
         the body's fields were checked by ``epns.envelope``."""
         ok: bool = body["ok"]
+        if ok and self._wakeups.applied(agent_id, body["sync_id"] or ""):
+            # The sync's POST was applied here already (recorded, last seen,
+            # targets satisfied) moments ago: one door to "satisfied" per
+            # sync, and no second write for the same news.
+            return
         await self._registry.on_sync(agent_id, ok=ok, detail=body["detail"],
                                      reason=body["reason"], at=now)
         started = body["started_at"]

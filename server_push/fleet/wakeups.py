@@ -22,12 +22,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,7 +39,7 @@ from epns.server_config import WakeupSettings
 from epns.wakeup import PENDING_STATES, WakeState, collapse_into, satisfies
 from server_push.fleet.bus import Bus
 from server_push.link.outbox import Outbox
-from server_push.store.history import audit, remember, settle_audit
+from server_push.store.history import audit, remember, remember_all, settle_audit
 from server_push.store.models import Agent, WakeTarget, Wakeup
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 TargetKind = Literal["agents", "group", "all"]
 AUDIT_ACTION = "wakeup"
 MAX_AGENTS_PER_REQUEST = 10_000
+# Syncs remembered as applied (``Wakeups.applied``): a fleet's worth.
+_APPLIED_KEPT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,22 @@ class Wakeups:
         self._outbox = outbox
         self._bus = bus
         self._settings = settings
+        # The syncs this process applied lately, by (agent, sync id): an
+        # agent that syncs over HTTP reports the same sync over MQTT after it,
+        # and that report can satisfy nothing the POST did not (it started
+        # no later, with the same wakes), so it costs no transaction.
+        self._applied: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def applied(self, agent_id: str, sync_id: str) -> bool:
+        """True when this process applied that sync already (``on_sync``)."""
+        return bool(sync_id) and (agent_id, sync_id) in self._applied
+
+    def _mark_applied(self, agent_id: str, sync_id: str) -> None:
+        if not sync_id:
+            return
+        self._applied[(agent_id, sync_id)] = None
+        if len(self._applied) > _APPLIED_KEPT:
+            self._applied.popitem(last=False)
 
     # --- requests ------------------------------------------------------------
 
@@ -124,8 +142,7 @@ class Wakeups:
                 audit(session, at=now, actor=actor, action=AUDIT_ACTION, targets=agent_ids,
                       outcome=f"accepted: {len(agent_ids)} agents, {collapsed} collapsed",
                       ref=wakeup.id)
-                for agent_id in agent_ids:
-                    remember(session, agent_id, now, "wake_requested", f"by {actor}")
+                await remember_all(session, agent_ids, now, "wake_requested", f"by {actor}")
         except IntegrityError:
             # The same key raced in from a second request: answer with the winner.
             if wanted.idempotency_key is None:
@@ -198,8 +215,12 @@ class Wakeups:
         if wakeup.target_kind != "agents":
             command = self._command(self._fanout_target(wakeup), now, wakeup)
             self._outbox.stage(session, command, self._fanout_topic(wakeup))
-            for agent_id in agent_ids:
-                session.add(self._target(wakeup, agent_id, now, command))
+            # One bulk insert: ORM objects one by one were most of a
+            # wake-all's answer time (seconds at 10,000 agents).
+            await session.execute(insert(WakeTarget), [
+                {"wakeup_id": wakeup.id, "agent_id": agent_id, "requested_at": now,
+                 "expires_at": wakeup.expires_at, "command_id": command.id,
+                 "command_expires_at": command.expires_at} for agent_id in agent_ids])
             return [command.id], 0
         riding = await self._unacked_commands(session, agent_ids)
         staged: list[str] = []
@@ -291,6 +312,8 @@ class Wakeups:
         completed: satisfy what it answers. Returns how many targets it satisfied.
         The targets are locked (PostgreSQL) so two syncs applied at once by two
         replicas satisfy each target once."""
+        if self.applied(agent_id, sync_id):
+            return 0
         async with self._sessions() as session, session.begin():
             pending = (await session.scalars(select(WakeTarget).where(
                 WakeTarget.agent_id == agent_id,
@@ -317,6 +340,7 @@ class Wakeups:
             fresh = self._reissue(session, agent_id, consumed, now)
             wakeup_ids = {t.wakeup_id for t in answered}
             await self._settle(session, wakeup_ids)
+        self._mark_applied(agent_id, sync_id)
         if fresh is not None:
             event(log, "wake_reissued", agent=agent_id, command=fresh, targets=len(consumed))
             await self.record_published(await self._outbox.send([fresh]))
@@ -344,10 +368,16 @@ class Wakeups:
         return command.id
 
     async def _settle(self, session: AsyncSession, wakeup_ids: set[str]) -> None:
-        """Write the final outcome of wake-ups none of whose targets is pending."""
+        """Write the final outcome of wake-ups none of whose targets is pending.
+        Asked per sync, so it first looks for one pending target (one index
+        probe), and counts the targets only once none is left: counting at
+        every sync made a wake-all of N agents cost O(N^2)."""
         for wakeup_id in wakeup_ids:
-            counts = await self._counts(session, wakeup_id)
-            if not any(counts.get(state, 0) for state in PENDING_STATES):
+            pending = await session.scalar(select(WakeTarget.id).where(
+                WakeTarget.wakeup_id == wakeup_id,
+                WakeTarget.state.in_(PENDING_STATES)).limit(1))
+            if pending is None:
+                counts = await self._counts(session, wakeup_id)
                 await settle_audit(session, action=AUDIT_ACTION, ref=wakeup_id,
                                    outcome=_outcome_words(counts))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server_push.store.models import AgentEvent, AuditEntry
@@ -27,6 +28,16 @@ async def settle_audit(session: AsyncSession, *, action: str, ref: str, outcome:
 def remember(session: AsyncSession, agent_id: str, at: float, kind: str, detail: str = "") -> None:
     """Add a line to an agent's history inside the caller's transaction."""
     session.add(AgentEvent(agent_id=agent_id, at=at, kind=kind, detail=detail[:2000]))
+
+
+async def remember_all(session: AsyncSession, agent_ids: Sequence[str], at: float, kind: str,
+                       detail: str = "") -> None:
+    """The same line in many agents' histories, as one bulk insert (a
+    wake-all writes one per agent: ORM objects one by one took seconds)."""
+    if agent_ids:
+        await session.execute(insert(AgentEvent), [
+            {"agent_id": agent_id, "at": at, "kind": kind, "detail": detail[:2000]}
+            for agent_id in agent_ids])
 
 
 async def prune_history(sessions: async_sessionmaker[AsyncSession], keep: int) -> int:

@@ -89,6 +89,7 @@ class WakeTarget(Base):
         Index("ix_wake_targets_agent_state", "agent_id", "state"),
         Index("ix_wake_targets_state_expires", "state", "expires_at"),
         Index("ix_wake_targets_command", "command_id"),
+        Index("ix_wake_targets_wakeup_state", "wakeup_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
