@@ -54,7 +54,6 @@ class MQTTConnection(asyncio.Protocol):
         # Seconds a client may stay silent; until CONNECT, how long it has to
         # send one (counted from opened_at, however it trickles bytes).
         self.idle_limit: float = hub.limits.connect_timeout
-        self.keep_alive = 0
         # The deadline the hub's idle watch has it filed at (broker.idle).
         self.idle_filed: float | None = None
         self.closed = False
@@ -71,6 +70,16 @@ class MQTTConnection(asyncio.Protocol):
     def client_id(self) -> str | None:
         """The client id of the session, once CONNECT was accepted."""
         return self.session.client_id if self.session is not None else None
+
+    @property
+    def writes_paused(self) -> bool:
+        """True while the client does not read what it is sent."""
+        return _PAUSED_FOR_WRITES in self._paused
+
+    @property
+    def peer_name(self) -> str:
+        """The client's address and port, for log lines."""
+        return f"{self.peer[0]}:{self.peer[1]}" if self.peer else "unknown"
 
     def deadline(self) -> float | None:
         """When this connection expires if it stays silent; None once closed."""
@@ -162,6 +171,8 @@ class MQTTConnection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        """Close now, dropping what is queued."""
-        if self.transport is not None and not self.transport.is_closing():
+        """Close now, dropping what is queued; also a connection that is
+        closing already, whose flush a client holding its window shut could
+        otherwise stretch for as long as it likes."""
+        if self.transport is not None and not self.closed:
             self.transport.abort()

@@ -34,7 +34,7 @@ from broker.routing import SubscriptionIndex, is_wildcard
 from broker.session import Session
 from epns.acl import Action
 from epns.broker_config import LimitSettings
-from epns.errors import IdentityError
+from epns.errors import IdentityError, MalformedPacket
 from epns.identity import Identity
 from epns.logs import Throttle, event
 from epns.mqtt import (
@@ -71,6 +71,7 @@ _PINGRESP = encode(Pingresp())
 # second per kind and client, with the count held back: a client that
 # repeats it cannot fill the log.
 _faults = Throttle(1.0)
+_refusals = Throttle(1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +129,13 @@ class FleetBroker:
             case Unsubscribe(packet_id=packet_id, topics=topics):
                 for topic_filter in topics:
                     if self.index.remove(session.client_id, topic_filter):
-                        session.subscriptions -= 1
+                        session.subscription_count -= 1
                 conn.write(encode(Unsuback(packet_id)))
             case Pubrel(packet_id=packet_id):
                 if session.qos2_pending:
                     session.qos2_pending.discard(packet_id)
+                    if not session.qos2_pending:
+                        session.qos2_pending = None
                 conn.write(encode(Pubcomp(packet_id)))
             case Disconnect():
                 conn.graceful = True
@@ -169,21 +172,26 @@ class FleetBroker:
         session.will = will
         session.connection = conn
         conn.session = session
-        conn.keep_alive = connect.keep_alive
         conn.idle_limit = conn.hub.idle_limit(connect.keep_alive)
         conn.hub.watch_idle(conn)
         conn.write(encode(Connack(ConnackCode.ACCEPTED, session_present=resumed)))
         self.metrics.connected(time.monotonic())
-        event(log, "connected", client=session.client_id, peer=_peer(conn),
+        event(log, "connected", client=session.client_id, peer=conn.peer_name,
               listener=conn.listener, role=identity.role, auth=identity.method,
               resumed=resumed, keepalive=connect.keep_alive)
         conn.send(session.outbox.resume())
 
     def _refuse(self, conn: MQTTConnection, connect: Connect, code: int, reason: str,
                 kind: str) -> None:
+        """CONNACK ``code`` and close; one log line per client, kind of
+        refusal and second: the log still says which agent is refused and
+        why, and one that reconnects in a loop cannot fill it."""
         self.metrics.refusals[kind] += 1
-        event(log, "refused", logging.WARNING, client=connect.client_id, peer=_peer(conn),
-              listener=conn.listener, reason=reason, connack=code)
+        due, held = _refusals.admit((kind, connect.client_id), time.monotonic())
+        if due:
+            event(log, "refused", logging.WARNING, client=connect.client_id,
+                  peer=conn.peer_name, listener=conn.listener, reason=reason, connack=code,
+                  **({"suppressed": held} if held else {}))
         conn.write(encode(Connack(code)))
         conn.close()
 
@@ -226,7 +234,8 @@ class FleetBroker:
         session.connection = None
         will = session.will
         if will is not None and not conn.graceful:
-            self.publish(will.topic, will.message, will.qos, retain=will.retain)
+            self.publish(will.topic, will.message, will.qos, retain=will.retain,
+                         sender=session.client_id)
         self.metrics.disconnects["client" if conn.graceful else "lost"] += 1
         event(log, "disconnected", client=session.client_id, graceful=conn.graceful,
               will=will is not None and not conn.graceful)
@@ -269,26 +278,41 @@ class FleetBroker:
             assert packet_id is not None  # the decoder gives every QoS 2 PUBLISH an id
             conn.write(encode(Pubrec(packet_id)))  # resent before PUBREL: routed already
             return
-        if self.access.allows(session.identity, Action.PUBLISH, packet.topic):
-            self.publish(packet.topic, packet.payload, packet.qos, retain=packet.retain)
+        allowed = self.access.allows(session.identity, Action.PUBLISH, packet.topic)
+        if allowed:
+            self.publish(packet.topic, packet.payload, packet.qos, retain=packet.retain,
+                         sender=session.client_id)
         else:
             self.metrics.drops["acl_denied"] += 1
             _fault("publish_denied", session.client_id, topic=packet.topic)
         if packet.qos == 1 and packet_id is not None:
             conn.write(puback_bytes(packet_id))
         elif packet.qos == 2 and packet_id is not None:
-            if session.qos2_pending is None:
-                session.qos2_pending = set()
-            session.qos2_pending.add(packet_id)
+            if allowed:
+                # Kept until PUBREL so that a resent PUBLISH is not routed
+                # twice; a denied one is not routed at all, so not kept.
+                if session.qos2_pending is None:
+                    session.qos2_pending = set()
+                if len(session.qos2_pending) >= self.limits.max_inflight:
+                    conn.hub.on_violation(conn, MalformedPacket(
+                        f"more than {self.limits.max_inflight} QoS 2 messages unreleased "
+                        "(limits.max_inflight)"))
+                    return
+                session.qos2_pending.add(packet_id)
             conn.write(encode(Pubrec(packet_id)))
 
-    def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool,
+                sender: str) -> None:
         """Store or clear a retained message if asked, and route to the subscribers."""
         if retain:
-            if payload:
-                self.retained[topic] = _Retained(payload, qos)
-            else:  # an empty retained message clears the topic (MQTT-3.3.1-10, -11)
+            if not payload:  # an empty retained message clears the topic (MQTT-3.3.1-10, -11)
                 self.retained.pop(topic, None)
+            elif topic in self.retained or len(self.retained) < self.limits.max_retained:
+                self.retained[topic] = _Retained(payload, qos)
+            else:
+                self.metrics.drops["retained_limit"] += 1
+                _fault("retained_limit", sender, topic=topic,
+                       max_retained=self.limits.max_retained)
         self.route(topic, payload, qos)
 
     def route(self, topic: str, payload: bytes, qos: int) -> None:
@@ -305,6 +329,11 @@ class FleetBroker:
             if message is None:
                 message = variants[deliver_qos] = Outgoing(topic, payload, deliver_qos)
             conn = session.connection
+            if deliver_qos == 0 and conn is not None and conn.writes_paused:
+                # A subscriber that does not read its QoS 0 messages loses
+                # them (what QoS 0 allows), not the broker's memory.
+                self.metrics.drops["slow_qos0"] += 1
+                continue
             sends, dropped = session.outbox.offer(message, connected=conn is not None)
             if sends and conn is not None:
                 conn.send(sends)
@@ -333,8 +362,8 @@ class FleetBroker:
         if not self.access.allows(session.identity, Action.SUBSCRIBE, topic_filter):
             _fault("subscribe_denied", client_id, filter=topic_filter)
             return SUBACK_FAILURE
-        known = topic_filter in self.index.filters_of(client_id)
-        if not known and session.subscriptions >= self.limits.max_subscriptions:
+        known = self.index.has(client_id, topic_filter)
+        if not known and session.subscription_count >= self.limits.max_subscriptions:
             self.metrics.refusals["subscription_limit"] += 1
             _fault("subscription_limit", client_id, filter=topic_filter,
                    max_subscriptions=self.limits.max_subscriptions)
@@ -342,7 +371,7 @@ class FleetBroker:
         granted = min(qos, _MAX_GRANTED_QOS)
         self.index.add(client_id, topic_filter, granted)
         if not known:
-            session.subscriptions += 1
+            session.subscription_count += 1
         return granted
 
     def _send_retained(self, conn: MQTTConnection, session: Session, topic_filter: str,
@@ -357,12 +386,11 @@ class FleetBroker:
         else:
             found = self.retained.get(topic_filter)
             candidates = [(topic_filter, found)] if found is not None else []
-        for topic, kept in candidates:
-            if not self.access.allows(session.identity, Action.RECEIVE, topic):
-                continue
-            message = Outgoing(topic, kept.payload, min(qos, kept.qos), retain=True)
-            sends, _ = session.outbox.offer(message, connected=True)
-            conn.send(sends)
+        messages = [Outgoing(topic, kept.payload, min(qos, kept.qos), retain=True)
+                    for topic, kept in candidates
+                    if self.access.allows(session.identity, Action.RECEIVE, topic)]
+        if messages:
+            conn.send(session.outbox.replay(messages))
 
     # -- administration ---------------------------------------------------------------
 
@@ -387,7 +415,3 @@ def _fault(name: str, client_id: str, **fields: object) -> None:
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
-
-
-def _peer(conn: MQTTConnection) -> str:
-    return f"{conn.peer[0]}:{conn.peer[1]}" if conn.peer else "unknown"

@@ -205,7 +205,7 @@ class ConnectionHub:
                                       time.monotonic())
         if due:
             event(log, "protocol_violation", logging.WARNING, client=conn.client_id,
-                  peer=_peer(conn), reason=error.reason, rule=error.rule,
+                  peer=conn.peer_name, reason=error.reason, rule=error.rule,
                   **({"suppressed": held} if held else {}))
         if isinstance(error, UnsupportedProtocol):
             conn.write(encode(Connack(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)))
@@ -262,7 +262,12 @@ class ConnectionHub:
             )
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             self.metrics.refusals["tls_handshake"] += 1
-            self.quiet(time.monotonic(), "tls_failed", _tls_reason(exc), peer=_peer(conn))
+            self.quiet(time.monotonic(), "tls_failed", _tls_reason(exc), peer=conn.peer_name)
+            sock.close()
+            self.on_closed(conn)
+            return
+        except Exception:  # a fault of ours: it costs this client only, and frees its slot
+            log.exception("tls_setup_failed peer=%s", conn.peer_name)
             sock.close()
             self.on_closed(conn)
             return
@@ -318,12 +323,12 @@ class ConnectionHub:
         for conn in self._idle.expired(now, MQTTConnection.deadline):
             if conn.session is None:
                 self.metrics.refusals["connect_timeout"] += 1
-                event(log, "connect_timeout", logging.WARNING, peer=_peer(conn),
+                event(log, "connect_timeout", logging.WARNING, peer=conn.peer_name,
                       timeout=self.limits.connect_timeout)
             else:
                 self.metrics.disconnects["keepalive"] += 1
                 event(log, "keepalive_expired", logging.WARNING, client=conn.client_id,
-                      peer=_peer(conn), silent_for=round(now - conn.last_rx, 1),
+                      peer=conn.peer_name, silent_for=round(now - conn.last_rx, 1),
                       limit=conn.idle_limit)
             conn.abort()
         self._idle.prune(len(self._connections))
@@ -385,10 +390,6 @@ def _websocket_source(connection: ws_server.ServerConnection,
         return source_of(peer[0])
     address = connection.remote_address
     return source_of(str(address[0])) if isinstance(address, tuple) else None
-
-
-def _peer(conn: MQTTConnection) -> str:
-    return f"{conn.peer[0]}:{conn.peer[1]}" if conn.peer else "unknown"
 
 
 def _tls_reason(exc: BaseException) -> str:

@@ -43,6 +43,11 @@ class Outbox:
         # Created on the first queued message: an empty deque is 760 B, and
         # most agents never have a message waiting.
         self._queued: deque[Outgoing] | None = None
+        # Retained messages replayed for a new subscription, waiting for the
+        # window: outside max_queued, since the retained store bounds them
+        # (a server subscribing to 10,000 agents' retained presence must get
+        # all of them), and ahead of what is queued after them.
+        self._replay: deque[Outgoing] | None = None
         self._next_id = 0
         self.dropped = 0
 
@@ -54,7 +59,7 @@ class Outbox:
     @property
     def queued(self) -> int:
         """Messages waiting for a window slot or a connection."""
-        return len(self._queued) if self._queued is not None else 0
+        return len(self._queued or ()) + len(self._replay or ())
 
     def offer(self, message: Outgoing, *, connected: bool) -> tuple[list[Send], Outgoing | None]:
         """Accept a message. Returns what to send now, and the message dropped
@@ -62,7 +67,8 @@ class Outbox:
         if message.qos == 0:
             # QoS 0 is never stored for an offline client (MQTT 3.1.1 section 3.1.2.4).
             return ([Send(message, None)] if connected else []), None
-        if connected and not self._queued and len(self._inflight) < self._max_inflight:
+        if (connected and not self._queued and not self._replay
+                and len(self._inflight) < self._max_inflight):
             # What queue-then-fill gives with nothing queued, without making
             # the queue: a wake-all made 10,000 deques (7.6 MB) that stayed.
             packet_id = self._allocate_id()
@@ -76,6 +82,17 @@ class Outbox:
             self.dropped += 1
         self._queued.append(message)
         return (self._fill() if connected else []), dropped
+
+    def replay(self, messages: list[Outgoing]) -> list[Send]:
+        """Retained messages for a new subscription (the client is connected):
+        QoS 0 ones go now, the others through the window as it frees."""
+        sends = [Send(message, None) for message in messages if not message.qos]
+        waiting = [message for message in messages if message.qos]
+        if waiting:
+            if self._replay is None:
+                self._replay = deque()
+            self._replay.extend(waiting)
+        return sends + self._fill()
 
     def acked(self, packet_id: int) -> list[Send] | None:
         """A PUBACK arrived. Returns what the freed slot lets us send, or None
@@ -93,8 +110,13 @@ class Outbox:
 
     def _fill(self) -> list[Send]:
         sends = []
-        while self._queued and len(self._inflight) < self._max_inflight:
-            message = self._queued.popleft()
+        while len(self._inflight) < self._max_inflight:
+            if self._replay:
+                message = self._replay.popleft()
+            elif self._queued:
+                message = self._queued.popleft()
+            else:
+                break
             packet_id = self._allocate_id()
             self._inflight[packet_id] = message
             sends.append(Send(message, packet_id))

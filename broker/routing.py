@@ -60,6 +60,10 @@ class SubscriptionIndex:
             self.remove(client_id, topic_filter)
         return len(filters)
 
+    def has(self, client_id: str, topic_filter: str) -> bool:
+        """True when the client holds this filter."""
+        return topic_filter in self._by_client.get(client_id, {})
+
     def filters_of(self, client_id: str) -> dict[str, int]:
         """The filters one client holds, with their QoS."""
         return dict(self._by_client.get(client_id, {}))

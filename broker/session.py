@@ -24,7 +24,7 @@ class Session:
     """A client's session; ``connection`` is None while it is offline."""
 
     __slots__ = ("clean", "client_id", "connection", "identity", "outbox", "qos2_pending",
-                 "subscriptions", "will")
+                 "subscription_count", "will")
 
     def __init__(self, client_id: str, identity: Identity, outbox: Outbox, *,
                  clean: bool) -> None:
@@ -34,7 +34,7 @@ class Session:
         self.clean = clean
         self.will: Will | None = None
         self.connection: MQTTConnection | None = None
-        self.subscriptions = 0
+        self.subscription_count = 0
         # Incoming QoS 2 packet ids routed and not yet released by PUBREL
         # (MQTT 3.1.1 section 4.3.3, "method A"); made on first use.
         self.qos2_pending: set[int] | None = None

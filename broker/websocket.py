@@ -18,9 +18,16 @@ from websockets.exceptions import ConnectionClosed
 
 from broker.connection import MQTTConnection
 
-# MQTT-6.0.0-1: MQTT travels in binary frames; a text frame closes the connection.
-_UNSUPPORTED_DATA = 1003
+# WebSocket close codes (RFC 6455 section 7.4.1). MQTT-6.0.0-1: MQTT travels
+# in binary frames; a text frame closes the connection.
 _NORMAL = 1000
+_GOING_AWAY = 1001  # aborted: keep-alive, takeover, a protocol violation
+_UNSUPPORTED_DATA = 1003
+# Bytes written and not yet sent at which the connection stops reading from
+# the client (MQTTConnection.pause_writing), and resumes below the low mark:
+# a client that does not read must not make the broker buffer for it.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
 
 
 class WebSocketTransport:
@@ -30,7 +37,10 @@ class WebSocketTransport:
 
     def __init__(self, connection: ws_server.ServerConnection) -> None:
         self._connection = connection
+        self._protocol: MQTTConnection | None = None
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._writing_paused = False
         self._flushing: asyncio.Task[None] | None = None
         self._readable = asyncio.Event()
         self._readable.set()
@@ -44,6 +54,11 @@ class WebSocketTransport:
         if self._closing:
             return
         self._pending.append(data)
+        self._pending_bytes += len(data)
+        if (not self._writing_paused and self._pending_bytes > _HIGH_WATER
+                and self._protocol is not None):
+            self._writing_paused = True
+            self._protocol.pause_writing()
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
@@ -59,10 +74,22 @@ class WebSocketTransport:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     def abort(self) -> None:
-        """Close without sending what is queued."""
+        """Close now, without sending what is queued, even while a send waits
+        on a client that does not read."""
         self._pending.clear()
+        self._pending_bytes = 0
         self._abort = True
-        self.close()
+        self._closing = True
+        self._readable.set()
+        if self._flushing is not None:
+            self._flushing.cancel()
+        transport = self._connection.transport
+        if transport is not None:
+            transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written and not yet sent."""
+        return self._pending_bytes
 
     def pause_reading(self) -> None:
         """Take no frame until resume_reading()."""
@@ -84,17 +111,25 @@ class WebSocketTransport:
             while self._pending and not self._abort:
                 data = b"".join(self._pending)
                 self._pending.clear()
+                self._pending_bytes = 0
                 await self._connection.send(data)
+                self._resume_writing()
         except ConnectionClosed:
             self._closing = True
         finally:
             self._flushing = None
         if self._closing:
-            code = _NORMAL if not self._abort else 1011
-            await self._connection.close(code)
+            await self._connection.close(_GOING_AWAY if self._abort else _NORMAL)
+
+    def _resume_writing(self) -> None:
+        if (self._writing_paused and self._pending_bytes < _LOW_WATER
+                and self._protocol is not None):
+            self._writing_paused = False
+            self._protocol.resume_writing()
 
     async def run(self, protocol: MQTTConnection) -> None:
         """Feed the connection's frames to ``protocol`` until either side closes."""
+        self._protocol = protocol
         protocol.connection_made(self)  # type: ignore[arg-type]
         try:
             while not self._closing:
@@ -111,7 +146,9 @@ class WebSocketTransport:
             pass
         finally:
             self._closing = True
-            if self._flushing is not None:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await self._flushing
-            protocol.connection_lost(None)
+            try:
+                if self._flushing is not None:
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                        await self._flushing
+            finally:
+                protocol.connection_lost(None)

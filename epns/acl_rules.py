@@ -32,7 +32,7 @@ from typing import Literal
 
 from epns.acl import Action, is_allowed
 from epns.identity import Identity
-from epns.mqtt.filters import is_valid_filter as _valid_syntax
+from epns.mqtt.filters import is_valid_filter
 from epns.topics import PREFIX, is_valid_name
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "AclRule",
     "filter_covers",
     "filters_overlap",
-    "is_valid_filter",
 ]
 
 Access = Literal["read", "write", "readwrite", "deny"]
@@ -49,7 +48,6 @@ _ACCESS: tuple[Access, ...] = ("read", "write", "readwrite", "deny")
 # (Mosquitto's %c and %u: the client id equals the identity in epns).
 _SUBSTITUTIONS = ("%c", "%u")
 _CONTRACT_LEVEL = PREFIX.split("/", 1)[0]
-_MAX_TOPIC_BYTES = 65_535
 
 
 @dataclass(frozen=True)
@@ -108,14 +106,6 @@ def check_rule_topic(topic: str) -> None:
 
 def _substitute(topic: str, name: str) -> str:
     return "/".join(name if level in _SUBSTITUTIONS else level for level in topic.split("/"))
-
-
-def is_valid_filter(topic_filter: str) -> bool:
-    """A filter as the broker would take it in a SUBSCRIBE: its syntax
-    (``epns.mqtt.filters``), at most 65,535 bytes, no NUL."""
-    if "\0" in topic_filter or len(topic_filter.encode()) > _MAX_TOPIC_BYTES:
-        return False
-    return _valid_syntax(topic_filter)
 
 
 def filter_covers(pattern: str, topic_filter: str) -> bool:

@@ -163,13 +163,17 @@ class LimitSettings:
     # Topic filters one client may hold; SUBACK refuses (0x80) the ones past it.
     # An agent holds three, the server a handful.
     max_subscriptions: int = 100
+    # Retained topics the broker keeps (each agent's presence is one); a new
+    # one past it is routed but not kept, counted and logged.
+    max_retained: int = 100_000
     # A persistent session (an offline agent's queue) is kept this long.
     session_expiry: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "connect_burst", "source_connect_burst",
                      "subnet_connect_burst", "source_handshakes", "max_sources",
-                     "max_packet_size", "max_inflight", "max_queued", "max_subscriptions"):
+                     "max_packet_size", "max_inflight", "max_queued", "max_subscriptions",
+                     "max_retained"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("connect_rate", "source_connect_rate", "subnet_connect_rate",

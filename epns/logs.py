@@ -86,8 +86,9 @@ class Throttle:
     def _forget(self, now: float) -> None:
         # Keys whose interval has passed owe nothing but their held count,
         # which a flood of new keys may cost: the bound on memory comes first.
-        # Were the table still full, the older half goes too (their next line
-        # comes early), so that a burst of new keys costs neither unbounded
+        # Were the table still full, the half first admitted goes too (their
+        # next line comes early; order is first admission, as admit() updates
+        # a key in place), so that a burst of new keys costs neither unbounded
         # memory nor a pass over the table for each key.
         fresh = [(k, t) for k, t in self._last.items() if now - t < self._interval]
         if len(fresh) >= self._max_keys:

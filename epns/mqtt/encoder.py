@@ -50,10 +50,13 @@ def remaining_length(value: int) -> bytes:
 
 def publish_bytes(topic: str, payload: bytes, qos: int, packet_id: int | None, *,
                   dup: bool = False, retain: bool = False) -> bytes:
-    """One PUBLISH (section 3.3); ``packet_id`` only with QoS > 0."""
+    """One PUBLISH (section 3.3); ``packet_id`` only with QoS > 0, where it
+    is required (MQTT-2.3.1-1): ValueError without it."""
+    if qos and not packet_id:
+        raise ValueError(f"a QoS {qos} PUBLISH needs a packet id (MQTT-2.3.1-1)")
     name = topic.encode("utf-8")
     first = (PacketType.PUBLISH << 4) | (dup << 3) | (qos << 1) | retain
-    ident = packet_id.to_bytes(2, "big") if qos and packet_id is not None else b""
+    ident = packet_id.to_bytes(2, "big") if qos and packet_id else b""
     remaining = 2 + len(name) + len(ident) + len(payload)
     return b"".join((bytes((first,)), remaining_length(remaining),
                      len(name).to_bytes(2, "big"), name, ident, payload))
@@ -120,7 +123,12 @@ def _body(packet: Packet) -> tuple[int, bytes]:
 
 
 def _connect_body(packet: Connect) -> bytes:
+    """The CONNECT the decoder would accept: ValueError for one it refuses."""
     will = packet.will
+    if packet.password is not None and packet.username is None:
+        raise ValueError("a password needs a user name (MQTT-3.1.2-22)")
+    if will is not None and not 0 <= will.qos <= 2:
+        raise ValueError(f"will QoS {will.qos} (MQTT-3.1.2-14)")
     flags = (0x02 if packet.clean_session else 0)
     if will is not None:
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)

@@ -20,6 +20,15 @@ def filter_error(topic_filter: str) -> str | None:
     return None
 
 
+# A string field holds at most this many bytes (section 1.5.3).
+_MAX_BYTES = 65_535
+
+
 def is_valid_filter(topic_filter: str) -> bool:
-    """A non-empty filter with its wildcards where they may stand."""
-    return bool(topic_filter) and filter_error(topic_filter) is None
+    """A filter a SUBSCRIBE may carry: 1 to 65,535 bytes of UTF-8 without
+    U+0000 (MQTT-4.7.3-1, 1.5.3-2), its wildcards where they may stand."""
+    if not topic_filter or "\0" in topic_filter:
+        return False
+    if len(topic_filter.encode("utf-8", "surrogatepass")) > _MAX_BYTES:
+        return False
+    return filter_error(topic_filter) is None

@@ -9,115 +9,28 @@ import asyncio
 import gc
 import tracemalloc
 from collections.abc import Callable, Coroutine, Generator, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from amqtt.session import Session as StockSession
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from broker.access import Access
 from broker.connection import MQTTConnection
-from broker.fleet_broker import FleetBroker
-from broker.hub import ConnectionHub
-from broker.metrics import Metrics
 from broker.outbox import Outbox
-from broker.revocation import RevocationFile
 from broker.session import Session
-from epns.acl_rules import AccessPolicy
 from epns.broker_config import LimitSettings
 from epns.identity import identity_from_certificate
 from epns.mqtt import (
     Connack,
     Connect,
-    Decoder,
     Packet,
     Puback,
     Publish,
-    Role,
     Suback,
     Subscribe,
     encode,
 )
-from epns.pki import SERVER_CERT, agent_pair, create_client_cert, init_dev_pki
+from tests.support.broker_core import CoreFleet
 
 COUNT = 300
-
-
-class _Transport:
-    """Records writes; closes when asked."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """DER certificates of a dev PKI: two agents and the server."""
-    root = tmp_path_factory.mktemp("pki")
-    ca = init_dev_pki(root, ("localhost",))
-    found = {}
-    for name in ("agent-1", "agent-2"):
-        pair = agent_pair(root, name)
-        create_client_cert(ca, pair, name)
-        found[name] = _der(pair.cert)
-    found["epns-server"] = _der(root / SERVER_CERT)
-    return found
-
-
-def _der(path: Path) -> bytes:
-    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
-
-
-class _Fleet:
-    """A hub and core, and clients that speak through the real codec."""
-
-    def __init__(self, certificates: dict[str, bytes]) -> None:
-        limits = LimitSettings()
-        metrics = Metrics()
-        access = Access(RevocationFile(None), None, AccessPolicy())
-        self.broker = FleetBroker(limits, metrics, access)
-        self.hub = ConnectionHub(self.broker, limits, metrics, access.revocations, 60.0)
-        self.certificates = certificates
-
-    def client(self, name: str) -> tuple[MQTTConnection, _Transport, Decoder]:
-        conn = MQTTConnection(self.hub, "primary", ("127.0.0.1", 1),
-                              certificate=self.certificates[name])
-        transport = _Transport()
-        self.hub._connections.add(conn)
-        conn.connection_made(transport)  # type: ignore[arg-type]
-        return conn, transport, Decoder(Role.CLIENT)
-
-    @staticmethod
-    def exchange(conn: MQTTConnection, transport: _Transport, decoder: Decoder,
-                 *packets: Packet) -> list[Packet]:
-        conn.data_received(b"".join(encode(packet) for packet in packets))
-        answer = decoder.packets(bytes(transport.out))
-        transport.out.clear()
-        return answer
 
 
 def _tasks_made(work: Callable[[], None]) -> int:
@@ -146,7 +59,7 @@ def test_a_connect_subscribe_and_a_hundred_deliveries_make_no_task(
     answers: list[Packet] = []
 
     def work() -> None:
-        fleet = _Fleet(certificates)
+        fleet = CoreFleet(certificates)
         agent, agent_out, agent_in = fleet.client("agent-1")
         server, server_out, server_in = fleet.client("epns-server")
         answers.extend(fleet.exchange(agent, agent_out, agent_in, Connect("agent-1", 300),
@@ -197,7 +110,7 @@ def test_an_idle_connection_object_is_small(certificates: dict[str, bytes]) -> N
     """The connection, its decoder and its empty buffer (the TLS transport
     is measured by ``python -m bench tls-memory``)."""
     async def measure() -> float:
-        fleet = _Fleet(certificates)
+        fleet = CoreFleet(certificates)
         return _bytes_each(lambda: MQTTConnection(fleet.hub, "primary", ("127.0.0.1", 1)))
     ours = asyncio.run(measure())
     assert ours < 1536, f"MQTTConnection: {ours:.0f} B each"
@@ -224,7 +137,7 @@ def test_the_expiry_check_does_not_scan_the_connected_fleet(
             return super().__iter__()
 
     async def scans() -> int:
-        fleet = _Fleet(certificates)
+        fleet = CoreFleet(certificates)
         identity = identity_from_certificate(certificates["agent-1"])
         sessions = Counting()
         for number in range(1000):
@@ -242,7 +155,7 @@ def test_one_client_cannot_hold_the_loop_with_a_burst(certificates: dict[str, by
     """A chunk of a thousand packets is handled a batch per turn of the loop,
     reading paused in between, so the other clients are served."""
     async def run() -> tuple[int, bool, int]:
-        fleet = _Fleet(certificates)
+        fleet = CoreFleet(certificates)
         agent, agent_out, agent_in = fleet.client("agent-1")
         fleet.exchange(agent, agent_out, agent_in, Connect("agent-1", 300))
         agent.data_received(encode(Publish("epns/v1/agents/agent-1/evt", b"{}", qos=1,
@@ -258,3 +171,103 @@ def test_one_client_cannot_hold_the_loop_with_a_burst(certificates: dict[str, by
     assert first_turn < 1000
     assert paused
     assert first_turn + rest == 1000
+
+
+def _core_run(certificates: dict[str, bytes], work: Callable[[CoreFleet], None],
+              limits: LimitSettings | None = None) -> CoreFleet:
+    fleet_box: list[CoreFleet] = []
+
+    async def main() -> None:
+        fleet = CoreFleet(certificates)
+        if limits is not None:
+            fleet.broker.limits = limits
+        fleet_box.append(fleet)
+        work(fleet)
+
+    asyncio.run(main())
+    return fleet_box[0]
+
+
+def test_a_server_gets_every_retained_presence_past_max_queued(
+        certificates: dict[str, bytes]) -> None:
+    """1,500 retained presences, the server subscribes and acks as they come:
+    all 1,500 arrive (1,032 did, the rest dropped unsaid, with the outbox's
+    max_queued of 1,000 applied to the replay)."""
+    got: list[str] = []
+
+    def work(fleet: CoreFleet) -> None:
+        for number in range(1500):
+            fleet.broker.publish(f"epns/v1/agents/a{number}/presence", b"{}", 1, retain=True,
+                                 sender=f"a{number}")
+        server, out, decoder = fleet.client("epns-server")
+        fleet.exchange(server, out, decoder, Connect("epns-server", 60))
+        answers = fleet.exchange(server, out, decoder,
+                                 Subscribe(1, (("epns/v1/agents/+/presence", 1),)))
+        while True:
+            publishes = [p for p in answers if isinstance(p, Publish)]
+            if not publishes:
+                break
+            got.extend(p.topic for p in publishes)
+            answers = fleet.exchange(server, out, decoder,
+                                     *(Puback(p.packet_id or 0) for p in publishes))
+
+    fleet = _core_run(certificates, work)
+    assert len(got) == 1500
+    assert len(set(got)) == 1500
+    assert not fleet.broker.metrics.drops
+
+
+def test_unreleased_qos2_ids_are_bounded_and_a_denied_one_is_not_kept(
+        certificates: dict[str, bytes]) -> None:
+    """Any agent could park 65,535 QoS 2 ids (5 MiB) in its session for the
+    session's lifetime, denied publishes included."""
+    state: dict[str, object] = {}
+
+    def work(fleet: CoreFleet) -> None:
+        agent, out, decoder = fleet.client("agent-1")
+        fleet.exchange(agent, out, decoder, Connect("agent-1", 300))
+        for number in range(1, 200):  # denied: another agent's topic
+            fleet.exchange(agent, out, decoder, Publish(
+                "epns/v1/agents/agent-2/evt", b"{}", qos=2, packet_id=number))
+        state["after_denied"] = fleet.broker.sessions["agent-1"].qos2_pending
+        limit = fleet.broker.limits.max_inflight
+        for number in range(1, limit + 2):  # allowed, never released
+            fleet.exchange(agent, out, decoder, Publish(
+                "epns/v1/agents/agent-1/evt", b"{}", qos=2, packet_id=number))
+        state["closed"] = out.closing
+        state["kept"] = len(fleet.broker.sessions["agent-1"].qos2_pending or ())
+
+    fleet = _core_run(certificates, work)
+    assert state["after_denied"] is None
+    assert state["closed"] is True
+    assert state["kept"] == fleet.broker.limits.max_inflight
+
+
+def test_retained_topics_past_max_retained_are_routed_not_kept(
+        certificates: dict[str, bytes]) -> None:
+    def work(fleet: CoreFleet) -> None:
+        for number in range(5):
+            fleet.broker.publish(f"site/{number}", b"x", 0, retain=True, sender="agent-1")
+        fleet.broker.publish("site/0", b"y", 0, retain=True, sender="agent-1")  # replaces
+
+    fleet = _core_run(certificates, work, LimitSettings(max_retained=3))
+    assert sorted(fleet.broker.retained) == ["site/0", "site/1", "site/2"]
+    assert fleet.broker.retained["site/0"].payload == b"y"
+    assert fleet.broker.metrics.drops["retained_limit"] == 2
+
+
+def test_qos0_to_a_subscriber_that_does_not_read_is_dropped_and_counted(
+        certificates: dict[str, bytes]) -> None:
+    def work(fleet: CoreFleet) -> None:
+        agent, out, decoder = fleet.client("agent-1")
+        fleet.exchange(agent, out, decoder, Connect("agent-1", 300),
+                       Subscribe(1, (("epns/v1/all/cmd", 0),)))
+        agent.pause_writing()  # its transport's buffer is full
+        fleet.broker.route("epns/v1/all/cmd", b"wake", 1)
+        assert decoder.packets(bytes(out.out)) == []
+        agent.resume_writing()
+        fleet.broker.route("epns/v1/all/cmd", b"wake", 1)
+        assert len(decoder.packets(bytes(out.out))) == 1
+
+    fleet = _core_run(certificates, work)
+    assert fleet.broker.metrics.drops["slow_qos0"] == 1

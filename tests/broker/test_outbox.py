@@ -155,3 +155,34 @@ def test_a_message_sent_at_once_makes_no_queue() -> None:
     box.offer(_msg(2), connected=True)
     box.offer(_msg(3), connected=True)  # the window is full: now it queues
     assert box.queued == 1
+
+
+def test_a_replay_of_retained_messages_is_not_cut_at_max_queued() -> None:
+    """A server subscribing to 1,500 agents' retained presence gets all of
+    them, through the window, though max_queued is 1,000 (the outbox used to
+    drop the oldest 468 without a word)."""
+    outbox = Outbox(max_inflight=32, max_queued=1000)
+    messages = [Outgoing(f"p/{n}", b"x", 1, retain=True) for n in range(1500)]
+    sent = outbox.replay(messages)
+    assert len(sent) == 32
+    assert outbox.queued == 1468
+    delivered = [send.message.topic for send in sent]
+    while sent:
+        sent = [item for send in sent for item in (outbox.acked(send.packet_id or 0) or [])]
+        delivered += [send.message.topic for send in sent]
+    assert delivered == [f"p/{n}" for n in range(1500)]
+    assert outbox.dropped == 0
+
+
+def test_a_message_published_after_a_replay_goes_after_it() -> None:
+    """The retained (older) state of a topic must not overtake a newer message."""
+    outbox = Outbox(max_inflight=1, max_queued=10)
+    first = outbox.replay([Outgoing("p/a", b"old", 1, retain=True),
+                           Outgoing("p/b", b"old", 1, retain=True)])
+    assert [send.message.topic for send in first] == ["p/a"]
+    now, _ = outbox.offer(Outgoing("p/b", b"new", 1), connected=True)
+    assert now == []
+    following = outbox.acked(first[0].packet_id or 0) or []
+    assert [send.message.payload for send in following] == [b"old"]
+    last = outbox.acked(following[0].packet_id or 0) or []
+    assert [send.message.payload for send in last] == [b"new"]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from epns.acl import Action
-from epns.acl_rules import AccessPolicy, AclRule, filter_covers, filters_overlap, is_valid_filter
+from epns.acl_rules import AccessPolicy, AclRule, filter_covers, filters_overlap
 from epns.broker_config import load_broker_settings
 from epns.errors import ConfigError
 from epns.identity import Identity, Method, Role
+from epns.mqtt.filters import is_valid_filter
 from epns.topics import filter_matches
 
 CONFORMANCE = Identity("conformance-1", Role.AGENT, Method.CERTIFICATE, serial="1")

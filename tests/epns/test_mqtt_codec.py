@@ -227,3 +227,14 @@ def test_connack_flags_are_checked_on_the_client_side() -> None:
     assert "reserved CONNACK return code" in str(_refusal(bytes((0x20, 2, 0, 6)),
                                                           role=Role.CLIENT))
     assert _refusal(bytes((0x90, 3, 0, 1, 3)), role=Role.CLIENT).rule == "MQTT-3.9.3-2"
+
+
+def test_the_encoder_refuses_what_the_decoder_refuses() -> None:
+    """epns-check and the benchmarks build packets with it: a packet it
+    writes must be one a strict broker takes."""
+    with pytest.raises(ValueError, match=r"MQTT-2\.3\.1-1"):
+        encode(Publish("t", b"", qos=1))
+    with pytest.raises(ValueError, match=r"MQTT-3\.1\.2-22"):
+        encode(Connect("a", password=b"p"))
+    with pytest.raises(ValueError, match=r"MQTT-3\.1\.2-14"):
+        encode(Connect("a", will=Will("t", b"", qos=3)))
