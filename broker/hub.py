@@ -276,9 +276,9 @@ class ConnectionHub:
         if door is not None:
             await self._through_door(door, conn)
 
-    async def _through_door(self, door: FrontDoor, conn: MQTTConnection) -> bool:
-        """True when the one-port connection speaks MQTT (``conn`` has it
-        now); an HTTP one is relayed here, to its end, and counted apart."""
+    async def _through_door(self, door: FrontDoor, conn: MQTTConnection) -> None:
+        """Hand a one-port connection that speaks MQTT to ``conn``; relay an
+        HTTP one here, to its end, counted apart."""
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
                 kind = await door.decided
@@ -286,10 +286,10 @@ class ConnectionHub:
             if door.transport is not None:
                 door.transport.abort()
             self.on_closed(conn)
-            return False
+            return
         if kind is Kind.MQTT:
             door.hand_over(conn)
-            return True
+            return
         self.metrics.connections[conn.listener] -= 1
         self._connections.discard(conn)
         assert conn.peer is not None  # set at accept
@@ -298,14 +298,13 @@ class ConnectionHub:
             # The ws-front listener admits and counts it as its own.
             self.gate.release()
             await relay(door, kind, upstream, conn.peer)
-            return False
+            return
         self.metrics.http_relays += 1
         try:
             await relay(door, kind, upstream, conn.peer)
         finally:
             self.metrics.http_relays -= 1
             self.gate.release()
-        return False
 
     # -- periodic checks --------------------------------------------------
 
