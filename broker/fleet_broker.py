@@ -24,19 +24,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from broker.access import Access
 from broker.connection import MQTTConnection
 from broker.expiry import SessionExpiry
 from broker.metrics import Metrics
 from broker.outbox import Outbox, Outgoing
-from broker.routing import SubscriptionIndex, is_wildcard
+from broker.routing import SubscriptionIndex
 from broker.session import Session
 from epns.acl import Action
 from epns.broker_config import LimitSettings
 from epns.errors import IdentityError, MalformedPacket
 from epns.identity import Identity
-from epns.logs import Throttle, event
+from epns.logs import Throttle, event, throttled_event
 from epns.mqtt import (
     SUBACK_FAILURE,
     Connack,
@@ -58,6 +59,7 @@ from epns.mqtt import (
     encode,
     puback_bytes,
 )
+from epns.mqtt.filters import is_wildcard
 from epns.topics import filter_matches
 
 log = logging.getLogger(__name__)
@@ -187,11 +189,9 @@ class FleetBroker:
         refusal and second: the log still says which agent is refused and
         why, and one that reconnects in a loop cannot fill it."""
         self.metrics.refusals[kind] += 1
-        due, held = _refusals.admit((kind, connect.client_id), time.monotonic())
-        if due:
-            event(log, "refused", logging.WARNING, client=connect.client_id,
-                  peer=conn.peer_name, listener=conn.listener, reason=reason, connack=code,
-                  **({"suppressed": held} if held else {}))
+        throttled_event(_refusals, (kind, connect.client_id), time.monotonic(), log, "refused",
+                        client=connect.client_id, peer=conn.peer_name, listener=conn.listener,
+                        reason=reason, connack=code)
         conn.write(encode(Connack(code)))
         conn.close()
 
@@ -405,12 +405,10 @@ class FleetBroker:
         return True
 
 
-def _fault(name: str, client_id: str, **fields: object) -> None:
+def _fault(name: str, client_id: str, **fields: Any) -> None:
     """Log a client's fault once a second per kind and client."""
-    due, held = _faults.admit((name, client_id), time.monotonic())
-    if due:
-        event(log, name, logging.WARNING, client=client_id, **fields,
-              **({"suppressed": held} if held else {}))
+    throttled_event(_faults, (name, client_id), time.monotonic(), log, name, client=client_id,
+                    **fields)
 
 
 def _snake(name: str) -> str:

@@ -38,7 +38,7 @@ from broker.sources import Source, source_of
 from broker.websocket import WebSocketTransport
 from epns.broker_config import LimitSettings
 from epns.errors import MalformedPacket, UnsupportedProtocol
-from epns.logs import RateLimitedLog, Throttle, event
+from epns.logs import RateLimitedLog, Throttle, event, throttled_event
 from epns.mqtt import Connack, ConnackCode, encode
 from epns.one_port import Kind
 
@@ -201,12 +201,9 @@ class ConnectionHub:
             self.metrics.refusals["invalid_connect"] += 1
         else:
             self.metrics.disconnects["protocol_violation"] += 1
-        due, held = _violations.admit((error.rule or error.reason.split(" ", 1)[0],),
-                                      time.monotonic())
-        if due:
-            event(log, "protocol_violation", logging.WARNING, client=conn.client_id,
-                  peer=conn.peer_name, reason=error.reason, rule=error.rule,
-                  **({"suppressed": held} if held else {}))
+        throttled_event(_violations, (error.rule or error.reason.split(" ", 1)[0],),
+                        time.monotonic(), log, "protocol_violation", client=conn.client_id,
+                        peer=conn.peer_name, reason=error.reason, rule=error.rule)
         if isinstance(error, UnsupportedProtocol):
             conn.write(encode(Connack(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)))
             conn.close()

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from epns.mqtt.filters import is_wildcard
 from epns.topics import filter_matches
-
-
-def is_wildcard(topic_filter: str) -> bool:
-    """True for a filter with '+' or '#'."""
-    return "+" in topic_filter or "#" in topic_filter
 
 
 class SubscriptionIndex:

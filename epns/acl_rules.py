@@ -32,7 +32,7 @@ from typing import Literal
 
 from epns.acl import Action, is_allowed
 from epns.identity import Identity
-from epns.mqtt.filters import is_valid_filter
+from epns.mqtt.filters import is_valid_filter, is_wildcard
 from epns.topics import PREFIX, is_valid_name
 
 __all__ = [
@@ -168,7 +168,7 @@ class AccessPolicy:
         if action is Action.SUBSCRIBE:
             if not is_valid_filter(topic):
                 return False
-        elif "+" in topic or "#" in topic:
+        elif is_wildcard(topic):
             return False
         return self._rules_allow(identity.name, _NEEDS[action], topic)
 

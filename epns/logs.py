@@ -97,6 +97,18 @@ class Throttle:
         self._held = {k: n for k, n in self._held.items() if k in self._last}
 
 
+def throttled_event(throttle: Throttle, key: tuple[str, ...], now: float,
+                    logger: logging.Logger, name: str, *, level: int = logging.WARNING,
+                    **fields: Any) -> bool:
+    """Log ``name`` with ``fields`` unless ``throttle`` holds ``key`` back;
+    the line says ``suppressed=N`` when N were held back since the last one.
+    True when written."""
+    due, held = throttle.admit(key, now)
+    if due:
+        event(logger, name, level, **fields, **({"suppressed": held} if held else {}))
+    return due
+
+
 class RateLimitedLog:
     """Event lines that come in floods (refused and failed connections): at
     most one per cause and ``interval``, each with the count of the ones held
@@ -119,11 +131,8 @@ class RateLimitedLog:
         """Log ``name reason=<reason> <fields>``, with ``suppressed=N`` when
         N lines of this name and reason were held back since the last one;
         or hold it back. True when written."""
-        due, held = self._throttle.admit((name, reason), now)
-        if due:
-            counted = {"suppressed": held} if held else {}
-            event(self._logger, name, self._level, reason=reason, **fields, **counted)
-        return due
+        return throttled_event(self._throttle, (name, reason), now, self._logger, name,
+                               level=self._level, reason=reason, **fields)
 
     def holding(self) -> bool:
         """Whether lines are held back that no line has counted yet."""

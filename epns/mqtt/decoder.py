@@ -23,7 +23,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from epns.errors import MalformedPacket, UnsupportedProtocol
-from epns.mqtt.filters import filter_error
+from epns.mqtt.filters import filter_error, is_wildcard
 from epns.mqtt.packets import (
     SUBACK_FAILURE,
     Connack,
@@ -52,7 +52,6 @@ MAX_REMAINING_LENGTH = 268_435_455
 _LENGTH_BYTES = 4
 # Compact the buffer once this much of its head has been decoded.
 _COMPACT_AT = 16 * 1024
-_WILDCARDS = frozenset("+#")
 
 
 class Role(StrEnum):
@@ -255,7 +254,7 @@ def _utf8(raw: bytes, what: str) -> str:
 def _topic_name(text: str, what: str) -> str:
     if not text:
         raise MalformedPacket(f"{what} is empty", "MQTT-4.7.3-1")
-    if not _WILDCARDS.isdisjoint(text):
+    if is_wildcard(text):
         raise MalformedPacket(f"{what} {text!r} contains a wildcard", "MQTT-3.3.2-2")
     return text
 

@@ -3,7 +3,12 @@ codec, the broker's index and the ACL rules."""
 
 from __future__ import annotations
 
-__all__ = ["filter_error", "is_valid_filter"]
+__all__ = ["filter_error", "is_valid_filter", "is_wildcard"]
+
+
+def is_wildcard(topic: str) -> bool:
+    """True for a filter with '+' or '#' (a topic name must have neither)."""
+    return "+" in topic or "#" in topic
 
 
 def filter_error(topic_filter: str) -> str | None:

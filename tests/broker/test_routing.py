@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.routing import SubscriptionIndex, is_wildcard
-from epns.mqtt.filters import is_valid_filter
+from broker.routing import SubscriptionIndex
+from epns.mqtt.filters import is_valid_filter, is_wildcard
 
 CMD_1 = "epns/v1/agents/agent-1/cmd"
 CMD_2 = "epns/v1/agents/agent-2/cmd"
