@@ -20,6 +20,7 @@ __all__ = [
     "ConsoleSettings",
     "DatabaseSettings",
     "EmbeddedBrokerSettings",
+    "EnrolSettings",
     "HttpSettings",
     "MqttSettings",
     "NotificationSettings",
@@ -133,6 +134,22 @@ class PkiSettings:
     agent_cert_days: float = 825.0
     # Seconds an agent token it issues is valid.
     token_ttl: float = 365 * 86400.0
+
+
+@dataclass(frozen=True)
+class EnrolSettings:
+    """Enrolment by token, and the one-line installer (docs/install-agent.md)."""
+
+    # Where the agent packages the installer offers are (epns-agent_*.deb, a
+    # single-file epns-agent*.pyz): served at /install/packages/. Unset: no
+    # installer is offered (404 that says so).
+    packages_dir: Path | None = None
+    # Seconds an enrolment that needs approval waits for an admin's decision.
+    pending_ttl: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        if self.pending_ttl <= 0:
+            raise ValueError("enrol.pending_ttl must be positive")
 
 
 @dataclass(frozen=True)
@@ -327,6 +344,7 @@ class ServerSettings:
     wol: WolSendSettings = field(default_factory=WolSendSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     broker_auth: BrokerAuthSettings = field(default_factory=BrokerAuthSettings)
+    enrol: EnrolSettings = field(default_factory=EnrolSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     log: LogSettings = field(default_factory=LogSettings)
     state_dir: Path = Path("state")

@@ -32,6 +32,14 @@ class Agent(Base):
     token_id: Mapped[str | None] = mapped_column(String(64), default=None)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
     revoked_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # The current identity's validity (cert_serial or token_id). NULL: not
+    # known yet (issued before migration 0005, or not by this server); it is
+    # learnt from the agent's next sync or renewal.
+    identity_issued_at: Mapped[float | None] = mapped_column(Float, default=None)
+    identity_expires_at: Mapped[float | None] = mapped_column(Float, default=None, index=True)
+    # The last renewal over the sync channel, and how many there were.
+    renewed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    renewals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Presence: online or offline as last published, and when.
     presence: Mapped[str] = mapped_column(String(16), default="unknown")
     presence_at: Mapped[float | None] = mapped_column(Float, default=None)
@@ -45,6 +53,9 @@ class Agent(Base):
     last_sync_result: Mapped[str | None] = mapped_column(Text, default=None)
     last_sync_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     inventory: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The SHA-256 fingerprint of the machine that enrolled (epns.machine);
+    # None for an agent an admin created.
+    machine: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
 
 class AgentEvent(Base):
@@ -208,7 +219,8 @@ class ApiToken(Base):
 
 
 class EnrolToken(Base):
-    """A one-time token an installer trades, with a CSR, for an agent identity."""
+    """A token installers trade, with a CSR, for agent identities: up to
+    ``max_uses`` of them (None: unlimited), each an ``Enrolment`` row."""
 
     __tablename__ = "enrol_tokens"
 
@@ -218,8 +230,50 @@ class EnrolToken(Base):
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
+    # The last use.
     used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # The one agent id the token may enrol, if it was made for one.
     agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    max_uses: Mapped[int | None] = mapped_column(Integer, default=1)
+    # Identities issued plus requests waiting for approval.
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    # Enrolments wait as pending until an admin accepts them.
+    approval: Mapped[bool] = mapped_column(default=False)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    revoked_by: Mapped[str | None] = mapped_column(String(128), default=None)
+
+
+class Enrolment(Base):
+    """One use of an enrolment token: pending (waiting for an admin), enrolled,
+    rejected or expired; what the machine said it is, and the identity it got."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (
+        Index("ix_enrolments_token_at", "token_id", "created_at"),
+        Index("ix_enrolments_state_expires", "state", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # pending | enrolled | rejected | expired
+    created_at: Mapped[float] = mapped_column(Float)
+    # Until when a pending request waits for a decision.
+    expires_at: Mapped[float] = mapped_column(Float)
+    # The id asked for (--id or the token's), else the one made of the host name.
+    requested_id: Mapped[str] = mapped_column(String(64))
+    explicit_id: Mapped[bool] = mapped_column(default=False)
+    hostname: Mapped[str | None] = mapped_column(String(255), default=None)
+    machine: Mapped[str | None] = mapped_column(String(64), default=None)
+    address: Mapped[str | None] = mapped_column(String(45), default=None)
+    # The identity it got, once enrolled.
+    agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    csr: Mapped[str | None] = mapped_column(Text, default=None)
+    cert: Mapped[str | None] = mapped_column(Text, default=None)
+    # The SHA-256 of the secret the installer polls a pending request with.
+    secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    decided_at: Mapped[float | None] = mapped_column(Float, default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class Setting(Base):
