@@ -15,6 +15,7 @@ signed: the broker's ACL already ties each topic to one identity.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import ipaddress
 import json
 import uuid
@@ -31,10 +32,11 @@ from epns.errors import (
     ExpiredMessage,
     MalformedMessage,
     ReplayedMessage,
+    UnknownSigner,
     WrongTarget,
 )
 from epns.sync_contract import MAX_WAKES
-from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode
+from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode, raw_public
 from epns.wol import parse_mac, wol_result_body
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "Event",
     "EventType",
     "Interface",
+    "KeyLookup",
     "Presence",
     "PresenceState",
     "ReplayGuard",
@@ -57,6 +60,7 @@ __all__ = [
     "decode_presence",
     "encode_event",
     "encode_presence",
+    "key_id",
     "sign_command",
     "target_agent",
     "target_group",
@@ -76,6 +80,8 @@ class CommandType(StrEnum):
     WOL = "wol"
     CONFIG = "config"
     PING = "ping"
+    # A trust announcement (epns.trust) for every agent: next key, next CA.
+    TRUST = "trust"
 
 
 class EventType(StrEnum):
@@ -129,11 +135,30 @@ def _canonical(fields: Mapping[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def key_id(key: PublicKey) -> str:
+    """The id of a signing key: the first 8 bytes of SHA-256 of the raw key,
+    in hex. Signed messages name it (``kid``), so an agent that trusts two
+    keys during a rotation picks the right one instead of trying each."""
+    return hashlib.sha256(raw_public(key)).digest()[:8].hex()
+
+
+def canonical(fields: Mapping[str, Any]) -> bytes:
+    """The bytes a signature covers: sorted keys, no spaces, ASCII."""
+    return _canonical(fields)
+
+
 def sign_command(command: Command, key: PrivateKey) -> bytes:
-    """The wire bytes of ``command``, signed with the server's key."""
-    fields = command.fields()
+    """The wire bytes of ``command``, signed with the server's key; ``kid``
+    names the key (agents older than rotation ignore it: it is signed like
+    any other field)."""
+    fields = {**command.fields(), "kid": key_id(key.public_key())}
     signature = key.sign(_canonical(fields))
     return _canonical({**fields, "sig": b64encode(signature)})
+
+
+# Finds the key a message names by its ``kid`` (None: the message names none,
+# as a server older than rotation signs); raises UnknownSigner.
+KeyLookup = Callable[[str | None], PublicKey]
 
 
 def _refuse_constant(name: str) -> Any:
@@ -157,17 +182,11 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def decode_command(raw: bytes, key: PublicKey) -> Command:
-    """Parse a command and check its signature; expiry and replay are separate."""
+def decode_command(raw: bytes, key: PublicKey | KeyLookup) -> Command:
+    """Parse a command and check its signature; expiry and replay are separate.
+    ``key`` is the pinned key, or a lookup of the trusted keys by ``kid``."""
     data = _load_object(raw, "command")
-    signature = data.pop("sig", None)
-    if not isinstance(signature, str):
-        raise BadSignature("command has no signature")
-    try:
-        key.verify(b64decode(signature), _canonical(data))
-    except (InvalidSignature, ValueError, binascii.Error) as exc:
-        raise BadSignature(
-            "command signature does not verify against the pinned server key") from exc
+    verify_signed(data, key, "command")
     try:
         return Command(
             id=str(data["id"]),
@@ -179,6 +198,31 @@ def decode_command(raw: bytes, key: PublicKey) -> Command:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise MalformedMessage(f"command lacks a valid field: {exc}") from exc
+
+
+def verify_signed(data: dict[str, Any], key: PublicKey | KeyLookup, what: str) -> None:
+    """Check the signature of a signed object (``sig`` popped from ``data``)
+    with ``key`` or the key its ``kid`` names; BadSignature says which failed."""
+    signature = data.pop("sig", None)
+    if not isinstance(signature, str):
+        raise BadSignature(f"{what} has no signature")
+    kid = data.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise MalformedMessage(f"{what}.kid is not a string")
+    if isinstance(key, PublicKey):
+        # One pinned key: a kid naming another is a clear refusal, not a
+        # signature that merely fails to verify.
+        if kid is not None and kid != key_id(key):
+            raise UnknownSigner(f"{what} is signed by key {kid}, which is not the pinned "
+                                f"key {key_id(key)}")
+        public = key
+    else:
+        public = key(kid)
+    try:
+        public.verify(b64decode(signature), _canonical(data))
+    except (InvalidSignature, ValueError, binascii.Error) as exc:
+        raise BadSignature(
+            f"{what} signature does not verify against server key {key_id(public)}") from exc
 
 
 def check_fresh(command: Command, *, now: float, skew: float = CLOCK_SKEW) -> None:
@@ -239,7 +283,7 @@ class ReplayGuard:
 
 def verify_command(
     raw: bytes,
-    key: PublicKey,
+    key: PublicKey | KeyLookup,
     *,
     agent_id: str,
     groups: frozenset[str],

@@ -91,6 +91,7 @@ __all__ = [
     "TooManyRequests",
     "TopicError",
     "Unauthorized",
+    "UnknownSigner",
     "UnsafeXML",
     "UnsupportedProtocol",
     "WrongTarget",
@@ -161,6 +162,11 @@ class UnsafeXML(MalformedMessage):
 
 class BadSignature(MessageError):
     """The command's signature does not verify against the pinned key."""
+
+
+class UnknownSigner(BadSignature):
+    """The message names a signing key this agent does not trust (any more):
+    it was offline through a whole rotation, or the message is forged."""
 
 
 class ExpiredMessage(MessageError):

@@ -28,6 +28,7 @@ __all__ = [
     "TokenClaims",
     "b64decode",
     "b64encode",
+    "raw_public",
     "sign_token",
     "verify_token",
 ]
@@ -58,6 +59,11 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: str) -> bytes:
     """Inverse of b64encode; raises ValueError on bad input."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def raw_public(key: PublicKey) -> bytes:
+    """The 32 bytes of an Ed25519 public key."""
+    return key.public_bytes_raw()
 
 
 def sign_token(key: PrivateKey, agent_id: str, *, now: float, ttl: float) -> str:

@@ -25,6 +25,7 @@ from epns.envelope import (
     decode_presence,
     encode_event,
     encode_presence,
+    key_id,
     sign_command,
     target_agent,
     target_group,
@@ -36,6 +37,7 @@ from epns.errors import (
     MalformedMessage,
     MessageError,
     ReplayedMessage,
+    UnknownSigner,
     WrongTarget,
 )
 from epns.tokens import b64encode
@@ -97,7 +99,8 @@ def test_sign_decode_round_trip(key: Ed25519PrivateKey, command_type: CommandTyp
     raw = sign_command(command, key)
     assert isinstance(raw, bytes)
     wire = json.loads(raw)
-    assert set(wire) == {"v", "id", "type", "target", "iat", "exp", "body", "sig"}
+    assert set(wire) == {"v", "id", "type", "target", "iat", "exp", "body", "kid", "sig"}
+    assert wire["kid"] == key_id(key.public_key())
     assert raw.isascii()
     assert decode_command(raw, key.public_key()) == command
 
@@ -110,9 +113,20 @@ def test_signature_does_not_depend_on_whitespace_or_key_order(key: Ed25519Privat
 
 
 def test_wrong_key(key: Ed25519PrivateKey) -> None:
-    raw = sign_command(_command(), Ed25519PrivateKey.generate())
-    with pytest.raises(BadSignature, match="does not verify"):
+    other = Ed25519PrivateKey.generate()
+    raw = sign_command(_command(), other)
+    expected = (f"signed by key {key_id(other.public_key())}, which is not the pinned key "
+                f"{key_id(key.public_key())}")
+    with pytest.raises(UnknownSigner, match=expected):
         decode_command(raw, key.public_key())
+
+
+def test_wrong_key_claiming_the_pinned_id(key: Ed25519PrivateKey) -> None:
+    # A forger names the pinned key's id: the signature itself still fails.
+    wire = json.loads(sign_command(_command(), Ed25519PrivateKey.generate()))
+    wire["kid"] = key_id(key.public_key())
+    with pytest.raises(BadSignature, match="does not verify against server key"):
+        decode_command(json.dumps(wire).encode(), key.public_key())
 
 
 @pytest.mark.parametrize(
