@@ -132,9 +132,17 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+# Certificates start this far in the past, for clocks a little behind ours;
+# at most a tenth of the lifetime, so that a lifetime of seconds (tests) is
+# not mostly spent before it was issued.
+BACKDATE = 300.0
+
+
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes,
              days: float, not_before: dt.datetime | None) -> x509.CertificateBuilder:
-    start = not_before or (_now() - dt.timedelta(minutes=5))
+    lifetime = dt.timedelta(days=days)
+    start = not_before or (
+        _now() - min(dt.timedelta(seconds=BACKDATE), lifetime / 10))
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -142,7 +150,7 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePubli
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
+        .not_valid_after(start + lifetime)
     )
 
 
@@ -292,16 +300,17 @@ def create_agent_csr(agent_id: str) -> tuple[bytes, bytes]:
     return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
 
 
-def issue_from_csr(ca: Pair, csr_pem: bytes, agent_id: str, *, days: float = 825
+def issue_from_csr(ca: Pair, csr_pem: bytes, agent_id: str, *, lifetime: float = 825 * 86400.0
                    ) -> x509.Certificate:
-    """An agent client certificate for the key in ``csr_pem``.
+    """An agent client certificate for the key in ``csr_pem``, valid for
+    ``lifetime`` seconds.
 
     Only the CSR's public key is used, once its signature proves possession of
     the private key: CN is ``agent_id`` (chosen by the server) and OU the agent
     role whatever the CSR's subject or extensions ask for. P-256, Ed25519 and
     RSA 2048-8192 keys are accepted; anything else is a PKIError."""
     subject = _client_subject(agent_id, server=False)
-    return _sign(ca, subject, csr_public_key(csr_pem), client=True, days=days)
+    return _sign(ca, subject, csr_public_key(csr_pem), client=True, days=lifetime / 86400.0)
 
 
 def csr_public_key(csr_pem: bytes) -> CertificatePublicKeyTypes:

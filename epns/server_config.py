@@ -14,6 +14,7 @@ from epns.logs import LogSettings
 
 __all__ = [
     "ENV_PREFIX",
+    "AgentIdentitySettings",
     "BrokerAuthSettings",
     "BudgetSettings",
     "ClusterSettings",
@@ -130,10 +131,33 @@ class PkiSettings:
 
     # ca.crt/key, signing.key/pub, revoked.txt; a dev PKI is made here on first run.
     dir: Path = Path("certs")
-    # Validity of the agent certificates it issues.
-    agent_cert_days: float = 825.0
-    # Seconds an agent token it issues is valid.
-    token_ttl: float = 365 * 86400.0
+
+
+@dataclass(frozen=True)
+class AgentIdentitySettings:
+    """The lifetimes of the identities the server issues to agents, and their
+    renewal (docs/identity.md). Agents renew at two thirds of the lifetime
+    over their sync channel; ``renewals_per_hour`` and ``renewal_burst``
+    bound how often one agent may, so a broken one cannot mint certificates
+    in a loop, yet a retry after an answer lost in transit passes."""
+
+    # Seconds an agent certificate is valid (825 days).
+    certificate_lifetime: float = 825 * 86400.0
+    # Seconds an agent token is valid (365 days).
+    token_lifetime: float = 365 * 86400.0
+    # Renewals one agent may make per hour, and at once.
+    renewals_per_hour: float = 6.0
+    renewal_burst: int = 3
+    # Seconds: the console marks identities that expire within this.
+    expiring_soon: float = 30 * 86400.0
+
+    def __post_init__(self) -> None:
+        if min(self.certificate_lifetime, self.token_lifetime) < 3:
+            raise ValueError("identity: certificate_lifetime and token_lifetime must be at "
+                             "least 3 seconds")
+        if self.renewals_per_hour <= 0 or self.renewal_burst < 1 or self.expiring_soon <= 0:
+            raise ValueError("identity: renewals_per_hour, renewal_burst and expiring_soon "
+                             "must be positive")
 
 
 @dataclass(frozen=True)
@@ -335,6 +359,7 @@ class ServerSettings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     broker: EmbeddedBrokerSettings = field(default_factory=EmbeddedBrokerSettings)
     pki: PkiSettings = field(default_factory=PkiSettings)
+    identity: AgentIdentitySettings = field(default_factory=AgentIdentitySettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     wakeups: WakeupSettings = field(default_factory=WakeupSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)

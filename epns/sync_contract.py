@@ -137,6 +137,9 @@ class TaskType(StrEnum):
 
     INVENTORY = "inventory"  # send the full inventory with the next report
     SET_CONFIG = "set_config"  # apply these hints (the reply's own shape), and confirm
+    # Renew the identity now, whatever its age (a CA rotation asks it); the
+    # result says the renewal started, the agent's row shows when it is done.
+    RENEW = "renew"
 
 
 class TaskStatus(StrEnum):

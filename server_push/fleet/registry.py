@@ -65,6 +65,10 @@ class AgentView:
     last_sync_at: float | None
     last_sync_result: str | None
     last_sync_reason: str | None
+    # The current identity's expiry (None: not known yet) and its renewals.
+    identity_expires_at: float | None
+    renewed_at: float | None
+    renewals: int
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready fields."""
@@ -130,7 +134,8 @@ class Registry:
                         link_up=self.link_up),
             agent.presence_at, agent.last_seen, agent.route, agent.version, agent.hostname,
             list(agent.interfaces or []), agent.last_sync_at, agent.last_sync_result,
-            agent.last_sync_reason)
+            agent.last_sync_reason, agent.identity_expires_at, agent.renewed_at,
+            agent.renewals or 0)
 
     async def get(self, agent_id: str, now: float) -> AgentView:
         """One agent; NotFound when it is not registered."""
@@ -199,13 +204,19 @@ class Registry:
 
     async def on_sync(self, agent_id: str, *, ok: bool, detail: str, reason: str, at: float,
                       changes: Mapping[str, Any] | None = None,
-                      inventory_budget: int | None = None) -> None:
+                      inventory_budget: int | None = None,
+                      identity: tuple[float, float] | None = None) -> None:
         """Record a sync the agent reports (or the sync endpoint saw).
         ``changes`` are merged into the agent's inventory; PayloadTooLarge,
         with nothing written, when that would take the inventory past
-        ``inventory_budget`` bytes of JSON."""
+        ``inventory_budget`` bytes of JSON. ``identity`` is the (issued at,
+        expires at) of the identity the sync was proven with: kept when the
+        row does not know its identity's yet (issued before renewal was
+        tracked, or not by this server)."""
         async with self._sessions() as session, session.begin():
             agent = await self._row(session, agent_id, at)
+            if identity is not None and agent.identity_expires_at is None:
+                agent.identity_issued_at, agent.identity_expires_at = identity
             if changes:
                 before = agent.inventory or {}
                 inventory = {**before, **changes}

@@ -9,7 +9,7 @@ otherwise be 10,000 series, and the per-agent detail is in the log.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from epns.prometheus import Exposition, labelled, single
@@ -30,9 +30,14 @@ class ServerMetrics:
     # Sync reports refused by a per-agent budget, by budget.
     budget_refusals: Counter[str] = field(default_factory=Counter)
     history_rows_pruned: int = 0
+    # Renewal requests by outcome: renewed, or the refusal's code.
+    renewals: Counter[str] = field(default_factory=Counter)
 
-    def render(self) -> str:
-        """The Prometheus text exposition."""
+    def render(self, expiring: Mapping[str, int] | None = None,
+               expiry_unknown: int = 0) -> str:
+        """The Prometheus text exposition; ``expiring`` counts live agents
+        whose identity expires within each window (by label), read from the
+        database at the scrape."""
         dropped = Counter(self.agent_messages_dropped)
         dropped["handler_failed"] = self.link.handler_failures
         text = Exposition()
@@ -50,4 +55,14 @@ class ServerMetrics:
         text.family("epns_server_history_rows_pruned_total", "counter",
                     "Agent history lines deleted beyond budgets.history_rows per agent.",
                     single(self.history_rows_pruned))
+        text.family("epns_agent_renewals_total", "counter",
+                    "Identity renewals asked by agents, by outcome: renewed, or the "
+                    "refusal's code.", labelled("outcome", self.renewals))
+        if expiring is not None:
+            text.family("epns_agent_identities_expiring", "gauge",
+                        "Live agents whose identity expires within the window "
+                        "(expired: already has).", labelled("within", expiring))
+            text.family("epns_agent_identities_expiry_unknown", "gauge",
+                        "Live agents whose identity's expiry is not known yet "
+                        "(until their next sync or renewal).", single(expiry_unknown))
         return text.render()

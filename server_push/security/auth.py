@@ -151,11 +151,17 @@ _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 @dataclass(frozen=True, slots=True)
 class AgentCaller:
-    """An agent proven at a sync endpoint."""
+    """An agent proven at a sync endpoint, and the identity it proved itself
+    with: its certificate's serial or its token's id, and when that identity
+    was issued and expires (UNIX seconds)."""
 
     agent_id: str
     method: str
 
+    serial: str | None = None
+    token_id: str | None = None
+    issued_at: float | None = None
+    expires_at: float | None = None
 
 class AgentAuthenticator:
     """Proves an agent at the sync endpoints, the same way the broker does:
@@ -173,17 +179,20 @@ class AgentAuthenticator:
         serial = token_id = None
         try:
             if cert_pem is not None:
-                identity = identity_from_certificate(
-                    x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(Encoding.DER))
+                cert = x509.load_pem_x509_certificate(cert_pem.encode())
+                identity = identity_from_certificate(cert.public_bytes(Encoding.DER))
                 if identity.role is not Role.AGENT:
                     raise Forbidden("only agents sync", code="not_an_agent")
                 agent_id, method, serial = identity.name, "certificate", identity.serial
             elif bearer is not None:
                 claims = tokens.verify_token(self._token_key, bearer, now=time.time())
                 agent_id, method, token_id = claims.subject, "token", claims.token_id
+                issued_at = cert.not_valid_before_utc.timestamp()
+                expires_at = cert.not_valid_after_utc.timestamp()
             else:
                 raise Unauthorized("present the agent's client certificate or its token "
                                    "(Authorization: Bearer)", code="no_agent_identity")
+                issued_at, expires_at = float(claims.issued_at), float(claims.expires_at)
         except (EPNSError, ValueError) as exc:
             if isinstance(exc, Unauthorized | Forbidden):
                 raise
@@ -197,4 +206,4 @@ class AgentAuthenticator:
                 reason = row.revoked_reason or "revoked"
         if reason is not None:
             raise Unauthorized(f"agent {agent_id!r} is revoked ({reason})", code="agent_revoked")
-        return AgentCaller(agent_id, method)
+        return AgentCaller(agent_id, method, serial, token_id, issued_at, expires_at)

@@ -113,7 +113,7 @@ class RevokeBody(Strict):
 
 
 class TaskCreate(Strict):
-    type: Literal["inventory", "set_config"]
+    type: Literal["inventory", "set_config", "renew"]
     body: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -183,8 +183,10 @@ async def health(services: Svc) -> dict[str, Any]:
                              "content": {"text/plain": {"schema": {"type": "string"}}}},
                        **refusals()})
 async def metrics(services: Svc, _: Caller) -> Response:
-    """Counters of dropped agent messages, budget refusals, and the broker link."""
-    return Response(services.metrics.render(),
+    """Counters of dropped agent messages, budget refusals, renewals, the
+    broker link; gauges of identities expiring soon."""
+    expiring, unknown = await services.agents.expiring(time.time())
+    return Response(services.metrics.render(expiring, unknown),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -207,13 +209,19 @@ async def list_agents(
     q: Annotated[str | None, Query(max_length=100, description="substring of id/hostname")] = None,
     presence: Literal["online", "offline", "stale", "unknown"] | None = None,
     group: Annotated[str | None, Query(pattern=NAME)] = None,
+    expiring_within: Annotated[float | None, Query(
+        ge=0, le=1e10, description="seconds: only agents whose identity expires within "
+                                   "them (or has expired)")] = None,
 ) -> list[dict[str, Any]]:
-    views = await services.registry.all(time.time())
+    now = time.time()
+    views = await services.registry.all(now)
     needle = (q or "").lower()
     return [v.to_dict() for v in views
             if (not needle or needle in v.id.lower() or needle in (v.hostname or "").lower())
             and (presence is None or v.presence == presence)
-            and (group is None or group in v.groups)]
+            and (group is None or group in v.groups)
+            and (expiring_within is None or (v.identity_expires_at is not None
+                                             and v.identity_expires_at <= now + expiring_within))]
 
 
 @router.post("/agents", tags=["agents"], status_code=201, response_model=Bundle,

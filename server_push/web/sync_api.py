@@ -9,6 +9,9 @@ changes, on ``/api/v1/agents/{agent_id}/sync`` (``epns.sync_contract``).
   more wait ``sync.queue_wait`` seconds for a slot (``sync_admission.py``);
   the rest get 429 with a jittered Retry-After, so a wake-all storm drains
   instead of piling up.
+- ``POST /api/v1/agents/{agent_id}/renew`` renews the identity the agent
+  proves itself with (``AgentAdmin.renew``): a certificate for the new key of
+  its CSR, or a new token; each outcome is counted for ``/metrics``.
 - Each agent has budgets (``[budgets]``): ``syncs_per_minute`` reports
   (429 ``over_budget`` beyond, with the wait in Retry-After) and
   ``inventory_bytes`` of stored inventory (413 ``inventory_over_budget``,
@@ -30,8 +33,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
-from epns.errors import BadRequest, Forbidden, MessageError, PayloadTooLarge, TooManyRequests
+from epns import pki
+from epns.errors import (
+    BadRequest,
+    Forbidden,
+    MessageError,
+    PayloadTooLarge,
+    RequestError,
+    TooManyRequests,
+)
 from epns.sync_contract import (
     VERSION,
     SyncFormat,
@@ -146,7 +158,7 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
     """The first step of a sync."""
     arrived = time.time()
     services = _services(request)
-    await _caller(services, request, agent_id, token)
+    caller = await _caller(services, request, agent_id, token)
     _within_budget(services, agent_id, arrived)
     async with _admitted(services):
         raw = await read_limited(request, services.settings.sync.max_body, "report")
@@ -160,9 +172,12 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
         # anything of it is stored.
         try:
             await services.registry.on_sync(
+        validity = (None if caller.issued_at is None or caller.expires_at is None
+                    else (caller.issued_at, caller.expires_at))
                 agent_id, ok=True, detail="report received", reason=report.reason.value,
                 at=arrived, changes=report.changes,
-                inventory_budget=services.settings.budgets.inventory_bytes)
+                inventory_budget=services.settings.budgets.inventory_bytes,
+                identity=validity)
         except PayloadTooLarge:
             services.metrics.budget_refusals["inventory_bytes"] += 1
             raise
@@ -192,3 +207,50 @@ async def get_reply(agent_id: AgentId, request: Request, token: AgentToken) -> R
         reply = SyncReply(sync_interval=hints.sync_interval, keepalive=hints.keepalive,
                           tasks=tasks)
         return Response(encode_reply(reply, fmt), media_type=fmt.content_type)
+
+
+class RenewBody(BaseModel):
+    """What an agent sends to renew: a certificate agent the CSR of a key it
+    has just made; a token agent nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+    csr: str | None = Field(default=None, max_length=pki.MAX_CSR_BYTES,
+                            description="PEM CSR of the agent's new key (certificate agents)")
+
+
+class Renewed(BaseModel):
+    """The new identity: ``certificate`` (PEM) and ``serial``, or ``token``
+    and ``token_id``; valid from ``issued_at`` to ``expires_at`` (UNIX s)."""
+
+    agent_id: str
+    method: str
+    certificate: str | None = None
+    serial: str | None = None
+    token: str | None = None
+    token_id: str | None = None
+    issued_at: float
+    expires_at: float
+
+
+@router.post("/api/v1/agents/{agent_id}/renew", response_model=Renewed,
+             summary="An agent renews its certificate (with a CSR) or its token",
+             responses=error_responses(400, 401, 403, 413, 422, 429, 503))
+async def renew(agent_id: AgentId, body: RenewBody, request: Request,
+                token: AgentToken) -> Renewed:
+    """The agent's new identity, on the channel its current one proves; the
+    current one stays valid until it expires."""
+    services = _services(request)
+    outcomes = services.metrics.renewals
+    try:
+        caller = await _caller(services, request, agent_id, token)
+        issued = await services.agents.renew(caller, body.csr, time.time())
+    except RequestError as exc:
+        outcomes[exc.code] += 1
+        raise
+    outcomes["renewed"] += 1
+    certificate = issued.files.get("agent.crt")
+    new_token = issued.files.get("agent.token")
+    return Renewed(agent_id=agent_id, method=caller.method, certificate=certificate,
+                   serial=issued.serial, token=new_token.strip() if new_token else None,
+                   token_id=issued.token_id, issued_at=issued.issued_at,
+                   expires_at=issued.expires_at)

@@ -32,7 +32,7 @@ def _csr(key: CertificateIssuerPrivateKeyTypes, cn: str = "anything",
 
 def test_the_agent_csr_gives_a_certificate_for_the_servers_chosen_id(ca: pki.Pair) -> None:
     key_pem, csr_pem = pki.create_agent_csr("laptop-1")
-    cert = pki.issue_from_csr(ca, csr_pem, "laptop-1", days=30)
+    cert = pki.issue_from_csr(ca, csr_pem, "laptop-1", lifetime=30 * 86400.0)
     identity = identity_from_certificate(cert.public_bytes(serialization.Encoding.DER))
     assert (identity.name, identity.role) == ("laptop-1", Role.AGENT)
     key = serialization.load_pem_private_key(key_pem, password=None)
