@@ -2,8 +2,10 @@
 
     epns-agent run    --config agent.toml    run in the foreground (for systemd)
     epns-agent status --config agent.toml    what the running agent is doing
-    epns-agent enrol --server URL --token T --ca ca.crt --id ID --dir DIR
-                                             trade a one-time token for an identity
+    epns-agent enrol --server URL --token T --ca ca.crt [--id ID] [--dir /etc/epns]
+                                             trade an enrolment token for an identity
+    epns-agent enrol --resume [--dir /etc/epns]
+                                             take up an enrolment waiting for approval
 
 Settings come from the TOML file, ``EPNS_AGENT_*`` variables and, for the
 proxy, ``HTTPS_PROXY``/``NO_PROXY``; they are read once here and passed down.
@@ -176,20 +178,45 @@ def _alive(pid: Any) -> bool:
 
 
 def _enrol_parser(commands: Any) -> None:
-    sub = commands.add_parser("enrol", help="trade a one-time token for this machine's identity")
-    sub.add_argument("--server", required=True, help="the server, https://HOST:PORT")
-    sub.add_argument("--token", required=True, help="the one-time enrolment token")
-    sub.add_argument("--ca", type=Path, required=True, help="the fleet CA, to trust the server")
-    sub.add_argument("--id", dest="agent_id", required=True, help="this agent's id")
-    sub.add_argument("--dir", type=Path, required=True, help="where the identity is written")
+    sub = commands.add_parser(
+        "enrol", help="trade an enrolment token for this machine's identity",
+        description="Exit status: 0 enrolled, 2 refused or failed, 4 still waiting for an "
+                    "admin's approval (take it up again with --resume).")
+    sub.add_argument("--server", help="the server, https://HOST:PORT")
+    sub.add_argument("--token", help="the enrolment token")
+    sub.add_argument("--ca", type=Path, help="the fleet CA, to trust the server")
+    sub.add_argument("--id", dest="agent_id",
+                     help="this agent's id (default: the server makes one of the host name, "
+                          "unique across machines)")
+    sub.add_argument("--dir", type=Path, default=Path("/etc/epns"),
+                     help="where the identity is written (default /etc/epns)")
+    sub.add_argument("--wait", type=float, default=3600.0,
+                     help="seconds to wait for an admin's approval (default an hour)")
+    sub.add_argument("--no-wait", action="store_const", const=0.0, dest="wait",
+                     help="do not wait for an approval; say how to resume")
+    sub.add_argument("--resume", action="store_true",
+                     help="take up the enrolment waiting for approval in --dir")
 
 
 def _enrol(args: argparse.Namespace) -> int:
     # Imported here: the CSR needs cryptography's x509, which `run` must not load.
-    from agent_push.enrol import enrol  # noqa: PLC0415
+    from agent_push.enrol import StillPending, enrol, resume, tell  # noqa: PLC0415
 
-    config = enrol(args.server, args.token, args.ca, args.agent_id, args.dir)
-    sys.stdout.write(f"enrolled {args.agent_id}: run it with  epns-agent run --config {config}\n")
+    if args.resume:
+        done = resume(args.dir, wait=args.wait, say=tell)
+    elif args.server is None or args.token is None or args.ca is None:
+        sys.stderr.write("epns-agent enrol: --server, --token and --ca are needed (or "
+                         "--resume)\n")
+        return 2
+    else:
+        done = enrol(args.server, args.token, args.ca, args.agent_id, args.dir,
+                     wait=args.wait, say=tell)
+    if isinstance(done, StillPending):
+        sys.stdout.write(f"enrolment {done.enrolment_id} waits for an admin's approval; "
+                         f"once accepted:  epns-agent enrol --resume --dir {done.directory}\n")
+        return 4
+    sys.stdout.write(f"enrolled as {done.agent_id}: run it with  epns-agent run --config "
+                     f"{done.config}\n")
     return 0
 
 

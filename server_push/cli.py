@@ -5,8 +5,12 @@
                                                       an agent identity and its config bundle
     epns-server agent revoke ID [--reason TEXT]
     epns-server token create NAME                     an API token for an integration (printed once)
-    epns-server enrol-token create [--group G] [--ttl S] [--agent-id ID]
-                                                      a one-time token for epns-agent enrol
+    epns-server enrol-token create [--group G] [--ttl S] [--max-uses N | --unlimited]
+                               [--approval] [--agent-id ID]
+                                                      a token for epns-agent enrol and the
+                                                      one-line installer (enrol_cli.py)
+    epns-server enrol-token list | show ID | revoke ID
+    epns-server enrolment list | accept ID | reject ID    enrolments waiting for approval
     epns-server admin password [USER]                 set a console password (generated, printed)
     epns-server health                                exit 0 when the running server is healthy
 """
@@ -29,10 +33,10 @@ from epns import logs, pki
 from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
+from server_push import enrol_cli
 from server_push import services as services_module
 from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.fleet.agents import public_url
-from server_push.fleet.enrol import DEFAULT_TTL
 from server_push.health_probe import probe
 from server_push.security.secrets_file import session_secret
 from server_push.services import Services
@@ -209,19 +213,6 @@ def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, create))
 
 
-def _cmd_enrol_token(settings: ServerSettings, args: argparse.Namespace) -> None:
-    async def create(services: Services) -> None:
-        made = await services.enrolment().create_token(args.group or [], args.ttl,
-                                                      args.agent_id, "cli")
-        _say(made.token)
-        sys.stderr.write(f"enrolment token {made.id}, valid {args.ttl:.0f} s; it is shown "
-                         f"only now. On the machine:\n  epns-agent enrol --server "
-                         f"{public_url(settings)} --token TOKEN --ca ca.crt --id "
-                         f"{args.agent_id or 'AGENT_ID'} --dir /etc/epns\n")
-
-    asyncio.run(_with_services(settings, create))
-
-
 def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def password(services: Services) -> None:
         value = os.environ.get("EPNS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -257,12 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("action", choices=("create",))
     token.add_argument("name")
     token.set_defaults(run=_cmd_token)
-    enrol = sub.add_parser("enrol-token", help="one-time tokens for epns-agent enrol")
-    enrol.add_argument("action", choices=("create",))
-    enrol.add_argument("--group", action="append", help="group (repeatable)")
-    enrol.add_argument("--ttl", type=float, default=DEFAULT_TTL, help="seconds (default a day)")
-    enrol.add_argument("--agent-id", help="the one agent id this token may enrol")
-    enrol.set_defaults(run=_cmd_enrol_token)
+    enrol_cli.register(sub)
     admin = sub.add_parser("admin", help="console users")
     admin.add_argument("action", choices=("password",))
     admin.add_argument("user", nargs="?", default=ADMIN)

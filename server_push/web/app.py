@@ -8,7 +8,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from server_push.services import Services
-from server_push.web import api, broker_auth_api, enrol_api, errors, sync_api, wol_api
+from server_push.web import (
+    api,
+    broker_auth_api,
+    enrol_api,
+    errors,
+    install_api,
+    sync_api,
+    wol_api,
+)
 from server_push.web.body_limit import BodyLimit
 from server_push.web.console import STATIC_DIR, STATIC_PATH
 from server_push.web.console import router as console_router
@@ -32,6 +40,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     app.include_router(sync_api.router)
     app.include_router(wol_api.router)
     app.include_router(enrol_api.router)
+    app.include_router(install_api.router)
     app.include_router(broker_auth_api.router)
     app.include_router(console_router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="console-static")

@@ -1,5 +1,6 @@
-"""Enrolment: one-time tokens, a CSR over HTTPS, and an agent that runs from
-what ``epns-agent enrol`` wrote. Real broker, real server, real agents."""
+"""Enrolment: tokens (one-time and reusable), a CSR over HTTPS, and an agent
+that runs from what ``epns-agent enrol`` wrote. Real broker, real server,
+real agents."""
 
 from __future__ import annotations
 
@@ -86,16 +87,19 @@ def test_an_installer_enrols_itself_and_runs_from_what_it_wrote(stack: Stack,
     agent = _run_from(stack, directory, tmp_path / "elsewhere")
     stack.wait_agent("pc-1", "online")
     assert "status=200" in agent.log_contains(r"sync_done .*reason=connect")
+    stack.wait_wakeup(stack.wake("pc-1"), "satisfied")
     with stack.api() as api:
         shown = api.get("/api/v1/agents/pc-1").json()
         history = api.get("/api/v1/agents/pc-1/history").json()
         tokens = api.get("/api/v1/enrol-tokens").json()
+        detail = api.get(f"/api/v1/enrol-tokens/{made['id']}").json()
         audit = api.get("/api/v1/audit").json()
     assert (shown["groups"], shown["auth"]) == (["lab"], "certificate")
     assert any(h["kind"] == "created" and made["id"] in h["detail"] for h in history)
-    assert [(t["id"], t["state"], t["agent_id"]) for t in tokens] == [
-        (made["id"], "used", "pc-1")]
+    assert [(t["id"], t["state"], t["uses"], t["max_uses"]) for t in tokens] == [
+        (made["id"], "used", 1, 1)]
     assert not any(k in tokens[0] for k in ("token", "token_hash"))
+    assert [(e["agent_id"], e["state"]) for e in detail["enrolments"]] == [("pc-1", "enrolled")]
     assert {"enrol_token_create", "agent_enrol"} <= {a["action"] for a in audit}
 
 
@@ -122,7 +126,36 @@ def test_racing_installers_with_one_token_get_one_identity(stack: Stack) -> None
     assert ids == [winner]
 
 
-def test_unknown_expired_and_cancelled_tokens_are_refused(stack: Stack) -> None:
+def test_racing_installers_with_a_token_of_k_uses_get_k_identities(stack: Stack) -> None:
+    """Ten installers of one host name but ten machines race for a token of
+    three uses: three identities, three distinct ids made of the name."""
+    made = _token(stack, max_uses=3, groups=["fleet"])
+    bodies = [{"token": made["token"], "hostname": "Race-Box.lab", "machine": f"{n:064x}",
+               "csr": pki.create_agent_csr("x")[1].decode()} for n in range(1, 11)]
+
+    def post(body: dict[str, Any]) -> httpx.Response:
+        with stack.server.client() as client:
+            return client.post("/api/v1/enrol", json=body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(post, bodies))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] * 3 + [401] * 7, [a.text for a in answers]
+    assert all(a.json()["error"]["code"] == "enrol_token_used"
+               for a in answers if a.status_code == 401)
+    won = sorted(a.json()["agent_id"] for a in answers if a.status_code == 201)
+    assert len(set(won)) == 3
+    assert "race-box" in won
+    assert all(name == "race-box" or name.startswith("race-box-") for name in won)
+    with stack.api() as api:
+        agents = sorted(a["id"] for a in api.get("/api/v1/agents").json())
+        detail = api.get(f"/api/v1/enrol-tokens/{made['id']}").json()
+    assert agents == won
+    assert (detail["uses"], detail["state"]) == (3, "used")
+    assert sorted(e["agent_id"] for e in detail["enrolments"]) == won
+
+
+def test_unknown_expired_and_revoked_tokens_are_refused(stack: Stack) -> None:
     _refused(_enrol(stack, "epnsenrol_not-a-token", "x1"), 401, "bad_enrol_token")
     expiring = _token(stack, ttl=60)
     with sqlite3.connect(stack.work / "server.db") as db:
@@ -130,12 +163,20 @@ def test_unknown_expired_and_cancelled_tokens_are_refused(stack: Stack) -> None:
                    (time.time() - 1, expiring["id"]))
     assert "expired" in _refused(_enrol(stack, expiring["token"], "x2"), 401,
                                  "enrol_token_expired")
-    cancelled = _token(stack)
+    revoked = _token(stack, max_uses=None)
+    assert _enrol(stack, revoked["token"], "x3").status_code == 201
     with stack.api() as api:
-        assert api.delete(f"/api/v1/enrol-tokens/{cancelled['id']}").status_code == 204
-        again = api.delete(f"/api/v1/enrol-tokens/{cancelled['id']}")
-    _refused(again, 404, "unknown_enrol_token")
-    _refused(_enrol(stack, cancelled["token"], "x3"), 401, "bad_enrol_token")
+        assert api.delete(f"/api/v1/enrol-tokens/{revoked['id']}").status_code == 204
+        again = api.delete(f"/api/v1/enrol-tokens/{revoked['id']}")
+        unknown = api.delete("/api/v1/enrol-tokens/nosuchtoken")
+        listed = {t["id"]: t for t in api.get("/api/v1/enrol-tokens").json()}
+    _refused(again, 409, "enrol_token_revoked")
+    _refused(unknown, 404, "unknown_enrol_token")
+    assert "revoked" in _refused(_enrol(stack, revoked["token"], "x4"), 401,
+                                 "enrol_token_revoked")
+    # Revoked, not deleted: still listed, with the use it had.
+    assert (listed[revoked["id"]]["state"], listed[revoked["id"]]["uses"]) == ("revoked", 1)
+    assert listed[revoked["id"]]["revoked_by"] == "token:tests"
 
 
 def test_a_refused_enrolment_leaves_the_token_usable(stack: Stack) -> None:
@@ -153,8 +194,9 @@ def test_a_refused_enrolment_leaves_the_token_usable(stack: Stack) -> None:
     cert = x509.load_pem_x509_certificate(bundle["files"]["agent.crt"].encode())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pc-2"
     with stack.api() as api:
-        used = api.delete(f"/api/v1/enrol-tokens/{made['id']}")
-    _refused(used, 409, "enrol_token_used")
+        # A used token can be revoked too: it is listed as revoked from then on.
+        assert api.delete(f"/api/v1/enrol-tokens/{made['id']}").status_code == 204
+        assert api.get(f"/api/v1/enrol-tokens/{made['id']}").json()["state"] == "revoked"
 
 
 def test_a_token_for_one_agent_id_enrols_only_that_id(stack: Stack) -> None:
@@ -164,6 +206,8 @@ def test_a_token_for_one_agent_id_enrols_only_that_id(stack: Stack) -> None:
                                              "enrol_token_other_agent")
     answer = _enrol(stack, token, "kiosk-1")
     assert answer.status_code == 201, answer.text
+    assert answer.json()["agent_id"] == "kiosk-1"
+    _token(stack, 400, agent_id="kiosk-2", max_uses=5)
     with stack.api() as api:
         assert api.get("/api/v1/agents/kiosk-1").json()["groups"] == ["g1"]
 
@@ -181,6 +225,17 @@ def test_enrolment_requests_are_checked_before_anything_is_issued(stack: Stack) 
     _refused(unknown, 422, "invalid_request")
     _refused(no_admin, 401, "unauthorized")
     _token(stack, 422, ttl=5)
+    _token(stack, 422, max_uses=0)
+    made = _token(stack)
+    csr = pki.create_agent_csr("x")[1].decode()
+    with stack.server.client() as client:
+        nameless = client.post("/api/v1/enrol", json={"token": made["token"], "csr": csr})
+        bad_machine = client.post("/api/v1/enrol", json={
+            "token": made["token"], "csr": csr, "hostname": "h", "machine": "not-hex"})
+    assert "hostname" in _refused(nameless, 400, "no_agent_id")
+    _refused(bad_machine, 422, "invalid_request")
+    # Neither spent the use.
+    assert _enrol(stack, made["token"], "x5").status_code == 201
 
 
 def test_enrol_needs_the_fleet_ca_to_trust_the_server(stack: Stack, tmp_path: Path) -> None:

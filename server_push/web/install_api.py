@@ -1,0 +1,41 @@
+"""The one-line installer's files, open to anyone (``/install/``): the fleet
+CA, the Linux script and the agent packages. None of them is a secret; the
+enrolment token that the command carries is. ``server_push/fleet/installer.py``
+says how the command pins the CA."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+
+from server_push.fleet import installer
+from server_push.fleet.agents import public_url
+from server_push.web.api import Svc
+from server_push.web.errors import error_responses
+
+router = APIRouter(prefix="/install", tags=["installer"])
+PACKAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$"
+
+
+@router.get("/ca.crt", summary="The fleet CA, for the install command to check against the "
+                               "fingerprint pinned in it", response_class=PlainTextResponse)
+async def ca_certificate(services: Svc) -> Response:
+    return Response(installer.ca_bytes(services.settings), media_type="application/x-pem-file")
+
+
+@router.get("/linux.sh", summary="The Linux installer script (404 while [enrol] packages_dir "
+                                 "offers no package)", response_class=PlainTextResponse,
+            responses=error_responses(404))
+async def linux_script(services: Svc) -> PlainTextResponse:
+    text = installer.script(services.settings, public_url(services.settings))
+    return PlainTextResponse(text, media_type="text/x-shellscript")
+
+
+@router.get("/packages/{name}", summary="An agent package the installer script names",
+            response_class=FileResponse, responses=error_responses(404, 422))
+async def agent_package(name: Annotated[str, Path(pattern=PACKAGE_NAME)],
+                        services: Svc) -> FileResponse:
+    return FileResponse(installer.package(services.settings, name),
+                        media_type="application/octet-stream", filename=name)
