@@ -24,7 +24,7 @@ from typing import Any
 from agent_push.backoff import Backoff
 from agent_push.dialer import open_route
 from agent_push.mqtt import Message, MqttLink
-from agent_push.presence import interfaces
+from agent_push.platform import awake_clock, interfaces
 from agent_push.state import StateDir
 from agent_push.sync import (
     RetrySchedule,
@@ -548,8 +548,9 @@ def _addresses() -> frozenset[str]:
 
 
 def _look() -> Look:
-    """The machine now, for ``epns.netwatch``: its addresses and both clocks."""
-    return Look(_addresses(), time.time(), time.monotonic())
+    """The machine now, for ``epns.netwatch``: its addresses and both clocks
+    (the second one stands still while the machine sleeps)."""
+    return Look(_addresses(), time.time(), awake_clock())
 
 
 class _AgentSyncWays:

@@ -2,6 +2,7 @@
 
     epns-agent run    --config agent.toml    run in the foreground (for systemd)
     epns-agent status --config agent.toml    what the running agent is doing
+    epns-agent service install|remove        the Windows service (epns-agent[windows])
     epns-agent enrol --server URL --token T --ca ca.crt [--id ID] [--dir /etc/epns]
                                              trade an enrolment token for an identity
     epns-agent enrol --resume [--dir /etc/epns]
@@ -9,6 +10,8 @@
 
 Settings come from the TOML file, ``EPNS_AGENT_*`` variables and, for the
 proxy, ``HTTPS_PROXY``/``NO_PROXY``; they are read once here and passed down.
+Without ``--config`` the file is the system's (``agent_push.platform``:
+/etc/epns/agent.toml on Linux) when there is one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import base64
 import contextlib
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -28,6 +30,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent_push import platform
 from agent_push.agent import Agent, AgentContext
 from agent_push.state import STATUS, read_json
 from agent_push.sync import TlsFiles
@@ -88,14 +91,13 @@ def build_context(settings: AgentSettings) -> AgentContext:
 
 async def _run(agent: Agent) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    platform.install_stop_handlers(asyncio.get_running_loop(), stop.set)
     await agent.run(stop)
 
 
 def run(settings: AgentSettings) -> int:
-    """``epns-agent run``: until SIGTERM or SIGINT."""
+    """``epns-agent run``: until SIGTERM or SIGINT (Ctrl+C or Ctrl+Break on
+    Windows; a Windows service stops through agent_push.windows_service)."""
     logs.configure(settings.log.level, settings.log.format)
     agent = Agent(build_context(settings))
     # asyncio's own loop, not uvloop as in the broker: one connection gains
@@ -166,15 +168,21 @@ def _ago(at: Any, now: float) -> str:
 
 
 def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
+    return isinstance(pid, int) and platform.process_alive(pid)
+
+
+def load_settings(config: Path | None) -> AgentSettings:
+    """The settings from ``config``; without one, from the system's config
+    file when it exists, else from the environment alone."""
+    if config is not None:
+        return load_agent_settings(config, os.environ)
+    default = platform.default_config()
+    if default.is_file():
+        return load_agent_settings(default, os.environ)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return load_agent_settings(None, os.environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (no --config given, and no {default})") from exc
 
 
 def _enrol_parser(commands: Any) -> None:
@@ -224,15 +232,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``epns-agent``."""
     parser = argparse.ArgumentParser(prog="epns-agent", description="The epns endpoint agent.")
     commands = parser.add_subparsers(dest="command", required=True)
+    default = platform.default_config()
     for name, text in (("run", "run in the foreground"), ("status", "show what it is doing")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("--config", type=Path, help="agent.toml")
+        sub.add_argument("--config", type=Path,
+                         help=f"agent.toml (default: {default}, when it exists)")
     _enrol_parser(commands)
+    service = commands.add_parser("service", help="install or remove the Windows service")
+    service.add_argument("action", choices=("install", "remove"))
+    service.add_argument("--config", type=Path, default=default,
+                         help=f"the agent.toml the service runs with (default: {default})")
     args = parser.parse_args(argv)
     try:
         if args.command == "enrol":
             return _enrol(args)
-        settings = load_agent_settings(args.config, os.environ)
+        if args.command == "service":
+            platform.service(args.action, str(args.config))
+            return 0
+        settings = load_settings(args.config)
         if args.command == "status":
             return status(settings, time.time())
         return run(settings)

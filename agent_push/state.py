@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agent_push import platform
 from epns.errors import ConfigError
 
 ROUTE = "route"
@@ -32,7 +33,7 @@ class StateDir:
 
     def __init__(self, path: Path) -> None:
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            platform.private_directory(path)
         except OSError as exc:
             raise ConfigError(f"cannot create the state directory {path}: {exc}") from exc
         self.path = path

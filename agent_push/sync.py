@@ -23,13 +23,11 @@ soon after it is back rather than an interval later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import inspect
 import logging
 import os
 import random
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent_push import platform
 from agent_push.http_exchange import ExchangeJob, ExchangeResult, exchange
 from epns.agent_config import SyncSettings, TimeoutSettings
 from epns.errors import ConfigError, MalformedMessage, SyncFailed
@@ -358,7 +357,7 @@ class CommandSync:
                 *self._argv, env=self._environment(request), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 # Its own process group, so a timeout kills what it started too.
-                start_new_session=True)
+                **platform.PROCESS_GROUP)
         except OSError as exc:
             return SyncOutcome(False, f"cannot run {self._argv[0]}: {exc.strerror or exc}",
                                duration=time.monotonic() - began)
@@ -386,9 +385,8 @@ class CommandSync:
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
-    # It may have ended between the timeout and the kill.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    # It may have ended between the timeout and the kill: no error then.
+    platform.kill_process_group(process.pid)
     # Collect it, and drain the pipe so that its transport closes.
     await process.communicate()
 

@@ -20,6 +20,8 @@ into these at the boundary where they are caught, so callers only ever handle
     │   └── WrongTarget          the command is addressed to someone else
     ├── SyncFailed               a sync with the management server did not complete
     ├── EnrolFailed              an installer could not trade its enrolment token for an identity
+    ├── PlatformError            the operating system cannot do what the agent asks (hold sleep off,
+    │                            register a service)
     ├── StoreError               the server's database cannot be read, written or migrated
     ├── BrokerUnavailable        the server has no working MQTT session to the broker
     ├── RequestError             the server refuses an API, console or sync request;
@@ -74,6 +76,7 @@ __all__ = [
     "NotFound",
     "PKIError",
     "PayloadTooLarge",
+    "PlatformError",
     "ProtocolViolation",
     "ProxyAuthFailed",
     "ProxyFailed",
@@ -193,6 +196,12 @@ class SyncFailed(EPNSError):
 class EnrolFailed(EPNSError):
     """An installer could not trade its enrolment token and CSR for an agent
     identity; the message says why, in the server's words when it answered."""
+
+
+class PlatformError(EPNSError):
+    """The operating system cannot do what the agent asks (agent_push.platform):
+    a sleep inhibitor it cannot take, a service it cannot register; the
+    message names the facility and what it said."""
 
 
 class StoreError(EPNSError):

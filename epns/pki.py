@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +82,10 @@ def _write(path: Path, data: bytes, *, secret: bool) -> None:
     mode = 0o600 if secret else 0o644
     fd = os.open(path, flags, mode)
     # os.open's mode applies only when it creates the file: an existing key
-    # file must not keep looser permissions.
-    os.fchmod(fd, mode)
+    # file must not keep looser permissions. Windows has no fchmod (before
+    # Python 3.13); the agent writes its files through agent_push.platform.
+    if sys.platform != "win32":
+        os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
