@@ -74,14 +74,17 @@ def private_directory(path: Path) -> None:
     if path.is_dir():
         return
     path.mkdir(parents=True, exist_ok=True)
-    grants = [f"{sid}:(OI)(CI)F" for sid in (*PRIVILEGED, "*" + _user_sid())]
-    _command(["icacls", str(path), "/inheritance:r", "/grant:r", *grants])
+    _restrict(path, "(OI)(CI)")
 
 
 def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` in binary mode. Windows has no file modes:
-    the file takes its directory's ACL (``private_directory``); ``mode`` only
-    decides whether it is read-only, and no mode here is."""
+    """Write ``data`` to ``path`` in binary mode. Windows has no file modes: a
+    ``mode`` for the owner alone (0600) makes the file's ACL that of
+    ``private_directory``, before the data is in it, an existing file's too;
+    any other leaves the ACL it inherits. OSError when icacls fails."""
+    if mode & 0o077 == 0:
+        path.touch()
+        _restrict(path, "")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_BINARY, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -176,6 +179,12 @@ def service(action: str, config: str) -> None:
         windows_service.install(Path(config))
     else:
         windows_service.remove()
+
+
+def _restrict(path: Path, inheritance: str) -> None:
+    """Only LocalSystem, the Administrators and this user: no inherited entry."""
+    grants = [f"{sid}:{inheritance}F" for sid in (*PRIVILEGED, "*" + _user_sid())]
+    _command(["icacls", str(path), "/inheritance:r", "/grant:r", *grants])
 
 
 def _user_sid() -> str:
