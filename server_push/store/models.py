@@ -234,7 +234,8 @@ class EnrolToken(Base):
     used_at: Mapped[float | None] = mapped_column(Float, default=None)
     # The one agent id the token may enrol, if it was made for one.
     agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    max_uses: Mapped[int | None] = mapped_column(Integer, default=1)
+    # None: unlimited. No default: the ORM would put it in place of an explicit None.
+    max_uses: Mapped[int | None] = mapped_column(Integer)
     # Identities issued plus requests waiting for approval.
     uses: Mapped[int] = mapped_column(Integer, default=0)
     # Enrolments wait as pending until an admin accepts them.
