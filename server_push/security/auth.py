@@ -157,11 +157,11 @@ class AgentCaller:
 
     agent_id: str
     method: str
-
     serial: str | None = None
     token_id: str | None = None
     issued_at: float | None = None
     expires_at: float | None = None
+
 
 class AgentAuthenticator:
     """Proves an agent at the sync endpoints, the same way the broker does:
@@ -184,15 +184,15 @@ class AgentAuthenticator:
                 if identity.role is not Role.AGENT:
                     raise Forbidden("only agents sync", code="not_an_agent")
                 agent_id, method, serial = identity.name, "certificate", identity.serial
+                issued_at = cert.not_valid_before_utc.timestamp()
+                expires_at = cert.not_valid_after_utc.timestamp()
             elif bearer is not None:
                 claims = tokens.verify_token(self._token_key, bearer, now=time.time())
                 agent_id, method, token_id = claims.subject, "token", claims.token_id
-                issued_at = cert.not_valid_before_utc.timestamp()
-                expires_at = cert.not_valid_after_utc.timestamp()
+                issued_at, expires_at = float(claims.issued_at), float(claims.expires_at)
             else:
                 raise Unauthorized("present the agent's client certificate or its token "
                                    "(Authorization: Bearer)", code="no_agent_identity")
-                issued_at, expires_at = float(claims.issued_at), float(claims.expires_at)
         except (EPNSError, ValueError) as exc:
             if isinstance(exc, Unauthorized | Forbidden):
                 raise

@@ -170,10 +170,10 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
         _check_report(report, agent_id)
         # First, as it may refuse the report (the inventory budget) before
         # anything of it is stored.
-        try:
-            await services.registry.on_sync(
         validity = (None if caller.issued_at is None or caller.expires_at is None
                     else (caller.issued_at, caller.expires_at))
+        try:
+            await services.registry.on_sync(
                 agent_id, ok=True, detail="report received", reason=report.reason.value,
                 at=arrived, changes=report.changes,
                 inventory_budget=services.settings.budgets.inventory_bytes,
