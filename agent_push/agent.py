@@ -25,8 +25,10 @@ from agent_push.backoff import Backoff
 from agent_push.dialer import open_route
 from agent_push.mqtt import Message, MqttLink
 from agent_push.platform import awake_clock, interfaces
+from agent_push.renewal import Renewed, Renewer
 from agent_push.state import StateDir
 from agent_push.sync import (
+    HttpSync,
     RetrySchedule,
     SyncCoordinator,
     SyncOutcome,
@@ -35,7 +37,7 @@ from agent_push.sync import (
     build_sync_action,
 )
 from agent_push.wol import relay
-from epns import topics
+from epns import tls, topics
 from epns.agent_config import AgentSettings
 from epns.envelope import (
     Command,
@@ -104,6 +106,9 @@ class Status:
     # may go without hearing it before it gives the connection up.
     last_heard: float | None = None
     deaf_bound: float | None = None
+    # The identity's expiry, the last renewal and when the next is due
+    # (agent_push.renewal).
+    identity: dict[str, Any] | None = None
 
 
 class Agent:
@@ -124,12 +129,36 @@ class Agent:
         self._beat: tuple[str, Heartbeat] | None = None
         # The one route decision for push and sync (epns.routes).
         self.book = RouteBook()
-        self.sync = SyncCoordinator(
-            build_sync_action(self.settings.sync, self.agent_id, tls=context.sync_tls,
-                              token=context.token, ways=_AgentSyncWays(self),
-                              timeouts=self.settings.timeouts,
-                              changes=self._changes, inventory=self._inventory),
-            self._synced, retry=RetrySchedule(self.settings.sync.retry_base, self._sync_interval))
+        ways = _AgentSyncWays(self)
+        self.renewer = self._renewer(ways)
+        action = build_sync_action(self.settings.sync, self.agent_id, tls=context.sync_tls,
+                                   token=context.token, ways=ways,
+                                   timeouts=self.settings.timeouts, changes=self._changes,
+                                   inventory=self._inventory,
+                                   renew=None if self.renewer is None
+                                   else self.renewer.request_now)
+        self._http = action if isinstance(action, HttpSync) else None
+        self.sync = SyncCoordinator(action, self._synced, retry=RetrySchedule(
+            self.settings.sync.retry_base, self._sync_interval))
+        # Set once a renewed identity is installed: the connection moves to it
+        # at the next moment no command is being handled.
+        self._switch = asyncio.Event()
+        self._reconnect_now = False
+
+    def _renewer(self, ways: _AgentSyncWays) -> Renewer | None:
+        """The identity's renewer: over the HTTP sync's channel, so an agent
+        whose sync is a command or an entry point cannot renew (it says so)."""
+        settings = self.settings
+        if not settings.renewal.enabled:
+            return None
+        if settings.sync.action != "http" or not settings.sync.urls:
+            event(log, "renewal_unavailable", logging.WARNING,
+                  reason="renewal goes over the HTTP sync (sync.action = 'http', sync.url)",
+                  action="the identity will expire unless renewed by hand")
+            return None
+        return Renewer(settings, ways, tls_ca=self.context.sync_tls.ca,
+                       token=lambda: self.context.token, installed=self._renewed,
+                       report=self._renewal_state)
 
     # -- the two loops -------------------------------------------------------
 
@@ -140,6 +169,8 @@ class Agent:
         self._publish_status()
         background = [asyncio.create_task(self._interval_loop()),
                       asyncio.create_task(self._watch_loop())]
+        if self.renewer is not None:
+            background.append(asyncio.create_task(self.renewer.run()))
         try:
             await self._connection_loop(stop)
         finally:
@@ -160,6 +191,10 @@ class Agent:
                 log.exception("internal_error")
             if stop.is_set():
                 return
+            if self._reconnect_now:
+                # Leaving for the renewed identity: straight back, no backoff.
+                self._reconnect_now = False
+                continue
             delay = self.backoff.next_delay()
             self.status.next_retry = time.time() + delay
             event(log, "reconnect_scheduled", delay=round(delay, 2), attempt=self.backoff.attempts)
@@ -334,9 +369,12 @@ class Agent:
         if stop.is_set():
             await self._say_goodbye(link)
             reason = "agent stopping"
+        elif self._switch.is_set():
+            reason = await self._leave_for_new_identity(link)
         else:
             await link.close()
-        event(log, "disconnected", logging.INFO if stop.is_set() else logging.WARNING,
+        event(log, "disconnected",
+              logging.INFO if stop.is_set() or self._reconnect_now else logging.WARNING,
               route=route.name, reason=reason)
         self._on_disconnected(reason, link)
 
@@ -373,15 +411,59 @@ class Agent:
         return [topics.agent_cmd(self.agent_id), topics.ALL_CMD, *groups]
 
     async def _pump(self, link: MqttLink, stopping: asyncio.Task[bool]) -> str:
-        """Handle messages until the link closes or the agent stops."""
-        while True:
-            getting = asyncio.create_task(link.messages.get())
-            waiting: list[asyncio.Future[Any]] = [getting, stopping, link.closed]
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if getting not in done:
-                getting.cancel()
-                return link.closed.result() if link.closed.done() else "agent stopping"
-            await self._handle(link, getting.result())
+        """Handle messages until the link closes, the agent stops, or a
+        renewed identity is waiting (between two messages)."""
+        switching = asyncio.create_task(self._switch.wait())
+        try:
+            while True:
+                getting = asyncio.create_task(link.messages.get())
+                waiting: list[asyncio.Future[Any]] = [getting, stopping, link.closed,
+                                                      switching]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if getting not in done:
+                    getting.cancel()
+                    if link.closed.done():
+                        return link.closed.result()
+                    return "agent stopping" if stopping in done else "identity renewed"
+                await self._handle(link, getting.result())
+        finally:
+            switching.cancel()
+
+    async def _leave_for_new_identity(self, link: MqttLink) -> str:
+        """Close the connection cleanly (DISCONNECT: no last will, so the
+        server sees no offline flap) and reconnect at once on the renewed
+        identity. The session is persistent: commands published meanwhile
+        wait at the broker. Those paho acknowledged but the agent had not
+        handled yet are handled now: a wake-up's sync still runs, so it is
+        satisfied though its ack could not be sent."""
+        self._switch.clear()
+        await link.close(graceful=True)
+        while not link.messages.empty():
+            await self._handle(link, link.messages.get_nowait())
+        self._reconnect_now = True
+        return "moving to the renewed identity"
+
+    def _renewed(self, renewed: Renewed) -> None:
+        """The renewed identity's files are in place: new connections use it."""
+        ident, broker = self.settings.identity, self.settings.broker
+        if renewed.token is not None:
+            self.context = replace(self.context, token=renewed.token)
+            if self._http is not None:
+                self._http.use_token(renewed.token)
+        else:
+            self.context = replace(
+                self.context,
+                broker_tls=tls.client_context(broker.ca, ident.cert, ident.key,
+                                              alpn=tls.MQTT_ALPN),
+                websocket_tls=tls.client_context(broker.ca, ident.cert, ident.key,
+                                                 alpn=tls.WEBSOCKET_ALPN))
+        if self.link is not None:
+            event(log, "identity_switching", action="reconnecting on the renewed identity")
+            self._switch.set()
+
+    def _renewal_state(self, state: dict[str, Any]) -> None:
+        self.status.identity = state
+        self._publish_status()
 
     async def _say_goodbye(self, link: MqttLink) -> None:
         offline = encode_presence(Presence(PresenceState.OFFLINE, at=time.time()))
@@ -417,8 +499,10 @@ class Agent:
             self._save_heartbeat()
         self.link = None
         self.book.connected = None
+        # Leaving for a renewed identity is no error.
+        error = self.status.last_error if self._reconnect_now else f"disconnected: {reason}"
         self.status = replace(self.status, connected=False, since=time.time(),
-                              last_error=f"disconnected: {reason}")
+                              last_error=error)
         self._publish_status()
 
     # -- commands ------------------------------------------------------------------
@@ -538,7 +622,8 @@ class Agent:
             "route": status.route, "since": status.since, "last_wake": status.last_wake,
             "last_sync": status.last_sync, "next_retry": status.next_retry,
             "last_error": status.last_error, "last_heard": status.last_heard,
-            "deaf_bound": status.deaf_bound, "written_at": time.time(),
+            "deaf_bound": status.deaf_bound, "identity": status.identity,
+            "written_at": time.time(),
         })
 
 

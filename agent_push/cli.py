@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -32,12 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent_push import platform
 from agent_push.agent import Agent, AgentContext
+from agent_push.renewal import recover
 from agent_push.state import STATUS, read_json
 from agent_push.sync import TlsFiles
 from epns import __version__, logs, tls
 from epns.agent_config import AgentSettings, load_agent_settings
 from epns.errors import ConfigError, EPNSError, PKIError
 from epns.tokens import PublicKey
+
+_log = logging.getLogger(__name__)
 
 # An Ed25519 public key in DER (SubjectPublicKeyInfo, RFC 8410: no parameters)
 # is always these 12 bytes, then the key's 32.
@@ -64,8 +68,16 @@ def load_command_key(path: Path) -> PublicKey:
 
 
 def build_context(settings: AgentSettings) -> AgentContext:
-    """Load keys, certificates and the token once; a ConfigError names the file."""
+    """Load keys, certificates and the token once (after finishing a renewal
+    a crash interrupted); a ConfigError names the file."""
     ident, broker = settings.identity, settings.broker
+    try:
+        recovered = recover(ident)
+    except OSError as exc:
+        raise ConfigError(f"cannot finish the interrupted renewal of the identity: {exc}") \
+            from exc
+    if recovered is not None:
+        logs.event(_log, "renewal_recovered", detail=recovered)
     try:
         command_key = load_command_key(broker.server_public_key)
     except EPNSError as exc:
@@ -149,8 +161,34 @@ def describe(data: Mapping[str, Any], running: bool, now: float) -> list[str]:
         lines.append(f"next retry: in {max(0.0, retry - now):.0f} s")
     lines.append("last wake-up: " + _event(data.get("last_wake"), now))
     lines.append("last sync: " + _event(data.get("last_sync"), now))
+    lines += _identity(data.get("identity"), now)
     lines.append(f"last error: {data.get('last_error') or 'none'}")
     return lines
+
+
+def _identity(item: Any, now: float) -> list[str]:
+    """The identity's expiry, its last renewal and the next one."""
+    if not isinstance(item, dict):
+        return []
+    expires, due = item.get("expires_at"), item.get("next_renewal")
+    lines = []
+    if isinstance(expires, int | float):
+        left = expires - now
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires))
+        lines.append(f"identity: expires {when} "
+                     + (f"(in {_span(left)})" if left > 0 else "(EXPIRED)"))
+    lines.append("last renewal: " + _event(item.get("last_renewal"), now))
+    if isinstance(due, int | float):
+        lines.append(f"next renewal: in {_span(max(0.0, due - now))}")
+    return lines
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds:.0f} s"
 
 
 def _event(item: Any, now: float) -> str:

@@ -81,6 +81,9 @@ class ExchangeJob:
     timeouts: TimeoutSettings
     max_retries: int
     max_retry_after: float
+    # The POST's own answer is what the caller wants (an identity renewal):
+    # read whole and returned as ``reply``.
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,7 @@ class _Exchange:
             return ExchangeResult(self._posted, error=str(exc), fault=exc.fault)
         except SyncFailed as exc:
             return ExchangeResult(self._posted, error=str(exc), http_status=exc.status)
-        if not self._job.fetch:
+        if not self._job.fetch and not self._job.answered:
             return ExchangeResult(True, answer.status)
         return ExchangeResult(True, answer.status, answer.body, answer.content_type)
 
@@ -236,7 +239,7 @@ class _Exchange:
                                                job.token, content))
         try:
             answer = await connection.request(request, content, job.timeout,
-                                              whole=method == "GET")
+                                              whole=method == "GET" or job.answered)
         except SyncFailed:
             self.drop()
             raise

@@ -102,15 +102,17 @@ def build_sync_action(
     token: str | None = None,
     ways: SyncWays | None = None,
     timeouts: TimeoutSettings | None = None,
+    renew: Callable[[], None] | None = None,
 ) -> SyncAction:
-    """The action ``sync.action`` names; a ConfigError says what is missing."""
+    """The action ``sync.action`` names; a ConfigError says what is missing.
+    ``renew`` starts a renewal of the agent's identity (a ``renew`` task)."""
     if settings.action == "command":
         return CommandSync(settings.command, settings.timeout, agent_id)
     if settings.action == "entry_point":
         assert settings.entry_point is not None  # SyncSettings refuses it otherwise
         return EntryPointSync(settings.entry_point, settings.timeout)
     return HttpSync(settings, agent_id, tls, changes=changes, inventory=inventory,
-                    token=token, ways=ways, timeouts=timeouts)
+                    token=token, ways=ways, timeouts=timeouts, renew=renew)
 
 
 # --- HTTP -------------------------------------------------------------------------
@@ -184,6 +186,7 @@ class HttpSync:
         token: str | None = None,
         ways: SyncWays | None = None,
         timeouts: TimeoutSettings | None = None,
+        renew: Callable[[], None] | None = None,
     ) -> None:
         if settings.url is None:
             raise ConfigError("sync.url is required when sync.action = 'http'")
@@ -198,6 +201,12 @@ class HttpSync:
         self._inventory = inventory
         self._results: dict[str, TaskResult] = {}
         self._inventory_due = False
+        self._renew = renew
+
+    def use_token(self, token: str) -> None:
+        """Prove the agent with ``token`` from the next exchange on (a renewed
+        one); the certificate files are read at each exchange anyway."""
+        self._job = replace(self._job, token=token)
 
     async def __call__(self, request: SyncRequest) -> SyncOutcome:
         """Run one sync; a failure is an outcome, never an exception."""
@@ -277,7 +286,8 @@ class HttpSync:
             # The server repeats a task until a report carries its result.
             if task.id in self._results:
                 continue
-            reply, result = answer_task(reply, task, inventory=self._inventory is not None)
+            reply, result = answer_task(reply, task, inventory=self._inventory is not None,
+                                        renew=self._renew)
             self._results[task.id] = result
             if task.type == TaskType.INVENTORY and result.status is TaskStatus.DONE:
                 self._inventory_due = True
@@ -315,9 +325,15 @@ def _job_template(settings: SyncSettings, agent_id: str, tls: TlsFiles, *,
         max_retries=settings.max_retries, max_retry_after=settings.max_retry_after)
 
 
-def answer_task(reply: SyncReply, task: Task, *, inventory: bool) -> tuple[SyncReply, TaskResult]:
+def answer_task(reply: SyncReply, task: Task, *, inventory: bool,
+                renew: Callable[[], None] | None = None) -> tuple[SyncReply, TaskResult]:
     """The reply with ``task`` applied, and the agent's answer to it.
-    ``inventory`` says whether this agent can send a full inventory."""
+    ``inventory`` says whether this agent can send a full inventory;
+    ``renew`` starts a renewal of its identity, when it can renew."""
+    if task.type == TaskType.RENEW and renew is not None:
+        renew()
+        return reply, TaskResult(task.id, TaskStatus.DONE,
+                                 "renewal started; the agent's identity_expires_at shows it done")
     if task.type == TaskType.SET_CONFIG:
         try:
             return apply_set_config(reply, task), TaskResult(task.id, TaskStatus.DONE)

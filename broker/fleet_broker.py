@@ -180,6 +180,8 @@ class FleetBroker:
         self.metrics.connected(time.monotonic())
         event(log, "connected", client=session.client_id, peer=conn.peer_name,
               listener=conn.listener, role=identity.role, auth=identity.method,
+              # Which certificate or token: a renewed identity shows here.
+              id=identity.serial or identity.token_id,
               resumed=resumed, keepalive=connect.keep_alive)
         conn.send(session.outbox.resume())
 

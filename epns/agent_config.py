@@ -24,6 +24,7 @@ __all__ = [
     "KeepaliveSettings",
     "ProxySettings",
     "ReconnectSettings",
+    "RenewalSettings",
     "SyncSettings",
     "TimeoutSettings",
     "WolSettings",
@@ -228,6 +229,25 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class RenewalSettings:
+    """Renewal of the agent's certificate or token at two thirds of its
+    lifetime, over the sync channel (``sync.url``; docs/identity.md). After a
+    failure the agent retries after a draw in [0, retry_base * 2**n] seconds,
+    at most retry_cap, and at most half the time its identity has left."""
+
+    # Renew the identity before it expires.
+    enabled: bool = True
+    # Seconds: the first retry's upper bound.
+    retry_base: float = 60.0
+    # Seconds: the longest wait between two tries.
+    retry_cap: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.retry_base <= 0 or self.retry_cap < self.retry_base:
+            raise ValueError("renewal needs 0 < retry_base <= retry_cap")
+
+
+@dataclass(frozen=True)
 class WolSettings:
     """How a Wake-on-LAN relay sends: to each address, on each port, repeated."""
 
@@ -257,6 +277,7 @@ class AgentSettings:
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     wol: WolSettings = field(default_factory=WolSettings)
+    renewal: RenewalSettings = field(default_factory=RenewalSettings)
     # The last working route, the server's hints, status.json (agent_push/state.py).
     state_dir: Path = Path("state")
     log: LogSettings = field(default_factory=LogSettings)
