@@ -1,0 +1,319 @@
+"""The released artifacts, built once for this module by ``scripts/build-packages``
+exactly as a maintainer would (wheels, wheelhouse, .deb, single file), then
+installed the ways docs/install-agent.md says and run against a real broker
+and server: each agent connects, and syncs with the server after a wake-up.
+
+- the agent wheel into a fresh virtual environment from the local
+  wheelhouse only (``--no-index``): no server dependency and no uvloop is
+  installed, and ``epns-agent run`` from there works;
+- the server wheel's metadata requires the agent's at the same version;
+- the .deb into a throwaway root (tests/support/throwaway_root.py: an
+  overlay of / in a private mount namespace; never the host's root):
+  install, configure, run as the epns user from /usr/bin/epns-agent,
+  upgrade (configuration, identity and state kept), remove, purge;
+- the single file with the system's /usr/bin/python3, outside any venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from epns import __version__
+from tests.server.conftest import Stack
+from tests.support.agents import AgentProcess, write_agent_config
+from tests.support.processes import ROOT, pump_stderr
+from tests.support.throwaway_root import ENV as ROOT_ENV
+from tests.support.throwaway_root import ThrowawayRoot, why_not
+
+pytestmark = pytest.mark.timeout(600)
+
+# Distributions an agent install must not bring (issue 16: an operator found
+# all of these, and uvloop, installed with the agent).
+SERVER_ONLY = {"fastapi", "starlette", "pydantic", "sqlalchemy", "alembic", "uvicorn", "asyncpg",
+               "aiosqlite", "aiomqtt", "argon2-cffi", "jinja2", "itsdangerous",
+               "python-multipart", "uvloop", "websockets", "epns", "epns-server"}
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+LIST_DISTRIBUTIONS = ("import json, importlib.metadata as m; print(json.dumps(sorted("
+                      "d.metadata['Name'].lower().replace('_', '-') for d in m.distributions())))")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the test venv, EPNS_* or proxy settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EPNS_", "VIRTUAL_ENV", "PYTHON", "PIP_"))
+           and k.lower() not in ("https_proxy", "no_proxy")}
+    env["PATH"] = os.pathsep.join(part for part in env.get("PATH", "").split(os.pathsep)
+                                  if not part.startswith(str(Path(sys.executable).parent)))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every artifact, built by the script a maintainer runs."""
+    out = tmp_path_factory.mktemp("dist")
+    started = time.monotonic()
+    done = subprocess.run([str(ROOT / "scripts" / "build-packages"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout + done.stderr
+    sys.stderr.write(f"scripts/build-packages: {time.monotonic() - started:.0f} s\n")
+    return out
+
+
+def _start(argv: list[str], config: Path, env: dict[str, str], cwd: Path) -> AgentProcess:
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    agent = AgentProcess(process, config)
+    threading.Thread(target=pump_stderr, args=(process, agent.lines), daemon=True).start()
+    return agent
+
+
+def _config(stack: Stack, agent_id: str, path: Path, files: Path) -> Path:
+    """The agent's TOML as stack.start_agent writes it, naming its identity,
+    CA and server key in ``files`` (a bundle's names)."""
+    return write_agent_config(
+        path, stack.pki, agent_id, [stack.broker.port],
+        identity={"cert": str(files / "agent.crt"), "key": str(files / "agent.key")},
+        broker={"ca": str(files / "ca.crt"), "server_public_key": str(files / "server.pub")},
+        sync={"action": "http", "url": stack.server.url, "fetch": True,
+              "ca": str(files / "ca.crt"), "interval": 3600.0, "timeout": 5.0})
+
+
+def _connects_and_syncs(stack: Stack, agent_id: str, agent: AgentProcess) -> None:
+    """Online at the server, then a wake-up through the API that it syncs."""
+    try:
+        stack.wait_agent(agent_id, "online", timeout=30)
+        stack.wait_wakeup(stack.wake(agent_id), "satisfied", timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nagent log:\n" + "\n".join(agent.lines)) from exc
+
+
+def test_the_wheels_hold_their_own_packages_and_the_server_requires_the_agent(
+        dist: Path) -> None:
+    agent = dist / f"epns_agent-{__version__}-py3-none-any.whl"
+    server = dist / f"epns_server-{__version__}-py3-none-any.whl"
+
+    def tops(wheel: Path) -> set[str]:
+        with zipfile.ZipFile(wheel) as archive:
+            return {name.split("/")[0] for name in archive.namelist()
+                    if ".dist-info/" not in name}
+
+    def metadata(wheel: Path) -> list[str]:
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            return archive.read(name).decode().splitlines()
+
+    assert tops(agent) == {"epns", "agent_push", "epns_check"}
+    assert tops(server) == {"broker", "server_push"}
+    with zipfile.ZipFile(server) as archive:
+        names = archive.namelist()
+    assert any(re.match(r"server_push/store/migrations/versions/\d+_.*\.py$", n) for n in names)
+    assert any(n.startswith("server_push/web/console/templates/") for n in names)
+    requires = [line.split(": ", 1)[1] for line in metadata(server)
+                if line.startswith("Requires-Dist: ")]
+    assert f"epns-agent=={__version__}" in requires
+    agent_requires = {re.split(r"[<>=!~; \[]", line.split(": ", 1)[1])[0].lower()
+                      for line in metadata(agent) if line.startswith("Requires-Dist: ")
+                      and "extra ==" not in line}
+    assert agent_requires
+    assert not agent_requires & SERVER_ONLY
+
+
+def test_agent_wheel_in_a_fresh_venv_brings_no_server_dependency_and_syncs(
+        dist: Path, tmp_path: Path, make_stack: Callable[..., Stack]) -> None:
+    venv = tmp_path / "venv"
+    env = _clean_env(PIP_CONFIG_FILE=os.devnull)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links",
+         str(dist / "wheelhouse"), f"epns-agent=={__version__}"],
+        capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert install.returncode == 0, install.stdout + install.stderr
+    # Not from the checkout: its epns.egg-info would be listed.
+    listed = subprocess.run([str(python), "-c", LIST_DISTRIBUTIONS], capture_output=True,
+                            text=True, timeout=60, env=env, check=True, cwd=tmp_path)
+    installed = set(json.loads(listed.stdout))
+    assert {"epns-agent", "paho-mqtt", "cryptography", "httpx", "psutil"} <= installed
+    assert not installed & SERVER_ONLY, installed & SERVER_ONLY
+    # uvloop cannot sneak in another way either: the agent runs without it.
+    assert subprocess.run([str(python), "-c", "import uvloop"], capture_output=True,
+                          timeout=60, env=env, check=False, cwd=tmp_path).returncode != 0
+
+    stack = make_stack()
+    bundle = stack.create_agent("venv-agent")
+    config = _config(stack, "venv-agent", tmp_path / "agent.toml", bundle)
+    agent = _start([str(venv / "bin" / "epns-agent"), "run", "--config", str(config)],
+                   config, env, tmp_path)
+    stack.agents.append(agent)
+    _connects_and_syncs(stack, "venv-agent", agent)
+
+
+def _same_python_minor() -> str | None:
+    if not SYSTEM_PYTHON.exists():
+        return f"no {SYSTEM_PYTHON}"
+    done = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    if done.stdout.strip() != str(sys.version_info[:2]):
+        return (f"{SYSTEM_PYTHON} is {done.stdout.strip()}, the artifacts are built for "
+                f"{sys.version_info[:2]} (compiled dependencies)")
+    return None
+
+
+def test_single_file_runs_with_the_system_python(dist: Path, tmp_path: Path,
+                                                 make_stack: Callable[..., Stack]) -> None:
+    reason = _same_python_minor()
+    if reason:
+        pytest.skip(reason)
+    pyz = dist / f"epns-agent-{__version__}.pyz"
+    copied = tmp_path / "epns-agent.pyz"
+    shutil.copy2(pyz, copied)
+    env = _clean_env(SHIV_ROOT=str(tmp_path / "shiv"))
+    done = subprocess.run([str(SYSTEM_PYTHON), str(copied), "--help"], capture_output=True,
+                          text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: epns-agent")
+
+    stack = make_stack()
+    bundle = stack.create_agent("onefile-agent")
+    config = _config(stack, "onefile-agent", tmp_path / "agent.toml", bundle)
+    agent = _start([str(SYSTEM_PYTHON), str(copied), "run", "--config", str(config)],
+                   config, env, tmp_path)
+    stack.agents.append(agent)
+    _connects_and_syncs(stack, "onefile-agent", agent)
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path) -> Iterator[tuple[ThrowawayRoot, Path]]:
+    """A throwaway root and the host directory it shows at /mnt."""
+    reason = why_not() or _same_python_minor()
+    if reason:
+        pytest.skip(reason)
+    carry = tmp_path / "carry"
+    carry.mkdir()
+    root = ThrowawayRoot(tmp_path / "overlay", carry)
+    yield root, carry
+    root.close()
+
+
+def _digests(root: ThrowawayRoot, directory: str) -> dict[str, str]:
+    listing = root.run("find", directory, "-type", "f", "-exec", "sha256sum", "{}", "+").stdout
+    return {line.split()[1]: line.split()[0] for line in listing.splitlines()}
+
+
+def _owner_and_mode(root: ThrowawayRoot, path: str) -> str:
+    return root.run("stat", "-c", "%U:%G %a", path).stdout.strip()
+
+
+WANTS = "/etc/systemd/system/multi-user.target.wants/epns-agent.service"
+
+
+def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
+        dist: Path, tmp_path: Path, throwaway: tuple[ThrowawayRoot, Path],
+        make_stack: Callable[..., Stack]) -> None:
+    root, carry = throwaway
+    host_passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
+    debs = sorted(dist.glob(f"epns-agent_{__version__}-1_*.deb"))
+    assert len(debs) == 1, debs
+    shutil.copy2(debs[0], carry / "first.deb")
+    # The next revision: the same tree under a newer version, as an upgrade sees it.
+    raw = tmp_path / "raw"
+    subprocess.run(["dpkg-deb", "--raw-extract", str(debs[0]), str(raw)], check=True, timeout=120)
+    control = (raw / "DEBIAN" / "control").read_text()
+    (raw / "DEBIAN" / "control").write_text(
+        control.replace(f"Version: {__version__}-1", f"Version: {__version__}-2"))
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", "-Zgzip", str(raw),
+                    str(carry / "second.deb")], check=True, capture_output=True, timeout=120)
+
+    # Installed before it is configured: the user and directories, the unit
+    # not enabled, a word on what to do.
+    installed = root.run("dpkg", "-i", "/mnt/first.deb")
+    assert "not configured yet" in installed.stderr
+    passwd = root.run("getent", "passwd", "epns").stdout.strip().split(":")
+    assert passwd[5:] == ["/var/lib/epns", "/usr/sbin/nologin"]
+    uid, gid = passwd[2], passwd[3]
+    assert _owner_and_mode(root, "/var/lib/epns") == "epns:epns 750"
+    assert root.run("epns-agent", "--help").stdout.startswith("usage: epns-agent")
+    assert root.run("epns-check", "--help").stdout.startswith("usage:")
+    unit = root.run("cat", "/usr/lib/systemd/system/epns-agent.service").stdout
+    assert "ExecStart=/usr/bin/epns-agent run --config /etc/epns/agent.toml" in unit
+    assert not root.exists(WANTS)
+    # The host's root is untouched.
+    assert not Path("/usr/lib/epns-agent").exists()
+    assert not Path("/usr/bin/epns-agent").exists()
+
+    # Enrolled as epns-agent enrol leaves it: root's files, the key 0600.
+    stack = make_stack()
+    bundle = stack.create_agent("deb-agent")
+    for name in ("agent.crt", "agent.key", "ca.crt", "server.pub"):
+        shutil.copy2(bundle / name, carry / name)
+    config = _config(stack, "deb-agent", carry / "agent.toml", Path("/etc/epns"))
+    config.write_text(re.sub(r'^state_dir = .*$', 'state_dir = "/var/lib/epns"',
+                             config.read_text(), flags=re.MULTILINE))
+    for name in ("agent.toml", "agent.crt", "ca.crt", "server.pub"):
+        root.run("install", "-m", "0644", f"/mnt/{name}", f"/etc/epns/{name}")
+    root.run("install", "-m", "0600", "/mnt/agent.key", "/etc/epns/agent.key")
+
+    def run_agent() -> None:
+        argv = root.argv("/usr/bin/epns-agent", "run", "--config", "/etc/epns/agent.toml",
+                         user=f"{uid}:{gid}")
+        agent = _start(argv, carry / "agent.toml", dict(ROOT_ENV), tmp_path)
+        try:
+            _connects_and_syncs(stack, "deb-agent", agent)
+        finally:
+            assert agent.stop() == 0, "\n".join(agent.lines)
+
+    # Reconfigured now that agent.toml is there (docs/install-agent.md): the
+    # key is given to the epns group and the unit enabled; the agent runs as
+    # epns from /usr/bin.
+    root.run("dpkg-reconfigure", "epns-agent")
+    assert _owner_and_mode(root, "/etc/epns/agent.key") == "root:epns 640"
+    assert root.exists(WANTS)
+    run_agent()
+    status = json.loads(root.run("cat", "/var/lib/epns/status.json").stdout)
+    assert status["agent_id"] == "deb-agent"
+    kept_config = _digests(root, "/etc/epns")
+    kept_state = _digests(root, "/var/lib/epns")
+
+    # Upgrade: configuration, identity and state as they were; it runs again.
+    root.run("dpkg", "-i", "/mnt/second.deb")
+    assert root.run("dpkg-query", "-W", "-f", "${Version}", "epns-agent").stdout == (
+        f"{__version__}-2")
+    assert _digests(root, "/etc/epns") == kept_config
+    assert _digests(root, "/var/lib/epns") == kept_state
+    assert root.exists(WANTS)
+    run_agent()
+
+    # Remove: the program goes, configuration, identity and state stay.
+    root.run("dpkg", "-r", "epns-agent")
+    for gone in ("/usr/bin/epns-agent", "/usr/bin/epns-check", "/usr/lib/epns-agent",
+                 "/usr/lib/systemd/system/epns-agent.service"):
+        assert not root.exists(gone), gone
+    assert set(_digests(root, "/etc/epns")) == set(kept_config)
+    assert root.exists("/var/lib/epns/status.json")
+
+    # Purge: the agent's files and systemd's links go; the user stays.
+    root.run("dpkg", "-P", "epns-agent")
+    for gone in ("/etc/epns", "/var/lib/epns", WANTS,
+                 "/etc/systemd/system/epns-agent.service"):
+        assert not root.exists(gone), gone
+    assert root.run("dpkg-query", "-W", "epns-agent", check=False).returncode != 0
+    assert root.run("getent", "passwd", "epns").returncode == 0
+    leftovers = root.run("find", "/etc/systemd", "/usr/lib/systemd", "-name",
+                         "epns-agent*").stdout
+    assert leftovers == ""
+    assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == host_passwd
