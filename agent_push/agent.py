@@ -36,6 +36,7 @@ from agent_push.sync import (
     TlsFiles,
     build_sync_action,
 )
+from agent_push.trust import AgentTrust
 from agent_push.wol import relay
 from epns import tls, topics
 from epns.agent_config import AgentSettings
@@ -51,7 +52,7 @@ from epns.envelope import (
     encode_presence,
     verify_command,
 )
-from epns.errors import MessageError, RouteError
+from epns.errors import MessageError, RouteError, UnknownSigner
 from epns.heartbeat import Heartbeat, network_key
 from epns.logs import event
 from epns.netwatch import CHECK_INTERVAL, Change, Look, Watch
@@ -121,6 +122,9 @@ class Agent:
         self.state = StateDir(context.settings.state_dir)
         self.status = Status(pid=os.getpid())
         self.replay = ReplayGuard()
+        # The keys commands may come from: the pinned one, and what key
+        # rotations announced since (epns.trust).
+        self.trust = AgentTrust(context.settings.state_dir, context.command_key)
         self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
         self.link: MqttLink | None = None
         # Set to cut a reconnect wait short (the network changed).
@@ -510,10 +514,13 @@ class Agent:
     async def _handle(self, link: MqttLink, message: Message) -> None:
         try:
             command = verify_command(
-                message.payload, self.context.command_key, agent_id=self.agent_id,
+                message.payload, self.trust.lookup(), agent_id=self.agent_id,
                 groups=frozenset(self.settings.identity.groups), replay=self.replay,
                 now=time.time())
         except MessageError as exc:
+            if isinstance(exc, UnknownSigner):
+                self.trust.refused(exc)
+                self._publish_status()
             event(log, "command_rejected", logging.WARNING, topic=message.topic,
                   kind=type(exc).__name__, reason=str(exc))
             return
@@ -535,6 +542,9 @@ class Agent:
             self._apply_hints(command.body)
         elif command.type is CommandType.PING:
             await self._report(link, Event(EventType.PONG, time.time(), command.id))
+        elif command.type is CommandType.TRUST and self.trust.accept(
+                command.body.get("announcement"), "command"):
+            self._publish_status()
 
     async def _relay_wol(self, link: MqttLink, command: Command) -> None:
         try:
@@ -607,6 +617,8 @@ class Agent:
         if outcome.reply is not None:
             self._apply_hints({"keepalive": dict(outcome.reply.keepalive),
                                "sync_interval": outcome.reply.sync_interval})
+            if outcome.reply.trust is not None:
+                self.trust.accept(outcome.reply.trust, "sync reply")
         self._publish_status()
         link = self.link
         if link is not None:
@@ -622,6 +634,7 @@ class Agent:
             "route": status.route, "since": status.since, "last_wake": status.last_wake,
             "last_sync": status.last_sync, "next_retry": status.next_retry,
             "last_error": status.last_error, "last_heard": status.last_heard,
+            "trust": self.trust.status(),
             "deaf_bound": status.deaf_bound, "identity": status.identity,
             "written_at": time.time(),
         })

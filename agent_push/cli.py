@@ -7,6 +7,9 @@
                                              trade an enrolment token for an identity
     epns-agent enrol --resume [--dir /etc/epns]
                                              take up an enrolment waiting for approval
+    epns-agent trust reset --key signing.pub [--config agent.toml]
+                                             pin the server's current key after a missed
+                                             key rotation (docs/rotation.md)
 
 Settings come from the TOML file, ``EPNS_AGENT_*`` variables and, for the
 proxy, ``HTTPS_PROXY``/``NO_PROXY``; they are read once here and passed down.
@@ -36,8 +39,10 @@ from agent_push.agent import Agent, AgentContext
 from agent_push.renewal import recover
 from agent_push.state import STATUS, read_json
 from agent_push.sync import TlsFiles
+from agent_push.trust import TRUST
 from epns import __version__, logs, tls
 from epns.agent_config import AgentSettings, load_agent_settings
+from epns.envelope import key_id
 from epns.errors import ConfigError, EPNSError, PKIError
 from epns.tokens import PublicKey
 
@@ -162,6 +167,7 @@ def describe(data: Mapping[str, Any], running: bool, now: float) -> list[str]:
     lines.append("last wake-up: " + _event(data.get("last_wake"), now))
     lines.append("last sync: " + _event(data.get("last_sync"), now))
     lines += _identity(data.get("identity"), now)
+    lines += _trust(data.get("trust"))
     lines.append(f"last error: {data.get('last_error') or 'none'}")
     return lines
 
@@ -181,6 +187,35 @@ def _identity(item: Any, now: float) -> list[str]:
     if isinstance(due, int | float):
         lines.append(f"next renewal: in {_span(max(0.0, due - now))}")
     return lines
+
+
+def _trust(item: Any) -> list[str]:
+    """The keys commands are taken from, and a refusal a rotation explains."""
+    if not isinstance(item, dict):
+        return []
+    keys = item.get("keys")
+    if not isinstance(keys, dict):
+        keys = {}
+    lines = [f"trust: serial {item.get('serial')}, keys "
+             + ", ".join(f"{kid} ({state})" for kid, state in keys.items())]
+    if item.get("problem"):
+        lines.append(f"TRUST PROBLEM: {item['problem']}")
+    return lines
+
+
+def trust_reset(settings: AgentSettings, key_file: Path) -> int:
+    """``epns-agent trust reset --key FILE``: the way back for an agent that
+    missed a whole key rotation. FILE (the server's current signing.pub, got
+    by hand from an operator) replaces the pinned key, and the trust the agent
+    had learnt is dropped; the agent takes it at its next start."""
+    key = load_command_key(key_file)
+    pinned = settings.broker.server_public_key
+    scratch = pinned.with_name(f".{pinned.name}.tmp")
+    scratch.write_text(key_file.read_text(encoding="ascii"), encoding="ascii")
+    os.replace(scratch, pinned)
+    (settings.state_dir / TRUST).unlink(missing_ok=True)
+    sys.stdout.write(f"{pinned} now pins key {key_id(key)}; restart the agent to use it\n")
+    return 0
 
 
 def _span(seconds: float) -> str:
@@ -276,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--config", type=Path,
                          help=f"agent.toml (default: {default}, when it exists)")
     _enrol_parser(commands)
+    trust = commands.add_parser("trust", help="reset the keys commands are taken from "
+                                              "(after a missed key rotation)")
+    trust.add_argument("action", choices=("reset",))
+    trust.add_argument("--key", type=Path, required=True,
+                       help="the server's current public key (its signing.pub)")
+    trust.add_argument("--config", type=Path,
+                       help=f"agent.toml (default: {default}, when it exists)")
     service = commands.add_parser("service", help="install or remove the Windows service")
     service.add_argument("action", choices=("install", "remove"))
     service.add_argument("--config", type=Path, default=default,
@@ -290,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         if args.command == "status":
             return status(settings, time.time())
+        if args.command == "trust":
+            return trust_reset(settings, args.key)
         return run(settings)
     except EPNSError as exc:
         sys.stderr.write(f"epns-agent: {exc}\n")

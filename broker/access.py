@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 
 from broker.revocation import RevocationFile
-from epns import tokens
 from epns.acl import Action
 from epns.acl_rules import AccessPolicy
 from epns.errors import BadToken
 from epns.identity import Credentials, Identity, authenticate
 from epns.mqtt import Connect
+from epns.pki import PublicKeyFile
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class Access:
     """The broker's authentication and ACL, built once from its settings."""
 
     revocations: RevocationFile
-    token_key: tokens.PublicKey | None
+    # The server's public keys that verify tokens: more than one during a
+    # key rotation, and re-read when the rotation rewrites the file.
+    token_keys: PublicKeyFile | None
     policy: AccessPolicy
 
     def authenticate(self, connect: Connect, certificate: bytes | None) -> Identity:
@@ -40,7 +42,8 @@ class Access:
                 raise BadToken("the password is not a token (not UTF-8)") from None
         credentials = Credentials(client_id=connect.client_id, username=connect.username,
                                   password=password, peer_certificate_der=certificate)
-        return authenticate(credentials, token_key=self.token_key,
+        keys = None if self.token_keys is None else self.token_keys.keys()
+        return authenticate(credentials, token_key=keys,
                             revoked=self.revocations.current, now=time.time())
 
     def allows(self, identity: Identity, action: Action, topic: str) -> bool:

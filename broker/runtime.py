@@ -69,13 +69,14 @@ def _context(settings: BrokerSettings) -> ssl.SSLContext:
 async def start(settings: BrokerSettings) -> RunningBroker:
     """Start everything; raises ConfigError for unusable settings or files."""
     contexts = {name: _context(settings) for name in settings.listeners.enabled()}
-    token_key = None
+    token_keys = None
     if settings.identity.server_public_key is not None:
         try:
-            token_key = pki.load_public_key(settings.identity.server_public_key)
+            # Re-read when a key rotation rewrites it (epns.trust).
+            token_keys = pki.PublicKeyFile(settings.identity.server_public_key)
         except PKIError as exc:
             raise ConfigError(str(exc)) from exc
-    access = Access(RevocationFile(settings.identity.revocation_file), token_key,
+    access = Access(RevocationFile(settings.identity.revocation_file), token_keys,
                     AccessPolicy(settings.acl.rules))
     revocations = access.revocations
     metrics = Metrics()

@@ -8,6 +8,7 @@ are checked without a database, so every broker of a cluster can check them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -84,7 +85,7 @@ def identity_from_certificate(der: bytes) -> Identity:
 def authenticate(
     credentials: Credentials,
     *,
-    token_key: tokens.PublicKey | None,
+    token_key: tokens.PublicKey | Sequence[tokens.PublicKey] | None,
     revoked: RevocationList,
     now: float,
 ) -> Identity:
@@ -96,7 +97,7 @@ def authenticate(
     if credentials.peer_certificate_der is not None:
         identity = identity_from_certificate(credentials.peer_certificate_der)
     elif credentials.password:
-        if token_key is None:
+        if not token_key:
             raise BadToken("token login is disabled: the broker has no server public key")
         claims = tokens.verify_token(token_key, credentials.password, now=now)
         if credentials.username not in (None, claims.subject):

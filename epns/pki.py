@@ -7,10 +7,13 @@ the all-in-one default; production fleets may bring their own CA.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
+import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ __all__ = [
     "SIGNING_KEY",
     "SIGNING_PUB",
     "Pair",
+    "PublicKeyFile",
     "agent_pair",
     "create_agent_csr",
     "create_broker_cert",
@@ -49,7 +53,10 @@ __all__ = [
     "issue_from_csr",
     "load_certificate",
     "load_public_key",
+    "load_public_keys",
     "load_signing_key",
+    "private_pem",
+    "public_pem",
 ]
 
 CA_CERT = "ca.crt"
@@ -98,6 +105,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
     )
 
 
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    """The PKCS#8 PEM of a signing key, as ``signing.key`` holds it."""
+    return _key_pem(key)
+
+
 def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -139,6 +151,69 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 # at most a tenth of the lifetime, so that a lifetime of seconds (tests) is
 # not mostly spent before it was issued.
 BACKDATE = 300.0
+
+
+_PEM_PUBLIC = re.compile(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def load_public_keys(path: Path) -> tuple[Ed25519PublicKey, ...]:
+    """Every Ed25519 public key of a PEM file, in order. During a key rotation
+    ``signing.pub`` holds the current key first, then the others that still
+    verify tokens (``epns.trust``); a file of one key is the usual case."""
+    try:
+        blocks = _PEM_PUBLIC.findall(path.read_bytes())
+    except OSError as exc:
+        raise PKIError(f"cannot read public key {path}: {exc}") from exc
+    if not blocks:
+        raise PKIError(f"{path} holds no PEM public key")
+    keys = []
+    for block in blocks:
+        try:
+            key = serialization.load_pem_public_key(block)
+        except ValueError as exc:
+            raise PKIError(f"cannot read public key {path}: {exc}") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise PKIError(f"{path} holds a key that is not Ed25519")
+        keys.append(key)
+    return tuple(keys)
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    """The PEM of a public key, as ``signing.pub`` holds it."""
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class PublicKeyFile:
+    """The keys of a public-key file, re-read when it changes (a key rotation
+    rewrites ``signing.pub``), looked at no more than once per ``interval``
+    seconds. A file that becomes unreadable keeps the last good keys."""
+
+    def __init__(self, path: Path, interval: float = 1.0) -> None:
+        self.path = path
+        self._interval = interval
+        self._keys = load_public_keys(path)
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size)
+
+    def keys(self) -> tuple[Ed25519PublicKey, ...]:
+        """The keys, current first."""
+        now = time.monotonic()
+        if now - self._checked >= self._interval:
+            self._checked = now
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                with contextlib.suppress(PKIError):
+                    self._keys = load_public_keys(self.path)
+        return self._keys
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes,
@@ -255,13 +330,7 @@ def create_signing_key(directory: Path) -> tuple[Path, Path]:
     key = Ed25519PrivateKey.generate()
     private, public = directory / SIGNING_KEY, directory / SIGNING_PUB
     _write(private, _key_pem(key), secret=True)
-    _write(
-        public,
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-        secret=False,
-    )
+    _write(public, public_pem(key.public_key()), secret=False)
     return private, public
 
 

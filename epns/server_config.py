@@ -131,6 +131,12 @@ class PkiSettings:
 
     # ca.crt/key, signing.key/pub, revoked.txt; a dev PKI is made here on first run.
     dir: Path = Path("certs")
+    # Seconds ``rotate signing-key begin`` announces as the overlap, when not
+    # told: at least the longest an agent may stay offline and still follow
+    # the rotation, plus its sync interval (docs/rotation.md).
+    rotation_overlap: float = 30 * 86400.0
+    # How often the running server looks for a rotation step (rotation.json).
+    rotation_check_interval: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,9 @@ class SyncReply:
     sync_interval: float | None = None
     keepalive: Mapping[str, int] = field(default_factory=dict)
     tasks: tuple[Task, ...] = ()
+    # The server's signed trust announcement (epns.trust), once it has rotated
+    # a key: an agent that was offline when it went out learns it here.
+    trust: str | None = None
 
 
 def apply_set_config(reply: SyncReply, task: Task) -> SyncReply:
@@ -226,6 +229,8 @@ def encode_reply(reply: SyncReply, fmt: SyncFormat = SyncFormat.JSON) -> bytes:
         fields["sync_interval"] = reply.sync_interval
     fields["keepalive"] = dict(reply.keepalive)
     fields["tasks"] = [{"id": t.id, "type": t.type, "body": dict(t.body)} for t in reply.tasks]
+    if reply.trust is not None:
+        fields["trust"] = reply.trust
     return _encode("reply", fields, fmt)
 
 
@@ -348,6 +353,10 @@ def decode_report(raw: bytes, fmt: SyncFormat = SyncFormat.JSON, *,
     )
 
 
+# A trust announcement lists a few keys and CA certificates: well under this.
+MAX_TRUST = 64 * 1024
+
+
 def decode_reply(raw: bytes, fmt: SyncFormat = SyncFormat.JSON, *,
                  max_bytes: int = MAX_BYTES) -> SyncReply:
     """Parse a reply (the agent's side); MalformedMessage names what is wrong.
@@ -359,6 +368,7 @@ def decode_reply(raw: bytes, fmt: SyncFormat = SyncFormat.JSON, *,
         sync_interval=interval,
         keepalive=keepalive,
         tasks=tuple(_task(item, f"reply.tasks[{index}]") for index, item in enumerate(tasks)),
+        trust=fields.optional_text(data.get("trust"), "reply.trust", max_length=MAX_TRUST),
     )
 
 

@@ -13,6 +13,8 @@
     epns-server enrolment list | accept ID | reject ID    enrolments waiting for approval
     epns-server admin password [USER]                 set a console password (generated, printed)
     epns-server health                                exit 0 when the running server is healthy
+    epns-server rotate signing-key begin [--overlap S] | finish [--force] | status
+                                                      rotate the command-signing key
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -38,8 +41,10 @@ from server_push import services as services_module
 from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.fleet.agents import public_url
 from server_push.health_probe import probe
+from server_push.security import rotation
 from server_push.security.secrets_file import session_secret
 from server_push.services import Services
+from server_push.store.history import audit
 from server_push.web.app import create_app
 from server_push.web.front import FrontListener
 from server_push.web.https import ASGIApp, dual_stack_socket, make_server
@@ -229,6 +234,33 @@ def _cmd_health(settings: ServerSettings, _args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _cmd_rotate(settings: ServerSettings, args: argparse.Namespace) -> None:
+    directory, now = settings.pki.dir, time.time()
+    if args.step == "status":
+        _say("\n".join(rotation.describe(rotation.load(directory), now)))
+        return
+    if args.step == "begin":
+        overlap = settings.pki.rotation_overlap if args.overlap is None else args.overlap
+        if overlap < 0:
+            raise ConfigError("--overlap must not be negative")
+        made = rotation.begin(directory, overlap=overlap, now=now)
+    else:
+        made = rotation.finish(directory, now=now, command_grace=settings.wakeups.max_ttl,
+                               token_ttl=settings.identity.token_lifetime, force=args.force)
+
+    async def record(services: Services) -> None:
+        async with services.sessions() as session, session.begin():
+            audit(session, at=now, actor="cli", action=f"rotate_signing_key_{args.step}",
+                  targets=[key.id for key in made.trust.keys],
+                  outcome=f"trust serial {made.trust.serial}")
+
+    asyncio.run(_with_services(settings, record))
+    _say("\n".join(rotation.describe(made, now)))
+    _say(f"the running server announces it to every agent within "
+         f"{settings.pki.rotation_check_interval:.0f} s; brokers take the token keys of "
+         f"{pki.SIGNING_PUB} within a second")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epns-server", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="server.toml (optional)")
@@ -255,6 +287,15 @@ def _parser() -> argparse.ArgumentParser:
     admin.set_defaults(run=_cmd_admin)
     sub.add_parser("health", help="ask the running server's /api/v1/health (exit 0 = ok)"
                    ).set_defaults(run=_cmd_health)
+    rotate = sub.add_parser("rotate", help="rotate the command-signing key (docs/rotation.md)")
+    rotate.add_argument("what", choices=("signing-key",))
+    rotate.add_argument("step", choices=("begin", "finish", "status"))
+    rotate.add_argument("--overlap", type=float,
+                        help="begin: seconds agents have to learn the next key "
+                             "(default pki.rotation_overlap)")
+    rotate.add_argument("--force", action="store_true",
+                        help="finish before the overlap has run out")
+    rotate.set_defaults(run=_cmd_rotate)
     return parser
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from epns import pki
+from epns import pki, topics
+from epns.envelope import TARGET_ALL, Command, CommandType
 from epns.errors import ConfigError
 from epns.logs import event
 from epns.server_config import ServerSettings
@@ -38,6 +40,7 @@ from server_push.link.wol_sender import allowed_networks
 from server_push.security.auth import AgentAuthenticator, Credentials
 from server_push.security.ratelimit import RateLimiter
 from server_push.security.revocations import RevocationStore
+from server_push.security.rotation import TrustWatch
 from server_push.security.sync_admission import SyncAdmission
 from server_push.store import db
 from server_push.store.handled import HandledEvents
@@ -45,6 +48,10 @@ from server_push.store.history import prune_history
 from server_push.store.settings_store import SettingsStore
 
 log = logging.getLogger(__name__)
+
+# Over MQTT a trust announcement reaches the agents online now; the others
+# find it in their next sync reply, so it need not wait for them.
+TRUST_TTL = 300.0
 
 
 @dataclass
@@ -71,6 +78,8 @@ class Services:
     handled: HandledEvents
     metrics: ServerMetrics
     sync_budget: RateLimiter
+    # The signing key and the trust agents are given (key rotation).
+    trust: TrustWatch
     cluster: Cluster | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
@@ -106,7 +115,34 @@ class Services:
             work = [self._link_loop(), self.cluster.run(self._shared_work)]
         else:
             work = [self.cluster.run(self._lead_with_link)]
+        # Every replica signs: each follows a key rotation itself.
+        work.append(self._watch_trust())
         self._tasks = [asyncio.create_task(job) for job in work]
+
+    async def _watch_trust(self) -> None:
+        """Follow ``rotate`` steps; announce a new trust to every agent online.
+        Agents offline now get it in their next sync reply. At start, a
+        rotation under way is announced again (the server may have been down
+        when it began); agents take a repeat as a no-op."""
+        if self.trust.rotation.in_progress():
+            await self.announce_trust()
+        while True:
+            await asyncio.sleep(self.settings.pki.rotation_check_interval)
+            if self.trust.refresh():
+                await self.announce_trust()
+
+    async def announce_trust(self) -> None:
+        """Stage and send the current trust announcement to every agent."""
+        announcement = self.trust.rotation.announcement
+        if announcement is None:
+            return
+        now = time.time()
+        command = Command(CommandType.TRUST, TARGET_ALL, now, now + TRUST_TTL,
+                          {"announcement": announcement.decode()})
+        async with self.sessions() as session, session.begin():
+            self.outbox.stage(session, command, topics.ALL_CMD)
+        await self.outbox.send([command.id])
+        event(log, "trust_announced", serial=self.trust.rotation.trust.serial, id=command.id)
 
     async def _shared_work(self) -> None:
         """What one replica does for all: expiry sweeps, offline notices, pruning."""
@@ -238,7 +274,7 @@ async def build(settings: ServerSettings) -> Services:
     await db.migrate(engine)
     sessions = db.sessions(engine)
     bus = Bus()
-    key = pki.load_signing_key(settings.pki.dir / pki.SIGNING_KEY)
+    trust = TrustWatch(settings.pki.dir)
     revocations = RevocationStore(settings.pki.dir / pki.REVOKED)
     registry = Registry(sessions, bus, settings.presence)
     holder: dict[str, Services] = {}
@@ -256,7 +292,7 @@ async def build(settings: ServerSettings) -> Services:
                       subscriptions=(shared_subscriptions(settings.cluster.share_group)
                                      if mode == "shared" else SUBSCRIPTIONS),
                       clean_session=mode == "shared")
-    outbox = Outbox(sessions, key, link)
+    outbox = Outbox(sessions, lambda: trust.signing_key, link)
     metrics = ServerMetrics(link=link.health, link_up=link.connected.is_set)
     config = SettingsStore(sessions, settings.notifications.min_offline_after)
     services = Services(
@@ -264,7 +300,7 @@ async def build(settings: ServerSettings) -> Services:
         registry=registry, wakeups=Wakeups(sessions, outbox, bus, settings.wakeups),
         tasks=Tasks(sessions), agents=AgentAdmin(sessions, settings, revocations, bus),
         credentials=Credentials(sessions),
-        agent_auth=AgentAuthenticator(sessions, key.public_key(), revocations),
+        agent_auth=AgentAuthenticator(sessions, trust.token_keys, revocations),
         config=config, revocations=revocations,
         wake_limiter=RateLimiter(settings.wakeups.per_minute, settings.wakeups.burst),
         sync_admission=SyncAdmission(max_concurrent=settings.sync.max_concurrent,
@@ -274,7 +310,8 @@ async def build(settings: ServerSettings) -> Services:
                         sweep_interval=settings.wakeups.sweep_interval,
                         allowed=allowed_networks(settings.wol.allowed_networks)),
         handled=HandledEvents(sessions), metrics=metrics,
-        sync_budget=RateLimiter(settings.budgets.syncs_per_minute, settings.budgets.syncs_burst))
+        sync_budget=RateLimiter(settings.budgets.syncs_per_minute, settings.budgets.syncs_burst),
+        trust=trust)
     if mode != "single":
         services.cluster = Cluster(engine, settings.cluster, services.on_cluster_notice)
         bus.relay = services.cluster.tell

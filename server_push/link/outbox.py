@@ -38,9 +38,10 @@ class Publisher(Protocol):
 class Outbox:
     """Persist, then publish; ``flush`` re-sends what is left after a reconnect."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], key: PrivateKey,
-                 publisher: Publisher) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 key: Callable[[], PrivateKey], publisher: Publisher) -> None:
         self._sessions = sessions
+        # Asked at each command: a key rotation changes it under a running server.
         self._key = key
         self._publisher = publisher
         self._flush_lock = asyncio.Lock()
@@ -51,7 +52,7 @@ class Outbox:
         """Add ``command`` to the outbox inside the caller's transaction, so the
         command exists exactly when the request that made it does."""
         session.add(PendingCommand(id=command.id, topic=topic,
-                                   payload=sign_command(command, self._key).decode(),
+                                   payload=sign_command(command, self._key()).decode(),
                                    created_at=command.issued_at,
                                    expires_at=command.expires_at))
 

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,9 +170,11 @@ class AgentAuthenticator:
     revocation list and the registry's own revoked flag."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 token_key: tokens.PublicKey, revocations: RevocationStore) -> None:
+                 token_keys: Callable[[], Sequence[tokens.PublicKey]],
+                 revocations: RevocationStore) -> None:
         self._sessions = sessions
-        self._token_key = token_key
+        # Asked at each check: during a key rotation, two keys verify tokens.
+        self._token_keys = token_keys
         self._revocations = revocations
 
     async def authenticate(self, cert_pem: str | None, bearer: str | None) -> AgentCaller:
@@ -187,7 +190,7 @@ class AgentAuthenticator:
                 issued_at = cert.not_valid_before_utc.timestamp()
                 expires_at = cert.not_valid_after_utc.timestamp()
             elif bearer is not None:
-                claims = tokens.verify_token(self._token_key, bearer, now=time.time())
+                claims = tokens.verify_token(self._token_keys(), bearer, now=time.time())
                 agent_id, method, token_id = claims.subject, "token", claims.token_id
                 issued_at, expires_at = float(claims.issued_at), float(claims.expires_at)
             else:

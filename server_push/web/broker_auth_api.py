@@ -33,6 +33,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,10 +83,11 @@ class Decision:
 
 @dataclass
 class _Gate:
-    """Per-app state: the token key (read once) and the failed-login buckets."""
+    """Per-app state: the token keys and the failed-login buckets."""
 
     settings: BrokerAuthSettings
-    token_key: PublicKey
+    # Asked at each login: during a key rotation, two keys verify tokens.
+    token_keys: Callable[[], Sequence[PublicKey]]
     failures: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def check(self, request: Request) -> None:
@@ -135,8 +137,7 @@ def _gate(request: Request) -> _Gate:
     if gate is None:
         services: Services = request.app.state.services
         settings = services.settings
-        gate = _Gate(settings.broker_auth,
-                     pki.load_public_key(settings.pki.dir / pki.SIGNING_PUB))
+        gate = _Gate(settings.broker_auth, services.trust.token_keys)
         request.app.state.broker_auth_gate = gate
     return gate
 
@@ -161,7 +162,8 @@ async def _params(request: Request) -> dict[str, str]:
     return {**params, **{str(k): "" if v is None else str(v) for k, v in data.items()}}
 
 
-def check_login(params: dict[str, str], key: PublicKey, services: Services) -> Decision:
+def check_login(params: dict[str, str], key: Sequence[PublicKey],
+                services: Services) -> Decision:
     """A token agent's CONNECT, decided as the epns broker decides it."""
     credentials = Credentials(client_id=params.get("clientid", ""),
                               username=params.get("username") or None,
@@ -218,7 +220,7 @@ async def _admitted(request: Request) -> tuple[_Gate, Services, dict[str, str]]:
 async def emqx_authn(request: Request) -> Response:
     """EMQX's HTTP authenticator: ``${username}``, ``${password}``, ``${clientid}``."""
     gate, services, params = await _admitted(request)
-    decision = _logged(check_login(params, gate.token_key, services), "emqx_authn", params)
+    decision = _logged(check_login(params, gate.token_keys(), services), "emqx_authn", params)
     return JSONResponse({"result": "allow" if decision.allowed else "deny",
                          "is_superuser": False})
 
@@ -250,7 +252,7 @@ def _go_auth_answer(request: Request, decision: Decision) -> Response:
 async def go_auth_user(request: Request) -> Response:
     """go-auth's ``http_getuser_uri``: ``username``, ``password``, ``clientid``."""
     gate, services, params = await _admitted(request)
-    decision = _logged(check_login(params, gate.token_key, services), "go_auth_user", params)
+    decision = _logged(check_login(params, gate.token_keys(), services), "go_auth_user", params)
     return _go_auth_answer(request, decision)
 
 

@@ -94,6 +94,8 @@ REPLY_SCHEMA: dict[str, Any] = {
             "type": "object", "required": ["id", "type", "body"],
             "properties": {"id": {"type": "string"}, "type": {"type": "string"},
                            "body": {"type": "object"}}}},
+        "trust": {"type": "string",
+                  "description": "the signed trust announcement (key rotation, epns.trust)"},
     },
 }
 _XML = {"schema": {"type": "string",
@@ -204,8 +206,10 @@ async def get_reply(agent_id: AgentId, request: Request, token: AgentToken) -> R
         fmt = SyncFormat.XML if "application/xml" in accept else SyncFormat.JSON
         hints = await services.config.hints()
         tasks = await services.tasks.hand_out(agent_id, time.time())
+        announcement = services.trust.rotation.announcement
         reply = SyncReply(sync_interval=hints.sync_interval, keepalive=hints.keepalive,
-                          tasks=tasks)
+                          tasks=tasks,
+                          trust=None if announcement is None else announcement.decode())
         return Response(encode_reply(reply, fmt), media_type=fmt.content_type)
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from epns import pki
-from epns.envelope import Command, CommandType, sign_command, target_agent
+from epns.envelope import Command, CommandType, key_id, sign_command, target_agent
 from tests.support.clients import connect_server
 
 
@@ -77,7 +77,7 @@ def test_fan_out_wake_reaches_the_agent(any_broker, server, run_agent, agent_ids
 
 
 def test_forged_expired_and_replayed_commands_are_ignored_with_reasons(
-        any_broker, server, run_agent, agent_ids, sign, rogue_signing_key):
+        any_broker, server, run_agent, agent_ids, sign, rogue_signing_key, pki_dir):
     agent_id, = agent_ids(1)
     agent, syncs = run_agent(agent_id, [any_broker.port])
     online(server, agent_id)
@@ -87,6 +87,12 @@ def test_forged_expired_and_replayed_commands_are_ignored_with_reasons(
     forged = sign_command(Command(CommandType.WAKE, target_agent(agent_id), now, now + 60),
                           rogue_signing_key)
     server.publish(topic, forged)
+    # It names its key (kid), which the agent does not know: refused by name.
+    agent.log_contains(r"command_rejected .*kind=UnknownSigner .*signed by key")
+    # A forger who names the agent's own key fails at the signature.
+    wire = json.loads(forged)
+    wire["kid"] = key_id(pki.load_public_key(pki_dir / pki.SIGNING_PUB))
+    server.publish(topic, json.dumps(wire).encode())
     agent.log_contains(r"command_rejected .*kind=BadSignature")
     server.publish(topic, sign(agent_id, issued_at=now - 600, expires_at=now - 300))
     agent.log_contains(r"command_rejected .*kind=ExpiredMessage")

@@ -1,0 +1,193 @@
+"""Rotation of the command-signing key with agents connected (issue 16, item 6).
+
+Real processes: the epns broker, the server, a certificate agent and a token
+agent pinned to the key of their bundle (``server.pub``), wake-ups flowing
+while ``epns-server rotate signing-key begin`` and ``finish`` run. None drops
+(one connection each, start to end), every command verifies, every wake-up
+is satisfied. An agent stopped before ``begin`` and started after ``finish``
+refuses the new key with the way back, and follows it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from epns import pki
+from epns.envelope import key_id
+from tests.server.conftest import Stack
+from tests.support.agents import AgentProcess, start_agent
+from tests.support.processes import ROOT, start_epns
+from tests.support.server import start_server
+
+pytestmark = pytest.mark.timeout(240)
+
+AGENTS = ("rot-cert", "rot-token")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """The stack of tests/server/conftest.py, but a broker that forgets an
+    offline agent's session after a second: what it queued while an agent
+    slept through a whole rotation (weeks) would have expired long before."""
+    certs = tmp_path / "pki"
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+    work = tmp_path / "server"
+    work.mkdir()
+    broker = start_epns(certs, listeners__fallback__http_upstream=str(work / "front.sock"),
+                        limits__session_expiry="1")
+    overrides = {"pki__rotation_check_interval": "0.5", "wakeups__per_minute": "6000",
+                 "wakeups__burst": "1000"}
+    server = start_server(certs, work, broker.port, **overrides)
+    token = server.cli("token", "create", "tests").strip()
+    made = Stack(certs, work, broker, server, token, server_overrides=overrides)
+    yield made
+    for agent in made.agents:
+        agent.stop()
+    made.server.stop()
+    made.broker.stop()
+
+
+def _start(stack: Stack, agent_id: str, auth: str = "certificate") -> AgentProcess:
+    """An agent pinned to its bundle's server.pub, as a deployed one is (the
+    test PKI's signing.pub changes under a rotation)."""
+    bundle = stack.create_agent(agent_id, auth=auth)
+    return stack.start_agent(agent_id, auth=auth, create=False,
+                             broker={"server_public_key": str(bundle / "server.pub")})
+
+
+def _current_key(stack: Stack) -> str:
+    return key_id(pki.load_public_key(stack.pki / pki.SIGNING_PUB))
+
+
+class _Waker:
+    """Wakes both agents, one after the other, until stopped; keeps the ids."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and len(self.ids) < 400:
+                for agent_id in AGENTS:
+                    self.ids.append(self.stack.wake(agent_id))
+                self._stop.wait(0.3)
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def __enter__(self) -> _Waker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert self.error is None, self.error
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trust_reset(config: Path, key: Path) -> str:
+    done = subprocess.run([sys.executable, "-m", "agent_push", "trust", "reset", "--key",
+                           str(key), "--config", str(config)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
+    old = _current_key(stack)
+    # Stopped before begin, started after finish.
+    sleeper = _start(stack, "rot-sleeper")
+    sleeper.log_contains(r"sync_done .*reason=connect")
+    sleeper.stop()
+    stack.broker.log_contains(r"session_expired .*rot-sleeper")
+    agents = {agent_id: _start(stack, agent_id, "certificate" if "cert" in agent_id
+                               else "token") for agent_id in AGENTS}
+    for agent in agents.values():
+        agent.log_contains(r"sync_done .*reason=connect")
+
+    with _Waker(stack) as waker:
+        _wait("wake-ups before the rotation", lambda: len(waker.ids) >= 4)
+        # The overlap is what the agents online need to learn the next key
+        # (the refusal to finish before it ends: tests/server/test_rotation_files.py).
+        out = stack.server.cli("rotate", "signing-key", "begin", "--overlap", "0")
+        assert "trust serial 1" in out
+        new = re.search(r"key (\w+): next", out)
+        assert new is not None, out
+        for agent in agents.values():
+            agent.log_contains(r"trust_updated .*source=command .*serial=1")
+        count = len(waker.ids)
+        stack.server.cli("rotate", "signing-key", "finish")
+        assert _current_key(stack) == new[1]
+        for agent in agents.values():
+            agent.log_contains(r"trust_updated .*source=command .*serial=2")
+        stack.server.log_contains(r"trust_loaded serial=2")
+        _wait("wake-ups after the rotation", lambda: len(waker.ids) >= count + 6)
+
+    for agent_id in AGENTS:
+        for wakeup_id in waker.ids[AGENTS.index(agent_id)::2]:
+            stack.wait_wakeup(wakeup_id, "satisfied")
+    for agent_id, agent in agents.items():
+        assert agent.count("command_rejected") == 0, agent_id
+        # One connection from start to end: no drop, no reconnect.
+        assert agent.count(r"\bconnected route=") == 1, agent_id
+        assert agent.count(r"\bdisconnected\b") == 0, agent_id
+        signed_new = [line for line in agent.lines
+                      if "command_accepted" in line and "type=wake" in line]
+        assert len(signed_new) == len(waker.ids) // 2, agent_id
+        code, status = agent.status()
+        assert code == 0, status
+        assert f"{new[1]} (current)" in status
+        assert f"{old} (retiring)" in status
+
+    # A token signed by the old key still logs in (until it would have expired).
+    token_agent = agents["rot-token"]
+    token_agent.stop()
+    restarted = start_agent(token_agent.config)
+    stack.agents.append(restarted)
+    restarted.log_contains(r"sync_done .*reason=connect")
+    wakeup_id = stack.wake("rot-token")
+    stack.wait_wakeup(wakeup_id, "satisfied")
+
+    # The sleeper missed the whole rotation: it refuses, and says what to do.
+    sleeper = start_agent(sleeper.config)
+    stack.agents.append(sleeper)
+    line = sleeper.log_contains(r"trust_rejected .*UnknownSigner", timeout=20)
+    assert f"signed by key {new[1]}" in line
+    assert "epns-agent trust reset" in line
+    stack.wake("rot-sleeper")
+    line = sleeper.log_contains(r"command_rejected .*UnknownSigner")
+    assert "epns-agent trust reset --key" in line
+    _, status = sleeper.status()
+    assert "TRUST PROBLEM: " in status
+    assert "docs/rotation.md" in status
+    sleeper.stop()
+    # The documented way back: the server's current signing.pub, by hand.
+    said = _trust_reset(sleeper.config, stack.pki / pki.SIGNING_PUB)
+    assert f"pins key {new[1]}" in said
+    recovered = start_agent(sleeper.config)
+    stack.agents.append(recovered)
+    recovered.log_contains(r"sync_done .*reason=connect")
+    wakeup_id = stack.wake("rot-sleeper")
+    stack.wait_wakeup(wakeup_id, "satisfied")
+    assert recovered.count("command_rejected") == 0
+    recovered.log_contains(r"trust_updated source=\"sync reply\" serial=2")
