@@ -312,7 +312,7 @@ def control(release: Release, *, revision: int, architecture: str, depends: str,
             " Keeps one outbound TLS MQTT connection to an epns broker and runs the\n"
             " machine's sync when the server wakes it. Configured by\n"
             " /etc/epns/agent.toml (written by epns-agent enrol); state in\n"
-            " /var/lib/epns; runs as the epns system user under systemd.\n")
+            " /var/lib/epns-agent; runs as the epns system user under systemd.\n")
 
 
 def _copyright() -> str:

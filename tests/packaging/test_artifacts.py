@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -220,6 +221,11 @@ def _owner_and_mode(root: ThrowawayRoot, path: str) -> str:
 
 
 WANTS = "/etc/systemd/system/multi-user.target.wants/epns-agent.service"
+STATE = "/var/lib/epns-agent"
+
+
+def _unit_value(lines: list[str], key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in lines if line.startswith(f"{key}=")]
 
 
 def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
@@ -244,13 +250,17 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     installed = root.run("dpkg", "-i", "/mnt/first.deb")
     assert "not configured yet" in installed.stderr
     passwd = root.run("getent", "passwd", "epns").stdout.strip().split(":")
-    assert passwd[5:] == ["/var/lib/epns", "/usr/sbin/nologin"]
+    assert passwd[5:] == [STATE, "/usr/sbin/nologin"]
     uid, gid = passwd[2], passwd[3]
-    assert _owner_and_mode(root, "/var/lib/epns") == "epns:epns 750"
+    assert _owner_and_mode(root, STATE) == "epns:epns 750"
     assert root.run("epns-agent", "--help").stdout.startswith("usage: epns-agent")
     assert root.run("epns-check", "--help").stdout.startswith("usage:")
-    unit = root.run("cat", "/usr/lib/systemd/system/epns-agent.service").stdout
-    assert "ExecStart=/usr/bin/epns-agent run --config /etc/epns/agent.toml" in unit
+    unit = root.run("cat", "/usr/lib/systemd/system/epns-agent.service").stdout.splitlines()
+    exec_start = shlex.split(_unit_value(unit, "ExecStart")[0])
+    assert exec_start == ["/usr/bin/epns-agent", "run", "--config", "/etc/epns/agent.toml"]
+    assert _unit_value(unit, "User") == ["epns"]
+    unit_env = dict(value.split("=", 1) for value in _unit_value(unit, "Environment"))
+    assert unit_env["EPNS_AGENT_STATE_DIR"] == STATE
     assert not root.exists(WANTS)
     # The host's root is untouched.
     assert not Path("/usr/lib/epns-agent").exists()
@@ -262,16 +272,17 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     for name in ("agent.crt", "agent.key", "ca.crt", "server.pub"):
         shutil.copy2(bundle / name, carry / name)
     config = _config(stack, "deb-agent", carry / "agent.toml", Path("/etc/epns"))
-    config.write_text(re.sub(r'^state_dir = .*$', 'state_dir = "/var/lib/epns"',
+    # As an enrolment writes it: the unit's EPNS_AGENT_STATE_DIR moves it.
+    config.write_text(re.sub(r'^state_dir = .*$', 'state_dir = "state"',
                              config.read_text(), flags=re.MULTILINE))
     for name in ("agent.toml", "agent.crt", "ca.crt", "server.pub"):
         root.run("install", "-m", "0644", f"/mnt/{name}", f"/etc/epns/{name}")
     root.run("install", "-m", "0600", "/mnt/agent.key", "/etc/epns/agent.key")
 
     def run_agent() -> None:
-        argv = root.argv("/usr/bin/epns-agent", "run", "--config", "/etc/epns/agent.toml",
-                         user=f"{uid}:{gid}")
-        agent = _start(argv, carry / "agent.toml", dict(ROOT_ENV), tmp_path)
+        """As the unit runs it: its command, user and environment."""
+        argv = root.argv(*exec_start, user=f"{uid}:{gid}")
+        agent = _start(argv, carry / "agent.toml", {**ROOT_ENV, **unit_env}, tmp_path)
         try:
             _connects_and_syncs(stack, "deb-agent", agent)
         finally:
@@ -284,17 +295,18 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     assert _owner_and_mode(root, "/etc/epns/agent.key") == "root:epns 640"
     assert root.exists(WANTS)
     run_agent()
-    status = json.loads(root.run("cat", "/var/lib/epns/status.json").stdout)
+    status = json.loads(root.run("cat", f"{STATE}/status.json").stdout)
     assert status["agent_id"] == "deb-agent"
+    assert not root.exists("/etc/epns/state")
     kept_config = _digests(root, "/etc/epns")
-    kept_state = _digests(root, "/var/lib/epns")
+    kept_state = _digests(root, STATE)
 
     # Upgrade: configuration, identity and state as they were; it runs again.
     root.run("dpkg", "-i", "/mnt/second.deb")
     assert root.run("dpkg-query", "-W", "-f", "${Version}", "epns-agent").stdout == (
         f"{__version__}-2")
     assert _digests(root, "/etc/epns") == kept_config
-    assert _digests(root, "/var/lib/epns") == kept_state
+    assert _digests(root, STATE) == kept_state
     assert root.exists(WANTS)
     run_agent()
 
@@ -304,11 +316,11 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
                  "/usr/lib/systemd/system/epns-agent.service"):
         assert not root.exists(gone), gone
     assert set(_digests(root, "/etc/epns")) == set(kept_config)
-    assert root.exists("/var/lib/epns/status.json")
+    assert root.exists(f"{STATE}/status.json")
 
     # Purge: the agent's files and systemd's links go; the user stays.
     root.run("dpkg", "-P", "epns-agent")
-    for gone in ("/etc/epns", "/var/lib/epns", WANTS,
+    for gone in ("/etc/epns", STATE, WANTS,
                  "/etc/systemd/system/epns-agent.service"):
         assert not root.exists(gone), gone
     assert root.run("dpkg-query", "-W", "epns-agent", check=False).returncode != 0
