@@ -87,7 +87,7 @@ class Services:
 
     def enrolment(self) -> Enrolment:
         """The enrolment service over this database and these agents."""
-        return Enrolment(self.sessions, self.agents, self.settings.enrol.pending_ttl)
+        return Enrolment(self.sessions, self.agents, self.settings.enrol.pending_ttl, self.bus)
 
     async def on_message(self, topic: str, raw: bytes) -> None:
         """The broker link's handler."""

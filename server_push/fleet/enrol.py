@@ -44,6 +44,7 @@ from epns import machine, pki, topics
 from epns.errors import BadRequest, Conflict, Forbidden, NotFound, PKIError, Unauthorized
 from epns.logs import event
 from server_push.fleet.agents import AgentAdmin, Bundle, check_groups
+from server_push.fleet.bus import Bus
 from server_push.security.auth import token_hash
 from server_push.store.history import audit, remember
 from server_push.store.models import Agent, EnrolToken
@@ -137,10 +138,11 @@ class Enrolment:
     """Enrolment tokens, the enrolments they authorize, and their approval."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], agents: AgentAdmin,
-                 pending_ttl: float) -> None:
+                 pending_ttl: float, bus: Bus) -> None:
         self._sessions = sessions
         self._agents = agents
         self._pending_ttl = pending_ttl
+        self._bus = bus
 
     # --- tokens ------------------------------------------------------------
 
@@ -307,6 +309,7 @@ class Enrolment:
             audit(session, at=now, actor=actor, action="enrolment_reject",
                   targets=[row.requested_id], ref=enrolment_id, outcome=reason[:500])
         event(log, "enrolment_rejected", enrolment=enrolment_id, by=actor)
+        self._bus.publish({"kind": "enrolment", "id": enrolment_id})
         return describe_enrolment(row)
 
     # --- inside ----------------------------------------------------------------
@@ -384,6 +387,7 @@ class Enrolment:
                           f"address {request.machine.address or '?'}")
         event(log, "enrolment_pending", enrolment=row.id, requested=request.requested_id,
               token=request.token_id)
+        self._bus.publish({"kind": "enrolment", "id": row.id})
         return Pending(row.id, secret, row.expires_at)
 
     async def _issue(self, request: _Request, csr_pem: str, actor: str, enrolment_id: str, *,
@@ -429,6 +433,7 @@ class Enrolment:
             self._agents.announce(agent_id, "certificate", actor)
             event(log, "agent_enrolled", agent=agent_id, token=request.token_id,
                   enrolment=enrolment_id)
+            self._bus.publish({"kind": "enrolment", "id": enrolment_id})
             return self._agents.bundle(agent_id, request.groups, "certificate",
                                        {"agent.crt": cert_pem})
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover

@@ -208,6 +208,12 @@ async def wol_page(request: Request) -> Response:
     return _page(request, "wol.html", "wol")
 
 
+@router.get("/console/enrolments")
+async def enrolments_page(request: Request) -> Response:
+    """Enrolments waiting for approval (Accept / Reject), and the latest decided."""
+    return _page(request, "enrolments.html", "enrolments")
+
+
 @router.get("/console/settings")
 async def settings_page(request: Request) -> Response:
     """The run-time settings."""
