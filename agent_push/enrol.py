@@ -94,10 +94,12 @@ def enrol(server: str, token: str, ca: Path, agent_id: str | None, directory: Pa
     status, answer = _post(url, ca, body, timeout)
     if status == 202:
         pending = _pending_id(answer)
-        _write_identity(directory, key_pem, {})
+        # The CA beside the key: the one given may be gone when the enrolment
+        # is resumed (the installer's is in a temporary directory).
+        _write_identity(directory, key_pem, {"ca.crt": ca.read_text(encoding="ascii")})
         _write(directory / PENDING_FILE, json.dumps(
             {"id": pending, "secret": answer.get("secret"), "server": server,
-             "ca": str(ca.resolve())}).encode(), 0o600)
+             "ca": str((directory / "ca.crt").resolve())}).encode(), 0o600)
         return _wait(directory, pending, wait=wait, say=say, timeout=timeout,
                      poll_after=float(answer.get("poll_after") or 10.0))
     if status != 201:

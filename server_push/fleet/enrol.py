@@ -125,7 +125,7 @@ def _describe_token(row: EnrolToken, now: float) -> dict[str, Any]:
             "state": _token_state(row, now)}
 
 
-def describe_enrolment(row: EnrolmentRow) -> dict[str, Any]:
+def _describe_enrolment(row: EnrolmentRow) -> dict[str, Any]:
     """An enrolment as the API lists it (no CSR, certificate or secret)."""
     return {"id": row.id, "token_id": row.token_id, "state": row.state,
             "created_at": row.created_at, "expires_at": row.expires_at,
@@ -196,7 +196,7 @@ class Enrolment:
                 select(EnrolmentRow).where(EnrolmentRow.token_id == token_id)
                 .order_by(EnrolmentRow.created_at.desc()).limit(LISTED_USES))).all()
         return {**_describe_token(row, time.time()),
-                "enrolments": [describe_enrolment(use) for use in uses]}
+                "enrolments": [_describe_enrolment(use) for use in uses]}
 
     async def revoke(self, token_id: str, actor: str) -> None:
         """Revoke a token: it enrols no one any more; its row and its
@@ -217,9 +217,9 @@ class Enrolment:
     # --- the installer's side ---------------------------------------------
 
     async def enrol(self, token: str, agent_id: str | None, csr_pem: str,
-                    found: Machine) -> tuple[Bundle | Pending, str | None]:
+                    found: Machine) -> Bundle | Pending:
         """Trade ``token`` and a CSR for an identity: the bundle, or a pending
-        enrolment when the token needs approval; with the enrolment's id.
+        enrolment when the token needs approval.
         ``agent_id`` None: an id made of ``found.hostname``. Unauthorized
         for a token that cannot be used, Forbidden for an id the token is not
         for, BadRequest for a bad CSR or no id at all, Conflict for an id that
@@ -234,11 +234,9 @@ class Enrolment:
         if row.approval:
             # Refused now rather than after an admin's accept.
             await self._choose_id(request)
-            return await self._request_approval(request, csr_pem, now), None
-        enrolment_id = uuid.uuid4().hex
-        bundle = await self._issue(request, csr_pem, f"enrol-token:{row.id}", enrolment_id,
-                                   claim=True)
-        return bundle, enrolment_id
+            return await self._request_approval(request, csr_pem, now)
+        return await self._issue(request, csr_pem, f"enrol-token:{row.id}", uuid.uuid4().hex,
+                                 claim=True)
 
     async def poll(self, enrolment_id: str, secret: str) -> Bundle | Pending:
         """A pending enrolment as it stands: still Pending, or the bundle once
@@ -276,7 +274,7 @@ class Enrolment:
             query = query.where(EnrolmentRow.token_id == token_id)
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
-        return [describe_enrolment(row) for row in rows]
+        return [_describe_enrolment(row) for row in rows]
 
     async def accept(self, enrolment_id: str, actor: str) -> dict[str, Any]:
         """Accept a pending enrolment: the agent is created and its certificate
@@ -293,7 +291,7 @@ class Enrolment:
         async with self._sessions() as session:
             done = await session.get(EnrolmentRow, enrolment_id)
         assert done is not None
-        return describe_enrolment(done)
+        return _describe_enrolment(done)
 
     async def reject(self, enrolment_id: str, actor: str, reason: str) -> dict[str, Any]:
         """Reject a pending enrolment; its use of the token is given back."""
@@ -310,7 +308,7 @@ class Enrolment:
                   targets=[row.requested_id], ref=enrolment_id, outcome=reason[:500])
         event(log, "enrolment_rejected", enrolment=enrolment_id, by=actor)
         self._bus.publish({"kind": "enrolment", "id": enrolment_id})
-        return describe_enrolment(row)
+        return _describe_enrolment(row)
 
     # --- inside ----------------------------------------------------------------
 
@@ -338,14 +336,15 @@ class Enrolment:
             if agent_id is not None and agent_id != row.agent_id:
                 raise Forbidden(f"this enrolment token is for agent {row.agent_id!r}, "
                                 f"not {agent_id!r}", code="enrol_token_other_agent")
-            return _Request(row.id, groups, row.agent_id, True, found)
+            return _Request(row.id, groups, row.agent_id, True, _bounded(found))
         if agent_id is not None:
-            return _Request(row.id, groups, topics.check_agent_id(agent_id), True, found)
+            return _Request(row.id, groups, topics.check_agent_id(agent_id), True,
+                            _bounded(found))
         if not found.hostname:
             raise BadRequest("send agent_id, or hostname for an id made of it",
                              code="no_agent_id")
         return _Request(row.id, groups, machine.agent_id_from_hostname(found.hostname), False,
-                        found)
+                        _bounded(found))
 
     async def _choose_id(self, request: _Request) -> str:
         """The id this request gets now: Conflict when the machine is enrolled
@@ -375,7 +374,7 @@ class Enrolment:
         row = EnrolmentRow(
             id=uuid.uuid4().hex, token_id=request.token_id, state="pending", created_at=now,
             expires_at=now + self._pending_ttl, requested_id=request.requested_id,
-            explicit_id=request.explicit, hostname=_short(request.machine.hostname, 255),
+            explicit_id=request.explicit, hostname=request.machine.hostname,
             machine=request.machine.fingerprint, address=request.machine.address,
             csr=csr_pem, secret_hash=token_hash(secret), detail="")
         async with self._sessions() as session, session.begin():
@@ -445,7 +444,7 @@ class Enrolment:
             session.add(EnrolmentRow(
                 id=enrolment_id, token_id=request.token_id, state="enrolled", created_at=now,
                 expires_at=now, requested_id=request.requested_id,
-                explicit_id=request.explicit, hostname=_short(request.machine.hostname, 255),
+                explicit_id=request.explicit, hostname=request.machine.hostname,
                 machine=request.machine.fingerprint, address=request.machine.address,
                 agent_id=agent_id, decided_at=now, detail=""))
             return
@@ -527,4 +526,9 @@ def _used_up(max_uses: int | None) -> str:
 
 def _short(text: str | None, length: int) -> str | None:
     return None if text is None else text[:length]
+
+
+def _bounded(found: Machine) -> Machine:
+    # What the columns hold (PostgreSQL refuses longer strings).
+    return Machine(_short(found.hostname, 255), found.fingerprint, _short(found.address, 45))
 

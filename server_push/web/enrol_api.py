@@ -231,7 +231,7 @@ async def enrol(request: Request, services: Svc) -> Any:
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
     found = Machine(body.hostname, body.machine, request.client.host if request.client else None)
-    result, _ = await services.enrolment().enrol(body.token, body.agent_id, body.csr, found)
+    result = await services.enrolment().enrol(body.token, body.agent_id, body.csr, found)
     if isinstance(result, Pending):
         return _pending(result)
     return _bundle(result)
