@@ -228,6 +228,46 @@ def _unit_value(lines: list[str], key: str) -> list[str]:
     return [line.split("=", 1)[1] for line in lines if line.startswith(f"{key}=")]
 
 
+class UnitRun:
+    """The agent unit's command, user and environment, to run the agent in
+    a throwaway root as systemd would (without its sandbox: no systemd)."""
+
+    def __init__(self, unit_text: str) -> None:
+        lines = unit_text.splitlines()
+        self.exec_start = shlex.split(_unit_value(lines, "ExecStart")[0])
+        self.user = _unit_value(lines, "User")
+        self.env = dict(value.split("=", 1) for value in _unit_value(lines, "Environment"))
+
+    def start(self, root: ThrowawayRoot, config: Path, cwd: Path) -> AgentProcess:
+        passwd = root.run("getent", "passwd", self.user[0]).stdout.strip().split(":")
+        argv = root.argv(*self.exec_start, user=f"{passwd[2]}:{passwd[3]}")
+        return _start(argv, config, {**ROOT_ENV, **self.env}, cwd)
+
+
+def _enrol_into(root: ThrowawayRoot, carry: Path, stack: Stack, agent_id: str) -> None:
+    """/etc/epns as ``epns-agent enrol`` leaves it: root's files, the key
+    0600, an agent.toml naming them with ``state_dir = "state"``."""
+    bundle = stack.create_agent(agent_id)
+    for name in ("agent.crt", "agent.key", "ca.crt", "server.pub"):
+        shutil.copy2(bundle / name, carry / name)
+    config = _config(stack, agent_id, carry / "agent.toml", Path("/etc/epns"))
+    config.write_text(re.sub(r'^state_dir = .*$', 'state_dir = "state"',
+                             config.read_text(), flags=re.MULTILINE))
+    root.run("install", "-d", "-m", "0755", "/etc/epns")
+    for name in ("agent.toml", "agent.crt", "ca.crt", "server.pub"):
+        root.run("install", "-m", "0644", f"/mnt/{name}", f"/etc/epns/{name}")
+    root.run("install", "-m", "0600", "/mnt/agent.key", "/etc/epns/agent.key")
+
+
+def _run_until_synced(unit: UnitRun, root: ThrowawayRoot, carry: Path, stack: Stack,
+                      agent_id: str) -> None:
+    agent = unit.start(root, carry / "agent.toml", carry.parent)
+    try:
+        _connects_and_syncs(stack, agent_id, agent)
+    finally:
+        assert agent.stop() == 0, "\n".join(agent.lines)
+
+
 def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
         dist: Path, tmp_path: Path, throwaway: tuple[ThrowawayRoot, Path],
         make_stack: Callable[..., Stack]) -> None:
@@ -251,42 +291,20 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     assert "not configured yet" in installed.stderr
     passwd = root.run("getent", "passwd", "epns").stdout.strip().split(":")
     assert passwd[5:] == [STATE, "/usr/sbin/nologin"]
-    uid, gid = passwd[2], passwd[3]
     assert _owner_and_mode(root, STATE) == "epns:epns 750"
     assert root.run("epns-agent", "--help").stdout.startswith("usage: epns-agent")
     assert root.run("epns-check", "--help").stdout.startswith("usage:")
-    unit = root.run("cat", "/usr/lib/systemd/system/epns-agent.service").stdout.splitlines()
-    exec_start = shlex.split(_unit_value(unit, "ExecStart")[0])
-    assert exec_start == ["/usr/bin/epns-agent", "run", "--config", "/etc/epns/agent.toml"]
-    assert _unit_value(unit, "User") == ["epns"]
-    unit_env = dict(value.split("=", 1) for value in _unit_value(unit, "Environment"))
-    assert unit_env["EPNS_AGENT_STATE_DIR"] == STATE
+    unit = UnitRun(root.run("cat", "/usr/lib/systemd/system/epns-agent.service").stdout)
+    assert unit.exec_start == ["/usr/bin/epns-agent", "run", "--config", "/etc/epns/agent.toml"]
+    assert unit.user == ["epns"]
+    assert unit.env["EPNS_AGENT_STATE_DIR"] == STATE
     assert not root.exists(WANTS)
     # The host's root is untouched.
     assert not Path("/usr/lib/epns-agent").exists()
     assert not Path("/usr/bin/epns-agent").exists()
 
-    # Enrolled as epns-agent enrol leaves it: root's files, the key 0600.
     stack = make_stack()
-    bundle = stack.create_agent("deb-agent")
-    for name in ("agent.crt", "agent.key", "ca.crt", "server.pub"):
-        shutil.copy2(bundle / name, carry / name)
-    config = _config(stack, "deb-agent", carry / "agent.toml", Path("/etc/epns"))
-    # As an enrolment writes it: the unit's EPNS_AGENT_STATE_DIR moves it.
-    config.write_text(re.sub(r'^state_dir = .*$', 'state_dir = "state"',
-                             config.read_text(), flags=re.MULTILINE))
-    for name in ("agent.toml", "agent.crt", "ca.crt", "server.pub"):
-        root.run("install", "-m", "0644", f"/mnt/{name}", f"/etc/epns/{name}")
-    root.run("install", "-m", "0600", "/mnt/agent.key", "/etc/epns/agent.key")
-
-    def run_agent() -> None:
-        """As the unit runs it: its command, user and environment."""
-        argv = root.argv(*exec_start, user=f"{uid}:{gid}")
-        agent = _start(argv, carry / "agent.toml", {**ROOT_ENV, **unit_env}, tmp_path)
-        try:
-            _connects_and_syncs(stack, "deb-agent", agent)
-        finally:
-            assert agent.stop() == 0, "\n".join(agent.lines)
+    _enrol_into(root, carry, stack, "deb-agent")
 
     # Reconfigured now that agent.toml is there (docs/install-agent.md): the
     # key is given to the epns group and the unit enabled; the agent runs as
@@ -294,7 +312,8 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     root.run("dpkg-reconfigure", "epns-agent")
     assert _owner_and_mode(root, "/etc/epns/agent.key") == "root:epns 640"
     assert root.exists(WANTS)
-    run_agent()
+    _run_until_synced(unit, root, carry, stack, "deb-agent")
+    # Its state went where the unit's EPNS_AGENT_STATE_DIR says.
     status = json.loads(root.run("cat", f"{STATE}/status.json").stdout)
     assert status["agent_id"] == "deb-agent"
     assert not root.exists("/etc/epns/state")
@@ -308,7 +327,7 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     assert _digests(root, "/etc/epns") == kept_config
     assert _digests(root, STATE) == kept_state
     assert root.exists(WANTS)
-    run_agent()
+    _run_until_synced(unit, root, carry, stack, "deb-agent")
 
     # Remove: the program goes, configuration, identity and state stay.
     root.run("dpkg", "-r", "epns-agent")
@@ -329,3 +348,27 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
                          "epns-agent*").stdout
     assert leftovers == ""
     assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == host_passwd
+
+
+def test_single_file_runs_as_the_repository_unit_runs_it_in_a_throwaway_root(
+        dist: Path, throwaway: tuple[ThrowawayRoot, Path],
+        make_stack: Callable[..., Stack]) -> None:
+    """The one-line installer's way without dpkg: the .pyz as
+    /usr/local/bin/epns-agent under systemd/epns-agent.service, whose
+    SHIV_ROOT gives it the state directory to unpack into."""
+    root, carry = throwaway
+    shutil.copy2(dist / f"epns-agent-{__version__}.pyz", carry / "epns-agent.pyz")
+    root.run("install", "-m", "0755", "/mnt/epns-agent.pyz", "/usr/local/bin/epns-agent")
+    # docs/install-agent.md, section 4; systemd's StateDirectory= makes the directory.
+    root.run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "epns")
+    root.run("install", "-d", "-m", "0750", "-o", "epns", "-g", "epns", STATE)
+    stack = make_stack()
+    _enrol_into(root, carry, stack, "pyz-agent")
+    root.run("chgrp", "epns", "/etc/epns/agent.key")
+    root.run("chmod", "0640", "/etc/epns/agent.key")
+    unit = UnitRun((ROOT / "systemd" / "epns-agent.service").read_text())
+    assert unit.exec_start[0] == "/usr/local/bin/epns-agent"
+    _run_until_synced(unit, root, carry, stack, "pyz-agent")
+    assert root.exists(f"{unit.env['SHIV_ROOT']}")
+    status = json.loads(root.run("cat", f"{STATE}/status.json").stdout)
+    assert status["agent_id"] == "pyz-agent"
