@@ -1,0 +1,127 @@
+"""The one-line installer with the real ``.deb``, in a throwaway root (an
+overlay of ``/`` in a private mount namespace, tests/support/throwaway_root.py;
+never the host's root): the server offers what ``scripts/build-packages``
+built, the command ``POST /api/v1/enrol-tokens`` answers runs as root inside
+the root exactly as printed (less ``sudo``), installs the package with
+apt-get, enrols without ``--id`` and gives the key to the epns group; the
+agent, run as the unit runs it, comes online and satisfies a wake-up.
+
+``EPNS_TEST_DIST`` names a directory ``scripts/build-packages`` filled
+already, to skip the two-minute build."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from epns import __version__, machine
+from tests.server.conftest import Stack
+from tests.support.agents import AgentProcess
+from tests.support.processes import ROOT, pump_stderr
+from tests.support.throwaway_root import ENV as ROOT_ENV
+from tests.support.throwaway_root import ThrowawayRoot, why_not
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+UNIT = "/usr/lib/systemd/system/epns-agent.service"
+
+
+def _why_not_here() -> str | None:
+    if (reason := why_not()) is not None:
+        return reason
+    if shutil.which("curl") is None:
+        return "no curl for the install command"
+    done = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if done.stdout.strip() != str(sys.version_info[:2]):
+        return f"{SYSTEM_PYTHON} is not the minor version the .deb is built for"
+    return None
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The released artifacts, built by the script a maintainer runs."""
+    if reason := _why_not_here():
+        pytest.skip(reason)
+    if built := os.environ.get("EPNS_TEST_DIST"):
+        return Path(built)
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run([str(ROOT / "scripts" / "build-packages"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path) -> Iterator[ThrowawayRoot]:
+    carry = tmp_path / "carry"
+    carry.mkdir()
+    root = ThrowawayRoot(tmp_path / "overlay", carry)
+    yield root
+    root.close()
+
+
+def _unit_value(lines: list[str], key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in lines if line.startswith(f"{key}=")]
+
+
+@pytest.mark.timeout(300)
+def test_the_one_line_installer_installs_the_deb_and_the_agent_answers(
+        dist: Path, tmp_path: Path, throwaway: ThrowawayRoot,
+        make_stack: Callable[..., Stack]) -> None:
+    root = throwaway
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    debs = sorted(dist.glob(f"epns-agent_{__version__}-1_*.deb"))
+    assert len(debs) == 1, debs
+    shutil.copy2(debs[0], packages)
+    # The single file is on offer too: with dpkg there, the .deb is chosen.
+    shutil.copy2(dist / f"epns-agent-{__version__}.pyz", packages)
+    stack = make_stack(enrol__packages_dir=str(packages))
+    with stack.api() as api:
+        made = api.post("/api/v1/enrol-tokens", json={"max_uses": None,
+                                                      "groups": ["debs"]}).json()
+    argv = shlex.split(made["install_command"])
+    assert argv[:3] == ["sudo", "sh", "-c"]
+    # As root already, in the throwaway root: the command as printed, less sudo.
+    done = root.run(*argv[1:], check=False, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    agent_id = machine.agent_id_from_hostname(socket.gethostname())
+    assert f"installed {debs[0].name}" in done.stderr
+    assert f"enrolled as {agent_id}" in done.stdout
+    assert "no systemd here" in done.stderr
+    assert root.run("dpkg-query", "-W", "-f", "${Status}", "epns-agent").stdout == (
+        "install ok installed")
+    assert root.run("stat", "-c", "%U:%G %a", "/etc/epns/agent.key").stdout.strip() == (
+        "root:epns 640")
+    # The host's root is untouched.
+    for path in ("/etc/epns", "/usr/bin/epns-agent", "/usr/lib/epns-agent"):
+        assert not Path(path).exists(), path
+
+    # As the unit runs it: its command, user and environment.
+    unit = root.run("cat", UNIT).stdout.splitlines()
+    exec_start = shlex.split(_unit_value(unit, "ExecStart")[0])
+    unit_env = dict(value.split("=", 1) for value in _unit_value(unit, "Environment"))
+    passwd = root.run("getent", "passwd", "epns").stdout.strip().split(":")
+    process = subprocess.Popen(root.argv(*exec_start, user=f"{passwd[2]}:{passwd[3]}"),
+                               cwd=tmp_path, env={**ROOT_ENV, **unit_env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    agent = AgentProcess(process, tmp_path / "agent.toml")
+    threading.Thread(target=pump_stderr, args=(process, agent.lines), daemon=True).start()
+    stack.agents.append(agent)
+    try:
+        stack.wait_agent(agent_id, "online", timeout=60)
+        stack.wait_wakeup(stack.wake(agent_id), "satisfied", timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nagent log:\n" + "\n".join(agent.lines)) from exc
+    with stack.api() as api:
+        assert api.get(f"/api/v1/agents/{agent_id}").json()["groups"] == ["debs"]
