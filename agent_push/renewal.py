@@ -137,9 +137,14 @@ def install(identity: IdentitySettings, renewed: Renewed) -> None:
     assert identity.key is not None
     assert renewed.key is not None
     assert renewed.certificate is not None
-    key = _stage(identity.key, renewed.key, 0o600)
-    cert = _stage(identity.cert, renewed.certificate, 0o644)
-    _sync_dirs(identity.key, identity.cert)
+    try:
+        key = _stage(identity.key, renewed.key, 0o600)
+        cert = _stage(identity.cert, renewed.certificate, 0o644)
+        _sync_dirs(identity.key, identity.cert)
+    except OSError:
+        for path in (identity.key, identity.cert):
+            _staged(path).unlink(missing_ok=True)
+        raise
     os.replace(key, identity.key)
     os.replace(cert, identity.cert)
     _sync_dirs(identity.key, identity.cert)
@@ -224,7 +229,10 @@ class Renewer:
         now = time.time()
         try:
             renewed = await self._renew()
-        except PKIError as exc:
+            install(self._identity, renewed)
+        except (PKIError, OSError) as exc:
+            # OSError: the identity's directory is not writable by the agent
+            # (docs/identity.md); the old files are untouched.
             self._failures += 1
             delay = renewal.retry_delay(self._failures, base=self._settings.renewal.retry_base,
                                         cap=self._settings.renewal.retry_cap,
@@ -235,7 +243,6 @@ class Renewer:
                   expires_in=round(life.left(now)), action="keeps using the current identity")
             self._tell(last_renewal={"at": now, "ok": False, "detail": str(exc)[:300]})
             return now + delay
-        install(self._identity, renewed)
         self._failures = 0
         event(log, "identity_renewed", why=why, id=renewed.name,
               expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -151,8 +151,9 @@ class AgentIdentitySettings:
     certificate_lifetime: float = 825 * 86400.0
     # Seconds an agent token is valid (365 days).
     token_lifetime: float = 365 * 86400.0
-    # Renewals one agent may make per hour, and at once.
+    # Renewals one agent may make per hour.
     renewals_per_hour: float = 6.0
+    # Renewals one agent may make at once (a retry after a lost answer).
     renewal_burst: int = 3
     # Seconds: the console marks identities that expire within this.
     expiring_soon: float = 30 * 86400.0

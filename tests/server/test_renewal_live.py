@@ -95,3 +95,32 @@ def test_an_agent_keeps_its_identity_while_the_server_is_down(make_stack: Any) -
     stack.wait_agent("d1", "online")
     wakeup_id = stack.wake("d1")
     stack.wait_wakeup(wakeup_id, "satisfied", timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_a_renew_task_makes_an_agent_renew_now(stack: Stack) -> None:
+    """The server's way to ask for a renewal before it is due (a CA
+    rotation): a ``renew`` task, taken at the agent's next sync."""
+    agent = stack.start_agent("n1", renewal=RENEWAL)
+    stack.wait_agent("n1", "online")
+    agent.log_contains(r"sync_done .*reason=connect")
+    assert not _renewed_ids(agent.lines)
+    with stack.api() as api:
+        before = api.get("/api/v1/agents/n1").json()
+        task = api.post("/api/v1/agents/n1/tasks", json={"type": "renew"})
+    assert task.status_code == 201, task.text
+    stack.wait_wakeup(stack.wake("n1"), "satisfied")
+    agent.log_contains(r'identity_renewed why="asked by the server"')
+    deadline = time.monotonic() + 15
+    while True:
+        with stack.api() as api:
+            after = api.get("/api/v1/agents/n1").json()
+            tasks = api.get("/api/v1/agents/n1/tasks").json()
+        if after["renewals"] == 1 and tasks[0]["state"] == "done":
+            break
+        assert time.monotonic() < deadline, (after, tasks)
+        stack.wake("n1")
+        time.sleep(0.5)
+    assert after["identity_expires_at"] > before["identity_expires_at"]
+    stack.broker.log_contains(rf"connected client=n1 .*id={_renewed_ids(agent.lines)[0]}\b")
+    stack.wait_wakeup(stack.wake("n1"), "satisfied")

@@ -178,14 +178,16 @@ async def events(request: Request) -> StreamingResponse:
 @router.get(HOME)
 async def agents_page(request: Request) -> Response:
     """The agents table."""
-    return _page(request, "agents.html", "agents")
+    return _page(request, "agents.html", "agents",
+                 expiring_soon=get_services(request).settings.identity.expiring_soon)
 
 
 @router.get("/console/agents/{agent_id}")
 async def agent_page(request: Request,
                      agent_id: Annotated[str, PathParam(pattern=NAME)]) -> Response:
     """One agent."""
-    return _page(request, "agent.html", "agents", agent_id=agent_id)
+    return _page(request, "agent.html", "agents", agent_id=agent_id,
+                 expiring_soon=get_services(request).settings.identity.expiring_soon)
 
 
 @router.get("/console/wakeups")

@@ -2,13 +2,14 @@
 // current by live notices; "Wake up" and "Wake on LAN" for it alone.
 
 import {
-  api, coalesce, el, failed, live, notify, presenceBadge, timeCell, wakeBadge, when,
+  api, coalesce, el, expiryCell, failed, live, notify, presenceBadge, timeCell, wakeBadge, when,
 } from "./common.js";
 import { WakeTracker, WolPanel } from "./wake.js";
 
 const $ = (id) => document.getElementById(id);
 const agentId = $("main").dataset.agentId;
 const path = `/api/v1/agents/${encodeURIComponent(agentId)}`;
+const expiringSoon = Number($("main").dataset.expiringSoon);
 const tracker = new WakeTracker(showWakeup);
 const wol = new WolPanel();
 
@@ -29,6 +30,7 @@ function showFacts(agent) {
         ? ` (${agent.last_sync_reason})` : "")));
   $("groups").textContent = agent.groups.length ? agent.groups.join(", ") : "none";
   $("auth").textContent = `${agent.auth}, created ${when(agent.created_at)}`;
+  $("expiry").replaceChildren(expiryCell(agent, expiringSoon));
   $("interfaces").replaceChildren(...(agent.interfaces.length
     ? agent.interfaces.map((i) => el("tr", {}, el("td", { class: "mono" }, i.address),
       el("td", {}, i.prefix ?? "—"), el("td", { class: "mono" }, i.mac ?? "—")))

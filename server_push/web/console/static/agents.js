@@ -2,7 +2,7 @@
 // live rows. Rows change in place as notices arrive; nothing reloads the page.
 
 import {
-  api, coalesce, el, failed, live, notify, presenceBadge, timeCell, wakeBadge,
+  api, coalesce, el, expiryCell, failed, live, notify, presenceBadge, timeCell, wakeBadge,
 } from "./common.js";
 import { WakeTracker, WolPanel, describeTarget } from "./wake.js";
 
@@ -12,6 +12,7 @@ const filters = { q: $("search"), presence: $("filter-presence"), group: $("filt
 const agents = new Map();      // agent id -> its last known view
 const wakeStates = new Map();  // agent id -> state in the newest wake-up of this page
 const groups = new Set();
+const expiringSoon = Number($("main").dataset.expiringSoon);
 let selection = { kind: "agents", ids: new Set(), group: null };
 
 const tracker = new WakeTracker(showWakeup);
@@ -56,6 +57,7 @@ function row(agent) {
     el("td", {}, agent.hostname ?? "—"),
     el("td", {}, timeCell(agent.last_seen)),
     syncCell(agent),
+    el("td", { class: "expiry" }, expiryCell(agent, expiringSoon)),
     el("td", {}, agent.groups.join(", ")));
 }
 

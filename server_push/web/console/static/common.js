@@ -117,6 +117,27 @@ setInterval(() => {
 }, 5000);
 
 /** A presence badge: colour and the word, never colour alone. */
+/** When an agent's identity expires, with a badge once it is within
+ *  ``soon`` seconds (identity.expiring_soon) or past; renewals are shown
+ *  on hover. An expiry not known yet (issued before it was recorded) says so. */
+export function expiryCell(agent, soon) {
+  const at = agent.identity_expires_at;
+  if (at === null || at === undefined) {
+    return el("span", { class: "muted", title: "learnt at the agent's next sync" }, "not known yet");
+  }
+  const left = at - Date.now() / 1000;
+  const title = `${when(at)}; renewed ${agent.renewals} time(s)`
+    + (agent.renewed_at ? `, last ${when(agent.renewed_at)}` : "");
+  const text = el("span", { title }, when(at));
+  if (left <= 0) return el("span", {}, text, " ", el("span", { class: "badge bad expiry" }, "expired"));
+  if (left < soon) {
+    const days = Math.max(1, Math.ceil(left / 86400));
+    return el("span", {}, text, " ",
+      el("span", { class: "badge expiry presence-stale" }, `expires in < ${days} day${days === 1 ? "" : "s"}`));
+  }
+  return text;
+}
+
 export function presenceBadge(presence) {
   return el("span", { class: `badge presence-${presence}` }, presence);
 }
