@@ -20,11 +20,11 @@ from epns.envelope import KeyLookup, key_id
 from epns.errors import MessageError, UnknownSigner
 from epns.logs import event
 from epns.tokens import PublicKey
-from epns.trust import Trust, accept_announcement, resume, stored
+from epns.trust import STATE_FILE, Trust, accept_announcement, resume, stored
 
 log = logging.getLogger(__name__)
 
-TRUST = "trust.json"
+TRUST = STATE_FILE
 
 
 class AgentTrust:

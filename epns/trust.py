@@ -40,6 +40,7 @@ from epns.errors import MalformedMessage, ReplayedMessage, UnknownSigner
 from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode, raw_public
 
 __all__ = [
+    "STATE_FILE",
     "WAY_BACK",
     "KeyState",
     "Trust",
@@ -57,6 +58,8 @@ __all__ = [
 
 VERSION = 1
 TYPE = "trust"
+# In the agent's state directory: what ``stored`` gives, ``resume`` reads.
+STATE_FILE = "trust.json"
 # What an agent that slept through a rotation must do; its refusals say it.
 WAY_BACK = ("this agent missed a whole key rotation (offline past the overlap) or the message "
             "is forged: put the server's current public key (signing.pub, shown by "

@@ -26,7 +26,7 @@ import httpx
 from epns import topics
 from epns.agent_config import AgentSettings
 from epns.envelope import Event, EventType, decode_command, encode_event, target_agent
-from epns.errors import EPNSError, MessageError, ProtocolViolation
+from epns.errors import EPNSError, MessageError, ProtocolViolation, UnknownSigner
 from epns.mqtt import (
     Connack,
     Connect,
@@ -429,8 +429,12 @@ class AgentCheck:
 
     def _verify(self, payload: bytes, command_id: str, arrived: float, key_file: str) -> Finding:
         assert self.material.command_key is not None  # step 1 passed
+        trust = self.material.trust
         try:
-            command = decode_command(payload, self.material.command_key)
+            command = decode_command(payload, self.material.command_key if trust is None
+                                     else trust.lookup(time.time()))
+        except UnknownSigner as exc:
+            return diagnose.push_unknown_signer(command_id, key_file, str(exc))
         except MessageError as exc:
             return diagnose.push_forged(command_id, key_file, str(exc))
         agent_id = self.settings.identity.agent_id

@@ -520,6 +520,15 @@ def push_forged(command_id: str, key_file: str, reason: str) -> Finding:
                    f"({key_file})")
 
 
+def push_unknown_signer(command_id: str, key_file: str, reason: str) -> Finding:
+    """The command is signed by a key the agent does not trust: it missed a
+    whole signing-key rotation (docs/rotation.md), or it pins another server."""
+    return Finding(Status.FAIL, f"command {command_id} arrived but is {reason}",
+                   f"get the server's current signing.pub (epns-server rotate signing-key "
+                   f"status names its key) and run epns-agent trust reset --key signing.pub "
+                   f"(it replaces {key_file}), then restart the agent; or enrol it again")
+
+
 def api_refused(status: int, code: str, message: str, *, agent_id: str) -> Finding:
     """The server's API refused to send the test command."""
     hints = {

@@ -9,6 +9,7 @@ say whether the broker really refuses it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from epns import pki, tls, tokens
 from epns.agent_config import AgentSettings
 from epns.errors import EPNSError
+from epns.trust import STATE_FILE, Trust, resume
 from epns_check import diagnose
 from epns_check.probes import issued_by, name_of, utc_now
 from epns_check.report import Finding, Result, Status, Step, passed
@@ -35,6 +37,9 @@ class Material:
     websocket_context: ssl.SSLContext | None = None
     sync_context: ssl.SSLContext | None = None
     command_key: Ed25519PublicKey | None = None
+    # What the agent learnt of key rotations since (its state directory's
+    # trust.json, epns.trust); the pinned key alone when it has none.
+    trust: Trust | None = None
     token: str | None = None
     certificate_name: str | None = None
     # The issuer of a client certificate that is not from the fleet CA.
@@ -61,6 +66,8 @@ def load(settings: AgentSettings, source: str) -> tuple[Material, list[Result]]:
     results = [_row(source, passed(_summary(settings)), started)]
     results.append(_fleet_ca(settings.broker.ca, material))
     results.append(_command_key(settings.broker.server_public_key, material))
+    if material.command_key is not None:
+        material.trust = _trust(settings.state_dir, material.command_key)
     ident = settings.identity
     if ident.cert is not None and ident.key is not None:
         results += _certificate(settings, ident.cert, ident.key, material)
@@ -118,6 +125,15 @@ def _command_key(path: Path, material: Material) -> Result:
             started)
     return _row("broker.server_public_key",
                 passed(f"{path}: the server's Ed25519 key, pinned for commands"), started)
+
+
+def _trust(state_dir: Path, pinned: Ed25519PublicKey) -> Trust:
+    """The trust the agent would start with (a file it cannot read: none)."""
+    try:
+        saved = json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    return resume(saved if isinstance(saved, dict) else None, pinned)[0]
 
 
 def _certificate(settings: AgentSettings, cert_path: Path, key_path: Path,

@@ -10,6 +10,8 @@ refuses the new key with the way back, and follows it.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -44,7 +46,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     broker = start_epns(certs, listeners__fallback__http_upstream=str(work / "front.sock"),
                         limits__session_expiry="1")
     overrides = {"pki__rotation_check_interval": "0.5", "wakeups__per_minute": "6000",
-                 "wakeups__burst": "1000"}
+                 "wakeups__burst": "1000", "budgets__syncs_per_minute": "6000",
+                 "budgets__syncs_burst": "1000", "budgets__events_per_minute": "6000",
+                 "budgets__events_burst": "1000"}
     server = start_server(certs, work, broker.port, **overrides)
     token = server.cli("token", "create", "tests").strip()
     made = Stack(certs, work, broker, server, token, server_overrides=overrides)
@@ -105,6 +109,11 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("EPNS_") and k.lower() not in ("https_proxy", "no_proxy")}
+
+
 def _trust_reset(config: Path, key: Path) -> str:
     done = subprocess.run([sys.executable, "-m", "agent_push", "trust", "reset", "--key",
                            str(key), "--config", str(config)], cwd=ROOT, capture_output=True,
@@ -133,13 +142,14 @@ def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
         assert "trust serial 1" in out
         new = re.search(r"key (\w+): next", out)
         assert new is not None, out
+        # By the trust command, or by a sync reply if a sync came first.
         for agent in agents.values():
-            agent.log_contains(r"trust_updated .*source=command .*serial=1")
+            agent.log_contains(r"trust_updated .*serial=1", timeout=30)
         count = len(waker.ids)
         stack.server.cli("rotate", "signing-key", "finish")
         assert _current_key(stack) == new[1]
         for agent in agents.values():
-            agent.log_contains(r"trust_updated .*source=command .*serial=2")
+            agent.log_contains(r"trust_updated .*serial=2", timeout=30)
         stack.server.log_contains(r"trust_loaded serial=2")
         _wait("wake-ups after the rotation", lambda: len(waker.ids) >= count + 6)
 
@@ -147,6 +157,9 @@ def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
         for wakeup_id in waker.ids[AGENTS.index(agent_id)::2]:
             stack.wait_wakeup(wakeup_id, "satisfied")
     for agent_id, agent in agents.items():
+        # Both announcements came as signed commands too (the connected path).
+        _wait(f"{agent_id}'s trust commands",
+              lambda agent=agent: agent.count(r"command_accepted .*type=trust") >= 2)
         assert agent.count("command_rejected") == 0, agent_id
         # One connection from start to end: no drop, no reconnect.
         assert agent.count(r"\bconnected route=") == 1, agent_id
@@ -181,6 +194,16 @@ def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
     assert "TRUST PROBLEM: " in status
     assert "docs/rotation.md" in status
     sleeper.stop()
+    # epns-check names the case and the way back.
+    checked = subprocess.run([sys.executable, "-m", "epns_check", "--config",
+                              str(sleeper.config), "--api-token", stack.token, "--json"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env=_clean_env(), check=False)
+    e2e = [row for row in json.loads(checked.stdout)["steps"] if row["step"] == "e2e"]
+    assert len(e2e) == 1, checked.stdout
+    assert e2e[0]["status"] == "FAIL"
+    assert f"is signed by key {new[1]}, which this agent does not know" in e2e[0]["detail"]
+    assert "epns-agent trust reset --key" in e2e[0]["hint"]
     # The documented way back: the server's current signing.pub, by hand.
     said = _trust_reset(sleeper.config, stack.pki / pki.SIGNING_PUB)
     assert f"pins key {new[1]}" in said
