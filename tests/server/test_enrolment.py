@@ -248,3 +248,29 @@ def test_enrol_needs_the_fleet_ca_to_trust_the_server(stack: Stack, tmp_path: Pa
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr
     # Nothing was sent, so the token still works.
     assert _enrol(stack, made["token"], "pc-9").status_code == 201
+
+
+def test_the_cli_makes_lists_shows_and_revokes_tokens(stack: Stack) -> None:
+    done = subprocess.run([sys.executable, "-m", "server_push", "enrol-token", "create",
+                           "--unlimited", "--approval", "--group", "shop", "--ttl", "600"],
+                          cwd=ROOT, env=stack.server.env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    token = done.stdout.strip()
+    assert "any number of machines" in done.stderr
+    assert "each enrolment waits for approval" in done.stderr
+    assert f"epns-agent enrol --server {stack.server.url} --token {token} --ca ca.crt" in (
+        done.stderr)
+    csr = pki.create_agent_csr("x")[1].decode()
+    with stack.server.client() as client:
+        pending = client.post("/api/v1/enrol", json={"token": token, "hostname": "till-9",
+                                                     "csr": csr}).json()
+    token_id = stack.server.cli("enrol-token", "list").split()[0]
+    listed = stack.server.cli("enrol-token", "list")
+    assert "active   uses 1/unlimited  approval" in listed
+    waiting = stack.server.cli("enrolment", "list", "--state", "pending")
+    assert pending["id"] in waiting
+    assert "asks till-9  host till-9  from 127.0.0.1" in waiting
+    assert '"hostname": "till-9"' in stack.server.cli("enrol-token", "show", token_id)
+    assert "rejected" in stack.server.cli("enrolment", "reject", pending["id"])
+    assert "revoked" in stack.server.cli("enrol-token", "revoke", token_id)
+    assert "revoked  uses 0/unlimited" in stack.server.cli("enrol-token", "list")
