@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import logging
@@ -18,10 +19,11 @@ from websockets.typing import Subprotocol
 
 from broker.access import Access
 from broker.fleet_broker import FleetBroker
-from broker.front_door import OnePort
+from broker.front_door import OnePort, one_port_context
 from broker.hub import ConnectionHub
 from broker.metrics import Metrics, serve_metrics
 from broker.revocation import RevocationFile
+from broker.tls_reload import TlsReload
 from broker.ws_front import serve_ws_front
 from epns import pki, tls
 from epns.acl_rules import AccessPolicy
@@ -66,9 +68,23 @@ def _context(settings: BrokerSettings) -> ssl.SSLContext:
     return context
 
 
+def _fresh_context(settings: BrokerSettings, *, one_port: bool) -> ssl.SSLContext:
+    """A listener's context built again from the files (``TlsReload``)."""
+    context = _context(settings)
+    return one_port_context(context) if one_port else context
+
+
+async def _watch_tls(reload: TlsReload, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        reload.refresh()
+
+
 async def start(settings: BrokerSettings) -> RunningBroker:
     """Start everything; raises ConfigError for unusable settings or files."""
     contexts = {name: _context(settings) for name in settings.listeners.enabled()}
+    # A CA rotation rewrites these files: new handshakes follow them.
+    reload = TlsReload((settings.tls.cert, settings.tls.key, settings.tls.ca))
     token_keys = None
     if settings.identity.server_public_key is not None:
         try:
@@ -90,6 +106,8 @@ async def start(settings: BrokerSettings) -> RunningBroker:
         try:
             if listener.transport == "mqtts":
                 one_port = await _one_port(running, name, listener)
+                reload.attach(contexts[name], functools.partial(
+                    _fresh_context, settings, one_port=one_port is not None))
                 port = await hub.listen(name, listener.host, listener.port, contexts[name],
                                         one_port)
             elif listener.unix_socket is not None:  # ws-front
@@ -99,6 +117,8 @@ async def start(settings: BrokerSettings) -> RunningBroker:
                       socket=str(listener.unix_socket))
                 continue
             else:
+                reload.attach(contexts[name], functools.partial(_fresh_context, settings,
+                                                                one_port=False))
                 server = await _serve_websocket(hub, name, listener, contexts[name])
                 running._closers.append(server)
                 port = server.sockets[0].getsockname()[1]
@@ -118,6 +138,8 @@ async def start(settings: BrokerSettings) -> RunningBroker:
     if not running.ports:
         await running.stop()
         raise ConfigError("no listener could be opened; see the listener_unavailable lines")
+    watch = asyncio.create_task(_watch_tls(reload, settings.tls.reload_interval))
+    running._cleanups.append(watch.cancel)
     if settings.metrics.enabled:
         try:
             metrics_server = await serve_metrics(metrics, settings.metrics.host,

@@ -97,8 +97,12 @@ class TLSSettings:
     cert: Path = Path("certs/broker.crt")
     # Its private key (PEM).
     key: Path = Path("certs/broker.key")
-    # The fleet CA: client certificates must chain to it.
+    # The fleet CA: client certificates must chain to it. During a CA
+    # rotation the file holds several CAs (docs/rotation.md).
     ca: Path = Path("certs/ca.crt")
+    # Seconds between looks at these three files: when one changes, new
+    # connections get the new material, and connected clients stay.
+    reload_interval: float = 2.0
 
 
 @dataclass(frozen=True)
