@@ -32,10 +32,11 @@ from pathlib import Path
 
 import pytest
 
-from epns import __version__
+from epns import __version__, pki
 from tests.server.conftest import Stack
 from tests.support.agents import AgentProcess, write_agent_config
-from tests.support.processes import ROOT, pump_stderr
+from tests.support.processes import ROOT, pump_stderr, start_epns
+from tests.support.server import start_server
 from tests.support.throwaway_root import ENV as ROOT_ENV
 from tests.support.throwaway_root import ThrowawayRoot, why_not
 
@@ -162,6 +163,55 @@ def test_agent_wheel_in_a_fresh_venv_brings_no_server_dependency_and_syncs(
                    config, env, tmp_path)
     stack.agents.append(agent)
     _connects_and_syncs(stack, "venv-agent", agent)
+
+
+def test_server_wheel_from_its_own_venv_serves_an_agent(
+        dist: Path, tmp_path: Path) -> None:
+    """epns-broker and epns-server installed from the server wheel (the agent
+    wheel comes with it, the rest from the index), run as a stack; an agent
+    from the same venv connects and syncs after a wake-up."""
+    venv = tmp_path / "venv"
+    env = _clean_env()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--find-links", str(dist),
+         "--find-links", str(dist / "wheelhouse"), f"epns-server=={__version__}"],
+        capture_output=True, text=True, timeout=400, env=env, check=False)
+    assert install.returncode == 0, install.stdout + install.stderr
+    listed = subprocess.run([str(venv / "bin" / "python"), "-c", LIST_DISTRIBUTIONS],
+                            capture_output=True, text=True, timeout=60, env=env, check=True,
+                            cwd=tmp_path)
+    installed = set(json.loads(listed.stdout))
+    assert {"epns-server", "epns-agent", "fastapi", "sqlalchemy", "uvloop"} <= installed
+    assert "epns" not in installed
+
+    certs = tmp_path / "pki"
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+    work = tmp_path / "server"
+    work.mkdir()
+    broker = start_epns(certs, command=[str(venv / "bin" / "epns-broker")],
+                        listeners__fallback__http_upstream=str(work / "front.sock"))
+    stack: Stack | None = None
+    server = None
+    try:
+        server = start_server(certs, work, broker.port,
+                              command=[str(venv / "bin" / "epns-server")])
+        token = subprocess.run([str(venv / "bin" / "epns-server"), "token", "create", "tests"],
+                               env=server.env, capture_output=True, text=True, timeout=60,
+                               check=True, cwd=tmp_path).stdout.strip()
+        stack = Stack(certs, work, broker, server, token)
+        bundle = stack.create_agent("server-venv-agent")
+        config = _config(stack, "server-venv-agent", tmp_path / "agent.toml", bundle)
+        agent = _start([str(venv / "bin" / "epns-agent"), "run", "--config", str(config)],
+                       config, env, tmp_path)
+        stack.agents.append(agent)
+        _connects_and_syncs(stack, "server-venv-agent", agent)
+    finally:
+        for running in stack.agents if stack else []:
+            running.stop()
+        if server is not None:
+            server.stop()
+        broker.stop()
 
 
 def _same_python_minor() -> str | None:

@@ -141,10 +141,12 @@ def broker_env(pki: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def start_epns(pki: Path, **overrides: str) -> BrokerProcess:
-    """Start ``python -m broker`` and wait for its ready line."""
+def start_epns(pki: Path, *, command: list[str] | None = None,
+               **overrides: str) -> BrokerProcess:
+    """Start ``python -m broker`` (or ``command``, an installed epns-broker)
+    and wait for its ready line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker"], cwd=ROOT, env=broker_env(pki, **overrides),
+        command or [sys.executable, "-m", "broker"], cwd=ROOT, env=broker_env(pki, **overrides),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []

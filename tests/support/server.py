@@ -96,12 +96,15 @@ def server_env(pki: Path, work: Path, mqtt_port: int, http_port: int,
 
 
 def start_server(pki: Path, work: Path, mqtt_port: int, *, http_port: int | None = None,
-                 extra_env: dict[str, str] | None = None, **overrides: str) -> ServerProcess:
-    """Start ``python -m server_push run`` and wait until it serves;
-    ``extra_env`` adds variables as they are (an embedded broker's)."""
+                 extra_env: dict[str, str] | None = None, command: list[str] | None = None,
+                 **overrides: str) -> ServerProcess:
+    """Start ``python -m server_push run`` (or ``command``, an installed
+    epns-server, and ``run``) and wait until it serves; ``extra_env`` adds
+    variables as they are (an embedded broker's)."""
     port = http_port or free_port()
     env = {**server_env(pki, work, mqtt_port, port, **overrides), **(extra_env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "server_push", "run"], cwd=ROOT, env=env,
+    argv = [*(command or [sys.executable, "-m", "server_push"]), "run"]
+    process = subprocess.Popen(argv, cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     server = ServerProcess(process, f"https://127.0.0.1:{port}", env, pki / "ca.crt")
     # stdout carries the welcome text and stderr the log: one stream, in order.
