@@ -59,8 +59,6 @@ MAX_USES = 1_000_000
 POLL_AFTER = 10.0
 # A token's enrolments listed with it, newest first.
 LISTED_USES = 1000
-# Two machines of one name racing for it: the loser picks again.
-ID_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +344,10 @@ class Enrolment:
         return _Request(row.id, groups, machine.agent_id_from_hostname(found.hostname), False,
                         _bounded(found))
 
-    async def _choose_id(self, request: _Request) -> str:
-        """The id this request gets now: Conflict when the machine is enrolled
-        already, or the id asked for explicitly is taken."""
+    async def _choose_id(self, request: _Request, tried: frozenset[str] = frozenset()) -> str:
+        """The id this request gets now, other than those ``tried`` (lost to
+        a racing installer): Conflict when the machine is enrolled already, or
+        the id asked for explicitly is taken, or every candidate is."""
         async with self._sessions() as session:
             fingerprint = request.machine.fingerprint
             if fingerprint is not None:
@@ -363,6 +362,8 @@ class Enrolment:
             if request.explicit:
                 return request.requested_id
             for candidate in machine.candidates(request.requested_id, fingerprint):
+                if candidate in tried:
+                    continue
                 existing = await session.get(Agent, candidate)
                 if existing is None or existing.auth == "discovered":
                     return candidate
@@ -393,10 +394,12 @@ class Enrolment:
                      claim: bool) -> Bundle:
         """Choose the id, issue the certificate and create the agent, in one
         transaction with the token's claim (``claim``) or the pending row's
-        acceptance; a derived id that another installer took meanwhile is
-        chosen again."""
-        for attempt in range(ID_ATTEMPTS):
-            agent_id = await self._choose_id(request)
+        acceptance. A derived id that a racing installer took meanwhile is
+        not tried again: each attempt moves down the candidates, so N
+        installers of one name need at most N attempts."""
+        tried: set[str] = set()
+        while True:
+            agent_id = await self._choose_id(request, frozenset(tried))
             # Checked before: a PKIError from here on is the server's own (its CA).
             cert_pem, serial = self._agents.certificate_for(agent_id, csr_pem.encode())
             now = time.time()
@@ -413,7 +416,7 @@ class Enrolment:
                     assert agent is not None
                     agent.machine = request.machine.fingerprint
                     await self._record(session, request, enrolment_id, agent_id, cert_pem,
-                                 claim=claim, now=now)
+                                       claim=claim, now=now)
                     remember(session, agent_id, now, "created",
                              f"enrolled with token {request.token_id}"
                              + ("" if claim else f", accepted by {actor}"))
@@ -423,7 +426,8 @@ class Enrolment:
                           outcome=f"enrolled with a certificate, serial {serial}")
             except (IntegrityError, Conflict) as exc:
                 taken = isinstance(exc, IntegrityError) or exc.code == "agent_exists"
-                if taken and not request.explicit and attempt < ID_ATTEMPTS - 1:
+                if taken and not request.explicit:
+                    tried.add(agent_id)
                     continue
                 if isinstance(exc, IntegrityError):
                     raise Conflict(f"agent {agent_id!r} exists already",
@@ -435,7 +439,6 @@ class Enrolment:
             self._bus.publish({"kind": "enrolment", "id": enrolment_id})
             return self._agents.bundle(agent_id, request.groups, "certificate",
                                        {"agent.crt": cert_pem})
-        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
     @staticmethod
     async def _record(session: AsyncSession, request: _Request, enrolment_id: str, agent_id: str,
