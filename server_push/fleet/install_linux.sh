@@ -96,11 +96,15 @@ if [ -n "$UNIT" ] && [ ! -f /lib/systemd/system/epns-agent.service ] \
     fetch "$UNIT" "$UNIT_SHA256" "$work/$UNIT"
     cp "$work/$UNIT" /etc/systemd/system/epns-agent.service
 fi
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl daemon-reload
-    systemctl enable epns-agent >/dev/null 2>&1
-    systemctl restart epns-agent
-    say "service epns-agent started: epns-agent status --config $CONF/agent.toml"
-else
+if ! command -v systemctl >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; then
     say "no systemd here: start the agent with  $AGENT run --config $CONF/agent.toml"
+    exit 0
 fi
+systemctl daemon-reload
+if ! systemctl cat epns-agent >/dev/null 2>&1; then
+    die "enrolled, but there is no epns-agent.service to start: the server's packages_dir" \
+        "should hold one for the single-file agent (systemd/epns-agent.service)"
+fi
+systemctl enable epns-agent >/dev/null 2>&1
+systemctl restart epns-agent
+say "service epns-agent started: epns-agent status --config $CONF/agent.toml"
