@@ -269,8 +269,9 @@ def _enrol_parser(commands: Any) -> None:
     sub.add_argument("--id", dest="agent_id",
                      help="this agent's id (default: the server makes one of the host name, "
                           "unique across machines)")
-    sub.add_argument("--dir", type=Path, default=Path("/etc/epns"),
-                     help="where the identity is written (default /etc/epns)")
+    sub.add_argument("--dir", type=Path, default=platform.default_config().parent,
+                     help="where the identity is written (default: the directory of the "
+                          f"system's agent.toml, {platform.default_config().parent})")
     sub.add_argument("--wait", type=float, default=3600.0,
                      help="seconds to wait for an admin's approval (default an hour)")
     sub.add_argument("--no-wait", action="store_const", const=0.0, dest="wait",
