@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_push import platform
 from agent_push.http_exchange import ExchangeJob, exchange
 from agent_push.sync import SyncWays
 from epns import renewal
@@ -82,23 +83,13 @@ def _staged(path: Path) -> Path:
 def _stage(path: Path, data: bytes, mode: int) -> Path:
     """``data`` written and fsynced next to ``path``; the staged file's path."""
     staged = _staged(path)
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # os.open's mode applies only to a file it creates
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    platform.write_file(staged, data, mode)
     return staged
 
 
 def _sync_dirs(*paths: Path) -> None:
     for directory in {p.parent for p in paths}:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        platform.sync_directory(directory)
 
 
 def recover(identity: IdentitySettings) -> str | None:

@@ -32,6 +32,7 @@ if sys.platform == "win32":
         private_directory,
         process_alive,
         service,
+        sync_directory,
         write_file,
     )
 elif sys.platform == "darwin":
@@ -44,6 +45,7 @@ elif sys.platform == "darwin":
         private_directory,
         process_alive,
         service,
+        sync_directory,
         write_file,
     )
 else:
@@ -56,6 +58,7 @@ else:
         private_directory,
         process_alive,
         service,
+        sync_directory,
         write_file,
     )
 
@@ -72,6 +75,7 @@ __all__ = [
     "private_directory",
     "process_alive",
     "service",
+    "sync_directory",
     "write_file",
 ]
 

@@ -15,13 +15,14 @@ from agent_push.platform._posix import (
     kill_process_group,
     private_directory,
     process_alive,
+    sync_directory,
     write_file,
 )
 from epns.errors import PlatformError
 
 __all__ = ["PROCESS_GROUP", "awake_clock", "hold_awake", "install_stop_handlers",
            "kill_process_group", "private_directory", "process_alive", "service",
-           "write_file"]
+           "sync_directory", "write_file"]
 
 
 def hold_awake(why: str) -> AwakeHold:

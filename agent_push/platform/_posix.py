@@ -60,12 +60,25 @@ def private_directory(path: Path) -> None:
 
 
 def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode``, an existing file's included."""
+    """Write ``data`` to ``path`` with ``mode``, an existing file's included,
+    and fsync it: what is written here is an identity or its config, which a
+    rename may make current right after."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     # os.open's mode applies only to a new file: a key must not keep looser ones.
     os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sync_directory(path: Path) -> None:
+    """fsync directory ``path``, so that renames in it survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def kill_process_group(pid: int) -> None:

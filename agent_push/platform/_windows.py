@@ -88,6 +88,13 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_BINARY, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sync_directory(path: Path) -> None:
+    """Nothing: Windows cannot open a directory with os.open to fsync it; NTFS
+    journals the rename's metadata itself."""
 
 
 def kill_process_group(pid: int) -> None:
