@@ -14,8 +14,9 @@ a staging directory that holds a generated ``pyproject.toml`` and a copy of its
 packages. The version is ``epns.__version__``.
 
 The ``.deb`` and the single file carry the agent's dependencies, compiled ones
-included (cryptography, cffi, psutil): they are for the CPU architecture and
-Python minor version of the interpreter running this script, which the
+included (cryptography, cffi, psutil): they are for the CPU architecture of
+the interpreter running this script, and for its Python minor version and
+every later one up to ``NEWEST_PYTHON`` (add_python_versions), as the
 ``.deb``'s Depends line states.
 """
 
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -53,7 +55,13 @@ DEB_DOC = "usr/share/doc/epns-agent"
 PIPX_COMMAND = "/usr/local/bin/epns-agent"
 DEB_COMMAND = "/usr/bin/epns-agent"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_ABI_SPECIFIC = re.compile(r"\.cpython-\d+[^/]*\.so$")
+# A compiled module for exactly one Python minor version (not abi3).
+_ABI_SPECIFIC = re.compile(r"\.cpython-3(\d+)-[^/]*\.so$")
+# The .deb and the single file run on the building Python's minor version and
+# every later one up to this: the modules compiled for exactly one version
+# (cffi's backend, which cryptography loads) are added from those versions'
+# wheels, side by side (each interpreter loads the file with its own tag).
+NEWEST_PYTHON = 13
 # PEP 600's tag and the older names of the same glibc floors.
 _MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_")
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -243,13 +251,59 @@ def bundle(release: Release, wheelhouse: Path, target: Path) -> None:
     shutil.rmtree(target / "bin", ignore_errors=True)
 
 
+def _wheel_tags(wheel: str) -> tuple[str, str, str, list[str]]:
+    """(distribution, version, ABI tag, platform tags) of a wheel's file name."""
+    parts = wheel.removesuffix(".whl").split("-")
+    return parts[0], parts[1], parts[-2], parts[-1].split(".")
+
+
+def add_python_versions(lib: Path, wheelhouse: Path, minors: Sequence[int],
+                        stage: Path) -> list[str]:
+    """Into ``lib``, each version-specific compiled module of the wheelhouse
+    for the other Python 3 ``minors`` too, from the same release's wheel for
+    that version and platform; the wheels used, by name."""
+    used = []
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        dist, version, abi, platforms = _wheel_tags(wheel.name)
+        if not re.fullmatch(r"cp3\d+", abi):
+            continue
+        for minor in minors:
+            dest = stage / f"cp3{minor}-{dist}"
+            _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                  "--no-deps", "--python-version", f"3.{minor}", "--implementation", "cp",
+                  "--abi", f"cp3{minor}", *(f"--platform={tag}" for tag in platforms),
+                  "--dest", dest, f"{dist}=={version}"],
+                 f"downloading {dist} {version} for Python 3.{minor}")
+            found = sorted(dest.glob(f"{dist}-{version}-*.whl"))
+            if not found:
+                raise BuildError(f"pip downloaded no {dist} {version} wheel for Python 3.{minor}")
+            used.append(found[0].name)
+            with zipfile.ZipFile(found[0]) as archive:
+                for name in archive.namelist():
+                    tagged = _ABI_SPECIFIC.search(name)
+                    if tagged and int(tagged.group(1)) == minor:
+                        archive.extract(name, lib)
+    return used
+
+
 def python_depends(lib: Path) -> str:
-    """The .deb's Python requirement: this interpreter's minor version, and
-    no later one when a module is compiled for exactly it (cffi's backend)."""
+    """The .deb's Python requirement: from this interpreter's minor version
+    up to the newest for which every version-specific compiled module is
+    there (cffi's backend), or any later one if there is none."""
     major, minor = sys.version_info[:2]
     depends = f"python3 (>= {major}.{minor})"
-    if any(_ABI_SPECIFIC.search(path.name) for path in lib.rglob("*.so")):
-        depends += f", python3 (<< {major}.{minor + 1})"
+    versions: dict[str, set[int]] = {}
+    for path in lib.rglob("*.so"):
+        tagged = _ABI_SPECIFIC.search(path.name)
+        if tagged:
+            module = str(path.relative_to(lib))[:tagged.start() - len(path.name)]
+            versions.setdefault(module, set()).add(int(tagged.group(1)))
+    if versions:
+        common = set.intersection(*versions.values())
+        newest = minor
+        while newest + 1 in common:
+            newest += 1
+        depends += f", python3 (<< {major}.{newest + 1})"
     return depends
 
 
@@ -334,9 +388,11 @@ def _changelog(release: Release, revision: int, maintainer: str, when: float) ->
     return gzip.compress(text.encode(), compresslevel=9, mtime=0)
 
 
-def build_deb(release: Release, root: Path, *, lib_bundle: Path, wheelhouse: Path, out: Path,
-              stage: Path, revision: int, maintainer: str) -> Path:
-    """The agent's .deb, by ``dpkg-deb --build`` from a tree laid out here."""
+def build_deb(release: Release, root: Path, *, lib_bundle: Path, wheelhouse: Path,
+              also: Sequence[str], out: Path, stage: Path, revision: int,
+              maintainer: str) -> Path:
+    """The agent's .deb, by ``dpkg-deb --build`` from a tree laid out here;
+    ``also`` names the wheels add_python_versions took modules from."""
     tree = stage / "deb"
     shutil.copytree(lib_bundle, tree / DEB_LIB)
     for script, target in release.scripts:
@@ -365,7 +421,7 @@ def build_deb(release: Release, root: Path, *, lib_bundle: Path, wheelhouse: Pat
     meta.mkdir()
     architecture = _architecture(tree / DEB_LIB)
     depends = [python_depends(tree / DEB_LIB), "adduser"]
-    glibc = glibc_floor([wheel.name for wheel in wheelhouse.glob("*.whl")])
+    glibc = glibc_floor([wheel.name for wheel in wheelhouse.glob("*.whl")] + list(also))
     if glibc is not None:
         depends.append(f"libc6 (>= {glibc[0]}.{glibc[1]})")
     (meta / "control").write_text(control(
@@ -424,8 +480,11 @@ def build(root: Path, out: Path, *, wheels_only: bool = False, revision: int = 1
         built["wheelhouse"] = wheelhouse
         lib_bundle = stage / "bundle"
         bundle(agent, wheelhouse, lib_bundle)
+        also = add_python_versions(lib_bundle, wheelhouse,
+                                   range(sys.version_info.minor + 1, NEWEST_PYTHON + 1), stage)
         built["deb"] = build_deb(agent, root, lib_bundle=lib_bundle, wheelhouse=wheelhouse,
-                                 out=out, stage=stage, revision=revision, maintainer=maintainer)
+                                 also=also, out=out, stage=stage, revision=revision,
+                                 maintainer=maintainer)
         built["pyz"] = build_onefile(agent, lib_bundle, out)
     return built
 

@@ -11,7 +11,11 @@ and server: each agent connects, and syncs with the server after a wake-up.
   overlay of / in a private mount namespace; never the host's root):
   install, configure, run as the epns user from /usr/bin/epns-agent,
   upgrade (configuration, identity and state kept), remove, purge;
-- the single file with the system's /usr/bin/python3, outside any venv.
+- the single file with the system's /usr/bin/python3 and each later Python
+  up to release.build.NEWEST_PYTHON found here, outside any venv; and in a
+  throwaway root as systemd/epns-agent.service runs it;
+- the server wheel into a fresh venv: its epns-broker and epns-server serve
+  an agent from the same venv.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from epns import __version__, pki
+from release.build import NEWEST_PYTHON
 from tests.server.conftest import Stack
 from tests.support.agents import AgentProcess, write_agent_config
 from tests.support.processes import ROOT, pump_stderr, start_epns
@@ -214,44 +219,62 @@ def test_server_wheel_from_its_own_venv_serves_an_agent(
         broker.stop()
 
 
-def _same_python_minor() -> str | None:
-    if not SYSTEM_PYTHON.exists():
-        return f"no {SYSTEM_PYTHON}"
-    done = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
-                          capture_output=True, text=True, timeout=30, check=True)
-    if done.stdout.strip() != str(sys.version_info[:2]):
-        return (f"{SYSTEM_PYTHON} is {done.stdout.strip()}, the artifacts are built for "
-                f"{sys.version_info[:2]} (compiled dependencies)")
+def _interpreter(minor: int) -> Path | None:
+    """A Python 3.<minor> on this machine: Debian's first, then one on PATH,
+    then pyenv's (whose shims answer only for the selected version)."""
+    candidates = [SYSTEM_PYTHON, Path(f"/usr/bin/python3.{minor}")]
+    on_path = shutil.which(f"python3.{minor}")
+    candidates += [Path(on_path)] if on_path else []
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(pyenv.glob(f"versions/3.{minor}.*/bin/python3.{minor}"))
+    for candidate in candidates:
+        if not candidate.exists():
+            continue
+        done = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[1])"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode == 0 and done.stdout.strip() == str(minor):
+            return candidate
     return None
 
 
-def test_single_file_runs_with_the_system_python(dist: Path, tmp_path: Path,
-                                                 make_stack: Callable[..., Stack]) -> None:
-    reason = _same_python_minor()
-    if reason:
-        pytest.skip(reason)
+def _system_python_supported() -> str | None:
+    """Why the system's python3 cannot run the .deb's agent, or None."""
+    for minor in range(sys.version_info.minor, NEWEST_PYTHON + 1):
+        if _interpreter(minor) == SYSTEM_PYTHON:
+            return None
+    return f"{SYSTEM_PYTHON} is missing or not 3.{sys.version_info.minor}-3.{NEWEST_PYTHON}"
+
+
+@pytest.mark.parametrize("minor", range(sys.version_info.minor, NEWEST_PYTHON + 1))
+def test_single_file_runs_with_each_python(minor: int, dist: Path, tmp_path: Path,
+                                           make_stack: Callable[..., Stack]) -> None:
+    """Outside any venv, with the system's python3 where it is that version."""
+    python = _interpreter(minor)
+    if python is None:
+        pytest.skip(f"no Python 3.{minor} on this machine")
     pyz = dist / f"epns-agent-{__version__}.pyz"
     copied = tmp_path / "epns-agent.pyz"
     shutil.copy2(pyz, copied)
     env = _clean_env(SHIV_ROOT=str(tmp_path / "shiv"))
-    done = subprocess.run([str(SYSTEM_PYTHON), str(copied), "--help"], capture_output=True,
+    done = subprocess.run([str(python), str(copied), "--help"], capture_output=True,
                           text=True, timeout=120, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: epns-agent")
 
     stack = make_stack()
-    bundle = stack.create_agent("onefile-agent")
-    config = _config(stack, "onefile-agent", tmp_path / "agent.toml", bundle)
-    agent = _start([str(SYSTEM_PYTHON), str(copied), "run", "--config", str(config)],
+    agent_id = f"onefile-agent-{minor}"
+    bundle = stack.create_agent(agent_id)
+    config = _config(stack, agent_id, tmp_path / "agent.toml", bundle)
+    agent = _start([str(python), str(copied), "run", "--config", str(config)],
                    config, env, tmp_path)
     stack.agents.append(agent)
-    _connects_and_syncs(stack, "onefile-agent", agent)
+    _connects_and_syncs(stack, agent_id, agent)
 
 
 @pytest.fixture
 def throwaway(tmp_path: Path) -> Iterator[tuple[ThrowawayRoot, Path]]:
     """A throwaway root and the host directory it shows at /mnt."""
-    reason = why_not() or _same_python_minor()
+    reason = why_not() or _system_python_supported()
     if reason:
         pytest.skip(reason)
     carry = tmp_path / "carry"
