@@ -133,7 +133,9 @@ def install(identity: IdentitySettings, renewed: Renewed) -> None:
         cert = _stage(identity.cert, renewed.certificate, 0o644)
         _sync_dirs(identity.key, identity.cert)
     except OSError:
-        for path in (identity.key, identity.cert):
+        # The certificate first: a crash in between must not leave a staged
+        # certificate alone, which ``recover`` would install without its key.
+        for path in (identity.cert, identity.key):
             _staged(path).unlink(missing_ok=True)
         raise
     os.replace(key, identity.key)
@@ -213,7 +215,12 @@ class Renewer:
             await self._nap_until(due)
             asked = self._asked.is_set()
             self._asked.clear()
-            retry_at = await self._attempt(life, "asked by the server" if asked else "due")
+            why = "asked by the server" if asked else "due"
+            try:
+                retry_at = await self._attempt(life, why)
+            except Exception as exc:  # a bug must cost one renewal, not all those to come
+                log.exception("renewal_internal_error")
+                retry_at = self._failed(life, time.time(), why, exc)
 
     async def _attempt(self, life: Lifetime, why: str) -> float | None:
         """One renewal; None when it worked, else when to try again."""
@@ -224,16 +231,7 @@ class Renewer:
         except (PKIError, OSError) as exc:
             # OSError: the identity's directory is not writable by the agent
             # (docs/identity.md); the old files are untouched.
-            self._failures += 1
-            delay = renewal.retry_delay(self._failures, base=self._settings.renewal.retry_base,
-                                        cap=self._settings.renewal.retry_cap,
-                                        draw=random.random(),  # noqa: S311 - jitter
-                                        left=life.left(now))
-            event(log, "renewal_failed", logging.WARNING, why=why, reason=str(exc),
-                  failures=self._failures, retry_in=round(delay, 2),
-                  expires_in=round(life.left(now)), action="keeps using the current identity")
-            self._tell(last_renewal={"at": now, "ok": False, "detail": str(exc)[:300]})
-            return now + delay
+            return self._failed(life, now, why, exc)
         self._failures = 0
         event(log, "identity_renewed", why=why, id=renewed.name,
               expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -243,6 +241,19 @@ class Renewer:
                    expires_at=renewed.lifetime.not_after)
         self._installed(renewed)
         return None
+
+    def _failed(self, life: Lifetime, now: float, why: str, exc: Exception) -> float:
+        """Log a failed renewal; when to try again."""
+        self._failures += 1
+        delay = renewal.retry_delay(self._failures, base=self._settings.renewal.retry_base,
+                                    cap=self._settings.renewal.retry_cap,
+                                    draw=random.random(),  # noqa: S311 - jitter
+                                    left=life.left(now))
+        event(log, "renewal_failed", logging.WARNING, why=why, reason=str(exc) or repr(exc),
+              failures=self._failures, retry_in=round(delay, 2),
+              expires_in=round(life.left(now)), action="keeps using the current identity")
+        self._tell(last_renewal={"at": now, "ok": False, "detail": (str(exc) or repr(exc))[:300]})
+        return now + delay
 
     async def _nap_until(self, at: float) -> None:
         while not self._asked.is_set() and (left := at - time.time()) > 0:

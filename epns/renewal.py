@@ -10,7 +10,10 @@ the next twelfth of the lifetime (``SPREAD``), by a draw the caller makes.
 After a failed renewal the agent retries with full jitter (a draw in
 ``[0, min(cap, base * 2**n)]``, at least ``MIN_RETRY`` seconds), and never
 waits longer than half the time its identity has left: the closer the end,
-the more often it tries.
+the more often it tries. Once it has expired, the plain backoff again: an
+expired identity proves nothing (the server refuses it until the agent is
+enrolled again), and a fleet of them retrying every second would only load
+the server.
 
 The certificate's validity is read from its DER bytes here, by hand: the
 agent keeps cryptography's x509 module out of its idle memory (2 MiB,
@@ -73,9 +76,12 @@ def retry_delay(failures: int, *, base: float, cap: float, draw: float,
                 left: float) -> float:
     """Seconds until the next try after ``failures`` failed ones in a row:
     full jitter (``draw`` in 0..1) over ``min(cap, base * 2**(failures-1))``,
-    at least ``MIN_RETRY``, at most half of what is ``left`` of the identity."""
+    at least ``MIN_RETRY``, at most half of what is ``left`` of the identity
+    while some is left."""
     ceiling = min(cap, base * 2.0 ** max(failures - 1, 0))
     delay = max(MIN_RETRY, ceiling * min(max(draw, 0.0), 1.0))
+    if left <= 0:
+        return delay
     return max(MIN_RETRY, min(delay, left / 2.0))
 
 

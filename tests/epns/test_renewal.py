@@ -37,8 +37,17 @@ def test_retry_delay_grows_with_full_jitter_and_a_cap() -> None:
 
 def test_retry_delay_never_waits_past_half_of_what_is_left() -> None:
     assert renewal.retry_delay(6, base=10.0, cap=3600.0, draw=1.0, left=100.0) == 50.0
-    # Even once expired, the agent keeps trying, at the shortest interval.
-    assert renewal.retry_delay(6, base=10.0, cap=3600.0, draw=1.0, left=-5.0) == renewal.MIN_RETRY
+    assert renewal.retry_delay(6, base=10.0, cap=3600.0, draw=1.0, left=1.0) == renewal.MIN_RETRY
+
+
+def test_an_expired_identity_is_retried_with_the_plain_backoff() -> None:
+    """The server refuses an expired identity: a fleet of them retrying
+    every MIN_RETRY seconds would be a flood that renews nothing."""
+    for left in (0.0, -5.0, -86400.0):
+        assert renewal.retry_delay(6, base=10.0, cap=3600.0, draw=1.0, left=left) == 320.0
+        assert renewal.retry_delay(9, base=10.0, cap=3600.0, draw=1.0, left=left) == 2560.0
+        assert renewal.retry_delay(1, base=10.0, cap=3600.0, draw=0.0,
+                                   left=left) == renewal.MIN_RETRY
 
 
 @pytest.mark.parametrize("lifetime", [7.0, 86400.0, 825 * 86400.0, 60 * 365 * 86400.0])
