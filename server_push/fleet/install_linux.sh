@@ -88,9 +88,11 @@ if [ -n "$ROOT" ]; then
     say "EPNS_INSTALL_ROOT is set: no service started; run  $AGENT run --config $CONF/agent.toml"
     exit 0
 fi
-# The service runs as epns: it needs to read the key, nothing else of root's.
+# The service runs as epns: it reads the key, and renews the identity by
+# writing new files beside the old ones (docs/identity.md), so the directory
+# (0700 as enrol makes it) is the epns group's too.
 id epns >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin epns
-chgrp epns "$CONF/agent.key" && chmod 0640 "$CONF/agent.key"
+chgrp epns "$CONF" "$CONF/agent.key" && chmod 0770 "$CONF" && chmod 0640 "$CONF/agent.key"
 if [ -n "$UNIT" ] && [ ! -f /lib/systemd/system/epns-agent.service ] \
         && [ ! -f /usr/lib/systemd/system/epns-agent.service ]; then
     fetch "$UNIT" "$UNIT_SHA256" "$work/$UNIT"

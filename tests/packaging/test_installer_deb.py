@@ -11,6 +11,7 @@ already, to skip the two-minute build."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -107,15 +108,23 @@ def test_the_one_line_installer_installs_the_deb_and_the_agent_answers(
     for path in ("/etc/epns", "/usr/bin/epns-agent", "/usr/lib/epns-agent"):
         assert not Path(path).exists(), path
 
-    # As the unit runs it: its command, user and environment.
-    unit = root.run("cat", UNIT).stdout.splitlines()
+    _run_as_unit(root, UNIT, stack, agent_id, tmp_path)
+    with stack.api() as api:
+        assert api.get(f"/api/v1/agents/{agent_id}").json()["groups"] == ["debs"]
+
+
+def _run_as_unit(root: ThrowawayRoot, unit_path: str, stack: Stack, agent_id: str,
+                 cwd: Path) -> None:
+    """Run the agent as its unit would (command, user, environment; no
+    systemd sandbox): it must come online and satisfy a wake-up."""
+    unit = root.run("cat", unit_path).stdout.splitlines()
     exec_start = shlex.split(_unit_value(unit, "ExecStart")[0])
     unit_env = dict(value.split("=", 1) for value in _unit_value(unit, "Environment"))
     passwd = root.run("getent", "passwd", "epns").stdout.strip().split(":")
     process = subprocess.Popen(root.argv(*exec_start, user=f"{passwd[2]}:{passwd[3]}"),
-                               cwd=tmp_path, env={**ROOT_ENV, **unit_env},
+                               cwd=cwd, env={**ROOT_ENV, **unit_env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    agent = AgentProcess(process, tmp_path / "agent.toml")
+    agent = AgentProcess(process, cwd / "agent.toml")
     threading.Thread(target=pump_stderr, args=(process, agent.lines), daemon=True).start()
     stack.agents.append(agent)
     try:
@@ -123,5 +132,39 @@ def test_the_one_line_installer_installs_the_deb_and_the_agent_answers(
         stack.wait_wakeup(stack.wake(agent_id), "satisfied", timeout=30)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nagent log:\n" + "\n".join(agent.lines)) from exc
+
+
+@pytest.mark.timeout(300)
+def test_without_dpkg_the_installer_installs_the_single_file_and_its_unit(
+        dist: Path, tmp_path: Path, throwaway: ThrowawayRoot,
+        make_stack: Callable[..., Stack]) -> None:
+    root = throwaway
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    for name in (f"epns-agent-{__version__}.pyz", f"epns-agent_{__version__}-1_amd64.deb"):
+        if (dist / name).exists():
+            shutil.copy2(dist / name, packages)
+    shutil.copy2(ROOT / "systemd" / "epns-agent.service", packages)
+    # A machine without dpkg (in the throwaway root only).
+    root.run("rm", "/usr/bin/dpkg")
+    stack = make_stack(enrol__packages_dir=str(packages))
     with stack.api() as api:
-        assert api.get(f"/api/v1/agents/{agent_id}").json()["groups"] == ["debs"]
+        made = api.post("/api/v1/enrol-tokens", json={"max_uses": 2}).json()
+    done = root.run(*shlex.split(made["install_command"])[1:], check=False, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    agent_id = machine.agent_id_from_hostname(socket.gethostname())
+    assert "installed the single-file agent: /usr/local/bin/epns-agent" in done.stderr
+    assert f"enrolled as {agent_id}" in done.stdout
+    installed = root.run("sha256sum", "/usr/local/bin/epns-agent").stdout.split()[0]
+    pyz = (packages / f"epns-agent-{__version__}.pyz").read_bytes()
+    assert installed == hashlib.sha256(pyz).hexdigest()
+    unit = "/etc/systemd/system/epns-agent.service"
+    assert root.run("cat", unit).stdout == (ROOT / "systemd" / "epns-agent.service").read_text()
+    assert root.run("stat", "-c", "%U:%G %a", "/etc/epns/agent.key").stdout.strip() == (
+        "root:epns 640")
+    # Readable, and writable for renewals, by the epns group only.
+    assert root.run("stat", "-c", "%U:%G %a", "/etc/epns").stdout.strip() == "root:epns 770"
+    assert not Path("/usr/local/bin/epns-agent").exists()
+    # What systemd's StateDirectory= would make before the first start.
+    root.run("install", "-d", "-o", "epns", "-g", "epns", "-m", "0750", "/var/lib/epns-agent")
+    _run_as_unit(root, unit, stack, agent_id, tmp_path)
