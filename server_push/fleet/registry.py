@@ -210,12 +210,16 @@ class Registry:
         ``changes`` are merged into the agent's inventory; PayloadTooLarge,
         with nothing written, when that would take the inventory past
         ``inventory_budget`` bytes of JSON. ``identity`` is the (issued at,
-        expires at) of the identity the sync was proven with: kept when the
-        row does not know its identity's yet (issued before renewal was
-        tracked, or not by this server)."""
+        expires at) of the identity the sync was proven with, which the row
+        then shows: the identity the agent really uses. A renewal records
+        the one it issued, but an agent that could not install it (a
+        directory it cannot write, a lost answer) goes on with the old one,
+        and its expiry must show, not that of a certificate nobody holds.
+        It also fills in rows that did not know their identity's (issued
+        before renewal was tracked, or not by this server)."""
         async with self._sessions() as session, session.begin():
             agent = await self._row(session, agent_id, at)
-            if identity is not None and agent.identity_expires_at is None:
+            if identity is not None:
                 agent.identity_issued_at, agent.identity_expires_at = identity
             if changes:
                 before = agent.inventory or {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from epns import pki, tokens
+from epns.sync_contract import SyncFormat, SyncReason, SyncReport, encode_report
 from tests.server.conftest import Stack
 
 LIFETIMES = {"identity__certificate_lifetime": "3600", "identity__token_lifetime": "1800",
@@ -112,6 +114,37 @@ def test_a_certificate_agent_renews_with_a_new_key(lived: Stack) -> None:
     with _agent_client(stack, "c1", cert=new_cert, key=new_key_file) as client:
         assert client.get("/api/v1/agents/c1/sync").status_code == 200
     assert _sample(_metrics(stack), "epns_agent_renewals_total", 'outcome="renewed"') == 2
+
+
+def test_the_expiry_shown_is_that_of_the_identity_in_use(lived: Stack) -> None:
+    """An agent that renewed but could not install the new certificate (its
+    directory not writable, say) syncs on with the old one: the row must show
+    the old one's expiry, which is the one that will lock it out."""
+    stack = lived
+    stack.create_agent("k1")
+    created = time.time()
+    cert, key = _files(stack, "k1")
+    old = x509.load_pem_x509_certificate(cert.read_bytes())
+    # Certificates carry whole seconds: renew in a later one than the old was
+    # issued in, so that the two expiries differ.
+    while int(time.time()) <= int(created):
+        time.sleep(0.05)
+    with _agent_client(stack, "k1", cert=cert, key=key) as client:
+        renewed = _renew_cert(client, "k1", pki.create_agent_csr("k1")[1])
+        assert renewed.status_code == 200, renewed.text
+        with stack.api() as api:
+            shown = api.get("/api/v1/agents/k1").json()["identity_expires_at"]
+        assert shown == renewed.json()["expires_at"] > old.not_valid_after_utc.timestamp()
+        report = encode_report(SyncReport(agent_id="k1", sync_id=uuid.uuid4().hex,
+                                          started_at=time.time(), reason=SyncReason.MANUAL),
+                               SyncFormat.JSON)
+        posted = client.post("/api/v1/agents/k1/sync", content=report,
+                             headers={"Content-Type": "application/json"})
+        assert posted.status_code < 300, posted.text
+    with stack.api() as api:
+        after = api.get("/api/v1/agents/k1").json()
+    assert after["identity_expires_at"] == old.not_valid_after_utc.timestamp()
+    assert after["renewals"] == 1
 
 
 def test_a_token_agent_gets_a_new_token(lived: Stack) -> None:
