@@ -116,7 +116,6 @@ setInterval(() => {
   }
 }, 5000);
 
-/** A presence badge: colour and the word, never colour alone. */
 /** When an agent's identity expires, with a badge once it is within
  *  ``soon`` seconds (identity.expiring_soon) or past; renewals are shown
  *  on hover. An expiry not known yet (issued before it was recorded) says so. */
@@ -138,6 +137,7 @@ export function expiryCell(agent, soon) {
   return text;
 }
 
+/** A presence badge: colour and the word, never colour alone. */
 export function presenceBadge(presence) {
   return el("span", { class: `badge presence-${presence}` }, presence);
 }
