@@ -7,7 +7,9 @@ runs as the agent, comes online and satisfies a wake-up.
 
 The package is a single-file agent the test builds with ``zipapp`` from
 this checkout (the release's shiv-built ``.pyz`` bundles the dependencies
-too; here they come from the test's interpreter, first on PATH as python3).
+too; here they come from the test's interpreter, first on PATH as python3):
+quick, and no build. tests/packaging/test_installer_deb.py runs the same
+command with the release's ``.deb`` and ``.pyz`` in a throwaway root.
 A wrong pinned fingerprint, and an impostor server, stop the command before
 anything it fetched runs."""
 
