@@ -29,7 +29,7 @@ from epns.errors import PlatformError
 
 __all__ = ["PROCESS_GROUP", "awake_clock", "hold_awake", "install_stop_handlers",
            "kill_process_group", "private_directory", "process_alive", "service",
-           "write_file"]
+           "sync_directory", "write_file"]
 
 # Ctrl+C and Ctrl+Break at the console; a service stops through SvcStop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGBREAK)
