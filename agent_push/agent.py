@@ -68,6 +68,7 @@ from epns.routes import (
     sync_candidates,
 )
 from epns.tokens import PublicKey
+from epns.trust import Trust, ca_switched
 from epns.wol import parse_wol_body
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class Agent:
         # The keys commands may come from: the pinned one, and what key
         # rotations announced since (epns.trust).
         self.trust = AgentTrust(context.settings.state_dir, context.command_key)
+        # The fleet CAs it trusts for the broker and the server: its config's,
+        # or what a CA rotation announced (state_dir/ca.pem).
+        self.context = context = self._with_trusted_cas(context)
         self.backoff = Backoff(self.settings.reconnect.base, self.settings.reconnect.cap)
         self.link: MqttLink | None = None
         # Set to cut a reconnect wait short (the network changed).
@@ -447,20 +451,44 @@ class Agent:
         self._reconnect_now = True
         return "moving to the renewed identity"
 
+    def _with_trusted_cas(self, context: AgentContext) -> AgentContext:
+        """``context`` with TLS contexts that trust ``self.trust``'s CAs (the
+        sync's too, unless it has a CA of its own). Connections made already
+        keep theirs: a CA rotation moves no connection."""
+        broker, ident = self.settings.broker, self.settings.identity
+        # Without broker.ca, the system's CAs: no fleet CA to rotate.
+        path = None if broker.ca is None else self.trust.write_cas(broker.ca)
+        sync_tls = context.sync_tls
+        if path is not None and sync_tls.ca in (None, broker.ca):
+            sync_tls = replace(sync_tls, ca=path)
+        return replace(
+            context, sync_tls=sync_tls,
+            broker_tls=tls.client_context(path, ident.cert, ident.key, alpn=tls.MQTT_ALPN),
+            websocket_tls=tls.client_context(path, ident.cert, ident.key,
+                                             alpn=tls.WEBSOCKET_ALPN))
+
+    def _trust_changed(self, before: Trust | None) -> None:
+        """After an announcement changed the trust: new CAs for the next
+        connections; after a CA switch, a certificate renewed from the new CA."""
+        if before is None:
+            return
+        if before.cas != self.trust.trust.cas:
+            self.context = self._with_trusted_cas(self.context)
+        if (ca_switched(before, self.trust.trust) and self.renewer is not None
+                and self.settings.identity.cert is not None):
+            event(log, "renewal_requested", reason="the fleet CA switched")
+            self.renewer.request_now()
+        self._publish_status()
+
     def _renewed(self, renewed: Renewed) -> None:
         """The renewed identity's files are in place: new connections use it."""
-        ident, broker = self.settings.identity, self.settings.broker
         if renewed.token is not None:
             self.context = replace(self.context, token=renewed.token)
             if self._http is not None:
                 self._http.use_token(renewed.token)
         else:
-            self.context = replace(
-                self.context,
-                broker_tls=tls.client_context(broker.ca, ident.cert, ident.key,
-                                              alpn=tls.MQTT_ALPN),
-                websocket_tls=tls.client_context(broker.ca, ident.cert, ident.key,
-                                                 alpn=tls.WEBSOCKET_ALPN))
+            # The same files, new contents: contexts that load them again.
+            self.context = self._with_trusted_cas(self.context)
         if self.link is not None:
             event(log, "identity_switching", action="reconnecting on the renewed identity")
             self._switch.set()
@@ -542,9 +570,8 @@ class Agent:
             self._apply_hints(command.body)
         elif command.type is CommandType.PING:
             await self._report(link, Event(EventType.PONG, time.time(), command.id))
-        elif command.type is CommandType.TRUST and self.trust.accept(
-                command.body.get("announcement"), "command"):
-            self._publish_status()
+        elif command.type is CommandType.TRUST:
+            self._trust_changed(self.trust.accept(command.body.get("announcement"), "command"))
 
     async def _relay_wol(self, link: MqttLink, command: Command) -> None:
         try:
@@ -618,7 +645,7 @@ class Agent:
             self._apply_hints({"keepalive": dict(outcome.reply.keepalive),
                                "sync_interval": outcome.reply.sync_interval})
             if outcome.reply.trust is not None:
-                self.trust.accept(outcome.reply.trust, "sync reply")
+                self._trust_changed(self.trust.accept(outcome.reply.trust, "sync reply"))
         self._publish_status()
         link = self.link
         if link is not None:

@@ -7,9 +7,9 @@
                                              trade an enrolment token for an identity
     epns-agent enrol --resume [--dir /etc/epns]
                                              take up an enrolment waiting for approval
-    epns-agent trust reset --key signing.pub [--config agent.toml]
-                                             pin the server's current key after a missed
-                                             key rotation (docs/rotation.md)
+    epns-agent trust reset [--key signing.pub] [--ca ca.crt] [--config agent.toml]
+                                             the server's current key and CA after a
+                                             missed rotation (docs/rotation.md)
 
 Settings come from the TOML file, ``EPNS_AGENT_*`` variables and, for the
 proxy, ``HTTPS_PROXY``/``NO_PROXY``; they are read once here and passed down.
@@ -203,19 +203,35 @@ def _trust(item: Any) -> list[str]:
     return lines
 
 
-def trust_reset(settings: AgentSettings, key_file: Path) -> int:
-    """``epns-agent trust reset --key FILE``: the way back for an agent that
-    missed a whole key rotation. FILE (the server's current signing.pub, got
-    by hand from an operator) replaces the pinned key, and the trust the agent
-    had learnt is dropped; the agent takes it at its next start."""
-    key = load_command_key(key_file)
-    pinned = settings.broker.server_public_key
-    scratch = pinned.with_name(f".{pinned.name}.tmp")
-    scratch.write_text(key_file.read_text(encoding="ascii"), encoding="ascii")
-    os.replace(scratch, pinned)
+def trust_reset(settings: AgentSettings, key_file: Path | None, ca_file: Path | None) -> int:
+    """``epns-agent trust reset [--key FILE] [--ca FILE]``: the way back for an
+    agent that missed a whole rotation. The server's current signing.pub and
+    ca.crt (got by hand from an operator: they are the roots of what the agent
+    trusts) replace the pinned key and broker.ca, and the trust the agent had
+    learnt is dropped; the agent takes them at its next start."""
+    if key_file is None and ca_file is None:
+        raise ConfigError("trust reset needs --key (the server's signing.pub), --ca (its "
+                          "ca.crt), or both")
+    said = []
+    if key_file is not None:
+        key = load_command_key(key_file)
+        _install(key_file, settings.broker.server_public_key)
+        said.append(f"{settings.broker.server_public_key} now pins key {key_id(key)}")
+    if ca_file is not None:
+        if settings.broker.ca is None:
+            raise ConfigError("broker.ca is not set: this agent trusts the system's CAs")
+        tls.client_context(ca_file)  # a file that is no CA is refused here
+        _install(ca_file, settings.broker.ca)
+        said.append(f"{settings.broker.ca} now holds {ca_file}'s CA")
     (settings.state_dir / TRUST).unlink(missing_ok=True)
-    sys.stdout.write(f"{pinned} now pins key {key_id(key)}; restart the agent to use it\n")
+    sys.stdout.write("; ".join(said) + "; restart the agent to use it\n")
     return 0
+
+
+def _install(source: Path, target: Path) -> None:
+    scratch = target.with_name(f".{target.name}.tmp")
+    scratch.write_text(source.read_text(encoding="ascii"), encoding="ascii")
+    os.replace(scratch, target)
 
 
 def _span(seconds: float) -> str:
@@ -315,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     trust = commands.add_parser("trust", help="reset the keys commands are taken from "
                                               "(after a missed key rotation)")
     trust.add_argument("action", choices=("reset",))
-    trust.add_argument("--key", type=Path, required=True,
+    trust.add_argument("--key", type=Path,
                        help="the server's current public key (its signing.pub)")
+    trust.add_argument("--ca", type=Path, help="the server's current fleet CA (its ca.crt)")
     trust.add_argument("--config", type=Path,
                        help=f"agent.toml (default: {default}, when it exists)")
     service = commands.add_parser("service", help="install or remove the Windows service")
@@ -334,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return status(settings, time.time())
         if args.command == "trust":
-            return trust_reset(settings, args.key)
+            return trust_reset(settings, args.key, args.ca)
         return run(settings)
     except EPNSError as exc:
         sys.stderr.write(f"epns-agent: {exc}\n")

@@ -142,7 +142,11 @@ def tls_failure(exc: OSError, host: str, timeout: float, *, peer: str) -> TlsFai
     server) that failed with ``exc``."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return TlsFailed(f"TLS to {host}: the {peer}'s certificate did not verify "
-                         f"({exc.verify_message}); a TLS-inspecting firewall replaces it")
+                         f"({exc.verify_message}): the fleet CA was rotated while this agent "
+                         "was offline past the overlap (the way back: epns-agent trust reset "
+                         "--ca with the server's current ca.crt, and for a certificate agent "
+                         "enrol it again; docs/rotation.md), or a TLS-inspecting firewall "
+                         "replaces it")
     if isinstance(exc, TimeoutError):
         return TlsFailed(f"TLS to {host}: no handshake within {timeout:g} s; something "
                          "accepts TCP but does not answer TLS")

@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from epns.envelope import KeyLookup, key_id
-from epns.errors import MessageError, UnknownSigner
+from epns.errors import ConfigError, MessageError, UnknownSigner
 from epns.logs import event
 from epns.tokens import PublicKey
-from epns.trust import STATE_FILE, Trust, accept_announcement, resume, stored
+from epns.trust import CAS_FILE, STATE_FILE, Trust, accept_announcement, resume, stored
 
 log = logging.getLogger(__name__)
 
 TRUST = STATE_FILE
+# The fleet CAs the agent trusts for the broker and the server: its config's
+# broker.ca, or what a CA rotation announced. Written at each start.
+CAS = CAS_FILE
 
 
 class AgentTrust:
@@ -32,6 +35,7 @@ class AgentTrust:
 
     def __init__(self, state_dir: Path, pinned: PublicKey) -> None:
         self._path = state_dir / TRUST
+        self.ca_file = state_dir / CAS
         self._pinned = pinned
         try:
             saved: dict[str, Any] | None = json.loads(self._path.read_text(encoding="utf-8"))
@@ -57,13 +61,13 @@ class AgentTrust:
         """Remember a message signed by a key the agent does not know."""
         self.problem = str(exc)
 
-    def accept(self, raw: Any, source: str) -> bool:
-        """Apply an announcement; True when the trust changed. A refusal is
-        logged (and kept for status when it is an unknown signer)."""
+    def accept(self, raw: Any, source: str) -> Trust | None:
+        """Apply an announcement; the trust held before when it changed. A
+        refusal is logged (and kept for status when it is an unknown signer)."""
         if not isinstance(raw, str):
             event(log, "trust_rejected", logging.WARNING, source=source,
                   reason="no announcement in it")
-            return False
+            return None
         try:
             trust = accept_announcement(self.trust, raw, now=time.time())
         except MessageError as exc:
@@ -71,14 +75,27 @@ class AgentTrust:
                 self.problem = str(exc)
             event(log, "trust_rejected", logging.ERROR if isinstance(exc, UnknownSigner)
                   else logging.WARNING, source=source, kind=type(exc).__name__, reason=str(exc))
-            return False
+            return None
         if trust is self.trust:
-            return False
-        self.trust, self.problem = trust, None
+            return None
+        before, self.trust, self.problem = self.trust, trust, None
         self._save()
         event(log, "trust_updated", source=source, serial=trust.serial,
-              keys=[f"{k.id}:{k.state.value}" for k in trust.keys])
-        return True
+              keys=[f"{k.id}:{k.state.value}" for k in trust.keys],
+              cas=[f"{c.fingerprint[:16]}:{c.state.value}" for c in trust.cas])
+        return before
+
+    def write_cas(self, configured: Path) -> Path:
+        """Write the CAs to trust (announced, else ``configured``'s) to
+        ``ca_file``, atomically; ConfigError when ``configured`` is unreadable."""
+        pems = [c.pem for c in self.trust.live(time.time()).cas]
+        try:
+            text = ("".join(pem if pem.endswith("\n") else pem + "\n" for pem in pems)
+                    if pems else configured.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read broker.ca: {exc}") from exc
+        _replace(self.ca_file, text)
+        return self.ca_file
 
     def status(self) -> dict[str, Any]:
         """For status.json: the serial, the keys, the last refusal."""
@@ -87,9 +104,13 @@ class AgentTrust:
                 "problem": self.problem}
 
     def _save(self) -> None:
-        scratch = self._path.with_name(f".{TRUST}.tmp")
-        with scratch.open("w", encoding="utf-8") as handle:
-            json.dump(stored(self.trust, self._pinned), handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(scratch, self._path)
+        _replace(self._path, json.dumps(stored(self.trust, self._pinned), sort_keys=True))
+
+
+def _replace(path: Path, text: str) -> None:
+    scratch = path.with_name(f".{path.name}.tmp")
+    with scratch.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(scratch, path)

@@ -23,13 +23,13 @@ from broker.front_door import OnePort, one_port_context
 from broker.hub import ConnectionHub
 from broker.metrics import Metrics, serve_metrics
 from broker.revocation import RevocationFile
-from broker.tls_reload import TlsReload
 from broker.ws_front import serve_ws_front
 from epns import pki, tls
 from epns.acl_rules import AccessPolicy
 from epns.broker_config import BrokerSettings, ListenerSettings
 from epns.errors import ConfigError, PKIError
 from epns.logs import event
+from epns.tls_reload import TlsReload
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ __all__ = [
     "BROKER_KEY",
     "CA_CERT",
     "CA_KEY",
+    "CA_NAME",
     "MAX_CSR_BYTES",
     "REVOKED",
     "SERVER_CERT",
@@ -232,7 +233,11 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePubli
     )
 
 
-def create_ca(directory: Path, name: str = "epns fleet CA", days: float = 3650) -> Pair:
+# Every fleet CA's name starts so; a CA rotation adds the day it was made.
+CA_NAME = "epns fleet CA"
+
+
+def create_ca(directory: Path, name: str = CA_NAME, days: float = 3650) -> Pair:
     """A self-signed fleet CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])

@@ -40,6 +40,7 @@ from epns.errors import MalformedMessage, ReplayedMessage, UnknownSigner
 from epns.tokens import PrivateKey, PublicKey, b64decode, b64encode, raw_public
 
 __all__ = [
+    "CAS_FILE",
     "STATE_FILE",
     "WAY_BACK",
     "KeyState",
@@ -49,6 +50,7 @@ __all__ = [
     "accept_announcement",
     "bootstrap",
     "ca_fingerprint",
+    "ca_switched",
     "decode_trust",
     "encode_trust",
     "resume",
@@ -58,8 +60,10 @@ __all__ = [
 
 VERSION = 1
 TYPE = "trust"
-# In the agent's state directory: what ``stored`` gives, ``resume`` reads.
+# In the agent's state directory: what ``stored`` gives, ``resume`` reads;
+# and the CAs it trusts for the broker and the server, as PEM.
 STATE_FILE = "trust.json"
+CAS_FILE = "ca.pem"
 # What an agent that slept through a rotation must do; its refusals say it.
 WAY_BACK = ("this agent missed a whole key rotation (offline past the overlap) or the message "
             "is forged: put the server's current public key (signing.pub, shown by "
@@ -168,6 +172,20 @@ def ca_fingerprint(pem: str) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def ca_switched(before: Trust, after: Trust) -> bool:
+    """True when ``after`` makes another CA current than ``before`` did, as a
+    CA rotation's switch does: an agent with a certificate then renews it, to
+    hold one from the new CA before the old is dropped. Learning the CAs
+    (``begin``, or a first announcement) is no switch."""
+    if not after.cas:
+        return False
+    current = {c.fingerprint for c in after.cas if c.state is KeyState.CURRENT}
+    held = {c.fingerprint for c in before.cas if c.state is KeyState.CURRENT}
+    if current == held:
+        return False
+    return bool(before.cas) or any(c.state is KeyState.RETIRING for c in after.cas)
+
+
 def bootstrap(key: PublicKey, cas: tuple[str, ...] = ()) -> Trust:
     """The trust of a freshly enrolled agent: its pinned key (and CA)."""
     return Trust(0, (TrustedKey(raw_public(key), KeyState.CURRENT),),
@@ -229,7 +247,12 @@ def _key(value: Any, where: str) -> TrustedKey:
 
 def _ca(value: Any, where: str) -> TrustedCA:
     item = fields.mapping(value, where)
-    pem = fields.text(item.get("pem"), f"{where}.pem", max_length=MAX_PEM)
+    pem = item.get("pem")
+    # PEM has line breaks, which fields.text refuses; what matters is that it
+    # holds a certificate, and ca_fingerprint decodes it.
+    if not isinstance(pem, str) or len(pem) > MAX_PEM or not pem.isascii():
+        raise MalformedMessage(f"{where}.pem is not a PEM certificate of at most "
+                               f"{MAX_PEM} ASCII characters")
     ca_fingerprint(pem)
     return TrustedCA(pem, *_state(item, where))
 

@@ -48,7 +48,7 @@ from epns.routes import (
     sync_candidates,
 )
 from epns_check import diagnose, probes
-from epns_check.material import Material, load
+from epns_check.material import Material, load, with_trusted_cas
 from epns_check.report import Finding, Report, Result, Status, Step, decide, skipped
 from epns_check.server_api import ServerClient, root_cause
 
@@ -88,6 +88,8 @@ class AgentCheck:
     """One run of the agent-side steps."""
 
     def __init__(self, settings: AgentSettings, options: CheckOptions, source: str) -> None:
+        # The CAs the agent trusts now: a CA rotation's, if it followed one.
+        settings = with_trusted_cas(settings)
         self.settings = settings
         self.options = options
         self.source = source

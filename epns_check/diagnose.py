@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from epns.envelope import CLOCK_SKEW
 from epns.errors import MalformedPacket
+from epns.pki import CA_NAME
 from epns_check.report import Finding, Status, passed
 
 CERT_WARN_DAYS = 30
@@ -269,6 +270,15 @@ def _foreign_issuer(cert: PeerCertificate, *, fleet_ca: str, ca_file: str,
         return Finding(Status.FAIL, f"{where} presents a self-signed certificate "
                                     f"({cert.subject})",
                        "give the broker a certificate issued by the fleet CA")
+    if cert.issuer.startswith(CA_NAME) and cert.issuer != fleet_ca:
+        # rotate ca names each CA it makes "epns fleet CA <day>".
+        return Finding(Status.FAIL, f"the broker's certificate is from the fleet CA "
+                                    f"'{cert.issuer}', not from the one in {ca_file} "
+                                    f"('{fleet_ca}'): the fleet CA was rotated while this "
+                                    "agent was offline past the overlap",
+                       "put the server's current ca.crt in place with epns-agent trust reset "
+                       "--ca ca.crt and restart the agent; a certificate agent must also be "
+                       "enrolled again (docs/rotation.md)")
     if cert.issuer == fleet_ca:
         return Finding(Status.FAIL, f"unknown CA: the broker's certificate is issued by a CA "
                                     f"named '{cert.issuer}', but not by the one in {ca_file}",

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from epns import pki, tls, tokens
 from epns.agent_config import AgentSettings
 from epns.errors import EPNSError
-from epns.trust import STATE_FILE, Trust, resume
+from epns.trust import CAS_FILE, STATE_FILE, Trust, resume
 from epns_check import diagnose
 from epns_check.probes import issued_by, name_of, utc_now
 from epns_check.report import Finding, Result, Status, Step, passed
@@ -125,6 +125,24 @@ def _command_key(path: Path, material: Material) -> Result:
             started)
     return _row("broker.server_public_key",
                 passed(f"{path}: the server's Ed25519 key, pinned for commands"), started)
+
+
+def with_trusted_cas(settings: AgentSettings) -> AgentSettings:
+    """``settings`` with the CAs the agent trusts now: after a CA rotation
+    announced them, those it keeps in its state directory (ca.pem), not the
+    bundle's ca.crt it started with (``agent_push.trust``)."""
+    bundle, ca = settings.state_dir / CAS_FILE, settings.broker.ca
+    try:
+        saved = json.loads((settings.state_dir / STATE_FILE).read_text(encoding="utf-8"))
+        announced = bool(saved["trust"]["cas"])
+    except (OSError, ValueError, KeyError, TypeError):
+        announced = False
+    if ca is None or not announced or not bundle.is_file():
+        return settings
+    sync = settings.sync
+    if sync.ca in (None, ca):
+        sync = replace(sync, ca=bundle)
+    return replace(settings, broker=replace(settings.broker, ca=bundle), sync=sync)
 
 
 def _trust(state_dir: Path, pinned: Ed25519PublicKey) -> Trust:

@@ -15,6 +15,8 @@
     epns-server health                                exit 0 when the running server is healthy
     epns-server rotate signing-key begin [--overlap S] | finish [--force] | status
                                                       rotate the command-signing key
+    epns-server rotate ca begin [--overlap S] | switch [--force] | finish [--force] | status
+                                                      rotate the fleet CA (docs/rotation.md)
 """
 
 from __future__ import annotations
@@ -236,22 +238,40 @@ def _cmd_health(settings: ServerSettings, _args: argparse.Namespace) -> None:
 
 def _cmd_rotate(settings: ServerSettings, args: argparse.Namespace) -> None:
     directory, now = settings.pki.dir, time.time()
+    state = rotation.load(directory)
     if args.step == "status":
-        _say("\n".join(rotation.describe(rotation.load(directory), now)))
+        _say("\n".join(rotation.describe(state, now)))
+        if state.ca_switched_at is not None:
+            _say(_old_ca_agents(settings, state.ca_switched_at))
         return
-    if args.step == "begin":
-        overlap = settings.pki.rotation_overlap if args.overlap is None else args.overlap
-        if overlap < 0:
-            raise ConfigError("--overlap must not be negative")
+    overlap = settings.pki.rotation_overlap if args.overlap is None else args.overlap
+    if overlap < 0:
+        raise ConfigError("--overlap must not be negative")
+    if args.what == "signing-key" and args.step == "begin":
         made = rotation.begin(directory, overlap=overlap, now=now)
-    else:
+    elif args.what == "signing-key" and args.step == "finish":
         made = rotation.finish(directory, now=now, command_grace=settings.wakeups.max_ttl,
                                token_ttl=settings.identity.token_lifetime, force=args.force)
+    elif args.what == "ca" and args.step == "begin":
+        made = rotation.ca_begin(directory, overlap=overlap, now=now)
+    elif args.what == "ca" and args.step == "switch":
+        made = rotation.ca_switch(directory, now=now, force=args.force)
+    elif args.what == "ca" and args.step == "finish":
+        if state.ca_switched_at is not None and not args.force:
+            left = _old_ca_agents(settings, state.ca_switched_at)
+            if not left.startswith("no agent"):
+                raise ConfigError(f"{left}: once the old CA is dropped they cannot connect. "
+                                  "Wake them (they renew at their next sync), or --force")
+        made = rotation.ca_finish(directory, now=now)
+    else:
+        raise ConfigError(f"rotate {args.what} has no step {args.step!r}")
 
     async def record(services: Services) -> None:
         async with services.sessions() as session, session.begin():
-            audit(session, at=now, actor="cli", action=f"rotate_signing_key_{args.step}",
-                  targets=[key.id for key in made.trust.keys],
+            audit(session, at=now, actor="cli",
+                  action=f"rotate_{args.what.replace('-', '_')}_{args.step}",
+                  targets=[key.id for key in made.trust.keys]
+                  + [ca.fingerprint[:16] for ca in made.trust.cas],
                   outcome=f"trust serial {made.trust.serial}")
 
     asyncio.run(_with_services(settings, record))
@@ -259,6 +279,20 @@ def _cmd_rotate(settings: ServerSettings, args: argparse.Namespace) -> None:
     _say(f"the running server announces it to every agent within "
          f"{settings.pki.rotation_check_interval:.0f} s; brokers take the token keys of "
          f"{pki.SIGNING_PUB} within a second")
+
+
+def _old_ca_agents(settings: ServerSettings, switched_at: float) -> str:
+    """The certificate agents not renewed since the CA switched, in words."""
+    found: list[str] = []
+
+    async def query(services: Services) -> None:
+        found.extend(await services.agents.holding_certificates_before(switched_at))
+
+    asyncio.run(_with_services(settings, query))
+    if not found:
+        return "no agent holds a certificate from the old CA"
+    shown = ", ".join(found[:20]) + (f" and {len(found) - 20} more" if len(found) > 20 else "")
+    return f"{len(found)} agent(s) still hold a certificate from the old CA: {shown}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -287,14 +321,16 @@ def _parser() -> argparse.ArgumentParser:
     admin.set_defaults(run=_cmd_admin)
     sub.add_parser("health", help="ask the running server's /api/v1/health (exit 0 = ok)"
                    ).set_defaults(run=_cmd_health)
-    rotate = sub.add_parser("rotate", help="rotate the command-signing key (docs/rotation.md)")
-    rotate.add_argument("what", choices=("signing-key",))
-    rotate.add_argument("step", choices=("begin", "finish", "status"))
+    rotate = sub.add_parser("rotate", help="rotate the command-signing key or the fleet CA "
+                                           "(docs/rotation.md)")
+    rotate.add_argument("what", choices=("signing-key", "ca"))
+    rotate.add_argument("step", choices=("begin", "switch", "finish", "status"))
     rotate.add_argument("--overlap", type=float,
-                        help="begin: seconds agents have to learn the next key "
+                        help="begin: seconds agents have to learn the next key or CA "
                              "(default pki.rotation_overlap)")
     rotate.add_argument("--force", action="store_true",
-                        help="finish before the overlap has run out")
+                        help="go on before the overlap has run out (signing-key finish, ca "
+                             "switch), or while agents hold old-CA certificates (ca finish)")
     rotate.set_defaults(run=_cmd_rotate)
     return parser
 

@@ -315,6 +315,18 @@ class AgentAdmin:
                     live, Agent.identity_expires_at.is_(None))) or 0)
         return counts, unknown
 
+    async def holding_certificates_before(self, since: float) -> list[str]:
+        """Live certificate agents neither created nor renewed since ``since``
+        (a CA switch): they still hold a certificate from the old CA."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Agent.id).where(
+                    Agent.revoked_at.is_(None), Agent.auth == "certificate",
+                    Agent.created_at < since,
+                    (Agent.renewed_at.is_(None)) | (Agent.renewed_at < since))
+                .order_by(Agent.id))
+            return list(rows)
+
     async def set_groups(self, agent_id: str, groups: Sequence[str], actor: str) -> list[str]:
         """Replace the agent's groups. The agent learns them with its next bundle;
         the server uses them at once to resolve group wake-ups."""

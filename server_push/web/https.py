@@ -23,6 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from epns import tls
 from epns.errors import EPNSError
 from epns.server_config import HttpSettings
+from epns.tls_reload import TlsReload
 
 ASGIApp = Callable[..., Any]
 
@@ -78,9 +79,18 @@ def dual_stack_socket(settings: HttpSettings) -> socket.socket | None:
                         f"{exc.strerror or exc}") from exc
 
 
+# Seconds between looks at the TLS files, taken at a handshake.
+RELOAD_INTERVAL = 2.0
+
+
 def make_server(app: ASGIApp, settings: HttpSettings) -> uvicorn.Server:
     """A uvicorn server for ``app`` on the configured address, with our TLS."""
     context = tls.server_context(settings.cert, settings.key, settings.client_ca)
+    # A CA rotation rewrites these files: new handshakes follow them.
+    reload = TlsReload(tuple(path for path in (settings.cert, settings.key, settings.client_ca)
+                             if path is not None), lazy=RELOAD_INTERVAL)
+    reload.attach(context, lambda: tls.server_context(settings.cert, settings.key,
+                                                      settings.client_ca))
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, http=_TLSProtocol, lifespan="off",
         ssl_certfile=str(settings.cert), ssl_keyfile=str(settings.key),

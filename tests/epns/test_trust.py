@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import replace
 
@@ -22,9 +23,11 @@ from epns.tokens import b64encode, raw_public
 from epns.trust import (
     KeyState,
     Trust,
+    TrustedCA,
     TrustedKey,
     accept_announcement,
     bootstrap,
+    ca_switched,
     encode_trust,
     resume,
     sign_announcement,
@@ -157,3 +160,27 @@ def test_resume_from_the_state_directory(old: Ed25519PrivateKey,
     assert reset
     assert fresh == bootstrap(new.public_key())
     assert resume(None, old.public_key()) == (bootstrap(old.public_key()), False)
+
+
+def _ca_pem(seed: int) -> str:
+    """Not a certificate: the trust rules only read its base64 body."""
+    body = base64.b64encode(bytes([seed]) * 48).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
+def test_a_ca_switch_is_what_makes_an_agent_renew(old: Ed25519PrivateKey) -> None:
+    key = (_key(old, KeyState.CURRENT),)
+    first, second = _ca_pem(1), _ca_pem(2)
+    held = bootstrap(old.public_key())
+    begun = Trust(1, key, (TrustedCA(first, KeyState.CURRENT), TrustedCA(second, KeyState.NEXT)))
+    switched = Trust(2, key, (TrustedCA(second, KeyState.CURRENT),
+                              TrustedCA(first, KeyState.RETIRING)))
+    finished = Trust(3, key, (TrustedCA(second, KeyState.CURRENT),))
+    assert not ca_switched(held, begun)  # learning the CAs is no switch
+    assert ca_switched(begun, switched)
+    assert not ca_switched(switched, finished)
+    assert ca_switched(held, switched)  # missed begin, came back for switch
+    assert ca_switched(begun, finished)  # missed switch
+    # The CAs travel in the announcement and survive the round trip.
+    raw = sign_announcement(begun, old)
+    assert accept_announcement(held, raw, now=NOW).cas == begun.cas

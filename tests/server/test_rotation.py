@@ -1,11 +1,13 @@
-"""Rotation of the command-signing key with agents connected (issue 16, item 6).
+"""Rotation of the command-signing key and of the fleet CA with agents
+connected (issue 16, item 6).
 
 Real processes: the epns broker, the server, a certificate agent and a token
-agent pinned to the key of their bundle (``server.pub``), wake-ups flowing
-while ``epns-server rotate signing-key begin`` and ``finish`` run. None drops
-(one connection each, start to end), every command verifies, every wake-up
-is satisfied. An agent stopped before ``begin`` and started after ``finish``
-refuses the new key with the way back, and follows it.
+agent pinned to the key and CA of their bundle, wake-ups flowing while
+``epns-server rotate signing-key begin|finish`` or ``rotate ca
+begin|switch|finish`` run: every command verifies, every wake-up is
+satisfied, connections stay (but for the certificate agent's one move to its
+renewed certificate). An agent stopped before ``begin`` and started after
+``finish`` fails with the way back, and follows it.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def _current_key(stack: Stack) -> str:
 class _Waker:
     """Wakes both agents, one after the other, until stopped; keeps the ids."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, agent_ids: tuple[str, ...] = AGENTS) -> None:
         self.stack = stack
+        self.agent_ids = agent_ids
         self.ids: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -84,7 +87,7 @@ class _Waker:
     def _run(self) -> None:
         try:
             while not self._stop.is_set() and len(self.ids) < 400:
-                for agent_id in AGENTS:
+                for agent_id in self.agent_ids:
                     self.ids.append(self.stack.wake(agent_id))
                 self._stop.wait(0.3)
         except BaseException as exc:  # surfaced by stop()
@@ -107,6 +110,14 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trust_reset_ca(config: Path, ca: Path) -> str:
+    done = subprocess.run([sys.executable, "-m", "agent_push", "trust", "reset", "--ca",
+                           str(ca), "--config", str(config)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _clean_env() -> dict[str, str]:
@@ -214,3 +225,118 @@ def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
     stack.wait_wakeup(wakeup_id, "satisfied")
     assert recovered.count("command_rejected") == 0
     recovered.log_contains(r"trust_updated source=\"sync reply\" serial=2")
+
+
+def _start_pinned(stack: Stack, agent_id: str, auth: str = "certificate") -> AgentProcess:
+    """An agent that trusts the CA of its bundle, as a deployed one does (the
+    test PKI's ca.crt changes under a CA rotation)."""
+    bundle = stack.create_agent(agent_id, auth=auth)
+    return stack.start_agent(agent_id, auth=auth, create=False,
+                             broker={"server_public_key": str(bundle / "server.pub"),
+                                     "ca": str(bundle / "ca.crt")},
+                             sync={"ca": str(bundle / "ca.crt")})
+
+
+CA_AGENTS = ("ca-cert", "ca-token")
+
+
+def test_ca_rotation_with_agents_connected(stack: Stack) -> None:
+    # A token agent: once back, a certificate agent would need a certificate
+    # from the new CA too, that is enrolling again (docs/rotation.md).
+    sleeper = _start_pinned(stack, "ca-sleeper", "token")
+    sleeper.log_contains(r"sync_done .*reason=connect")
+    sleeper.stop()
+    stack.broker.log_contains(r"session_expired .*ca-sleeper")
+    agents = {agent_id: _start_pinned(stack, agent_id, "certificate" if "cert" in agent_id
+                                      else "token") for agent_id in CA_AGENTS}
+    for agent in agents.values():
+        agent.log_contains(r"sync_done .*reason=connect")
+    old_ca = pki.load_certificate(stack.pki / pki.CA_CERT).subject.rfc4514_string()
+
+    with _Waker(stack, CA_AGENTS) as waker:
+        _wait("wake-ups before the rotation", lambda: len(waker.ids) >= 4)
+        out = stack.server.cli("rotate", "ca", "begin", "--overlap", "0")
+        assert "CA " in out
+        for agent in agents.values():
+            agent.log_contains(r"trust_updated .*serial=1 .*:next", timeout=30)
+        stack.broker.log_contains(r"tls_reloaded ", timeout=10)
+        stack.server.cli("rotate", "ca", "switch")
+        new_ca = pki.load_certificate(stack.pki / pki.CA_CERT).subject.rfc4514_string()
+        assert new_ca != old_ca
+        # The certificate agent renews from the new CA; the token agent has
+        # nothing to renew.
+        cert_agent = agents["ca-cert"]
+        cert_agent.log_contains(r"renewal_requested reason=", timeout=30)
+        cert_agent.log_contains(r"identity_renewed ", timeout=30)
+        _wait("no agent left on the old CA", lambda: "no agent holds a certificate from the "
+              "old CA" in stack.server.cli("rotate", "ca", "status"), timeout=30)
+        count = len(waker.ids)
+        stack.server.cli("rotate", "ca", "finish")
+        for agent in agents.values():
+            agent.log_contains(r"trust_updated .*serial=3", timeout=30)
+        _wait("wake-ups after the rotation", lambda: len(waker.ids) >= count + 6)
+
+    for index in range(len(CA_AGENTS)):
+        for wakeup_id in waker.ids[index::2]:
+            stack.wait_wakeup(wakeup_id, "satisfied")
+    token_agent, cert_agent = agents["ca-token"], agents["ca-cert"]
+    for agent in agents.values():
+        assert agent.count("command_rejected") == 0
+    # The token agent's connection never moved; the certificate agent's moved
+    # once, on purpose, to its renewed certificate (DISCONNECT, then at once
+    # back on its persistent session).
+    assert token_agent.count(r"\bconnected route=") == 1
+    assert cert_agent.count(r"\bconnected route=") == 2
+    assert cert_agent.count(r"disconnected .*reason=\"moving to the renewed identity\"") == 1
+    issuer = pki.load_certificate(stack.work / "agents" / "ca-cert" / "agent.crt").issuer
+    assert issuer.rfc4514_string() == new_ca
+
+    # Both come back after a restart: they trust the new CA alone now.
+    for agent_id, agent in agents.items():
+        agent.stop()
+        again = start_agent(agent.config)
+        stack.agents.append(again)
+        again.log_contains(r"sync_done .*reason=connect")
+        stack.wait_wakeup(stack.wake(agent_id), "satisfied")
+
+    # The sleeper trusts the old CA alone: the broker's new certificate does
+    # not verify, and it says what to do.
+    sleeper = start_agent(sleeper.config)
+    stack.agents.append(sleeper)
+    line = sleeper.log_contains(r"did not verify", timeout=20)
+    assert "the fleet CA was rotated while this agent was offline" in line
+    assert "epns-agent trust reset --ca" in line
+    sleeper.stop()
+    # epns-check names the case too.
+    checked = subprocess.run([sys.executable, "-m", "epns_check", "--config",
+                              str(sleeper.config), "--json"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120, env=_clean_env(), check=False)
+    rows = [row for row in json.loads(checked.stdout)["steps"]
+            if "the fleet CA was rotated while this agent was offline" in row["detail"]]
+    assert rows, checked.stdout
+    assert "epns-agent trust reset --ca" in rows[0]["hint"]
+    said = _trust_reset_ca(sleeper.config, stack.pki / pki.CA_CERT)
+    assert "now holds" in said
+    recovered = start_agent(sleeper.config)
+    stack.agents.append(recovered)
+    recovered.log_contains(r"sync_done .*reason=connect")
+    stack.wait_wakeup(stack.wake("ca-sleeper"), "satisfied")
+    recovered.log_contains(r"trust_updated source=\"sync reply\" serial=3")
+
+
+def test_finish_refuses_while_agents_hold_old_ca_certificates(stack: Stack) -> None:
+    stack.create_agent("ca-away")  # a certificate agent that never renews
+    stack.server.cli("rotate", "ca", "begin", "--overlap", "0")
+    stack.server.cli("rotate", "ca", "switch")
+    left = "1 agent(s) still hold a certificate from the old CA: ca-away"
+    assert left in stack.server.cli("rotate", "ca", "status")
+    refused = subprocess.run(
+        [sys.executable, "-m", "server_push", "rotate", "ca", "finish"], cwd=ROOT,
+        env=stack.server.env, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert left in refused.stderr
+    assert "--force" in refused.stderr
+    out = stack.server.cli("rotate", "ca", "finish", "--force")
+    assert "trust serial 3" in out
+    # The new CA alone from now on.
+    assert (stack.pki / pki.CA_CERT).read_text().count("BEGIN CERTIFICATE") == 1

@@ -1,8 +1,9 @@
-"""The listeners' TLS material, taken up again when its files change.
+"""A listener's TLS material, taken up again when its files change.
 
 A CA rotation (docs/rotation.md) rewrites the fleet CA file (two CAs during
-the overlap, then the new one alone) and the broker's certificate; the broker
-must follow without a restart, or every agent would reconnect. OpenSSL can
+the overlap, then the new one alone) and the certificates presented; the
+broker and the HTTPS server must follow without a restart, or every agent
+would reconnect. OpenSSL can
 add a CA to a live context but not remove one, so each change builds a fresh
 context, and the listening context's server-name callback hands each new
 handshake to the newest (it runs for every ClientHello, with or without SNI,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +27,15 @@ log = logging.getLogger(__name__)
 
 
 class TlsReload:
-    """Watches ``files``; ``attach`` puts a listener's context under it."""
+    """Watches ``files``; ``attach`` puts a listener's context under it.
+    ``refresh`` is called on a timer (the broker), or, with ``lazy`` set, by
+    the first handshake at least ``lazy`` seconds after the last look (the
+    HTTPS server, whose event loop uvicorn owns)."""
 
-    def __init__(self, files: tuple[Path, ...]) -> None:
+    def __init__(self, files: tuple[Path, ...], *, lazy: float | None = None) -> None:
         self._files = files
+        self._lazy = lazy
+        self._looked = time.monotonic()
         self._stamps = self._stat()
         # Per listener: the context it listens with, and how to build one.
         self._listeners: list[tuple[ssl.SSLContext, Callable[[], ssl.SSLContext]]] = []
@@ -52,6 +59,9 @@ class TlsReload:
         self._listeners.append((context, build))
 
         def newest(tls: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+            if self._lazy is not None and time.monotonic() - self._looked >= self._lazy:
+                self._looked = time.monotonic()
+                self.refresh()
             current = self._current[key]
             if current is not context:
                 tls.context = current
@@ -67,6 +77,9 @@ class TlsReload:
         try:
             fresh = {id(context): build() for context, build in self._listeners}
         except ConfigError as exc:
+            # Perhaps caught between two files of a change (a new key, the
+            # old certificate): look again next time, whatever the stamps.
+            self._stamps = ()
             event(log, "tls_reload_failed", logging.ERROR, error=str(exc),
                   action="new connections keep the previous certificates and CAs")
             return False
