@@ -1,5 +1,7 @@
-// Enrolments: the ones waiting for an admin (Accept / Reject) and the latest
-// decided; follows live notices, so a new request shows up without a reload.
+// Enrolment tokens (create, with the install command shown once; revoke)
+// and enrolments: the ones waiting for an admin (Accept / Reject) and the
+// latest decided; follows live notices, so a new request shows up without a
+// reload.
 
 import { api, coalesce, el, failed, live, notify, timeCell } from "./common.js";
 
@@ -43,17 +45,72 @@ function recentRow(enrolment) {
     el("td", {}, enrolment.decided_by ?? "—"), el("td", {}, enrolment.detail || ""));
 }
 
+async function revoke(token, button) {
+  button.disabled = true;
+  try {
+    await api("DELETE", `/api/v1/enrol-tokens/${encodeURIComponent(token.id)}`);
+    notify("ok", `Revoked token ${token.id.slice(0, 8)}: it enrols no one any more.`);
+  } catch (error) {
+    failed("Revoking the token", error);
+  }
+  load("list");
+}
+
+function tokenRow(token) {
+  const uses = `${token.uses} of ${token.max_uses ?? "unlimited"}`;
+  const button = el("button", { type: "button" }, "Revoke");
+  button.addEventListener("click", () => revoke(token, button));
+  return el("tr", { "data-id": token.id }, el("td", {}, timeCell(token.created_at)),
+    el("td", { class: "mono" }, token.id.slice(0, 8)),
+    el("td", {}, el("span", { class: `badge ${token.state === "active" ? "good" : ""}` }, token.state)),
+    el("td", {}, uses), el("td", {}, token.approval ? "yes" : "no"),
+    el("td", {}, token.groups.join(", ") || "—"), el("td", {}, timeCell(token.expires_at)),
+    el("td", {}, token.state === "revoked" ? null : button));
+}
+
+function tokenBody(form) {
+  const groups = form.groups.value.split(",").map((g) => g.trim()).filter(Boolean);
+  const uses = form.max_uses.value.trim();
+  return { groups, max_uses: uses === "" ? null : Number(uses),
+    ttl: Number(form.hours.value) * 3600, approval: form.approval.checked };
+}
+
+const form = $("new-token");
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = form.querySelector(".form-error");
+  const button = form.querySelector("button[type=submit]");
+  error.hidden = true;
+  button.disabled = true;
+  try {
+    const made = await api("POST", "/api/v1/enrol-tokens", tokenBody(form));
+    $("made-install").value = made.install_command
+      ?? "No one-line installer: set [enrol] packages_dir on the server.";
+    $("made-enrol").value = made.enrol_command;
+    $("made").hidden = false;
+  } catch (failure) {
+    error.textContent = `Not created: ${failure.message}`;
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+  load("list");
+});
+
 const load = coalesce(async () => {
   let pending;
   let latest;
+  let tokens;
   try {
-    [pending, latest] = await Promise.all([
+    [pending, latest, tokens] = await Promise.all([
       api("GET", "/api/v1/enrolments?state=pending&limit=1000"),
-      api("GET", "/api/v1/enrolments?limit=100")]);
+      api("GET", "/api/v1/enrolments?limit=100"), api("GET", "/api/v1/enrol-tokens")]);
   } catch (error) {
     failed("Loading the enrolments", error);
     return;
   }
+  $("tokens").replaceChildren(...tokens.map(tokenRow));
+  $("no-tokens").hidden = tokens.length > 0;
   const recent = latest.filter((e) => e.state !== "pending");
   $("pending").replaceChildren(...pending.map(pendingRow));
   $("recent").replaceChildren(...recent.map(recentRow));
