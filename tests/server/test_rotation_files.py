@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from epns import pki, tokens
 from epns.envelope import key_id
@@ -110,3 +111,47 @@ def test_the_watch_follows_the_files(certs: Path) -> None:
     rotation.begin(certs, overlap=0, now=NOW + 2 * DAY)
     assert len(broker_keys.keys()) == 2  # the old key's tokens ran out; the next came
     assert key_id(broker_keys.keys()[1]) == _kid(certs / rotation.NEXT_KEY)
+
+
+def test_ca_begin_switch_finish(certs: Path) -> None:
+    old_ca = pki.load_certificate(certs / pki.CA_CERT)
+    old_broker = pki.load_certificate(certs / pki.BROKER_CERT)
+    with pytest.raises(ConfigError, match="no CA rotation has begun"):
+        rotation.ca_switch(certs, now=NOW)
+    begun = rotation.ca_begin(certs, overlap=DAY, now=NOW)
+    assert [c.state for c in begun.trust.cas] == [KeyState.CURRENT, KeyState.NEXT]
+    assert (certs / pki.CA_CERT).read_text().count("BEGIN CERTIFICATE") == 2
+    # Still issuing from the old CA; one rotation at a time.
+    assert pki.load_certificate(certs / pki.CA_CERT).subject == old_ca.subject
+    with pytest.raises(ConfigError, match="a CA rotation is under way"):
+        rotation.begin(certs, overlap=0, now=NOW)
+    with pytest.raises(ConfigError, match="the overlap runs until"):
+        rotation.ca_switch(certs, now=NOW + 60)
+
+    switched = rotation.ca_switch(certs, now=NOW + DAY)
+    new_ca = pki.load_certificate(certs / pki.CA_CERT)
+    assert new_ca.subject != old_ca.subject
+    assert new_ca.subject.rfc4514_string().startswith(f"CN={pki.CA_NAME} ")
+    assert switched.ca_switched_at == NOW + DAY
+    assert [c.state for c in switched.trust.cas] == [KeyState.CURRENT, KeyState.RETIRING]
+    # The broker and the server present certificates from the new CA, for
+    # the same names; new agents get certificates from it.
+    broker = pki.load_certificate(certs / pki.BROKER_CERT)
+    assert broker.issuer == new_ca.subject
+    assert broker.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value == old_broker.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert pki.load_certificate(certs / pki.SERVER_CERT).issuer == new_ca.subject
+    issued = pki.create_client_cert(pki.Pair(certs / pki.CA_CERT, certs / pki.CA_KEY),
+                                    pki.agent_pair(certs, "a1"), "a1")
+    assert pki.load_certificate(issued.cert).issuer == new_ca.subject
+    assert not (certs / rotation.CA_NEXT).exists()
+
+    done = rotation.ca_finish(certs, now=NOW + 2 * DAY)
+    assert [c.state for c in done.trust.cas] == [KeyState.CURRENT]
+    assert done.ca_switched_at is None
+    assert (certs / pki.CA_CERT).read_text().count("BEGIN CERTIFICATE") == 1
+    assert pki.load_certificate(certs / pki.CA_CERT).subject == new_ca.subject
+    # The signing key was never touched, and the announcements chain.
+    assert done.trust.serial == 3
+    assert len(done.trust.keys) == 1
