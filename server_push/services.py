@@ -124,7 +124,7 @@ class Services:
         Agents offline now get it in their next sync reply. At start, a
         rotation under way is announced again (the server may have been down
         when it began); agents take a repeat as a no-op."""
-        if self.trust.rotation.in_progress():
+        if self.trust.rotation.in_progress() or self.trust.rotation.ca_in_progress():
             await self.announce_trust()
         while True:
             await asyncio.sleep(self.settings.pki.rotation_check_interval)
