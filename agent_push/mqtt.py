@@ -264,7 +264,12 @@ class MqttLink:
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                       timeout: float = 10) -> None:
-        """Publish at QoS 1 and wait for the broker's PUBACK."""
+        """Publish at QoS 1 and wait for the broker's PUBACK; ConnectionError
+        at once on a closed link."""
+        if self.closed.done():
+            # No PUBACK can come: the caller (an ack handled after the switch
+            # to a renewed identity) would wait out the whole timeout first.
+            raise ConnectionError(f"the connection is closed ({self.closed.result()})")
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         self._sent()
         await self._await(info.mid, timeout)
