@@ -10,8 +10,9 @@ stops and removes it. pywin32's own command line works too:
 The service runs the same ``Agent`` as ``epns-agent run`` in the service's
 thread, on asyncio's own loop; SvcStop hands the stop to that loop, and the
 agent says goodbye (its retained offline presence) before the service reports
-stopped. Its log lines go to ``agent.log`` in the state directory (three files
-of 10 MiB), as a service has no console; start, stop and a failure to start
+stopped. Its log lines go to ``agent.log`` in the state directory (10 MiB,
+and three older files of 10 MiB: RotatingFileHandler's backupCount), as a
+service has no console; start, stop and a failure to start
 are in the Windows event log too.
 
 Type-checked only (mypy --platform win32): this has never run on Windows
