@@ -435,7 +435,10 @@ def build_deb(release: Release, root: Path, *, lib_bundle: Path, wheelhouse: Pat
     (meta / "control").chmod(0o644)
     (meta / "md5sums").chmod(0o644)
     deb = out / f"{release.name}_{release.version}-{revision}_{architecture}.deb"
-    _run(["dpkg-deb", "--build", "--root-owner-group", "-Zxz", tree, deb], "dpkg-deb --build")
+    # xz as Debian's own packages, at its fastest level: 6.5 MB in 8 s on a
+    # loaded 2-core machine, where the default level took 33 s for 5.7 MB.
+    _run(["dpkg-deb", "--build", "--root-owner-group", "-Zxz", "-z1", tree, deb],
+         "dpkg-deb --build")
     return deb
 
 
@@ -461,31 +464,49 @@ def build_onefile(release: Release, lib_bundle: Path, out: Path) -> Path:
 
 
 def build(root: Path, out: Path, *, wheels_only: bool = False, revision: int = 1,
-          maintainer: str = "epns maintainers <root@localhost>") -> dict[str, Path]:
-    """Every artifact into ``out``; their paths by kind."""
+          maintainer: str = "epns maintainers <root@localhost>",
+          timings: dict[str, float] | None = None) -> dict[str, Path]:
+    """Every artifact into ``out``; their paths by kind. ``timings``, if
+    given, gets the seconds each step took."""
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     found = releases(pyproject, read_version(root))
     out.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
+    took = timings if timings is not None else {}
+    clock = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        took[step] = now - clock
+        clock = now
+
     with tempfile.TemporaryDirectory(prefix="epns-build-") as temporary:
         stage = Path(temporary)
         for name, release in found.items():
             built[name] = build_wheel(release, root, out, stage)
+        lap("wheels")
         if wheels_only:
             return built
         agent = found[AGENT]
+        # Afresh: a wheel left from an older build would be bundled or counted.
         wheelhouse = out / "wheelhouse"
-        wheelhouse.mkdir(exist_ok=True)
+        shutil.rmtree(wheelhouse, ignore_errors=True)
+        wheelhouse.mkdir()
         fill_wheelhouse(built[AGENT], wheelhouse)
         built["wheelhouse"] = wheelhouse
+        lap("wheelhouse")
         lib_bundle = stage / "bundle"
         bundle(agent, wheelhouse, lib_bundle)
         also = add_python_versions(lib_bundle, wheelhouse,
                                    range(sys.version_info.minor + 1, NEWEST_PYTHON + 1), stage)
+        lap("bundle")
         built["deb"] = build_deb(agent, root, lib_bundle=lib_bundle, wheelhouse=wheelhouse,
                                  also=also, out=out, stage=stage, revision=revision,
                                  maintainer=maintainer)
+        lap("deb")
         built["pyz"] = build_onefile(agent, lib_bundle, out)
+        lap("pyz")
     return built
 
 
@@ -503,16 +524,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the .deb's Maintainer field")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    timings: dict[str, float] = {}
     try:
         built = build(ROOT, args.out.resolve(), wheels_only=args.wheels_only,
-                      revision=args.revision, maintainer=args.maintainer)
+                      revision=args.revision, maintainer=args.maintainer, timings=timings)
     except EPNSError as exc:
         sys.stderr.write(f"build-packages: {exc}\n")
         return 1
     for kind, path in built.items():
         size = "" if path.is_dir() else f" ({path.stat().st_size / 1e6:.1f} MB)"
         sys.stdout.write(f"{kind}: {path}{size}\n")
-    sys.stdout.write(f"built in {time.monotonic() - started:.0f} s\n")
+    steps = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
+    sys.stdout.write(f"built in {time.monotonic() - started:.0f} s ({steps})\n")
     return 0
 
 

@@ -70,7 +70,10 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every artifact, built by the script a maintainer runs."""
+    """Every artifact, built by the script a maintainer runs (or already, in
+    ``EPNS_TEST_DIST``, as tests/packaging/test_installer_deb.py takes it)."""
+    if built := os.environ.get("EPNS_TEST_DIST"):
+        return Path(built)
     out = tmp_path_factory.mktemp("dist")
     started = time.monotonic()
     done = subprocess.run([str(ROOT / "scripts" / "build-packages"), "--out", str(out)],
