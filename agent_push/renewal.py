@@ -128,6 +128,14 @@ def install(identity: IdentitySettings, renewed: Renewed) -> None:
     assert identity.key is not None
     assert renewed.key is not None
     assert renewed.certificate is not None
+    if identity.cert == identity.key:
+        # One PEM holding both (load_cert_chain reads each from it): two
+        # staged files under its one name would leave the certificate alone
+        # and the key lost.
+        staged = _stage(identity.key, renewed.certificate + renewed.key, 0o600)
+        os.replace(staged, identity.key)
+        _sync_dirs(identity.key)
+        return
     try:
         key = _stage(identity.key, renewed.key, 0o600)
         cert = _stage(identity.cert, renewed.certificate, 0o644)

@@ -3,6 +3,7 @@ crash between the key's and the certificate's renames finished at start."""
 
 from __future__ import annotations
 
+import ssl
 import stat
 from pathlib import Path
 
@@ -81,3 +82,22 @@ def test_a_staged_token_is_dropped(tmp_path: Path) -> None:
     install(identity, Renewed(None, None, "v1.new.sig", "t", Lifetime(0, 1)))
     assert token.read_text() == "v1.new.sig\n"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+
+def test_a_certificate_and_key_in_one_file_stay_together(tmp_path: Path) -> None:
+    """identity.cert and identity.key may name one PEM holding both (OpenSSL
+    reads each from it): the renewed pair must land in it whole."""
+    separate = _identity(tmp_path)
+    assert separate.cert is not None
+    assert separate.key is not None
+    both = tmp_path / "agent.pem"
+    both.write_bytes(separate.cert.read_bytes() + separate.key.read_bytes())
+    identity = IdentitySettings(agent_id="a1", cert=both, key=both)
+    renewed = _renewed(tmp_path)
+    install(identity, renewed)
+    assert renewed.certificate is not None
+    assert renewed.certificate in both.read_bytes()
+    assert stat.S_IMODE(both.stat().st_mode) == 0o600
+    ssl.create_default_context().load_cert_chain(both, both)  # the key matches
+    assert current_lifetime(identity).length == pytest.approx(3600, abs=1)
+    assert not list(tmp_path.glob(".*.new"))
