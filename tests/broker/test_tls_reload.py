@@ -59,6 +59,10 @@ def test_ca_and_certificate_reload_keeps_clients(own_pki: Path, tmp_path: Path) 
         broker.log_contains(r"tls_reloaded ")
         clients.append(connect(broker.port, own_pki, "a-new",
                                context=_context(old_ca, new_agent.cert, new_agent.key)))
+        # The one-port listener (443: MQTT, WebSocket and HTTPS) follows too.
+        assert broker.fallback is not None
+        clients.append(connect(broker.fallback, own_pki, "a-new",
+                               context=_context(old_ca, new_agent.cert, new_agent.key)))
 
         # switch: the broker presents a certificate from the new CA.
         pki.create_broker_cert(new, tmp_path / "next", ("localhost", "127.0.0.1"))
@@ -73,6 +77,8 @@ def test_ca_and_certificate_reload_keeps_clients(own_pki: Path, tmp_path: Path) 
         _replace(old_ca, new.cert.read_bytes())
         wait_reloads(broker, 3)
         assert tls_refused(broker.port, _context(new.cert, old_agent.cert, old_agent.key),
+                           "a-old")
+        assert tls_refused(broker.fallback, _context(new.cert, old_agent.cert, old_agent.key),
                            "a-old")
         clients.append(connect(broker.port, own_pki, "a-new", context=only_new))
 
