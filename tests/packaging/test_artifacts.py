@@ -297,6 +297,7 @@ def _owner_and_mode(root: ThrowawayRoot, path: str) -> str:
 
 
 WANTS = "/etc/systemd/system/multi-user.target.wants/epns-agent.service"
+UNIT = "/usr/lib/systemd/system/epns-agent.service"
 STATE = "/var/lib/epns-agent"
 
 
@@ -370,10 +371,14 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     assert _owner_and_mode(root, STATE) == "epns:epns 750"
     assert root.run("epns-agent", "--help").stdout.startswith("usage: epns-agent")
     assert root.run("epns-check", "--help").stdout.startswith("usage:")
-    unit = UnitRun(root.run("cat", "/usr/lib/systemd/system/epns-agent.service").stdout)
+    unit = UnitRun(root.run("cat", UNIT).stdout)
     assert unit.exec_start == ["/usr/bin/epns-agent", "run", "--config", "/etc/epns/agent.toml"]
     assert unit.user == ["epns"]
     assert unit.env["EPNS_AGENT_STATE_DIR"] == STATE
+    if shutil.which("systemd-analyze"):
+        # As tests/deploy/test_systemd_units.py verifies the repository's: any word fails.
+        verified = root.run("systemd-analyze", "verify", "--man=no", UNIT, check=False)
+        assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
     assert not root.exists(WANTS)
     # The host's root is untouched.
     assert not Path("/usr/lib/epns-agent").exists()
