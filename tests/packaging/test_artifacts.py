@@ -410,6 +410,12 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     assert root.exists(WANTS)
     _run_until_synced(unit, root, carry, stack, "deb-agent")
 
+    # A unit the administrator disabled stays disabled through a reinstall.
+    root.run("systemctl", "disable", "epns-agent.service")
+    assert not root.exists(WANTS)
+    root.run("dpkg", "-i", "/mnt/second.deb")
+    assert not root.exists(WANTS)
+
     # Remove: the program goes, configuration, identity and state stay.
     root.run("dpkg", "-r", "epns-agent")
     for gone in ("/usr/bin/epns-agent", "/usr/bin/epns-check", "/usr/lib/epns-agent",
