@@ -120,7 +120,7 @@ def run(settings: AgentSettings) -> int:
     # asyncio's own loop, not uvloop as in the broker: one connection gains
     # nothing from uvloop, which would add 2 MiB to the agent's idle memory.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(agent))
+        platform.run(_run(agent))
     return 0
 
 

@@ -28,6 +28,7 @@ import inspect
 import logging
 import os
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -366,22 +367,29 @@ class CommandSync:
         self._agent_id = agent_id
 
     async def __call__(self, request: SyncRequest) -> SyncOutcome:
-        """Run the program once; a failure is an outcome, never an exception."""
+        """Run the program once; a failure is an outcome, never an exception.
+
+        The program runs from a worker thread, not as an asyncio subprocess:
+        the event loop the agent needs on Windows (platform.run) has no
+        subprocesses. A cancelled sync (the agent stopping) kills it."""
         began = time.monotonic()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self._argv, env=self._environment(request), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            process = subprocess.Popen(
+                self._argv, env=self._environment(request), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 # Its own process group, so a timeout kills what it started too.
                 **platform.PROCESS_GROUP)
         except OSError as exc:
             return SyncOutcome(False, f"cannot run {self._argv[0]}: {exc.strerror or exc}",
                                duration=time.monotonic() - began)
         try:
-            async with asyncio.timeout(self._timeout):
-                output, _ = await process.communicate()
-        except TimeoutError:
-            await _kill(process)
+            output = await asyncio.to_thread(_communicate, process, self._timeout)
+        except asyncio.CancelledError:
+            # The worker thread, still in communicate(), collects it once the
+            # kill closes its pipe.
+            await asyncio.shield(asyncio.to_thread(platform.kill_process_group, process.pid))
+            raise
+        if output is None:
             return SyncOutcome(False, f"{self._argv[0]} did not finish within "
                                f"{self._timeout:g} s and was killed",
                                duration=time.monotonic() - began)
@@ -400,11 +408,22 @@ class CommandSync:
                 "EPNS_SYNC_ID": request.sync_id}
 
 
-async def _kill(process: asyncio.subprocess.Process) -> None:
+def _communicate(process: subprocess.Popen[bytes], timeout: float) -> bytes | None:
+    """The program's output once it ended, or None when it ran past
+    ``timeout`` and was killed (in a worker thread: it blocks)."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        return None
+    return output
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
     # It may have ended between the timeout and the kill: no error then.
     platform.kill_process_group(process.pid)
-    # Collect it, and drain the pipe so that its transport closes.
-    await process.communicate()
+    # Collect it, and drain the pipe, so that no zombie or open pipe is left.
+    process.communicate()
 
 
 def _exit_words(code: int | None) -> str:

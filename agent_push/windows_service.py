@@ -92,7 +92,7 @@ class AgentService(win32serviceutil.ServiceFramework):
         except EPNSError as exc:
             servicemanager.LogErrorMsg(f"{NAME}: {exc}")
             return
-        asyncio.run(self._serve(agent))
+        platform.run(self._serve(agent))
         servicemanager.LogMsg(servicemanager.EVENTLOG_INFORMATION_TYPE,
                               servicemanager.PYS_SERVICE_STOPPED, (NAME, ""))
 

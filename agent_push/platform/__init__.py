@@ -12,11 +12,14 @@ real machine (Linux) and what has only been type-checked (Windows, macOS).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from agent_push.platform import paths
 from agent_push.platform._hold import AwakeHold
@@ -74,10 +77,25 @@ __all__ = [
     "normal_mac",
     "private_directory",
     "process_alive",
+    "run",
     "service",
     "sync_directory",
     "write_file",
 ]
+
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to its end on the event loop this system needs: asyncio's
+    default, except on Windows, whose default (Proactor) loop has no
+    ``add_reader``/``add_writer``, on which the MQTT link drives paho's
+    socket; its selector loop has them (and no subprocesses, which is why
+    ``CommandSync`` runs its program from a thread)."""
+    factory = asyncio.SelectorEventLoop if sys.platform == "win32" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def default_config() -> Path:

@@ -632,6 +632,36 @@ def test_command_sync_past_its_timeout_is_killed(tmp_path: Path) -> None:
         os.kill(int(pid_file.read_text()), 0)
 
 
+def test_a_cancelled_command_sync_kills_the_program_and_what_it_started(
+        tmp_path: Path) -> None:
+    # The agent stopping mid-sync cancels it: the program (run from a worker
+    # thread, see CommandSync) and its child must not outlive the agent.
+    pid_file = tmp_path / "pids"
+    script = (f"import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, "
+              f"'-c', 'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w')"
+              ".write(f'{os.getpid()} {child.pid}'); time.sleep(60)")
+    command = CommandSync([sys.executable, "-c", script], 60.0, AGENT)
+
+    async def cancel_once_running() -> None:
+        task = asyncio.create_task(command(_request()))
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or len(pid_file.read_text().split()) < 2:
+            assert time.monotonic() < deadline, "the program never started"
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    began = time.monotonic()
+    asyncio.run(cancel_once_running())
+    assert time.monotonic() - began < 20  # not the program's 60 s
+    for pid in map(int, pid_file.read_text().split()):
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"process {pid} outlived the cancelled sync"
+            time.sleep(0.05)
+
+
 def test_command_sync_that_cannot_start(tmp_path: Path) -> None:
     outcome = _sync(CommandSync([str(tmp_path / "no-such-program")], 10, AGENT))
     assert not outcome.ok
