@@ -204,12 +204,6 @@ class AgentAdmin:
         files["agent.toml"] = agent_config(self._settings, agent_id, groups, auth)
         return Bundle(agent_id, auth, files)
 
-    def certificate_for(self, agent_id: str, csr_pem: bytes) -> tuple[str, str]:
-        """A client certificate for the key of ``csr_pem``: (PEM, hex serial).
-        PKIError when the CSR is unusable."""
-        issued = self.issue_for_csr(agent_id, csr_pem)
-        return issued.files["agent.crt"], issued.serial or ""
-
     def issue_for_csr(self, agent_id: str, csr_pem: bytes) -> Issued:
         """A client certificate from the server's current CA for the key of
         ``csr_pem``, valid ``identity.certificate_lifetime`` seconds (file

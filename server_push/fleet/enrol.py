@@ -401,7 +401,8 @@ class Enrolment:
         while True:
             agent_id = await self._choose_id(request, frozenset(tried))
             # Checked before: a PKIError from here on is the server's own (its CA).
-            cert_pem, serial = self._agents.certificate_for(agent_id, csr_pem.encode())
+            issued = self._agents.issue_for_csr(agent_id, csr_pem.encode())
+            cert_pem, serial = issued.files["agent.crt"], issued.serial
             now = time.time()
             try:
                 async with self._sessions() as session, session.begin():
@@ -411,7 +412,8 @@ class Enrolment:
                                                 actor=actor, detail=f"enrolled as {agent_id}"):
                         await self._undecidable(enrolment_id)
                     await self._agents.add(session, agent_id, request.groups, "certificate",
-                                           serial=serial, token_id=None, now=now)
+                                           serial=serial, token_id=None, now=now,
+                                           validity=(issued.issued_at, issued.expires_at))
                     agent = await session.get(Agent, agent_id)
                     assert agent is not None
                     agent.machine = request.machine.fingerprint

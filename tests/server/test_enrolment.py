@@ -83,6 +83,10 @@ def test_an_installer_enrols_itself_and_runs_from_what_it_wrote(stack: Stack,
     key = serialization.load_pem_private_key((directory / "agent.key").read_bytes(), None)
     assert cert.public_key() == key.public_key()
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pc-1"
+    # Known from the enrolment itself, before the agent's first sync reports it.
+    with stack.api() as api:
+        enrolled = api.get("/api/v1/agents/pc-1").json()
+    assert enrolled["identity_expires_at"] == cert.not_valid_after_utc.timestamp()
 
     agent = _run_from(stack, directory, tmp_path / "elsewhere")
     stack.wait_agent("pc-1", "online")
