@@ -198,6 +198,10 @@ def _trust(item: Any) -> list[str]:
         keys = {}
     lines = [f"trust: serial {item.get('serial')}, keys "
              + ", ".join(f"{kid} ({state})" for kid, state in keys.items())]
+    cas = item.get("cas")
+    if isinstance(cas, dict) and cas:
+        lines.append("fleet CAs (SHA-256): "
+                     + ", ".join(f"{fp} ({state})" for fp, state in cas.items()))
     if item.get("problem"):
         lines.append(f"TRUST PROBLEM: {item['problem']}")
     return lines

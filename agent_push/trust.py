@@ -98,9 +98,10 @@ class AgentTrust:
         return self.ca_file
 
     def status(self) -> dict[str, Any]:
-        """For status.json: the serial, the keys, the last refusal."""
+        """For status.json: the serial, the keys, the CAs, the last refusal."""
         trust: Trust = self.trust.live(time.time())
         return {"serial": trust.serial, "keys": {k.id: k.state.value for k in trust.keys},
+                "cas": {c.fingerprint[:16]: c.state.value for c in trust.cas},
                 "problem": self.problem}
 
     def _save(self) -> None:

@@ -290,6 +290,8 @@ def test_ca_rotation_with_agents_connected(stack: Stack) -> None:
     assert cert_agent.count(r"disconnected .*reason=\"moving to the renewed identity\"") == 1
     issuer = pki.load_certificate(stack.work / "agents" / "ca-cert" / "agent.crt").issuer
     assert issuer.rfc4514_string() == new_ca
+    _, status = token_agent.status()
+    assert re.search(r"fleet CAs \(SHA-256\): \w{16} \(current\)$", status, re.MULTILINE), status
 
     # Both come back after a restart: they trust the new CA alone now.
     for agent_id, agent in agents.items():
