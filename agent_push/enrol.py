@@ -36,8 +36,6 @@ PENDING_FILE = "enrolment.json"
 # trusted to stay inside the directory.
 BUNDLE_FILES = ("agent.crt", "ca.crt", "server.pub", "agent.toml")
 ENROL_PATH = "/api/v1/enrol"
-# Where a machine id is on Linux (systemd, then D-Bus's copy on older systems).
-MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 FIRST_POLL = 1.0
 STILL_WAITING_EVERY = 60.0
 
@@ -60,15 +58,9 @@ class StillPending:
 
 def machine_identity() -> tuple[str, str | None]:
     """This machine's host name and the fingerprint of its machine id (None
-    where there is none to read)."""
-    for path in MACHINE_ID_FILES:
-        try:
-            found = machine.fingerprint(path.read_text(encoding="ascii"))
-        except (OSError, UnicodeDecodeError):
-            continue
-        if found is not None:
-            return socket.gethostname(), found
-    return socket.gethostname(), None
+    where there is none to read: ``platform.machine_id``)."""
+    found = platform.machine_id()
+    return socket.gethostname(), None if found is None else machine.fingerprint(found)
 
 
 def enrol(server: str, token: str, ca: Path, agent_id: str | None, directory: Path, *,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 
 assert sys.platform == "darwin"
@@ -22,8 +24,24 @@ from agent_push.platform._posix import (
 from epns.errors import PlatformError
 
 __all__ = ["PROCESS_GROUP", "awake_clock", "hold_awake", "install_stop_handlers",
-           "kill_process_group", "private_directory", "process_alive", "service",
-           "sync_directory", "write_file"]
+           "kill_process_group", "machine_id", "private_directory", "process_alive",
+           "service", "sync_directory", "write_file"]
+
+
+# The hardware UUID, as "System Information" shows it.
+_PLATFORM_UUID = re.compile(r'"IOPlatformUUID" = "([0-9A-Fa-f-]+)"')
+
+
+def machine_id() -> str | None:
+    """The hardware UUID (``ioreg``'s IOPlatformUUID), or None where it
+    cannot be read."""
+    try:
+        found = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"],
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _PLATFORM_UUID.search(found.stdout)
+    return match.group(1) if match else None
 
 
 def hold_awake(why: str) -> AwakeHold:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 assert sys.platform != "win32"
 
@@ -21,8 +22,25 @@ from agent_push.platform._posix import (
 from epns.errors import PlatformError
 
 __all__ = ["PROCESS_GROUP", "awake_clock", "hold_awake", "install_stop_handlers",
-           "kill_process_group", "private_directory", "process_alive", "service",
-           "sync_directory", "write_file"]
+           "kill_process_group", "machine_id", "private_directory", "process_alive",
+           "service", "sync_directory", "write_file"]
+
+
+# Where a machine id is (systemd, then D-Bus's copy on older systems).
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def machine_id() -> str | None:
+    """This machine's id as the system keeps it (``/etc/machine-id``), or
+    None where there is none to read."""
+    for path in MACHINE_ID_FILES:
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text:
+            return text
+    return None
 
 
 def hold_awake(why: str) -> AwakeHold:

@@ -18,6 +18,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import winreg
 from collections.abc import Callable
 from ctypes import wintypes
 from pathlib import Path
@@ -28,8 +29,8 @@ from agent_push.platform._hold import AwakeHold
 from epns.errors import PlatformError
 
 __all__ = ["PROCESS_GROUP", "awake_clock", "hold_awake", "install_stop_handlers",
-           "kill_process_group", "private_directory", "process_alive", "service",
-           "sync_directory", "write_file"]
+           "kill_process_group", "machine_id", "private_directory", "process_alive",
+           "service", "sync_directory", "write_file"]
 
 # Ctrl+C and Ctrl+Break at the console; a service stops through SvcStop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGBREAK)
@@ -167,6 +168,18 @@ class PowerRequest(AwakeHold):
         handle, self._handle = self._handle, None
         _kernel32.PowerClearRequest(handle, POWER_REQUEST_SYSTEM_REQUIRED)
         _kernel32.CloseHandle(handle)
+
+
+def machine_id() -> str | None:
+    """The MachineGuid Windows sets up at installation (the 64-bit registry
+    view, also from a 32-bit Python), or None where it cannot be read."""
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography", 0,
+                            winreg.KEY_READ | winreg.KEY_WOW64_64KEY) as key:
+            value, _ = winreg.QueryValueEx(key, "MachineGuid")
+    except OSError:
+        return None
+    return str(value) or None
 
 
 def hold_awake(why: str) -> AwakeHold:

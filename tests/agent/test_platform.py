@@ -57,6 +57,13 @@ def test_this_machine_uses_the_linux_default() -> None:
     assert platform.default_config() == Path("/etc/epns/agent.toml")
 
 
+def test_the_machine_id_is_the_one_systemd_keeps() -> None:
+    etc = Path("/etc/machine-id")
+    if not etc.exists():
+        pytest.skip("this machine has no /etc/machine-id")
+    assert platform.machine_id() == etc.read_text(encoding="ascii").strip()
+
+
 def test_without_config_the_systems_file_is_read(tmp_path: Path, pki_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     default = write_agent_config(tmp_path / "agent.toml", pki_dir, "a001", [8883])
