@@ -103,7 +103,7 @@ def start_server(pki: Path, work: Path, mqtt_port: int, *, http_port: int | None
     variables as they are (an embedded broker's)."""
     port = http_port or free_port()
     env = {**server_env(pki, work, mqtt_port, port, **overrides), **(extra_env or {})}
-    argv = [*(command or [sys.executable, "-m", "server_push"]), "run"]
+    argv = [*command, "run"] if command else [sys.executable, "-m", "server_push", "run"]
     process = subprocess.Popen(argv, cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     server = ServerProcess(process, f"https://127.0.0.1:{port}", env, pki / "ca.crt")
