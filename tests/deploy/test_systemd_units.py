@@ -120,6 +120,15 @@ def test_the_agent_units_environment_is_real_config() -> None:
         load(AgentSettings, None, ours, AGENT_PREFIX)
 
 
+def test_the_agent_may_write_where_its_identity_is() -> None:
+    """A renewal writes the new key and certificate beside the old ones, in
+    the config's directory, which ProtectSystem=strict would make read-only."""
+    service = _service("epns-agent")
+    argv = service["ExecStart"][0].split()
+    config = argv[argv.index("--config") + 1]
+    assert service["ReadWritePaths"] == [config.rsplit("/", 1)[0]]
+
+
 needs_systemd = pytest.mark.skipif(SYSTEMD_ANALYZE is None,
                                    reason="systemd-analyze is not installed")
 

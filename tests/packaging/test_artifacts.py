@@ -384,16 +384,29 @@ def test_deb_installs_runs_upgrades_and_goes_away_in_a_throwaway_root(
     assert not Path("/usr/lib/epns-agent").exists()
     assert not Path("/usr/bin/epns-agent").exists()
 
-    stack = make_stack()
+    # Identities of 30 s: the agent renews once while it runs below.
+    stack = make_stack(identity__certificate_lifetime="30")
     _enrol_into(root, carry, stack, "deb-agent")
+    enrolled_cert = root.run("cat", "/etc/epns/agent.crt").stdout
 
     # Reconfigured now that agent.toml is there (docs/install-agent.md): the
-    # key is given to the epns group and the unit enabled; the agent runs as
-    # epns from /usr/bin.
+    # key and /etc/epns are given to the epns group and the unit enabled; the
+    # agent runs as epns from /usr/bin.
     root.run("dpkg-reconfigure", "epns-agent")
     assert _owner_and_mode(root, "/etc/epns/agent.key") == "root:epns 640"
+    assert _owner_and_mode(root, "/etc/epns") == "root:epns 770"
     assert root.exists(WANTS)
-    _run_until_synced(unit, root, carry, stack, "deb-agent")
+    agent = unit.start(root, carry / "agent.toml", carry.parent)
+    try:
+        _connects_and_syncs(stack, "deb-agent", agent)
+        # As epns, it wrote its renewed identity into /etc/epns and moved to it.
+        agent.log_contains(r"identity_renewed ", timeout=45)
+        renewed = next(i for i, line in enumerate(agent.lines) if "identity_renewed " in line)
+        agent.log_contains(r"\bconnected ", timeout=30, after=renewed)
+    finally:
+        assert agent.stop() == 0, "\n".join(agent.lines)
+    assert root.run("cat", "/etc/epns/agent.crt").stdout != enrolled_cert
+    assert _owner_and_mode(root, "/etc/epns/agent.key") == "epns:epns 600"
     # Its state went where the unit's EPNS_AGENT_STATE_DIR says.
     status = json.loads(root.run("cat", f"{STATE}/status.json").stdout)
     assert status["agent_id"] == "deb-agent"
