@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,22 +65,6 @@ def _clean_env(**extra: str) -> dict[str, str]:
                                   if not part.startswith(str(Path(sys.executable).parent)))
     env.update(extra)
     return env
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every artifact, built by the script a maintainer runs (or already, in
-    ``EPNS_TEST_DIST``, as tests/packaging/test_installer_deb.py takes it)."""
-    if built := os.environ.get("EPNS_TEST_DIST"):
-        return Path(built)
-    out = tmp_path_factory.mktemp("dist")
-    started = time.monotonic()
-    done = subprocess.run([str(ROOT / "scripts" / "build-packages"), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
-                          env={**os.environ, "PYTHON": sys.executable})
-    assert done.returncode == 0, done.stdout + done.stderr
-    sys.stderr.write(f"scripts/build-packages: {time.monotonic() - started:.0f} s\n")
-    return out
 
 
 def _start(argv: list[str], config: Path, env: dict[str, str], cwd: Path) -> AgentProcess:

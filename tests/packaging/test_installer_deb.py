@@ -7,12 +7,11 @@ apt-get, enrols without ``--id`` and gives the key to the epns group; the
 agent, run as the unit runs it, comes online and satisfies a wake-up.
 
 ``EPNS_TEST_DIST`` names a directory ``scripts/build-packages`` filled
-already, to skip the two-minute build."""
+already, to skip the build (tests/packaging/conftest.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import shutil
 import socket
@@ -47,23 +46,10 @@ def _why_not_here() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The released artifacts, built by the script a maintainer runs."""
-    if reason := _why_not_here():
-        pytest.skip(reason)
-    if built := os.environ.get("EPNS_TEST_DIST"):
-        return Path(built)
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([str(ROOT / "scripts" / "build-packages"), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
-                          env={**os.environ, "PYTHON": sys.executable})
-    assert done.returncode == 0, done.stdout + done.stderr
-    return out
-
-
 @pytest.fixture
 def throwaway(tmp_path: Path) -> Iterator[ThrowawayRoot]:
+    if reason := _why_not_here():
+        pytest.skip(reason)
     carry = tmp_path / "carry"
     carry.mkdir()
     root = ThrowawayRoot(tmp_path / "overlay", carry)
