@@ -30,6 +30,14 @@ from epns.envelope import Presence, PresenceState
 from epns.errors import NotFound, PayloadTooLarge
 from epns.logs import event
 from epns.server_config import PresenceSettings
+from server_push.fleet.agent_query import (
+    PRESENCES,
+    AgentFilter,
+    Liveness,
+    SortKey,
+    counts_query,
+    page_query,
+)
 from server_push.fleet.bus import Bus
 from server_push.store.history import remember
 from server_push.store.models import Agent, AgentEvent
@@ -150,6 +158,27 @@ class Registry:
         async with self._sessions() as session:
             rows = (await session.scalars(select(Agent).order_by(Agent.id))).all()
         return [self.view(row, now) for row in rows]
+
+    def liveness(self, now: float) -> Liveness:
+        """What the shown presence depends on at ``now``, besides each row."""
+        return Liveness(now, self._settings.stale_after, self.link_up)
+
+    async def find(self, wanted: AgentFilter, sort: tuple[SortKey, ...], now: float, *,
+                   limit: int | None, offset: int) -> list[AgentView]:
+        """One page of the agents ``wanted`` names, in ``sort`` order."""
+        async with self._sessions() as session:
+            dialect = session.get_bind().dialect.name
+            rows = (await session.scalars(page_query(
+                wanted, sort, self.liveness(now), dialect, limit=limit, offset=offset))).all()
+        return [self.view(row, now) for row in rows]
+
+    async def count(self, wanted: AgentFilter, now: float) -> dict[str, Any]:
+        """``{"total": n, "presence": {"online": n, ...}}`` of the agents ``wanted`` names."""
+        async with self._sessions() as session:
+            dialect = session.get_bind().dialect.name
+            row = (await session.execute(counts_query(wanted, self.liveness(now),
+                                                      dialect))).one()
+        return {"total": row[0], "presence": dict(zip(PRESENCES, row[1:], strict=True))}
 
     async def history(self, agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The agent's newest history lines first."""

@@ -22,12 +22,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from epns import topics
 from epns.envelope import Command, CommandType, target_agent
 from epns.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
+from server_push.fleet.agent_query import SORT_FIELDS, AgentFilter, parse_sort
 from server_push.fleet.wakeups import WakeRequest, WakeupView
 from server_push.security.auth import Principal
 from server_push.services import Services
 from server_push.store.history import audit
 from server_push.store.models import AuditEntry
 from server_push.web.errors import error_responses
+from server_push.web.paging import page_headers, refuse_unknown
 
 router = APIRouter(prefix="/api/v1")
 
@@ -203,25 +205,110 @@ async def _database_answers(services: Services) -> bool:
 # --- agents ------------------------------------------------------------------
 
 
-@router.get("/agents", tags=["agents"], summary="Agents, filtered", responses=refusals(422))
-async def list_agents(
-    services: Svc, _: Caller,
-    q: Annotated[str | None, Query(max_length=100, description="substring of id/hostname")] = None,
-    presence: Literal["online", "offline", "stale", "unknown"] | None = None,
-    group: Annotated[str | None, Query(pattern=NAME)] = None,
+Presence = Literal["online", "stale", "offline", "unknown"]
+Names = list[Annotated[str, Field(pattern=NAME)]]
+Limit = Annotated[int | None, Query(ge=1, le=1000, description=(
+    "page size, 1 to 1000; without it, every matching row (as before paging). The "
+    "total matching is in X-Total-Count, the neighbouring pages in Link"))]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="rows to skip: (page - 1) * limit")]
+
+
+class AgentQueryParams(BaseModel):
+    """The filters of the agents' list and of the fleet summary."""
+
+    q: str | None
+    presence: list[Presence] | None
+    group: list[str] | None
+    route: list[str] | None
+    version: list[str] | None
+    last_seen_before: float | None
+    last_seen_after: float | None
+    expiring_within: float | None
+
+    def to_filter(self) -> AgentFilter:
+        """The registry's filter."""
+        return AgentFilter(q=self.q, presence=tuple(self.presence or ()),
+                           groups=tuple(self.group or ()), routes=tuple(self.route or ()),
+                           versions=tuple(self.version or ()),
+                           last_seen_before=self.last_seen_before,
+                           last_seen_after=self.last_seen_after,
+                           expiring_within=self.expiring_within)
+
+
+def agent_filters(
+    *, q: Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description=(
+        "text: a case-insensitive substring of the id or the host name"))] = None,
+    presence: Annotated[list[Presence] | None, Query(description=(
+        "shown presence; repeat for any of several (presence=online&presence=stale)"))] = None,
+    group: Annotated[Names | None, Query(description=(
+        "member of this group; repeat for any of several"))] = None,
+    route: Annotated[list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None,
+                     Query(description="the route of its last birth (e.g. mqtt, ws); "
+                                       "repeat for any of several")] = None,
+    version: Annotated[list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None,
+                       Query(description="agent version as its birth said; repeat for any "
+                                         "of several")] = None,
+    last_seen_before: Annotated[float | None, Query(ge=0, le=1e11, description=(
+        "UNIX seconds: last heard from before this (never-seen agents do not match)"))] = None,
+    last_seen_after: Annotated[float | None, Query(ge=0, le=1e11, description=(
+        "UNIX seconds: last heard from at or after this"))] = None,
     expiring_within: Annotated[float | None, Query(
         ge=0, le=1e10, description="seconds: only agents whose identity expires within "
                                    "them (or has expired)")] = None,
+) -> AgentQueryParams:
+    """The agents' filters, as query parameters."""
+    return AgentQueryParams(q=q, presence=presence, group=group, route=route, version=version,
+                            last_seen_before=last_seen_before, last_seen_after=last_seen_after,
+                            expiring_within=expiring_within)
+
+
+AgentFilters = Annotated[AgentQueryParams, Depends(agent_filters)]
+_AGENT_FILTERS = tuple(AgentQueryParams.model_fields)
+
+
+@router.get("/agents", tags=["agents"], summary="Agents: filtered, sorted, one page at a time",
+            description="A JSON list of agents. X-Total-Count is the number matching the "
+                        "filters; Link has the first, prev, next and last pages when `limit` "
+                        "is given. Unknown parameters or sort fields answer 422. Totals by "
+                        "presence: GET /api/v1/fleet/summary with the same filters.",
+            responses={200: {"headers": {
+                "X-Total-Count": {"description": "agents matching the filters",
+                                  "schema": {"type": "integer"}},
+                "Link": {"description": "first, prev, next, last pages (RFC 8288)",
+                         "schema": {"type": "string"}}}}, **refusals(422)})
+async def list_agents(
+    *, request: Request, response: Response, services: Svc, _: Caller, filters: AgentFilters,
+    sort: Annotated[str, Query(max_length=200, description=(
+        "comma-separated fields among " + ", ".join(SORT_FIELDS) + "; '-' before one for "
+        "descending (-last_seen). Ties are broken by id; missing values come last. "
+        "presence sorts online, stale, offline, unknown; group by the group list's text"))
+                    ] = "id",
+    limit: Limit = None, offset: Offset = 0,
 ) -> list[dict[str, Any]]:
+    refuse_unknown(request, (*_AGENT_FILTERS, "sort", "limit", "offset"))
+    keys = parse_sort(sort)
     now = time.time()
-    views = await services.registry.all(now)
-    needle = (q or "").lower()
-    return [v.to_dict() for v in views
-            if (not needle or needle in v.id.lower() or needle in (v.hostname or "").lower())
-            and (presence is None or v.presence == presence)
-            and (group is None or group in v.groups)
-            and (expiring_within is None or (v.identity_expires_at is not None
-                                             and v.identity_expires_at <= now + expiring_within))]
+    wanted = filters.to_filter()
+    views = await services.registry.find(wanted, keys, now, limit=limit, offset=offset)
+    if limit is None and offset == 0:
+        total = len(views)
+    else:
+        total = (await services.registry.count(wanted, now))["total"]
+    page_headers(request, response, total, limit, offset)
+    return [v.to_dict() for v in views]
+
+
+@router.get("/fleet/summary", tags=["agents"],
+            summary="Agent totals by presence: for the filters given, and for the whole fleet",
+            description='`{"total": n, "presence": {"online": n, "stale": n, "offline": n, '
+                        '"unknown": n}, "fleet": {the same for every agent}}`; takes the '
+                        "filters of GET /api/v1/agents.", responses=refusals(422))
+async def fleet_summary(request: Request, services: Svc, _: Caller,
+                        filters: AgentFilters) -> dict[str, Any]:
+    refuse_unknown(request, _AGENT_FILTERS)
+    now = time.time()
+    matching = await services.registry.count(filters.to_filter(), now)
+    return {**matching, "fleet": await services.registry.count(AgentFilter(), now)}
 
 
 @router.post("/agents", tags=["agents"], status_code=201, response_model=Bundle,
