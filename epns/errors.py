@@ -23,6 +23,7 @@ into these at the boundary where they are caught, so callers only ever handle
     ├── PlatformError            the operating system cannot do what the agent asks (hold sleep off,
     │                            register a service)
     ├── StoreError               the server's database cannot be read, written or migrated
+    ├── BackupError              a backup cannot be made, opened (passphrase, tampering) or restored
     ├── BrokerUnavailable        the server has no working MQTT session to the broker
     ├── RequestError             the server refuses an API, console or sync request;
     │   │                        carries the HTTP status and a stable error code
@@ -56,6 +57,7 @@ __all__ = [
     "CONNACK_IDENTIFIER_REJECTED",
     "CONNACK_NOT_AUTHORIZED",
     "CONNACK_SERVER_UNAVAILABLE",
+    "BackupError",
     "BadRequest",
     "BadSignature",
     "BadToken",
@@ -206,6 +208,11 @@ class PlatformError(EPNSError):
 
 class StoreError(EPNSError):
     """The server's database cannot be used; the message names the operation."""
+
+
+class BackupError(EPNSError):
+    """A backup that cannot be made, opened or restored; the message says why
+    (a wrong passphrase, a damaged file, a schema newer than the code)."""
 
 
 class BrokerUnavailable(EPNSError):

@@ -17,6 +17,8 @@
                                                       rotate the command-signing key
     epns-server rotate ca begin [--overlap S] | switch [--force] | finish [--force] | status
                                                       rotate the fleet CA (docs/rotation.md)
+    epns-server backup --out FILE | restore FILE --into DIR [--force]
+                                                      encrypted backups (backup_cli.py)
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from epns import logs, pki
 from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
-from server_push import enrol_cli
+from server_push import backup_cli, enrol_cli
 from server_push import services as services_module
 from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.fleet.agents import public_url
@@ -315,6 +317,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("name")
     token.set_defaults(run=_cmd_token)
     enrol_cli.register(sub)
+    backup_cli.register(sub)
     admin = sub.add_parser("admin", help="console users")
     admin.add_argument("action", choices=("password",))
     admin.add_argument("user", nargs="?", default=ADMIN)

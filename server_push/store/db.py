@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -70,3 +71,9 @@ async def migrate(engine: AsyncEngine) -> None:
             await connection.run_sync(_upgrade)
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"cannot migrate the database {engine.url!r}: {exc}") from exc
+
+
+def schema_revisions() -> tuple[str, ...]:
+    """The revisions this code knows, oldest first (the chain is linear)."""
+    script = ScriptDirectory.from_config(_alembic_config())
+    return tuple(reversed([item.revision for item in script.walk_revisions()]))
