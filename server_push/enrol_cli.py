@@ -125,7 +125,7 @@ async def _revoke(services: Services, args: argparse.Namespace) -> None:
 
 
 async def _list_enrolments(services: Services, args: argparse.Namespace) -> None:
-    for row in await services.enrolment().enrolments(args.state):
+    for row in await services.enrolment().enrolments((args.state,) if args.state else ()):
         _say(f"{row['id']}  {row['state']:<8} {_when(row['created_at'])}  "
              f"asks {row['requested_id']}  host {row['hostname'] or '-'}  from "
              f"{row['address'] or '-'}  agent {row['agent_id'] or '-'}")

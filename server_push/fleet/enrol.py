@@ -261,15 +261,16 @@ class Enrolment:
 
     # --- the admin's side ----------------------------------------------------
 
-    async def enrolments(self, state: str | None = None, token_id: str | None = None,
+    async def enrolments(self, states: Sequence[str] = (), token_ids: Sequence[str] = (),
                          limit: int = LISTED_USES) -> list[dict[str, Any]]:
-        """Enrolments, newest first: all, or those in ``state`` / of ``token_id``."""
+        """Enrolments, newest first: all, or those in one of ``states`` / of
+        one of ``token_ids``."""
         await self._expire_due()
         query = select(EnrolmentRow).order_by(EnrolmentRow.created_at.desc()).limit(limit)
-        if state is not None:
-            query = query.where(EnrolmentRow.state == state)
-        if token_id is not None:
-            query = query.where(EnrolmentRow.token_id == token_id)
+        if states:
+            query = query.where(EnrolmentRow.state.in_(states))
+        if token_ids:
+            query = query.where(EnrolmentRow.token_id.in_(token_ids))
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
         return [_describe_enrolment(row) for row in rows]

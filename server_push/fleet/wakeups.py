@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import topics
 from epns.envelope import TARGET_ALL, Command, CommandType, target_agent, target_group
-from epns.errors import BadRequest, Conflict, NotFound
+from epns.errors import BadRequest, Conflict, NotFound, RequestError
 from epns.logs import event
 from epns.server_config import WakeupSettings
 from epns.wakeup import PENDING_STATES, WakeState, collapse_into, satisfies
@@ -49,6 +49,17 @@ AUDIT_ACTION = "wakeup"
 MAX_AGENTS_PER_REQUEST = 10_000
 # Syncs remembered as applied (``Wakeups.applied``): a fleet's worth.
 _APPLIED_KEPT = 20_000
+
+
+# expires_at - created_at gives the TTL back to within float rounding.
+_TTL_TOLERANCE = 1e-3
+
+
+class IdempotencyKeyReused(RequestError):
+    """An Idempotency-Key sent again with a different body."""
+
+    status = 422
+    code = "idempotency_key_reused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +139,7 @@ class Wakeups:
         if wanted.idempotency_key is not None:
             earlier = await self._by_key(actor, wanted.idempotency_key)
             if earlier is not None:
-                return earlier, False
+                return self._replayed(earlier, wanted, ttl), False
         now = time.time()
         wakeup = Wakeup(id=uuid.uuid4().hex, created_at=now, expires_at=now + ttl,
                         requested_by=actor, target_kind=wanted.kind,
@@ -150,7 +161,7 @@ class Wakeups:
             earlier = await self._by_key(actor, wanted.idempotency_key)
             if earlier is None:
                 raise
-            return earlier, False
+            return self._replayed(earlier, wanted, ttl), False
         event(log, "wakeup_accepted", id=wakeup.id, by=actor, kind=wanted.kind,
               agents=len(agent_ids), collapsed=collapsed)
         await self.record_published(await self._outbox.send(command_ids))
@@ -169,6 +180,20 @@ class Wakeups:
         if wanted.kind == "agents":
             return list(wanted.agents)
         return [wanted.group] if wanted.kind == "group" else ["all"]
+
+    def _replayed(self, earlier: WakeupView, wanted: WakeRequest, ttl: float) -> WakeupView:
+        """``earlier``, when ``wanted`` asks for the same targets and TTL;
+        IdempotencyKeyReused otherwise: a key names one request, and a
+        different body under it is a caller's mistake, not a retry."""
+        same = (earlier.target_kind == wanted.kind and earlier.target == self._describe(wanted)
+                and abs(earlier.expires_at - earlier.created_at - ttl) < _TTL_TOLERANCE)
+        if not same:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {wanted.idempotency_key!r} named wake-up {earlier.id} of "
+                f"{earlier.target_kind} {earlier.target} with a TTL of "
+                f"{earlier.expires_at - earlier.created_at:.0f} s; this body differs: send it "
+                "with a new key")
+        return earlier
 
     async def _by_key(self, actor: str, key: str) -> WakeupView | None:
         async with self._sessions() as session:

@@ -184,12 +184,14 @@ async def revoke_enrol_token(token_id: Annotated[str, Path(pattern=ID)], service
             responses=refusals(422))
 async def list_enrolments(
     services: Svc, _: Caller,
-    state: Annotated[Literal["pending", "enrolled", "rejected", "expired"] | None,
-                     Query()] = None,
-    token: Annotated[str | None, Query(pattern=ID, description="enrolment token id")] = None,
+    state: Annotated[list[Literal["pending", "enrolled", "rejected", "expired"]] | None,
+                     Query(description="in this state; repeat for any of several")] = None,
+    token: Annotated[list[Annotated[str, Field(pattern=ID)]] | None, Query(
+        max_length=100, description="of this enrolment token id; repeat for any of "
+                                    "several")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return await services.enrolment().enrolments(state, token, limit)
+    return await services.enrolment().enrolments(state or (), token or (), limit)
 
 
 @router.post("/enrolments/{enrolment_id}/accept", response_model=EnrolmentOut,

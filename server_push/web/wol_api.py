@@ -104,11 +104,12 @@ def _preflight_out(view: PreflightView) -> PreflightOut:
                         relays=view.relays, warning=view.warning)
 
 
-def _listed(text: str | None) -> list[str]:
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
+def _listed(values: list[str] | None) -> list[str]:
+    """Items of a repeated, comma-separated parameter: a=x,y&a=z is x, y, z."""
+    return [item.strip() for text in values or () for item in text.split(",") if item.strip()]
 
 
-def _preflight_specs(agents: str | None, targets: str | None) -> list[TargetSpec]:
+def _preflight_specs(agents: list[str] | None, targets: list[str] | None) -> list[TargetSpec]:
     """Targets from the query: agent ids, and addresses as ``address/prefix``."""
     specs = [TargetSpec(agent=check_name(name, "agent id")) for name in _listed(agents)]
     for text in _listed(targets):
@@ -133,10 +134,12 @@ def _preflight_specs(agents: str | None, targets: str | None) -> list[TargetSpec
                     "when none is", responses=refusals(400, 404, 409, 422))
 async def wol_preflight(
     services: Svc, _: Caller,
-    agents: Annotated[str | None, Query(max_length=4096,
-                                        description="comma-separated agent ids")] = None,
-    targets: Annotated[str | None, Query(max_length=4096,
-                                         description="comma-separated address/prefix")] = None,
+    agents: Annotated[list[Annotated[str, Field(max_length=4096)]] | None, Query(
+        max_length=MAX_TARGETS_PER_REQUEST,
+        description="agent ids: repeated (agents=a&agents=b), comma-separated, or both")] = None,
+    targets: Annotated[list[Annotated[str, Field(max_length=4096)]] | None, Query(
+        max_length=MAX_TARGETS_PER_REQUEST,
+        description="address/prefix: repeated, comma-separated, or both")] = None,
 ) -> list[PreflightOut]:
     views = await services.wol.preflight(_preflight_specs(agents, targets))
     return [_preflight_out(view) for view in views]
