@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine
 
 from epns import pki
@@ -99,7 +101,9 @@ def test_restored_server_takes_back_its_agents(tmp_path: Path) -> None:
     pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
     work.mkdir()
     primary, fallback = free_port(), free_port()
-    server = _embedded(certs, work, primary, fallback)
+    # The waker below asks faster than a caller's default wake-up budget.
+    limits = {"wakeups__per_minute": "6000", "wakeups__burst": "1000"}
+    server = _embedded(certs, work, primary, fallback, **limits)
     http_port = int(server.url.rsplit(":", 1)[1])
     agents: list[AgentProcess] = []
     try:
@@ -125,7 +129,7 @@ def test_restored_server_takes_back_its_agents(tmp_path: Path) -> None:
                     during.append(request_wakeup(api, "pc-cert"))
                     if flowing.is_set():
                         return
-                    time.sleep(0.05)
+                    time.sleep(0.1)
 
         waker = threading.Thread(target=wake_in_a_loop)
         waker.start()
@@ -142,6 +146,7 @@ def test_restored_server_takes_back_its_agents(tmp_path: Path) -> None:
         assert PASSPHRASE.encode() not in out.read_bytes()
         assert b"BEGIN PRIVATE KEY" not in out.read_bytes()
 
+        connections = [agent.count(r" connected route=") for agent in agents]
         server.stop()
         # Whatever the restored server uses comes from the backup.
         shutil.rmtree(original)
@@ -158,7 +163,8 @@ def test_restored_server_takes_back_its_agents(tmp_path: Path) -> None:
 
         server = _embedded(restored / "certs", restored / "state", primary, fallback,
                            http_port=http_port,
-                           console__secrets_file=str(restored / "state/server-secrets.json"))
+                           console__secrets_file=str(restored / "state/server-secrets.json"),
+                           **limits)
         with server.client(token) as api:  # the API token is in the restored database
             for agent_id in ("pc-cert", "pc-token"):
                 _wait(api, f"/api/v1/agents/{agent_id}", lambda a: a["presence"] == "online",
@@ -166,7 +172,10 @@ def test_restored_server_takes_back_its_agents(tmp_path: Path) -> None:
                 _satisfied(api, request_wakeup(api, agent_id))
             for wakeup_id in history:
                 assert api.get(f"/api/v1/wakeups/{wakeup_id}").json()["counts"]["satisfied"] == 1
+        # The same processes, connected again (not started again, not enrolled again).
         assert all(agent.process.poll() is None for agent in agents)
+        assert all(agent.count(r" connected route=") > before
+                   for agent, before in zip(agents, connections, strict=True))
         assert {p: p.read_bytes() for p in home.rglob("agent.*")} == identities
     finally:
         for agent in agents:
@@ -256,8 +265,11 @@ def test_an_older_backup_is_migrated_forward(tmp_path: Path) -> None:
     (restored / "state").mkdir()
     engine = create_engine(f"sqlite:///{restored / 'state' / 'server.db'}")
     with engine.begin() as connection:
-        from alembic import command
-        command.upgrade(db._alembic_config(connection), known[-2])
+        # An older server's database: the migrations up to the one before the newest.
+        config = Config()
+        config.set_main_option("script_location", str(db.MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, known[-2])
     engine.dispose()
     (restored / "server.toml").write_text(
         'state_dir = "state"\n[pki]\ndir = "certs"\n'
