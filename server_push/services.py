@@ -27,6 +27,7 @@ from server_push.fleet.agents import AgentAdmin
 from server_push.fleet.bus import Bus
 from server_push.fleet.enrol import Enrolment
 from server_push.fleet.events import Dispatcher
+from server_push.fleet.gauges import GAUGE_TTL, GaugeReader
 from server_push.fleet.notify import Notifier
 from server_push.fleet.registry import Registry
 from server_push.fleet.tasks import Tasks
@@ -80,6 +81,8 @@ class Services:
     sync_budget: RateLimiter
     # The signing key and the trust agents are given (key rotation).
     trust: TrustWatch
+    # The database's gauges for /metrics, cached (fleet/gauges.py).
+    gauges: GaugeReader
     cluster: Cluster | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
@@ -293,12 +296,14 @@ async def build(settings: ServerSettings) -> Services:
                                      if mode == "shared" else SUBSCRIPTIONS),
                       clean_session=mode == "shared")
     outbox = Outbox(sessions, lambda: trust.signing_key, link)
-    metrics = ServerMetrics(link=link.health, link_up=link.connected.is_set)
+    metrics = ServerMetrics(link=link.health, link_up=link.connected.is_set,
+                            outbox=outbox.counts)
     config = SettingsStore(sessions, settings.notifications.min_offline_after)
+    agents = AgentAdmin(sessions, settings, revocations, bus)
     services = Services(
         settings=settings, engine=engine, sessions=sessions, bus=bus, link=link, outbox=outbox,
-        registry=registry, wakeups=Wakeups(sessions, outbox, bus, settings.wakeups),
-        tasks=Tasks(sessions), agents=AgentAdmin(sessions, settings, revocations, bus),
+        registry=registry, wakeups=Wakeups(sessions, outbox, bus, settings.wakeups, metrics),
+        tasks=Tasks(sessions), agents=agents,
         credentials=Credentials(sessions),
         agent_auth=AgentAuthenticator(sessions, trust.token_keys, revocations),
         config=config, revocations=revocations,
@@ -311,7 +316,9 @@ async def build(settings: ServerSettings) -> Services:
                         allowed=allowed_networks(settings.wol.allowed_networks)),
         handled=HandledEvents(sessions), metrics=metrics,
         sync_budget=RateLimiter(settings.budgets.syncs_per_minute, settings.budgets.syncs_burst),
-        trust=trust)
+        trust=trust,
+        gauges=GaugeReader(sessions, agents, stale_after=settings.presence.stale_after,
+                           link_up=link.connected.is_set, ttl=GAUGE_TTL))
     if mode != "single":
         services.cluster = Cluster(engine, settings.cluster, services.on_cluster_notice)
         bus.relay = services.cluster.tell

@@ -38,6 +38,7 @@ from epns.logs import event
 from epns.server_config import WakeupSettings
 from epns.wakeup import PENDING_STATES, WakeState, collapse_into, satisfies
 from server_push.fleet.bus import Bus
+from server_push.link.metrics import ServerMetrics
 from server_push.link.outbox import Outbox
 from server_push.store.history import audit, remember, remember_all, settle_audit
 from server_push.store.models import Agent, WakeTarget, Wakeup
@@ -108,8 +109,10 @@ class Wakeups:
     """Accepts wake-up requests and moves their targets along the contract."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, bus: Bus,
-                 settings: WakeupSettings) -> None:
+                 settings: WakeupSettings, metrics: ServerMetrics) -> None:
         self._sessions = sessions
+        # Counted after each transaction commits: a rolled-back one moved nothing.
+        self._metrics = metrics
         self._outbox = outbox
         self._bus = bus
         self._settings = settings
@@ -162,6 +165,7 @@ class Wakeups:
             if earlier is None:
                 raise
             return self._replayed(earlier, wanted, ttl), False
+        self._metrics.observe_wake(WakeState.REQUESTED.value, now, now, len(agent_ids))
         event(log, "wakeup_accepted", id=wakeup.id, by=actor, kind=wanted.kind,
               agents=len(agent_ids), collapsed=collapsed)
         await self.record_published(await self._outbox.send(command_ids))
@@ -320,15 +324,19 @@ class Wakeups:
     async def on_ack(self, agent_id: str, command_id: str, now: float) -> None:
         """The agent acked ``command_id``: its targets on it are delivered."""
         async with self._sessions() as session, session.begin():
-            result = await session.execute(
+            # RETURNING (SQLite 3.35+, PostgreSQL): the latency metric
+            # needs each target's request time, at no extra query.
+            requested = (await session.scalars(
                 update(WakeTarget)
                 .where(WakeTarget.agent_id == agent_id, WakeTarget.command_id == command_id,
                        WakeTarget.state == WakeState.REQUESTED.value)
-                .values(state=WakeState.DELIVERED.value, delivered_at=now))
-            delivered = result.rowcount  # type: ignore[attr-defined]
-            if delivered:
+                .values(state=WakeState.DELIVERED.value, delivered_at=now)
+                .returning(WakeTarget.requested_at))).all()
+            if requested:
                 remember(session, agent_id, now, "wake_delivered", f"command {command_id}")
-        if delivered:
+        for requested_at in requested:
+            self._metrics.observe_wake(WakeState.DELIVERED.value, requested_at, now)
+        if requested:
             self._notify_agent(agent_id)
 
     async def on_sync(self, agent_id: str, *, started_at: float, sync_id: str,
@@ -345,8 +353,10 @@ class Wakeups:
                 WakeTarget.state.in_(PENDING_STATES)).with_for_update())).all()
             answered = [t for t in pending
                         if satisfies(sync_started_at=started_at, requested_at=t.requested_at)]
+            moved: list[tuple[str, float]] = []
             for target in answered:
                 if target.state == WakeState.REQUESTED.value:
+                    moved.append((WakeState.DELIVERED.value, target.requested_at))
                     # The sync came before the ack (the ack goes through the
                     # broker, the sync straight here): delivered too, once,
                     # as the ack would have recorded it (the late ack finds
@@ -356,6 +366,7 @@ class Wakeups:
                     remember(session, agent_id, target.published_at or target.requested_at,
                              "wake_delivered", f"command {target.command_id} (its sync came "
                              "before its ack)")
+                moved.append((WakeState.SATISFIED.value, target.requested_at))
                 target.state = WakeState.SATISFIED.value
                 target.delivered_at = target.delivered_at or now
                 target.satisfied_at = now
@@ -366,6 +377,8 @@ class Wakeups:
             wakeup_ids = {t.wakeup_id for t in answered}
             await self._settle(session, wakeup_ids)
         self._mark_applied(agent_id, sync_id)
+        for state, requested_at in moved:
+            self._metrics.observe_wake(state, requested_at, now)
         if fresh is not None:
             event(log, "wake_reissued", agent=agent_id, command=fresh, targets=len(consumed))
             await self.record_published(await self._outbox.send([fresh]))
@@ -420,6 +433,7 @@ class Wakeups:
                          f"wake-up {target.wakeup_id}")
             wakeup_ids = {t.wakeup_id for t in due}
             await self._settle(session, wakeup_ids)
+        self._metrics.observe_wake(WakeState.EXPIRED.value, now, now, len(due))
         if due:
             event(log, "wakeups_expired", count=len(due))
             for wakeup_id in wakeup_ids:

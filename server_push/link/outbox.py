@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import delete, select
@@ -35,6 +36,15 @@ class Publisher(Protocol):
         """Publish at QoS 1; BrokerUnavailable when not taken."""
 
 
+@dataclass
+class OutboxCounts:
+    """What this replica's outbox did, for the metrics."""
+
+    published: int = 0
+    publish_failures: int = 0
+    expired_unsent: int = 0
+
+
 class Outbox:
     """Persist, then publish; ``flush`` re-sends what is left after a reconnect."""
 
@@ -47,6 +57,7 @@ class Outbox:
         self._flush_lock = asyncio.Lock()
         # Set while this replica is a follower in leader mode.
         self.hand_off: Callable[[], None] | None = None
+        self.counts = OutboxCounts()
 
     def stage(self, session: AsyncSession, command: Command, topic: str) -> None:
         """Add ``command`` to the outbox inside the caller's transaction, so the
@@ -73,6 +84,7 @@ class Outbox:
                 dropped = await session.execute(
                     delete(PendingCommand).where(PendingCommand.expires_at < now))
             if dropped.rowcount:  # type: ignore[attr-defined]
+                self.counts.expired_unsent += dropped.rowcount  # type: ignore[attr-defined]
                 event(log, "commands_expired_unsent", logging.WARNING,
                       count=dropped.rowcount)  # type: ignore[attr-defined]
             taken, found = await self._publish(None)
@@ -94,11 +106,13 @@ class Outbox:
                 try:
                     await self._publisher.publish(row.topic, row.payload.encode())
                 except BrokerUnavailable as exc:
+                    self.counts.publish_failures += 1
                     event(log, "command_held", logging.WARNING, id=row.id, topic=row.topic,
                           reason=str(exc))
                     break
                 taken[row.id] = time.time()
             if taken:
+                self.counts.published += len(taken)
                 await session.execute(
                     delete(PendingCommand).where(PendingCommand.id.in_(list(taken))))
         return taken, len(rows)

@@ -185,10 +185,11 @@ async def health(services: Svc) -> dict[str, Any]:
                              "content": {"text/plain": {"schema": {"type": "string"}}}},
                        **refusals()})
 async def metrics(services: Svc, _: Caller) -> Response:
-    """Counters of dropped agent messages, budget refusals, renewals, the
-    broker link; gauges of identities expiring soon."""
-    expiring, unknown = await services.agents.expiring(time.time())
-    return Response(services.metrics.render(expiring, unknown),
+    """This replica's counters and histograms (wake-ups, syncs, HTTP, the
+    outbox, the broker link), and the fleet's gauges from the database, read
+    at most every few seconds (docs/metrics.md)."""
+    fleet = await services.gauges.read(time.time())
+    return Response(services.metrics.render(fleet),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -20,6 +20,7 @@ from server_push.web import (
 from server_push.web.body_limit import BodyLimit
 from server_push.web.console import STATIC_DIR, STATIC_PATH
 from server_push.web.console import router as console_router
+from server_push.web.http_metrics import HttpMetrics
 
 VERSION = "0.1.0"
 
@@ -35,6 +36,8 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
                        same_site="strict", session_cookie="epns_session",
                        max_age=int(services.settings.console.session_max_age))
     app.add_middleware(BodyLimit, max_bytes=services.settings.http.max_body)
+    # Outermost: it counts the answers of the layers above too (413, 401...).
+    app.add_middleware(HttpMetrics, metrics=services.metrics)
     errors.install(app)
     app.include_router(api.router)
     app.include_router(sync_api.router)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response, Security
@@ -126,6 +126,29 @@ async def _admitted(services: Services) -> AsyncIterator[None]:
         admission.release()
 
 
+@contextlib.contextmanager
+def _measured(services: Services, step: str) -> Iterator[None]:
+    """Count one sync step and its duration: ok, or refused with its status
+    and code (an unexpected failure as 500 ``internal_error``). In memory: a
+    sync costs the metrics no query."""
+    started = time.perf_counter()
+    status, code = 200, None
+    try:
+        yield
+    except RequestError as exc:
+        status, code = exc.status, exc.code
+        raise
+    except Exception:
+        status, code = 500, "internal_error"
+        raise
+    except BaseException:
+        # Cancelled: the agent went away before the answer (nginx's 499).
+        status, code = 499, "cancelled"
+        raise
+    finally:
+        services.metrics.observe_sync(step, time.perf_counter() - started, status, code)
+
+
 def _check_report(report: SyncReport, agent_id: str) -> None:
     if report.agent_id != agent_id:
         raise BadRequest(f"the report is for {report.agent_id!r}, posted to {agent_id!r}",
@@ -160,35 +183,37 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
     """The first step of a sync."""
     arrived = time.time()
     services = _services(request)
-    caller = await _caller(services, request, agent_id, token)
-    _within_budget(services, agent_id, arrived)
-    async with _admitted(services):
-        raw = await read_limited(request, services.settings.sync.max_body, "report")
-        try:
-            fmt = format_of(request.headers.get("content-type", ""))
-            report = decode_report(raw, fmt, max_bytes=services.settings.sync.max_body)
-        except MessageError as exc:
-            raise BadRequest(str(exc), code="bad_report") from exc
-        _check_report(report, agent_id)
-        # First, as it may refuse the report (the inventory budget) before
-        # anything of it is stored.
-        validity = (None if caller.issued_at is None or caller.expires_at is None
-                    else (caller.issued_at, caller.expires_at))
-        try:
-            await services.registry.on_sync(
-                agent_id, ok=True, detail="report received", reason=report.reason.value,
-                at=arrived, changes=report.changes,
-                inventory_budget=services.settings.budgets.inventory_bytes,
-                identity=validity)
-        except PayloadTooLarge:
-            services.metrics.budget_refusals["inventory_bytes"] += 1
-            raise
-        await services.tasks.close(agent_id, report.results, arrived)
-        # The POST is the sync's first step: its arrival, on the server's own
-        # clock, is a start no agent clock can skew.
-        await services.wakeups.on_sync(agent_id, started_at=arrived, sync_id=report.sync_id,
-                                       wakes=report.wakes, now=time.time())
-    return Response(status_code=204)
+    with _measured(services, "report"):
+        caller = await _caller(services, request, agent_id, token)
+        _within_budget(services, agent_id, arrived)
+        async with _admitted(services):
+            raw = await read_limited(request, services.settings.sync.max_body, "report")
+            try:
+                fmt = format_of(request.headers.get("content-type", ""))
+                report = decode_report(raw, fmt, max_bytes=services.settings.sync.max_body)
+            except MessageError as exc:
+                raise BadRequest(str(exc), code="bad_report") from exc
+            _check_report(report, agent_id)
+            # First, as it may refuse the report (the inventory budget) before
+            # anything of it is stored.
+            validity = (None if caller.issued_at is None or caller.expires_at is None
+                        else (caller.issued_at, caller.expires_at))
+            try:
+                await services.registry.on_sync(
+                    agent_id, ok=True, detail="report received", reason=report.reason.value,
+                    at=arrived, changes=report.changes,
+                    inventory_budget=services.settings.budgets.inventory_bytes,
+                    identity=validity)
+            except PayloadTooLarge:
+                services.metrics.budget_refusals["inventory_bytes"] += 1
+                raise
+            await services.tasks.close(agent_id, report.results, arrived)
+            # The POST is the sync's first step: its arrival, on the server's own
+            # clock, is a start no agent clock can skew.
+            await services.wakeups.on_sync(agent_id, started_at=arrived, sync_id=report.sync_id,
+                                           wakes=report.wakes, now=time.time())
+        services.metrics.sync_reasons[report.reason.value] += 1
+        return Response(status_code=204)
 
 
 @router.get("/api/v1/agents/{agent_id}/sync",
@@ -200,17 +225,18 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
 async def get_reply(agent_id: AgentId, request: Request, token: AgentToken) -> Response:
     """The second step of a sync; answered in the format the agent accepts."""
     services = _services(request)
-    await _caller(services, request, agent_id, token)
-    async with _admitted(services):
-        accept = request.headers.get("accept", "")
-        fmt = SyncFormat.XML if "application/xml" in accept else SyncFormat.JSON
-        hints = await services.config.hints()
-        tasks = await services.tasks.hand_out(agent_id, time.time())
-        announcement = services.trust.rotation.announcement
-        reply = SyncReply(sync_interval=hints.sync_interval, keepalive=hints.keepalive,
-                          tasks=tasks,
-                          trust=None if announcement is None else announcement.decode())
-        return Response(encode_reply(reply, fmt), media_type=fmt.content_type)
+    with _measured(services, "reply"):
+        await _caller(services, request, agent_id, token)
+        async with _admitted(services):
+            accept = request.headers.get("accept", "")
+            fmt = SyncFormat.XML if "application/xml" in accept else SyncFormat.JSON
+            hints = await services.config.hints()
+            tasks = await services.tasks.hand_out(agent_id, time.time())
+            announcement = services.trust.rotation.announcement
+            reply = SyncReply(sync_interval=hints.sync_interval, keepalive=hints.keepalive,
+                              tasks=tasks,
+                              trust=None if announcement is None else announcement.decode())
+            return Response(encode_reply(reply, fmt), media_type=fmt.content_type)
 
 
 class RenewBody(BaseModel):
