@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
@@ -61,6 +62,13 @@ def _upgrade(connection: Connection) -> None:
         # Replicas starting together on one database: one migrates, the
         # others wait for its commit and find the schema current.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    current = MigrationContext.configure(connection).get_current_revision()
+    known = schema_revisions()
+    if current is not None and current not in known:
+        # A newer epns migrated it (an upgrade rolled back without its backup).
+        raise StoreError(f"the database is at schema revision {current}, newer than this "
+                         f"epns knows (up to {known[-1]}): run the version that migrated it, "
+                         "or restore the backup taken before the upgrade (docs/upgrade.md)")
     command.upgrade(_alembic_config(connection), "head")
 
 

@@ -234,11 +234,15 @@ def test_restore_refuses_a_directory_that_is_not_empty(
         Path(env["EPNS_SERVER_PKI__DIR"]) / pki.CA_KEY).read_bytes()
 
 
-def _backup_of(restored: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    """Back up a restored directory through its own server.toml."""
+def _in(restored: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``epns-server ARGS`` on a restored directory's own server.toml."""
     env = {k: v for k, v in server_env(restored, restored, 0, 0).items()
            if not k.startswith("EPNS_SERVER_")}
-    return _cli(env, "--config", str(restored / "server.toml"), "backup", "--out", str(out))
+    return _cli(env, "--config", str(restored / "server.toml"), *args)
+
+
+def _backup_of(restored: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return _in(restored, "backup", "--out", str(out))
 
 
 def test_a_backup_from_a_newer_schema_is_refused_naming_both(
@@ -248,6 +252,10 @@ def test_a_backup_from_a_newer_schema_is_refused_naming_both(
     assert _cli(env, "restore", str(out), "--into", str(restored)).returncode == 0
     with sqlite3.connect(restored / "state" / "server.db") as database:
         database.execute("UPDATE alembic_version SET version_num = '9999'")
+    # What an older server does with a database a newer one migrated: it says so.
+    older = _in(restored, "token", "create", "later")
+    assert older.returncode == 2
+    assert "schema revision 9999, newer than this epns knows" in older.stderr, older.stderr
     newer = tmp_path / "newer.backup"
     assert _backup_of(restored, newer).returncode == 0
     into = tmp_path / "again"
