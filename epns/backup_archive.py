@@ -9,9 +9,10 @@ tampered file give the same answer, and nothing is trusted before it.
 
     magic "EPNSBKP1" | log2 N (1 byte) | r (1) | p (1) | salt (16) | nonce (12) | ciphertext
 
-scrypt at N=2**17, r=8, p=1 (128 MiB, about half a second) is the cost OWASP
-recommends for it; the header carries the cost so a later version may raise
-it and still open older backups. A header asking for more than MAX_LOG2_N is
+scrypt at N=2**17, r=8, p=1 (128 MiB) is the cost OWASP recommends for it:
+0.9 s to seal and 1.0 s to open on the shared 2-core dev machine. The header
+carries the cost so a later version may raise it and still open older
+backups. A header asking for more than MAX_LOG2_N is
 refused before any work, so a crafted file cannot make ``restore`` allocate
 gigabytes.
 """

@@ -293,3 +293,24 @@ def test_an_older_backup_is_migrated_forward(tmp_path: Path) -> None:
     with sqlite3.connect(into / "state" / "server.db") as database:
         assert database.execute("SELECT version_num FROM alembic_version").fetchone() == (
             known[-1],)
+
+
+def test_with_postgresql_the_files_are_backed_up_and_pg_dump_named(tmp_path: Path) -> None:
+    """No database is copied (pg_dump's work); the PKI and secrets are, and
+    both commands say so. The database is never connected to."""
+    certs, work = tmp_path / "certs", tmp_path / "state"
+    pki.init_dev_pki(certs, ("localhost", "127.0.0.1"))
+    env = server_env(certs, work, free_port(), free_port(),
+                     database__url="postgresql+asyncpg://epns@127.0.0.1:1/epns")
+    out = tmp_path / "files.backup"
+    made = _cli(env, "backup", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    assert "PostgreSQL, NOT in this backup" in made.stdout
+    assert "pg_dump" in made.stdout
+    into = tmp_path / "restored"
+    done = _cli(env, "restore", str(out), "--into", str(into))
+    assert done.returncode == 0, done.stderr
+    assert "pg_restore" in done.stdout
+    assert not (into / "state" / "server.db").exists()
+    assert (into / "certs" / pki.SIGNING_KEY).read_bytes() == (certs / pki.SIGNING_KEY).read_bytes()
+    assert "database" not in (into / "server.toml").read_text()
