@@ -4,7 +4,10 @@
     epns-server agent create ID [--group G] [--token] [--out DIR]
                                                       an agent identity and its config bundle
     epns-server agent revoke ID [--reason TEXT]
+    epns-server agent list [--presence P] [--group G] [--sort F] [--limit N] [--json] ...
+                                                      the fleet, filtered, a page (fleet_cli.py)
     epns-server token create NAME                     an API token for an integration (printed once)
+    epns-server token list [--json] | revoke ID       API tokens, without their secrets
     epns-server enrol-token create [--group G] [--ttl S] [--max-uses N | --unlimited]
                                [--approval] [--agent-id ID]
                                                       a token for epns-agent enrol and the
@@ -40,7 +43,7 @@ from epns import logs, pki
 from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
-from server_push import backup_cli, enrol_cli
+from server_push import backup_cli, enrol_cli, fleet_cli
 from server_push import services as services_module
 from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.fleet.agents import public_url
@@ -210,7 +213,13 @@ def _cmd_agent(settings: ServerSettings, args: argparse.Namespace) -> None:
         await services.agents.revoke(args.agent_id, "cli", args.reason)
         _say(f"agent {args.agent_id} revoked: the broker closes its connection within seconds")
 
-    asyncio.run(_with_services(settings, create if args.action == "create" else revoke))
+    async def listed(services: Services) -> None:
+        _say(await fleet_cli.list_agents(services, args))
+
+    if args.action != "list" and not args.agent_id:
+        raise ConfigError(f"agent {args.action} needs the agent's id")
+    work = {"create": create, "revoke": revoke, "list": listed}[args.action]
+    asyncio.run(_with_services(settings, work))
 
 
 def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
@@ -219,7 +228,17 @@ def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
         _say(token)
         sys.stderr.write(f"API token {args.name!r} (id {token_id}); it is shown only now\n")
 
-    asyncio.run(_with_services(settings, create))
+    async def listed(services: Services) -> None:
+        _say(await fleet_cli.list_tokens(services, args.json))
+
+    async def revoke(services: Services) -> None:
+        _say(await fleet_cli.revoke_token(services, args.name))
+
+    if args.action != "list" and not args.name:
+        raise ConfigError(f"token {args.action} needs "
+                          f"{'a name' if args.action == 'create' else 'the token id'}")
+    asyncio.run(_with_services(settings, {"create": create, "list": listed,
+                                          "revoke": revoke}[args.action]))
 
 
 def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
@@ -303,18 +322,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the server (and the embedded broker)").set_defaults(
         run=_cmd_run)
-    agent = sub.add_parser("agent", help="create or revoke an agent")
-    agent.add_argument("action", choices=("create", "revoke"))
-    agent.add_argument("agent_id")
-    agent.add_argument("--group", action="append", help="group (repeatable)")
+    agent = sub.add_parser("agent", help="create, revoke or list agents")
+    agent.add_argument("action", choices=("create", "revoke", "list"))
+    agent.add_argument("agent_id", nargs="?", help="create, revoke: the agent's id")
+    agent.add_argument("--group", action="append",
+                       help="create: its group; list: in this group (repeatable)")
     agent.add_argument("--token", action="store_true",
                        help="a token identity instead of a client certificate")
     agent.add_argument("--out", type=Path, help="bundle directory (default agents/ID)")
     agent.add_argument("--reason", default="revoked by an admin")
+    fleet_cli.add_list_options(agent)
     agent.set_defaults(run=_cmd_agent)
     token = sub.add_parser("token", help="API tokens")
-    token.add_argument("action", choices=("create",))
-    token.add_argument("name")
+    token.add_argument("action", choices=("create", "list", "revoke"))
+    token.add_argument("name", nargs="?", help="create: the token's name; revoke: its id")
+    token.add_argument("--json", action="store_true", help="list: JSON instead of a table")
     token.set_defaults(run=_cmd_token)
     enrol_cli.register(sub)
     backup_cli.register(sub)
