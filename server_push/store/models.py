@@ -23,6 +23,13 @@ class Agent(Base):
     """One enrolled agent, with what its presence and syncs last told us."""
 
     __tablename__ = "agents"
+    # The agents' list filters and sorts by these (migration 0007).
+    __table_args__ = (
+        Index("ix_agents_presence_last_seen", "presence", "last_seen"),
+        Index("ix_agents_last_seen", "last_seen"),
+        Index("ix_agents_route", "route"),
+        Index("ix_agents_version", "version"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     groups: Mapped[list[Any]] = mapped_column(default=list)
@@ -75,7 +82,8 @@ class Wakeup(Base):
     """One accepted wake-up request: who asked, for whom, until when."""
 
     __tablename__ = "wakeups"
-    __table_args__ = (UniqueConstraint("requested_by", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("requested_by", "idempotency_key"),
+                      Index("ix_wakeups_created_at", "created_at"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float)
@@ -183,7 +191,8 @@ class AuditEntry(Base):
     """Who did what, when, to which targets, and how it ended."""
 
     __tablename__ = "audit"
-    __table_args__ = (Index("ix_audit_at", "at"),)
+    __table_args__ = (Index("ix_audit_at", "at"), Index("ix_audit_actor_at", "actor", "at"),
+                      Index("ix_audit_action_at", "action", "at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float)
