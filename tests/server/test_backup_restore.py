@@ -27,7 +27,7 @@ from epns import pki
 from epns.server_config import load_server_settings
 from server_push.store import db
 from tests.support.agents import AgentProcess, start_agent, write_agent_config
-from tests.support.processes import ROOT, broker_env, free_port
+from tests.support.processes import ROOT, broker_env, free_port, pump_stderr
 from tests.support.server import ServerProcess, request_wakeup, server_env, start_server
 
 PASSPHRASE = "correct horse battery staple"
@@ -41,14 +41,47 @@ def _cli(env: dict[str, str], *args: str, passphrase: str = PASSPHRASE
 
 
 def _embedded(certs: Path, work: Path, primary: int, fallback: int,
-              http_port: int | None = None, **overrides: str) -> ServerProcess:
+              **overrides: str) -> ServerProcess:
     """A server with its embedded broker on ``primary`` and ``fallback``."""
     env = broker_env(certs, listeners__primary__port=str(primary),
                      listeners__fallback__port=str(fallback))
-    server = start_server(certs, work, primary, http_port=http_port, broker__enabled="true",
-                          extra_env={k: v for k, v in env.items() if k.startswith("EPNS_BROKER_")},
-                          **overrides)
+    extra = {k: v for k, v in env.items() if k.startswith("EPNS_BROKER_")}
+    extra.update({f"EPNS_SERVER_{k.upper()}": v for k, v in overrides.items()})
+    server = start_server(certs, work, primary, broker__enabled="true", extra_env=extra)
     server.log_contains(r"broker_link_up", timeout=20)
+    return server
+
+
+# Settings that name files: a restored server takes them from its server.toml.
+_PATHS = ("PKI__DIR", "DATABASE__URL", "CONSOLE__SECRETS_FILE", "STATE_DIR", "HTTP__CERT",
+          "HTTP__KEY", "HTTP__CLIENT_CA", "MQTT__CA", "MQTT__CERT", "MQTT__KEY", "TLS__CERT",
+          "TLS__KEY", "TLS__CA", "IDENTITY__SERVER_PUBLIC_KEY", "IDENTITY__REVOCATION_FILE")
+
+
+def _run_in(restored: Path, primary: int, fallback: int, http_port: int,
+            **overrides: str) -> ServerProcess:
+    """``cd DIR && epns-server --config server.toml run``, as docs/backup.md
+    says, with its embedded broker: every file from the restored layout
+    (the server's paths from server.toml, the broker's defaults relative to
+    DIR); only the test's addresses and ports come from the environment."""
+    env = {**broker_env(restored, listeners__primary__port=str(primary),
+                        listeners__fallback__port=str(fallback)),
+           **server_env(restored, restored, primary, http_port, broker__enabled="true",
+                        **overrides)}
+    env = {k: v for k, v in env.items()
+           if not k.removeprefix("EPNS_SERVER_").removeprefix("EPNS_BROKER_").startswith(_PATHS)}
+    process = subprocess.Popen([sys.executable, "-m", "server_push", "--config", "server.toml",
+                                "run"], cwd=restored, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess(process, f"https://127.0.0.1:{http_port}", env,
+                           restored / "certs" / pki.CA_CERT)
+    process.stderr = process.stdout
+    threading.Thread(target=pump_stderr, args=(process, server.lines), daemon=True).start()
+    try:
+        server.log_contains(r"broker_link_up", timeout=40)
+    except AssertionError:
+        server.stop()
+        raise
     return server
 
 
@@ -161,10 +194,7 @@ def test_restored_server_takes_back_its_agents(tmp_path: Path) -> None:
         assert settings.database.url == f"sqlite+aiosqlite:///{restored / 'state/server.db'}"
         assert settings.mqtt.cert == restored / "certs" / pki.SERVER_CERT
 
-        server = _embedded(restored / "certs", restored / "state", primary, fallback,
-                           http_port=http_port,
-                           console__secrets_file=str(restored / "state/server-secrets.json"),
-                           **limits)
+        server = _run_in(restored, primary, fallback, http_port, **limits)
         with server.client(token) as api:  # the API token is in the restored database
             for agent_id in ("pc-cert", "pc-token"):
                 _wait(api, f"/api/v1/agents/{agent_id}", lambda a: a["presence"] == "online",
