@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -72,6 +72,30 @@ class WakeRequest:
     group: str | None = None
     ttl: float | None = None
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WakeupFilter:
+    """Wake-ups wanted in a list; a tuple holds values any of which matches.
+    ``created_after`` is inclusive, ``created_before`` exclusive."""
+
+    requested_by: tuple[str, ...] = ()
+    target_kinds: tuple[str, ...] = ()
+    created_after: float | None = None
+    created_before: float | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses."""
+        where: list[ColumnElement[bool]] = []
+        if self.requested_by:
+            where.append(Wakeup.requested_by.in_(self.requested_by))
+        if self.target_kinds:
+            where.append(Wakeup.target_kind.in_(self.target_kinds))
+        if self.created_after is not None:
+            where.append(Wakeup.created_at >= self.created_after)
+        if self.created_before is not None:
+            where.append(Wakeup.created_at < self.created_before)
+        return where
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,14 +492,19 @@ class Wakeups:
                                            t.satisfied_at, t.ended_at) for t in rows)
         return _view(wakeup, counts, targets)
 
-    async def recent(self, limit: int = 50, before: float | None = None) -> list[WakeupView]:
-        """The newest wake-ups first."""
+    async def page(self, wanted: WakeupFilter, *, newest_first: bool, limit: int,
+                   offset: int) -> tuple[list[WakeupView], int]:
+        """One page of the wake-ups ``wanted`` names, by creation time (ties
+        by id), and how many it names in all."""
+        order = ((Wakeup.created_at.desc(), Wakeup.id.desc()) if newest_first
+                 else (Wakeup.created_at.asc(), Wakeup.id.asc()))
+        where = wanted.conditions()
         async with self._sessions() as session:
-            query = select(Wakeup).order_by(Wakeup.created_at.desc()).limit(limit)
-            if before is not None:
-                query = query.where(Wakeup.created_at < before)
-            rows = (await session.scalars(query)).all()
-            return [_view(row, await self._counts(session, row.id), ()) for row in rows]
+            total = await session.scalar(select(func.count()).select_from(Wakeup).where(*where))
+            rows = (await session.scalars(select(Wakeup).where(*where).order_by(*order)
+                                          .offset(offset).limit(limit))).all()
+            views = [_view(row, await self._counts(session, row.id), ()) for row in rows]
+        return views, total or 0
 
     async def pending_for(self, agent_id: str) -> list[TargetView]:
         """The agent's targets that are still pending."""

@@ -16,18 +16,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from epns import topics
 from epns.envelope import Command, CommandType, target_agent
 from epns.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
 from server_push.fleet.agent_query import SORT_FIELDS, AgentFilter, parse_sort
-from server_push.fleet.wakeups import WakeRequest, WakeupView
+from server_push.fleet.wakeups import WakeRequest, WakeupFilter, WakeupView
 from server_push.security.auth import Principal
 from server_push.services import Services
+from server_push.store import audit_log as audit_log_query
+from server_push.store.audit_log import AuditFilter
 from server_push.store.history import audit
-from server_push.store.models import AuditEntry
 from server_push.web.errors import error_responses
 from server_push.web.paging import page_headers, refuse_unknown
 
@@ -212,6 +213,10 @@ Limit = Annotated[int | None, Query(ge=1, le=1000, description=(
     "page size, 1 to 1000; without it, every matching row (as before paging). The "
     "total matching is in X-Total-Count, the neighbouring pages in Link"))]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="rows to skip: (page - 1) * limit")]
+_PAGE_HEADERS = {
+    "X-Total-Count": {"description": "rows matching the filters", "schema": {"type": "integer"}},
+    "Link": {"description": "first, prev, next, last pages (RFC 8288)",
+             "schema": {"type": "string"}}}
 
 
 class AgentQueryParams(BaseModel):
@@ -272,11 +277,7 @@ _AGENT_FILTERS = tuple(AgentQueryParams.model_fields)
                         "filters; Link has the first, prev, next and last pages when `limit` "
                         "is given. Unknown parameters or sort fields answer 422. Totals by "
                         "presence: GET /api/v1/fleet/summary with the same filters.",
-            responses={200: {"headers": {
-                "X-Total-Count": {"description": "agents matching the filters",
-                                  "schema": {"type": "integer"}},
-                "Link": {"description": "first, prev, next, last pages (RFC 8288)",
-                         "schema": {"type": "string"}}}}, **refusals(422)})
+            responses={200: {"headers": _PAGE_HEADERS}, **refusals(422)})
 async def list_agents(
     *, request: Request, response: Response, services: Svc, _: Caller, filters: AgentFilters,
     sort: Annotated[str, Query(max_length=200, description=(
@@ -398,10 +399,34 @@ async def create_wakeup(
 
 
 @router.get("/wakeups", tags=["wakeups"], response_model=list[WakeupOut],
-            summary="Recent wake-ups, newest first", responses=refusals(422))
-async def list_wakeups(services: Svc, _: Caller,
-                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[WakeupOut]:
-    return [_wakeup_out(v) for v in await services.wakeups.recent(limit)]
+            summary="Wake-ups, newest first: filtered, one page at a time",
+            description="X-Total-Count is the number matching the filters; Link has the "
+                        "first, prev, next and last pages. Unknown parameters answer 422.",
+            responses={200: {"headers": _PAGE_HEADERS}, **refusals(422)})
+async def list_wakeups(
+    *, request: Request, response: Response, services: Svc, _: Caller,
+    requested_by: Annotated[list[Annotated[str, Field(max_length=128, pattern=NO_NUL)]] | None,
+                            Query(description="the caller who asked (token:NAME, user "
+                                              "name); repeat for any of several")] = None,
+    target_kind: Annotated[list[Literal["agents", "group", "all"]] | None, Query(
+        description="how the targets were named; repeat for any of several")] = None,
+    created_after: Annotated[float | None, Query(
+        ge=0, le=1e11, description="UNIX seconds: created at or after this")] = None,
+    created_before: Annotated[float | None, Query(
+        ge=0, le=1e11, description="UNIX seconds: created before this")] = None,
+    sort: Annotated[Literal["created_at", "-created_at"], Query(
+        description="creation time, '-' for newest first; ties by id")] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
+    offset: Offset = 0,
+) -> list[WakeupOut]:
+    refuse_unknown(request, ("requested_by", "target_kind", "created_after", "created_before",
+                             "sort", "limit", "offset"))
+    wanted = WakeupFilter(tuple(requested_by or ()), tuple(target_kind or ()),
+                          created_after, created_before)
+    views, total = await services.wakeups.page(wanted, newest_first=sort.startswith("-"),
+                                               limit=limit, offset=offset)
+    page_headers(request, response, total, limit, offset)
+    return [_wakeup_out(v) for v in views]
 
 
 @router.get("/wakeups/{wakeup_id}", tags=["wakeups"], response_model=WakeupOut,
@@ -428,15 +453,59 @@ async def write_settings(section: Literal["wol", "hints", "notifications"],
     return await services.config.write(section, body)
 
 
-@router.get("/audit", tags=["audit"], summary="The audit log, newest first",
-            responses=refusals(422))
-async def audit_log(services: Svc, _: Caller,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+AUDIT_DEFAULT_LIMIT = 100
+
+
+@router.get("/audit", tags=["audit"], response_model=None,
+            summary="The audit log: filtered, one page at a time, or CSV",
+            description="JSON, or CSV with `format=csv` or `Accept: text/csv` (a header line; "
+                        "targets as a JSON list; every matching entry unless `limit` is "
+                        "given). X-Total-Count is the number matching the filters; Link has "
+                        "the neighbouring pages. Unknown parameters answer 422.",
+            responses={200: {"headers": _PAGE_HEADERS, "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "text/csv": {"schema": {"type": "string"}}}}, **refusals(422)})
+async def audit_log(
+    *, request: Request, response: Response, services: Svc, _: Caller,
+    actor: Annotated[list[Annotated[str, Field(max_length=128, pattern=NO_NUL)]] | None, Query(
+        description="who did it (token:NAME, a user, cli); repeat for any of several")] = None,
+    action: Annotated[list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None, Query(
+        description="what was done (wakeup, revoke, ...); repeat for any of several")] = None,
+    target: Annotated[Names | None, Query(
+        description="an agent (or other id) among its targets; repeat for any of several")
+                      ] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11,
+                                         description="UNIX seconds: at or after this")] = None,
+    until: Annotated[float | None, Query(ge=0, le=1e11,
+                                         description="UNIX seconds: before this")] = None,
+    sort: Annotated[Literal["at", "-at"], Query(
+        description="time, '-' for newest first; ties in order of writing")] = "-at",
+    limit: Annotated[int | None, Query(ge=1, le=100_000, description=(
+        f"page size; default {AUDIT_DEFAULT_LIMIT} for JSON, every entry for CSV"))] = None,
+    offset: Offset = 0,
+    format: Annotated[Literal["json", "csv"] | None, Query(
+        description="csv for a CSV export (or Accept: text/csv)")] = None,
+) -> Any:
+    refuse_unknown(request, ("actor", "action", "target", "since", "until", "sort", "limit",
+                             "offset", "format"))
+    as_csv = format == "csv" or (format is None
+                                 and "text/csv" in request.headers.get("accept", ""))
+    size = limit if limit is not None or as_csv else AUDIT_DEFAULT_LIMIT
+    wanted = AuditFilter(tuple(actor or ()), tuple(action or ()), tuple(target or ()),
+                         since, until)
     async with services.sessions() as session:
-        rows = (await session.scalars(select(AuditEntry).order_by(
-            AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit))).all()
-    return [{"at": r.at, "actor": r.actor, "action": r.action, "targets": r.targets,
-             "outcome": r.outcome, "ref": r.ref} for r in rows]
+        dialect = session.get_bind().dialect.name
+        total = await session.scalar(audit_log_query.count_query(wanted, dialect)) or 0
+        rows = (await session.scalars(audit_log_query.page_query(
+            wanted, dialect, newest_first=sort == "-at", limit=size, offset=offset))).all()
+    entries = [audit_log_query.as_dict(row) for row in rows]
+    if as_csv:
+        answer = Response(audit_log_query.as_csv(entries), media_type="text/csv; charset=utf-8",
+                          headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+        page_headers(request, answer, total, size, offset)
+        return answer
+    page_headers(request, response, total, size, offset)
+    return entries
 
 
 @router.post("/tokens", tags=["tokens"], status_code=201,

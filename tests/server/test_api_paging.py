@@ -6,6 +6,9 @@ here from the rows the test wrote, not from the server's code."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +19,7 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server_push.store.models import Agent
+from server_push.store.models import Agent, AuditEntry, Wakeup
 from tests.server.conftest import Stack
 from tests.support.postgres import available, postgres_cluster
 
@@ -205,3 +208,92 @@ def test_unknown_sort_fields_and_filters_are_422_not_ignored(stack: Stack) -> No
         for bad in ({"presence": "asleep"}, {"limit": "0"}, {"limit": "1001"},
                     {"offset": "-1"}, {"group": "a b"}):
             assert api.get("/api/v1/agents", params=bad).status_code == 422, bad
+
+
+def _all_pages(api: httpx.Client, path: str, limit: int, **params: Any) -> list[Any]:
+    """Follow rel=next from the first page; every row seen, in order."""
+    seen: list[Any] = []
+    answer = api.get(path, params={**params, "limit": limit})
+    for _ in range(1000):
+        assert answer.status_code == 200, answer.text
+        seen += answer.json()
+        links = {rel: url.strip("<>") for url, rel in (
+            part.split("; ") for part in answer.headers["Link"].split(", "))}
+        if 'rel="next"' not in links:
+            return seen
+        answer = api.get(links['rel="next"'])
+    raise AssertionError("more than 1000 pages")
+
+
+def test_wakeups_and_audit_page_filter_and_export_csv(stack: Stack) -> None:
+    base = time.time() - 1e6
+    chance = random.Random(7)
+    actions = ("wakeup", "revoke", "ping")
+    audit: list[dict[str, Any]] = [
+        {"at": base + n, "actor": f"actor-{n % 7}", "action": chance.choice(actions),
+         "targets": [f"pc-{n % 50}", f"pc-{n % 3 + 100}"], "outcome": f"done, {n}",
+         "ref": None} for n in range(2500)]
+    wakeups: list[dict[str, Any]] = [
+        {"id": f"{n:032x}", "created_at": base + n, "expires_at": base + n + 900,
+         "requested_by": f"token:caller-{n % 4}",
+         "target_kind": chance.choice(("agents", "group", "all")), "target": ["x"],
+         "idempotency_key": None} for n in range(300)]
+
+    async def write() -> None:
+        engine = create_async_engine(stack.server.env["EPNS_SERVER_DATABASE__URL"])
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(insert(AuditEntry), audit)
+                await connection.execute(insert(Wakeup), wakeups)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    mine = {"since": base, "until": base + 1e5}
+    with stack.api() as api:
+        entries = _all_pages(api, "/api/v1/audit", 300, **mine)
+        assert [e["at"] for e in entries] == sorted((a["at"] for a in audit), reverse=True)
+        oldest_first = _all_pages(api, "/api/v1/audit", 999, sort="at", **mine)
+        assert [e["outcome"] for e in oldest_first] == [a["outcome"] for a in audit]
+        wanted = [a for a in audit if a["actor"] in ("actor-1", "actor-3")
+                  and a["action"] == "revoke" and ("pc-7" in a["targets"]
+                                                   or "pc-101" in a["targets"])]
+        answer = api.get("/api/v1/audit", params={
+            "actor": ["actor-1", "actor-3"], "action": "revoke", "target": ["pc-7", "pc-101"],
+            "limit": 1000, **mine})
+        assert [e["at"] for e in answer.json()] == sorted(
+            (a["at"] for a in wanted), reverse=True)
+        assert int(answer.headers["X-Total-Count"]) == len(wanted) > 0
+        window = api.get("/api/v1/audit", params={"since": base + 10, "until": base + 20})
+        assert [e["at"] for e in window.json()] == [base + n for n in range(19, 9, -1)]
+
+        exported = api.get("/api/v1/audit", params={"actor": "actor-2", **mine},
+                           headers={"Accept": "text/csv"})
+        by_format = api.get("/api/v1/audit", params={"actor": "actor-2", "format": "csv",
+                                                     **mine})
+        assert exported.headers["content-type"].startswith("text/csv")
+        assert exported.text == by_format.text
+        lines = list(csv.reader(io.StringIO(exported.text)))
+        assert lines[0] == ["at", "actor", "action", "targets", "outcome", "ref"]
+        expected = sorted((a for a in audit if a["actor"] == "actor-2"),
+                          key=lambda a: -a["at"])
+        assert len(lines) - 1 == len(expected) > 100  # all of them, past JSON's default
+        assert [(float(row[0]), row[4], json.loads(row[3])) for row in lines[1:]] == [
+            (a["at"], a["outcome"], a["targets"]) for a in expected]
+
+        listed = _all_pages(api, "/api/v1/wakeups", 40, created_after=base,
+                            created_before=base + 1e5)
+        assert [w["id"] for w in listed] == [w["id"] for w in reversed(wakeups)]
+        kinds = api.get("/api/v1/wakeups", params={
+            "requested_by": ["token:caller-0", "token:caller-3"], "target_kind": "group",
+            "sort": "created_at", "limit": 500, "created_after": base})
+        assert [w["id"] for w in kinds.json()] == [
+            w["id"] for w in wakeups if w["target_kind"] == "group"
+            and w["requested_by"] in ("token:caller-0", "token:caller-3")]
+        assert int(kinds.headers["X-Total-Count"]) == len(kinds.json())
+
+        for path, bad in (("/api/v1/audit", {"who": "x"}), ("/api/v1/audit", {"sort": "actor"}),
+                          ("/api/v1/audit", {"format": "xml"}),
+                          ("/api/v1/wakeups", {"state": "done"}),
+                          ("/api/v1/wakeups", {"sort": "expires_at"})):
+            assert api.get(path, params=bad).status_code == 422, (path, bad)
