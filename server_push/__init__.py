@@ -8,7 +8,7 @@
                 cluster notices, metrics
     security/   authentication, revocations, secrets, rate limits, sync admission
     store/      the database, migrations, models, history, settings, claims
-    cli.py, embedded.py, health_probe.py, certs_cli.py   the edges
+    cli.py, fleet_cli.py, embedded.py, health_probe.py, certs_cli.py   the edges
 
 Each room may import only the rooms below it in this list (import-linter's
 layers contract in pyproject.toml); the edges import anything.
