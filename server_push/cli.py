@@ -4,6 +4,7 @@
     epns-server agent create ID [--group G] [--token] [--out DIR]
                                                       an agent identity and its config bundle
     epns-server agent revoke ID [--reason TEXT]
+    epns-server agent retire ID [--reason TEXT]       revoked, kept with its history, out of lists
     epns-server agent list [--presence P] [--group G] [--sort F] [--limit N] [--json] ...
                                                       the fleet, filtered, a page (fleet_cli.py)
     epns-server token create NAME                     an API token for an integration (printed once)
@@ -210,15 +211,19 @@ def _cmd_agent(settings: ServerSettings, args: argparse.Namespace) -> None:
              f"  run it: epns-agent run --config {out / 'agent.toml'}")
 
     async def revoke(services: Services) -> None:
-        await services.agents.revoke(args.agent_id, "cli", args.reason)
+        await services.agents.revoke(args.agent_id, "cli", args.reason or "revoked by an admin")
         _say(f"agent {args.agent_id} revoked: the broker closes its connection within seconds")
+
+    async def retire(services: Services) -> None:
+        await services.agents.retire(args.agent_id, "cli", args.reason or "retired by an admin")
+        _say(f"agent {args.agent_id} retired: revoked, its history kept")
 
     async def listed(services: Services) -> None:
         _say(await fleet_cli.list_agents(services, args))
 
     if args.action != "list" and not args.agent_id:
         raise ConfigError(f"agent {args.action} needs the agent's id")
-    work = {"create": create, "revoke": revoke, "list": listed}[args.action]
+    work = {"create": create, "revoke": revoke, "retire": retire, "list": listed}[args.action]
     asyncio.run(_with_services(settings, work))
 
 
@@ -323,14 +328,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the server (and the embedded broker)").set_defaults(
         run=_cmd_run)
     agent = sub.add_parser("agent", help="create, revoke or list agents")
-    agent.add_argument("action", choices=("create", "revoke", "list"))
-    agent.add_argument("agent_id", nargs="?", help="create, revoke: the agent's id")
+    agent.add_argument("action", choices=("create", "revoke", "retire", "list"))
+    agent.add_argument("agent_id", nargs="?", help="create, revoke, retire: the agent's id")
     agent.add_argument("--group", action="append",
                        help="create: its group; list: in this group (repeatable)")
     agent.add_argument("--token", action="store_true",
                        help="a token identity instead of a client certificate")
     agent.add_argument("--out", type=Path, help="bundle directory (default agents/ID)")
-    agent.add_argument("--reason", default="revoked by an admin")
+    agent.add_argument("--reason", help="revoke, retire: why")
     fleet_cli.add_list_options(agent)
     agent.set_defaults(run=_cmd_agent)
     token = sub.add_parser("token", help="API tokens")

@@ -40,6 +40,8 @@ def add_list_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--last-seen-after", type=float, metavar="UNIX_TIME")
     parser.add_argument("--expiring-within", type=float, metavar="SECONDS",
                         help="list: identities expiring within this (or expired)")
+    parser.add_argument("--retired", choices=("exclude", "include", "only"), default="exclude",
+                        help="list: retired agents left out (default), counted in, or alone")
     parser.add_argument("--sort", default="id",
                         help=f"list: fields among {', '.join(SORT_FIELDS)}, comma-separated, "
                              "'-' for descending, written --sort=-last_seen (default id)")
@@ -63,7 +65,7 @@ async def list_agents(services: Services, args: argparse.Namespace) -> str:
         q=args.q, presence=tuple(args.presence or ()), groups=tuple(args.group or ()),
         routes=tuple(args.route or ()), versions=tuple(args.agent_version or ()),
         last_seen_before=args.last_seen_before, last_seen_after=args.last_seen_after,
-        expiring_within=args.expiring_within)
+        expiring_within=args.expiring_within, retired=args.retired)
     now = time.time()
     # No broker link here: judge presence by the rows alone (module docstring).
     services.registry.link_up = True

@@ -61,6 +61,8 @@ class AgentFilter:
     last_seen_before: float | None = None
     last_seen_after: float | None = None
     expiring_within: float | None = None
+    # exclude: agents in service; include: retired ones too; only: retired ones.
+    retired: str = "exclude"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ def _presence_rank(live: Liveness) -> ColumnElement[int]:
 def conditions(wanted: AgentFilter, live: Liveness, dialect: str) -> list[ColumnElement[bool]]:
     """The WHERE clauses of ``wanted``."""
     where: list[ColumnElement[bool]] = []
+    if wanted.retired == "exclude":
+        where.append(Agent.retired_at.is_(None))
+    elif wanted.retired == "only":
+        where.append(Agent.retired_at.is_not(None))
     if wanted.q:
         needle = wanted.q.lower()
         where.append(or_(func.lower(Agent.id).contains(needle, autoescape=True),

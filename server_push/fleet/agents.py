@@ -356,6 +356,28 @@ class AgentAdmin:
         self._bus.publish({"kind": "agent", "id": agent_id})
 
 
+    async def retire(self, agent_id: str, actor: str, reason: str = "retired by an admin"
+                     ) -> None:
+        """Retire the agent: revoked as by ``revoke`` (if it was not), its row
+        and history kept with ``retired_at``; lists and totals leave it out."""
+        now = time.time()
+        async with self._sessions() as session, session.begin():
+            agent = await session.get(Agent, agent_id)
+            if agent is None:
+                raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+            if agent.retired_at is not None:
+                raise Conflict(f"agent {agent_id!r} is already retired", code="agent_retired")
+            if agent.revoked_at is None:
+                agent.revoked_at, agent.revoked_reason = now, reason[:500]
+                self._revocations.add(f"agent:{agent_id}")
+            agent.retired_at = now
+            remember(session, agent_id, now, "retired", f"by {actor}: {reason}")
+            audit(session, at=now, actor=actor, action="agent_retire", targets=[agent_id],
+                  outcome=reason[:500])
+        event(log, "agent_retired", agent=agent_id, by=actor)
+        self._bus.publish({"kind": "agent", "id": agent_id})
+
+
 def _issued_certificate(cert: x509.Certificate, files: dict[str, str]) -> Issued:
     return Issued(files, format(cert.serial_number, "x"), None,
                   cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())

@@ -63,6 +63,8 @@ class AgentView:
     auth: str
     created_at: float
     revoked: bool
+    # When it was retired (DELETE /api/v1/agents/{id}); None while in service.
+    retired_at: float | None
     presence: str
     presence_at: float | None
     last_seen: float | None
@@ -137,7 +139,7 @@ class Registry:
         """The API view of one row."""
         return AgentView(
             agent.id, list(agent.groups or []), agent.auth, agent.created_at,
-            agent.revoked_at is not None,
+            agent.revoked_at is not None, agent.retired_at,
             presence_of(agent, now=now, stale_after=self._settings.stale_after,
                         link_up=self.link_up),
             agent.presence_at, agent.last_seen, agent.route, agent.version, agent.hostname,
@@ -154,9 +156,10 @@ class Registry:
         return self.view(agent, now)
 
     async def all(self, now: float) -> list[AgentView]:
-        """Every agent, by id."""
+        """Every agent in service (not retired), by id."""
         async with self._sessions() as session:
-            rows = (await session.scalars(select(Agent).order_by(Agent.id))).all()
+            rows = (await session.scalars(select(Agent).where(Agent.retired_at.is_(None))
+                                          .order_by(Agent.id))).all()
         return [self.view(row, now) for row in rows]
 
     def liveness(self, now: float) -> Liveness:

@@ -39,6 +39,9 @@ class Agent(Base):
     token_id: Mapped[str | None] = mapped_column(String(64), default=None)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
     revoked_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Retired (DELETE /api/v1/agents/{id}): revoked, kept with its history,
+    # left out of lists and totals unless asked for.
+    retired_at: Mapped[float | None] = mapped_column(Float, default=None)
     # The current identity's validity (cert_serial or token_id). NULL: not
     # known yet (issued before migration 0005, or not by this server); it is
     # learnt from the agent's next sync or renewal.

@@ -230,6 +230,7 @@ class AgentQueryParams(BaseModel):
     last_seen_before: float | None
     last_seen_after: float | None
     expiring_within: float | None
+    retired: Literal["exclude", "include", "only"]
 
     def to_filter(self) -> AgentFilter:
         """The registry's filter."""
@@ -238,7 +239,7 @@ class AgentQueryParams(BaseModel):
                            versions=tuple(self.version or ()),
                            last_seen_before=self.last_seen_before,
                            last_seen_after=self.last_seen_after,
-                           expiring_within=self.expiring_within)
+                           expiring_within=self.expiring_within, retired=self.retired)
 
 
 def agent_filters(
@@ -261,11 +262,14 @@ def agent_filters(
     expiring_within: Annotated[float | None, Query(
         ge=0, le=1e10, description="seconds: only agents whose identity expires within "
                                    "them (or has expired)")] = None,
+    retired: Annotated[Literal["exclude", "include", "only"], Query(description=(
+        "retired agents (DELETE /api/v1/agents/{id}): left out (exclude, the default), "
+        "counted in (include), or alone (only)"))] = "exclude",
 ) -> AgentQueryParams:
     """The agents' filters, as query parameters."""
     return AgentQueryParams(q=q, presence=presence, group=group, route=route, version=version,
                             last_seen_before=last_seen_before, last_seen_after=last_seen_after,
-                            expiring_within=expiring_within)
+                            expiring_within=expiring_within, retired=retired)
 
 
 AgentFilters = Annotated[AgentQueryParams, Depends(agent_filters)]
@@ -350,6 +354,15 @@ async def set_groups(agent_id: AgentId, body: GroupsUpdate, services: Svc,
 async def revoke_agent(agent_id: AgentId, body: RevokeBody, services: Svc, caller: Caller
                        ) -> Response:
     await services.agents.revoke(agent_id, caller.actor, body.reason)
+    return Response(status_code=204)
+
+
+@router.delete("/agents/{agent_id}", tags=["agents"], status_code=204,
+               summary="Retire an agent: revoked, its row and history kept (retired_at); "
+                       "lists and totals leave it out unless retired=include",
+               responses=refusals(403, 404, 409, 422))
+async def retire_agent(agent_id: AgentId, services: Svc, caller: Caller) -> Response:
+    await services.agents.retire(agent_id, caller.actor)
     return Response(status_code=204)
 
 
