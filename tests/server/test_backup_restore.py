@@ -31,6 +31,9 @@ from tests.support.processes import ROOT, broker_env, free_port, pump_stderr
 from tests.support.server import ServerProcess, request_wakeup, server_env, start_server
 
 PASSPHRASE = "correct horse battery staple"
+# Several epns-server processes in one test, each spending a second on
+# scrypt, on a loaded machine: beyond the default 120 s now and then.
+SLOW = pytest.mark.timeout(240)
 
 
 def _cli(env: dict[str, str], *args: str, passphrase: str = PASSPHRASE
@@ -227,6 +230,7 @@ def offline(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, out
 
 
+@SLOW
 def test_a_wrong_passphrase_or_a_flipped_byte_restores_nothing(
         tmp_path: Path, offline: tuple[dict[str, str], Path]) -> None:
     env, out = offline
@@ -247,6 +251,7 @@ def test_a_wrong_passphrase_or_a_flipped_byte_restores_nothing(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@SLOW
 def test_restore_refuses_a_directory_that_is_not_empty(
         tmp_path: Path, offline: tuple[dict[str, str], Path]) -> None:
     env, out = offline
@@ -275,6 +280,7 @@ def _backup_of(restored: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return _in(restored, "backup", "--out", str(out))
 
 
+@SLOW
 def test_a_backup_from_a_newer_schema_is_refused_naming_both(
         tmp_path: Path, offline: tuple[dict[str, str], Path]) -> None:
     env, out = offline
@@ -296,6 +302,7 @@ def test_a_backup_from_a_newer_schema_is_refused_naming_both(
     assert not into.exists()
 
 
+@SLOW
 def test_an_older_backup_is_migrated_forward(tmp_path: Path) -> None:
     known = db.schema_revisions()
     restored = tmp_path / "old"
@@ -325,6 +332,7 @@ def test_an_older_backup_is_migrated_forward(tmp_path: Path) -> None:
             known[-1],)
 
 
+@SLOW
 def test_with_postgresql_the_files_are_backed_up_and_pg_dump_named(tmp_path: Path) -> None:
     """No database is copied (pg_dump's work); the PKI and secrets are, and
     both commands say so. The database is never connected to."""
