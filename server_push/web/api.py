@@ -209,6 +209,11 @@ async def _database_answers(services: Services) -> bool:
 
 Presence = Literal["online", "stale", "offline", "unknown"]
 Names = list[Annotated[str, Field(pattern=NAME)]]
+# Values of one repeated filter: "any of" sixteen is plenty, and bounds the
+# request line (the HTTP server refuses one over 16 KB with a bare 400).
+MAX_VALUES = 16
+Texts64 = list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]]
+Texts128 = list[Annotated[str, Field(max_length=128, pattern=NO_NUL)]]
 Limit = Annotated[int | None, Query(ge=1, le=1000, description=(
     "page size, 1 to 1000; without it, every matching row (as before paging). The "
     "total matching is in X-Total-Count, the neighbouring pages in Link"))]
@@ -245,16 +250,14 @@ class AgentQueryParams(BaseModel):
 def agent_filters(
     *, q: Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description=(
         "text: a case-insensitive substring of the id or the host name"))] = None,
-    presence: Annotated[list[Presence] | None, Query(description=(
+    presence: Annotated[list[Presence] | None, Query(max_length=MAX_VALUES, description=(
         "shown presence; repeat for any of several (presence=online&presence=stale)"))] = None,
-    group: Annotated[Names | None, Query(description=(
+    group: Annotated[Names | None, Query(max_length=MAX_VALUES, description=(
         "member of this group; repeat for any of several"))] = None,
-    route: Annotated[list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None,
-                     Query(description="the route of its last birth (e.g. mqtt, ws); "
-                                       "repeat for any of several")] = None,
-    version: Annotated[list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None,
-                       Query(description="agent version as its birth said; repeat for any "
-                                         "of several")] = None,
+    route: Annotated[Texts64 | None, Query(max_length=MAX_VALUES, description=(
+        "the route of its last birth (e.g. mqtt, ws); repeat for any of several"))] = None,
+    version: Annotated[Texts64 | None, Query(max_length=MAX_VALUES, description=(
+        "agent version as its birth said; repeat for any of several"))] = None,
     last_seen_before: Annotated[float | None, Query(ge=0, le=1e11, description=(
         "UNIX seconds: last heard from before this (never-seen agents do not match)"))] = None,
     last_seen_after: Annotated[float | None, Query(ge=0, le=1e11, description=(
@@ -418,10 +421,10 @@ async def create_wakeup(
             responses={200: {"headers": _PAGE_HEADERS}, **refusals(422)})
 async def list_wakeups(
     *, request: Request, response: Response, services: Svc, _: Caller,
-    requested_by: Annotated[list[Annotated[str, Field(max_length=128, pattern=NO_NUL)]] | None,
-                            Query(description="the caller who asked (token:NAME, user "
-                                              "name); repeat for any of several")] = None,
+    requested_by: Annotated[Texts128 | None, Query(max_length=MAX_VALUES, description=(
+        "the caller who asked (token:NAME, user name); repeat for any of several"))] = None,
     target_kind: Annotated[list[Literal["agents", "group", "all"]] | None, Query(
+        max_length=MAX_VALUES,
         description="how the targets were named; repeat for any of several")] = None,
     created_after: Annotated[float | None, Query(
         ge=0, le=1e11, description="UNIX seconds: created at or after this")] = None,
@@ -480,13 +483,12 @@ AUDIT_DEFAULT_LIMIT = 100
                 "text/csv": {"schema": {"type": "string"}}}}, **refusals(422)})
 async def audit_log(
     *, request: Request, response: Response, services: Svc, _: Caller,
-    actor: Annotated[list[Annotated[str, Field(max_length=128, pattern=NO_NUL)]] | None, Query(
-        description="who did it (token:NAME, a user, cli); repeat for any of several")] = None,
-    action: Annotated[list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None, Query(
-        description="what was done (wakeup, revoke, ...); repeat for any of several")] = None,
-    target: Annotated[Names | None, Query(
-        description="an agent (or other id) among its targets; repeat for any of several")
-                      ] = None,
+    actor: Annotated[Texts128 | None, Query(max_length=MAX_VALUES, description=(
+        "who did it (token:NAME, a user, cli); repeat for any of several"))] = None,
+    action: Annotated[Texts64 | None, Query(max_length=MAX_VALUES, description=(
+        "what was done (wakeup, revoke, ...); repeat for any of several"))] = None,
+    target: Annotated[Names | None, Query(max_length=MAX_VALUES, description=(
+        "an agent (or other id) among its targets; repeat for any of several"))] = None,
     since: Annotated[float | None, Query(ge=0, le=1e11,
                                          description="UNIX seconds: at or after this")] = None,
     until: Annotated[float | None, Query(ge=0, le=1e11,

@@ -187,7 +187,7 @@ async def list_enrolments(
     state: Annotated[list[Literal["pending", "enrolled", "rejected", "expired"]] | None,
                      Query(description="in this state; repeat for any of several")] = None,
     token: Annotated[list[Annotated[str, Field(pattern=ID)]] | None, Query(
-        max_length=100, description="of this enrolment token id; repeat for any of "
+        max_length=16, description="of this enrolment token id; repeat for any of "
                                     "several")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
