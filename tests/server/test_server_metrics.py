@@ -10,8 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from server_push.fleet.gauges import GAUGE_TTL
 from tests.server.conftest import Stack
+from tests.support.postgres import available, postgres_cluster
 from tests.support.prometheus_text import Family, parse, sample_names, value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,3 +191,26 @@ def test_every_metric_the_dashboard_uses_is_exposed(stack: Stack) -> None:
     # Both sides are on it.
     assert any(n.startswith("epns_server_") for n in used)
     assert any(n.startswith("epns_broker_") for n in used)
+
+
+def test_the_metrics_on_postgresql(make_stack: Callable[..., Stack]) -> None:
+    """The gauge queries and the ack's UPDATE ... RETURNING on PostgreSQL."""
+    if not available():
+        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
+    with postgres_cluster() as url:
+        stack = make_stack(database__url=url)
+        stack.start_agent("p1")
+        stack.wait_agent("p1", "online")
+        stack.create_agent("p2")
+        wakeup = stack.wake("p1")
+        stack.wait_wakeup(wakeup, "satisfied")
+        families = wait_metric(stack, lambda f: value(f, "epns_server_wake_targets",
+                                                      state="satisfied") == 1, "the gauge")
+        assert value(families, "epns_server_agents", presence="online") == 1
+        assert value(families, "epns_server_agents", presence="unknown") == 1
+        assert value(families, "epns_server_wake_transitions_total", state="satisfied") == 1
+        assert value(families, "epns_server_wake_latency_seconds_count", state="delivered") >= 1
+        assert value(families, "epns_server_outbox_pending") == 0
+        for agent in stack.agents:
+            agent.stop()
+        stack.server.stop()
