@@ -41,7 +41,7 @@ def test_two_outboxes_flushing_at_once_publish_each_command_once(postgres_url: s
         sessions = db.sessions(engine)
         key = Ed25519PrivateKey.generate()
         taken: Counter[str] = Counter()
-        first, second = (Outbox(sessions, key, SlowBroker(taken)) for _ in range(2))
+        first, second = (Outbox(sessions, lambda: key, SlowBroker(taken)) for _ in range(2))
         now = time.time()
         async with sessions() as session, session.begin():
             for n in range(COMMANDS):
