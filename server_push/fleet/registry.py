@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns.envelope import Presence, PresenceState
@@ -191,16 +192,28 @@ class Registry:
                 .order_by(AgentEvent.at.desc(), AgentEvent.id.desc()).limit(limit))).all()
         return [{"at": row.at, "kind": row.kind, "detail": row.detail} for row in rows]
 
-    @staticmethod
-    async def _row(session: AsyncSession, agent_id: str, now: float) -> Agent:
+    async def _row(self, session: AsyncSession, agent_id: str, now: float) -> Agent:
         agent = await session.get(Agent, agent_id)
         if agent is None:
-            agent = Agent(id=agent_id, groups=[], auth=DISCOVERED, created_at=now,
-                          interfaces=[], inventory={}, presence="unknown")
-            session.add(agent)
-            remember(session, agent_id, now, "discovered", "first seen on the broker")
-            event(log, "agent_discovered", agent=agent_id)
+            await self._discover(agent_id, now)
+            agent = await session.get(Agent, agent_id, populate_existing=True)
+            assert agent is not None  # rows are never deleted (retire keeps them)
         return agent
+
+    async def _discover(self, agent_id: str, now: float) -> None:
+        """A row for an agent first seen on the broker, in a transaction of
+        its own: its birth message and its first sync often arrive together,
+        and the one that loses the race to create the row must still be
+        applied, not fail on the primary key (seen in CI under load: the
+        presence was lost and the agent never showed online)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(Agent(id=agent_id, groups=[], auth=DISCOVERED, created_at=now,
+                                  interfaces=[], inventory={}, presence="unknown"))
+                remember(session, agent_id, now, "discovered", "first seen on the broker")
+        except IntegrityError:
+            return  # created by the other one meanwhile
+        event(log, "agent_discovered", agent=agent_id)
 
     async def on_presence(self, agent_id: str, presence: Presence, now: float) -> bool:
         """Record a birth or last-will; True when the agent came online."""
