@@ -79,6 +79,18 @@ def as_csv(entries: Iterable[dict[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for entry in entries:
-        writer.writerow([repr(entry["at"]), entry["actor"], entry["action"],
-                         json.dumps(entry["targets"]), entry["outcome"], entry["ref"] or ""])
+        writer.writerow([repr(entry["at"]), _cell(entry["actor"]), _cell(entry["action"]),
+                         json.dumps(entry["targets"]), _cell(entry["outcome"]),
+                         _cell(entry["ref"] or "")])
     return out.getvalue()
+
+
+# What a spreadsheet reads as the start of a formula (OWASP's list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """``text``, with a quote in front where a spreadsheet opening the export
+    would run it as a formula: outcomes quote names an installer or an agent
+    chose (a host name, a reason)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
