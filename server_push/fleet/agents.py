@@ -326,9 +326,7 @@ class AgentAdmin:
         the server uses them at once to resolve group wake-ups."""
         names = check_groups(groups)
         async with self._sessions() as session, session.begin():
-            agent = await session.get(Agent, agent_id)
-            if agent is None:
-                raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+            agent = await _existing(session, agent_id)
             agent.groups = names
             audit(session, at=time.time(), actor=actor, action="agent_groups",
                   targets=[agent_id], outcome=f"groups: {', '.join(names) or 'none'}")
@@ -341,14 +339,10 @@ class AgentAdmin:
         next one; the sync endpoints refuse it."""
         now = time.time()
         async with self._sessions() as session, session.begin():
-            agent = await session.get(Agent, agent_id)
-            if agent is None:
-                raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+            agent = await _existing(session, agent_id)
             if agent.revoked_at is not None:
                 raise Conflict(f"agent {agent_id!r} is already revoked", code="agent_revoked")
-            agent.revoked_at, agent.revoked_reason = now, reason[:500]
-            # The file first: once the transaction commits, the revocation must hold.
-            self._revocations.add(f"agent:{agent_id}")
+            self._cut_off(agent, now, reason)
             remember(session, agent_id, now, "revoked", f"by {actor}: {reason}")
             audit(session, at=now, actor=actor, action="agent_revoke", targets=[agent_id],
                   outcome=reason[:500])
@@ -362,20 +356,32 @@ class AgentAdmin:
         and history kept with ``retired_at``; lists and totals leave it out."""
         now = time.time()
         async with self._sessions() as session, session.begin():
-            agent = await session.get(Agent, agent_id)
-            if agent is None:
-                raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+            agent = await _existing(session, agent_id)
             if agent.retired_at is not None:
                 raise Conflict(f"agent {agent_id!r} is already retired", code="agent_retired")
             if agent.revoked_at is None:
-                agent.revoked_at, agent.revoked_reason = now, reason[:500]
-                self._revocations.add(f"agent:{agent_id}")
+                self._cut_off(agent, now, reason)
             agent.retired_at = now
             remember(session, agent_id, now, "retired", f"by {actor}: {reason}")
             audit(session, at=now, actor=actor, action="agent_retire", targets=[agent_id],
                   outcome=reason[:500])
         event(log, "agent_retired", agent=agent_id, by=actor)
         self._bus.publish({"kind": "agent", "id": agent_id})
+
+    def _cut_off(self, agent: Agent, now: float, reason: str) -> None:
+        """Mark ``agent`` revoked, in the caller's transaction, and add it to
+        the revocation file, which the brokers read."""
+        agent.revoked_at, agent.revoked_reason = now, reason[:500]
+        # The file first: once the transaction commits, the revocation must hold.
+        self._revocations.add(f"agent:{agent.id}")
+
+
+async def _existing(session: AsyncSession, agent_id: str) -> Agent:
+    """The agent's row; NotFound when there is none."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"no agent {agent_id!r}", code="unknown_agent")
+    return agent
 
 
 def _issued_certificate(cert: x509.Certificate, files: dict[str, str]) -> Issued:
