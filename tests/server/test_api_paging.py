@@ -5,7 +5,6 @@ here from the rows the test wrote, not from the server's code."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -16,8 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from server_push.store.models import Agent, AuditEntry, Wakeup
 from tests.server.conftest import Stack
@@ -76,15 +73,6 @@ def _expected(rows: list[dict[str, Any]], field: str, descending: bool,
     return [r["id"] for r in present] + missing
 
 
-async def _insert(url: str, rows: list[dict[str, Any]]) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(insert(Agent), rows)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     if not available():
@@ -102,7 +90,7 @@ def fleet(request: pytest.FixtureRequest,
     stack = make_stack(**overrides)
     rows = _fleet(time.time())
     started = time.monotonic()
-    asyncio.run(_insert(stack.server.env["EPNS_SERVER_DATABASE__URL"], rows))
+    stack.insert_rows((Agent, rows))
     print(f"\n{request.param}: {ROWS} agent rows inserted in "
           f"{time.monotonic() - started:.2f} s")
     return stack, rows
@@ -239,16 +227,7 @@ def test_wakeups_and_audit_page_filter_and_export_csv(stack: Stack) -> None:
          "target_kind": chance.choice(("agents", "group", "all")), "target": ["x"],
          "idempotency_key": None} for n in range(300)]
 
-    async def write() -> None:
-        engine = create_async_engine(stack.server.env["EPNS_SERVER_DATABASE__URL"])
-        try:
-            async with engine.begin() as connection:
-                await connection.execute(insert(AuditEntry), audit)
-                await connection.execute(insert(Wakeup), wakeups)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(write())
+    stack.insert_rows((AuditEntry, audit), (Wakeup, wakeups))
     mine = {"since": base, "until": base + 1e5}
     with stack.api() as api:
         entries = _all_pages(api, "/api/v1/audit", 300, **mine)

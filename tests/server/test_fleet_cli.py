@@ -4,25 +4,13 @@ revoked from the command line refused by the running server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import pytest
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from server_push.store.models import Agent
 from tests.server.conftest import Stack
-
-
-async def _insert(url: str, rows: list[dict[str, object]]) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(insert(Agent), rows)
-    finally:
-        await engine.dispose()
 
 
 def test_agent_list_filters_sorts_pages_and_prints_json(stack: Stack) -> None:
@@ -33,7 +21,7 @@ def test_agent_list_filters_sorts_pages_and_prints_json(stack: Stack) -> None:
          "presence": "online" if n < 12 else "offline", "presence_at": now - n,
          "last_seen": now - n, "route": "mqtt", "version": "1.0", "hostname": f"box{n}",
          "interfaces": [], "inventory": {}, "renewals": 0} for n in range(20)]
-    asyncio.run(_insert(stack.server.env["EPNS_SERVER_DATABASE__URL"], rows))
+    stack.insert_rows((Agent, rows))
 
     table = stack.server.cli("agent", "list", "--presence", "online", "--sort=-last_seen",
                              "--limit", "5", "--offset", "5").splitlines()
