@@ -120,6 +120,15 @@ class Stack:
             time.sleep(0.1)
         raise AssertionError(f"wake-up {wakeup_id} has not {count} {state} targets: {seen}")
 
+    def enrol_token(self, status: int = 201, **body: Any) -> dict[str, Any]:
+        """``POST /api/v1/enrol-tokens`` with ``body``; its answer, which must
+        come with ``status``."""
+        with self.api() as api:
+            answer = api.post("/api/v1/enrol-tokens", json=body)
+        assert answer.status_code == status, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
     def insert_rows(self, *tables: tuple[type[Base], list[dict[str, Any]]]) -> None:
         """Write rows straight into the server's database, in one
         transaction: fleets of thousands made in a second, not by enrolling."""

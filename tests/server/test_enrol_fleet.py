@@ -64,14 +64,6 @@ class Machine:
                           *extra)
 
 
-def _token(stack: Stack, **body: Any) -> dict[str, Any]:
-    with stack.api() as api:
-        answer = api.post("/api/v1/enrol-tokens", json=body)
-    assert answer.status_code == 201, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
-
-
 def _agent_id(directory: Path) -> str:
     for line in (directory / "agent.toml").read_text().splitlines():
         if line.startswith("agent_id = "):
@@ -90,7 +82,7 @@ def _run_and_wake(stack: Stack, directory: Path, agent_id: str) -> AgentProcess:
 
 def test_one_command_enrols_every_machine_under_its_host_name(stack: Stack,
                                                               tmp_path: Path) -> None:
-    made = _token(stack, max_uses=None, groups=["lab"])
+    made = stack.enrol_token(max_uses=None, groups=["lab"])
     first = Machine(tmp_path, "Lab-PC.example.org", "11" * 16)
     twin = Machine(tmp_path, "lab-pc", "22" * 16)
     other = Machine(tmp_path, "PRINTER-7", "33" * 16)
@@ -124,7 +116,7 @@ def test_one_command_enrols_every_machine_under_its_host_name(stack: Stack,
 
 def test_a_reinstall_is_refused_until_the_old_identity_is_revoked(stack: Stack,
                                                                   tmp_path: Path) -> None:
-    made = _token(stack, max_uses=None)
+    made = stack.enrol_token(max_uses=None)
     box = Machine(tmp_path, "kiosk", "44" * 16)
     assert box.enrol(stack, made["token"], tmp_path / "one").returncode == 0
     # The same machine, its identity lost (a re-install): refused, saying how.
@@ -157,7 +149,7 @@ def _pending(stack: Stack) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(180)
 def test_an_enrolment_waits_for_approval_then_runs(stack: Stack, tmp_path: Path) -> None:
-    made = _token(stack, max_uses=10, approval=True, groups=["branch"])
+    made = stack.enrol_token(max_uses=10, approval=True, groups=["branch"])
     box = Machine(tmp_path, "till-3", "55" * 16)
     directory = tmp_path / "till-3"
     # The CA as the one-line installer brings it: in a temporary directory,
@@ -207,7 +199,7 @@ def test_an_enrolment_waits_for_approval_then_runs(stack: Stack, tmp_path: Path)
 
 def test_a_rejected_or_expired_enrolment_is_refused_plainly(stack: Stack,
                                                              tmp_path: Path) -> None:
-    made = _token(stack, max_uses=1, approval=True)
+    made = stack.enrol_token(max_uses=1, approval=True)
     box = Machine(tmp_path, "stranger", "66" * 16)
     assert box.enrol(stack, made["token"], tmp_path / "a", "--no-wait").returncode == 4
     enrolment = json.loads((tmp_path / "a" / "enrolment.json").read_text())["id"]

@@ -25,14 +25,6 @@ from tests.support.agents import AgentProcess, start_agent
 from tests.support.processes import ROOT
 
 
-def _token(stack: Stack, status: int = 201, **body: Any) -> dict[str, Any]:
-    with stack.api() as api:
-        answer = api.post("/api/v1/enrol-tokens", json=body)
-    assert answer.status_code == status, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
-
-
 def _enrol(stack: Stack, token: str, agent_id: str, csr: str | None = None) -> httpx.Response:
     if csr is None:
         csr = pki.create_agent_csr(agent_id)[1].decode()
@@ -71,7 +63,7 @@ def _run_from(stack: Stack, directory: Path, elsewhere: Path) -> AgentProcess:
 
 def test_an_installer_enrols_itself_and_runs_from_what_it_wrote(stack: Stack,
                                                                 tmp_path: Path) -> None:
-    made = _token(stack, groups=["lab"], ttl=600)
+    made = stack.enrol_token(groups=["lab"], ttl=600)
     assert made["token"].startswith("epnsenrol_")
     assert made["groups"] == ["lab"]
     directory = tmp_path / "install" / "pc-1"
@@ -109,7 +101,7 @@ def test_an_installer_enrols_itself_and_runs_from_what_it_wrote(stack: Stack,
 
 
 def test_a_token_enrols_exactly_once(stack: Stack, tmp_path: Path) -> None:
-    made = _token(stack)
+    made = stack.enrol_token()
     assert _enrol_cli(stack, made["token"], "once-1", tmp_path / "once-1").returncode == 0
     again = _enrol_cli(stack, made["token"], "once-2", tmp_path / "once-2")
     assert again.returncode == 2
@@ -119,7 +111,7 @@ def test_a_token_enrols_exactly_once(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_racing_installers_with_one_token_get_one_identity(stack: Stack) -> None:
-    made = _token(stack)
+    made = stack.enrol_token()
     csrs = {f"race-{n}": pki.create_agent_csr(f"race-{n}")[1].decode() for n in range(8)}
     with ThreadPoolExecutor(len(csrs)) as pool:
         answers = list(pool.map(lambda item: _enrol(stack, made["token"], *item), csrs.items()))
@@ -134,7 +126,7 @@ def test_racing_installers_with_one_token_get_one_identity(stack: Stack) -> None
 def test_racing_installers_with_a_token_of_k_uses_get_k_identities(stack: Stack) -> None:
     """Ten installers of one host name but ten machines race for a token of
     three uses: three identities, three distinct ids made of the name."""
-    made = _token(stack, max_uses=3, groups=["fleet"])
+    made = stack.enrol_token(max_uses=3, groups=["fleet"])
     bodies = [{"token": made["token"], "hostname": "Race-Box.lab", "machine": f"{n:064x}",
                "csr": pki.create_agent_csr("x")[1].decode()} for n in range(1, 11)]
 
@@ -162,13 +154,13 @@ def test_racing_installers_with_a_token_of_k_uses_get_k_identities(stack: Stack)
 
 def test_unknown_expired_and_revoked_tokens_are_refused(stack: Stack) -> None:
     _refused(_enrol(stack, "epnsenrol_not-a-token", "x1"), 401, "bad_enrol_token")
-    expiring = _token(stack, ttl=60)
+    expiring = stack.enrol_token(ttl=60)
     with sqlite3.connect(stack.work / "server.db") as db:
         db.execute("UPDATE enrol_tokens SET expires_at = ? WHERE id = ?",
                    (time.time() - 1, expiring["id"]))
     assert "expired" in _refused(_enrol(stack, expiring["token"], "x2"), 401,
                                  "enrol_token_expired")
-    revoked = _token(stack, max_uses=None)
+    revoked = stack.enrol_token(max_uses=None)
     assert _enrol(stack, revoked["token"], "x3").status_code == 201
     with stack.api() as api:
         assert api.delete(f"/api/v1/enrol-tokens/{revoked['id']}").status_code == 204
@@ -185,7 +177,7 @@ def test_unknown_expired_and_revoked_tokens_are_refused(stack: Stack) -> None:
 
 
 def test_a_refused_enrolment_leaves_the_token_usable(stack: Stack) -> None:
-    made = _token(stack)
+    made = stack.enrol_token()
     message = _refused(_enrol(stack, made["token"], "pc-2", csr="garbage"), 400, "bad_csr")
     assert "CSR" in message
     stack.create_agent("taken")
@@ -212,7 +204,7 @@ def test_a_token_for_one_agent_id_enrols_only_that_id(stack: Stack) -> None:
     answer = _enrol(stack, token, "kiosk-1")
     assert answer.status_code == 201, answer.text
     assert answer.json()["agent_id"] == "kiosk-1"
-    _token(stack, 400, agent_id="kiosk-2", max_uses=5)
+    stack.enrol_token(400, agent_id="kiosk-2", max_uses=5)
     with stack.api() as api:
         assert api.get("/api/v1/agents/kiosk-1").json()["groups"] == ["g1"]
 
@@ -229,9 +221,9 @@ def test_enrolment_requests_are_checked_before_anything_is_issued(stack: Stack) 
     _refused(missing, 422, "invalid_request")
     _refused(unknown, 422, "invalid_request")
     _refused(no_admin, 401, "unauthorized")
-    _token(stack, 422, ttl=5)
-    _token(stack, 422, max_uses=0)
-    made = _token(stack)
+    stack.enrol_token(422, ttl=5)
+    stack.enrol_token(422, max_uses=0)
+    made = stack.enrol_token()
     csr = pki.create_agent_csr("x")[1].decode()
     with stack.server.client() as client:
         nameless = client.post("/api/v1/enrol", json={"token": made["token"], "csr": csr})
@@ -244,7 +236,7 @@ def test_enrolment_requests_are_checked_before_anything_is_issued(stack: Stack) 
 
 
 def test_enrol_needs_the_fleet_ca_to_trust_the_server(stack: Stack, tmp_path: Path) -> None:
-    made = _token(stack)
+    made = stack.enrol_token()
     stranger = pki.create_ca(tmp_path / "stranger")
     done = _agent_cli(ROOT, "enrol", "--server", stack.server.url, "--token", made["token"],
                       "--ca", str(stranger.cert), "--id", "pc-9", "--dir", str(tmp_path / "pc-9"))

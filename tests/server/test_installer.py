@@ -63,14 +63,6 @@ def _env(root: Path | None) -> dict[str, str]:
     return env
 
 
-def _token(stack: Stack, **body: Any) -> dict[str, Any]:
-    with stack.api() as api:
-        answer = api.post("/api/v1/enrol-tokens", json=body)
-    assert answer.status_code == 201, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
-
-
 def _run(command: str, root: Path | None, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert command.startswith("sudo sh -c ")
     # As root already; sudo would also drop EPNS_INSTALL_ROOT.
@@ -97,7 +89,7 @@ def installing(make_stack: Callable[..., Stack], packages: Path) -> Stack:
 def test_the_one_line_installer_installs_enrols_and_the_agent_answers(
         installing: Stack, packages: Path, tmp_path: Path) -> None:
     stack = installing
-    made = _token(stack, max_uses=None, groups=["fleet"])
+    made = stack.enrol_token(max_uses=None, groups=["fleet"])
     ca = (stack.pki / pki.CA_CERT).read_bytes()
     assert made["ca_fingerprint"] == hashlib.sha256(ca).hexdigest()
     assert made["ca_fingerprint"] in made["install_command"]
@@ -137,7 +129,7 @@ def test_the_one_line_installer_installs_enrols_and_the_agent_answers(
 def test_a_wrong_pinned_fingerprint_stops_before_anything_runs(installing: Stack,
                                                                tmp_path: Path) -> None:
     stack = installing
-    made = _token(stack)
+    made = stack.enrol_token()
     wrong = made["install_command"].replace(made["ca_fingerprint"], "0" * 64)
     root = tmp_path / "root"
     done = _run(wrong, root, tmp_path)
@@ -192,7 +184,7 @@ def impostor(tmp_path: Path) -> Iterator[tuple[str, list[str], Path]]:
 def test_an_impostor_on_the_first_contact_gets_nothing_run(
         installing: Stack, impostor: tuple[str, list[str], Path], tmp_path: Path) -> None:
     stack = installing
-    made = _token(stack)
+    made = stack.enrol_token()
     url, asked, mark = impostor
     hijacked = made["install_command"].replace(stack.server.url, url)
     root = tmp_path / "root"
@@ -206,7 +198,7 @@ def test_an_impostor_on_the_first_contact_gets_nothing_run(
 
 
 def test_without_packages_no_installer_is_offered(stack: Stack) -> None:
-    made = _token(stack)
+    made = stack.enrol_token()
     assert made["install_command"] is None
     assert made["enrol_command"].startswith(f"epns-agent enrol --server {stack.server.url} ")
     with stack.server.client() as client:

@@ -18,8 +18,7 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,14 @@ from epns import pki
 from epns.envelope import key_id
 from tests.server.conftest import Stack
 from tests.support.agents import AgentProcess, start_agent
-from tests.support.processes import ROOT, start_epns
+from tests.support.processes import ROOT, start_epns, wait_until
 from tests.support.server import start_server
 
 pytestmark = pytest.mark.timeout(240)
 
 AGENTS = ("rot-cert", "rot-token")
+# Seconds to wait for what a rotation step sets going (commands, renewals).
+WAIT = 30.0
 
 
 @pytest.fixture
@@ -103,15 +104,6 @@ class _Waker:
         assert self.error is None, self.error
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _trust_reset_ca(config: Path, ca: Path) -> str:
     done = subprocess.run([sys.executable, "-m", "agent_push", "trust", "reset", "--ca",
                            str(ca), "--config", str(config)], cwd=ROOT, capture_output=True,
@@ -146,7 +138,7 @@ def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
         agent.log_contains(r"sync_done .*reason=connect")
 
     with _Waker(stack) as waker:
-        _wait("wake-ups before the rotation", lambda: len(waker.ids) >= 4)
+        wait_until(lambda: len(waker.ids) >= 4, "wake-ups before the rotation", WAIT)
         # The overlap is what the agents online need to learn the next key
         # (the refusal to finish before it ends: tests/server/test_rotation_files.py).
         out = stack.server.cli("rotate", "signing-key", "begin", "--overlap", "0")
@@ -162,15 +154,15 @@ def test_signing_key_rotation_with_agents_connected(stack: Stack) -> None:
         for agent in agents.values():
             agent.log_contains(r"trust_updated .*serial=2", timeout=30)
         stack.server.log_contains(r"trust_loaded serial=2")
-        _wait("wake-ups after the rotation", lambda: len(waker.ids) >= count + 6)
+        wait_until(lambda: len(waker.ids) >= count + 6, "wake-ups after the rotation", WAIT)
 
     for agent_id in AGENTS:
         for wakeup_id in waker.ids[AGENTS.index(agent_id)::2]:
             stack.wait_wakeup(wakeup_id, "satisfied")
     for agent_id, agent in agents.items():
         # Both announcements came as signed commands too (the connected path).
-        _wait(f"{agent_id}'s trust commands",
-              lambda agent=agent: agent.count(r"command_accepted .*type=trust") >= 2)
+        wait_until(lambda agent=agent: agent.count(r"command_accepted .*type=trust") >= 2,
+                   f"{agent_id}'s trust commands", WAIT)
         assert agent.count("command_rejected") == 0, agent_id
         # One connection from start to end: no drop, no reconnect.
         assert agent.count(r"\bconnected route=") == 1, agent_id
@@ -254,7 +246,7 @@ def test_ca_rotation_with_agents_connected(stack: Stack) -> None:
     old_ca = pki.load_certificate(stack.pki / pki.CA_CERT).subject.rfc4514_string()
 
     with _Waker(stack, CA_AGENTS) as waker:
-        _wait("wake-ups before the rotation", lambda: len(waker.ids) >= 4)
+        wait_until(lambda: len(waker.ids) >= 4, "wake-ups before the rotation", WAIT)
         out = stack.server.cli("rotate", "ca", "begin", "--overlap", "0")
         assert "CA " in out
         for agent in agents.values():
@@ -268,13 +260,13 @@ def test_ca_rotation_with_agents_connected(stack: Stack) -> None:
         cert_agent = agents["ca-cert"]
         cert_agent.log_contains(r"renewal_requested reason=", timeout=30)
         cert_agent.log_contains(r"identity_renewed ", timeout=30)
-        _wait("no agent left on the old CA", lambda: "no agent holds a certificate from the "
-              "old CA" in stack.server.cli("rotate", "ca", "status"), timeout=30)
+        wait_until(lambda: "no agent holds a certificate from the old CA" in stack.server.cli(
+            "rotate", "ca", "status"), "no agent left on the old CA", WAIT)
         count = len(waker.ids)
         stack.server.cli("rotate", "ca", "finish")
         for agent in agents.values():
             agent.log_contains(r"trust_updated .*serial=3", timeout=30)
-        _wait("wake-ups after the rotation", lambda: len(waker.ids) >= count + 6)
+        wait_until(lambda: len(waker.ids) >= count + 6, "wake-ups after the rotation", WAIT)
 
     for index in range(len(CA_AGENTS)):
         for wakeup_id in waker.ids[index::2]:
