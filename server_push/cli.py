@@ -5,9 +5,10 @@
                                                       an agent identity and its config bundle
     epns-server agent revoke ID [--reason TEXT]
     epns-server agent retire ID [--reason TEXT]       revoked, kept with its history, out of lists
+    epns-server agent groups ID [--group G ...]       replace its groups (none: no --group)
     epns-server agent list [--presence P] [--group G] [--sort F] [--limit N] [--json] ...
                                                       the fleet, filtered, a page (fleet_cli.py)
-    epns-server token create NAME                     an API token for an integration (printed once)
+    epns-server token create NAME [--ttl S]           an API token for an integration (printed once)
     epns-server token list [--json] | revoke ID       API tokens, without their secrets
     epns-server enrol-token create [--group G] [--ttl S] [--max-uses N | --unlimited]
                                [--approval] [--agent-id ID]
@@ -50,6 +51,7 @@ from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.fleet.agents import public_url
 from server_push.health_probe import probe
 from server_push.security import rotation
+from server_push.security.auth import MAX_TOKEN_TTL, MIN_TOKEN_TTL
 from server_push.security.secrets_file import session_secret
 from server_push.services import Services
 from server_push.store.history import audit
@@ -221,15 +223,25 @@ def _cmd_agent(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def listed(services: Services) -> None:
         _say(await fleet_cli.list_agents(services, args))
 
+    async def groups(services: Services) -> None:
+        names = await services.agents.set_groups(args.agent_id, args.group or [], "cli")
+        _say(f"agent {args.agent_id}: groups {', '.join(names) or 'none'}")
+
     if args.action != "list" and not args.agent_id:
         raise ConfigError(f"agent {args.action} needs the agent's id")
-    work = {"create": create, "revoke": revoke, "retire": retire, "list": listed}[args.action]
+    work = {"create": create, "revoke": revoke, "retire": retire, "list": listed,
+            "groups": groups}[args.action]
     asyncio.run(_with_services(settings, work))
 
 
 def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def create(services: Services) -> None:
-        token_id, token = await services.credentials.create_token(args.name, "cli")
+        if args.ttl is not None and not MIN_TOKEN_TTL <= args.ttl <= MAX_TOKEN_TTL:
+            raise ConfigError(f"--ttl must be {MIN_TOKEN_TTL:.0f} to {MAX_TOKEN_TTL:.0f} "
+                              "seconds (or left out: valid until revoked)")
+        expires_at = None if args.ttl is None else time.time() + args.ttl
+        token_id, token = await services.credentials.create_token(args.name, "cli",
+                                                                  expires_at=expires_at)
         _say(token)
         sys.stderr.write(f"API token {args.name!r} (id {token_id}); it is shown only now\n")
 
@@ -327,11 +339,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the server (and the embedded broker)").set_defaults(
         run=_cmd_run)
-    agent = sub.add_parser("agent", help="create, revoke or list agents")
-    agent.add_argument("action", choices=("create", "revoke", "retire", "list"))
-    agent.add_argument("agent_id", nargs="?", help="create, revoke, retire: the agent's id")
+    agent = sub.add_parser("agent", help="create, revoke, retire, regroup or list agents")
+    agent.add_argument("action", choices=("create", "revoke", "retire", "groups", "list"))
+    agent.add_argument("agent_id", nargs="?",
+                       help="create, revoke, retire, groups: the agent's id")
     agent.add_argument("--group", action="append",
-                       help="create: its group; list: in this group (repeatable)")
+                       help="create, groups: its group; list: in this group (repeatable)")
     agent.add_argument("--token", action="store_true",
                        help="a token identity instead of a client certificate")
     agent.add_argument("--out", type=Path, help="bundle directory (default agents/ID)")
@@ -342,6 +355,8 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("action", choices=("create", "list", "revoke"))
     token.add_argument("name", nargs="?", help="create: the token's name; revoke: its id")
     token.add_argument("--json", action="store_true", help="list: JSON instead of a table")
+    token.add_argument("--ttl", type=float, metavar="SECONDS",
+                       help="create: seconds until it expires (default: valid until revoked)")
     token.set_defaults(run=_cmd_token)
     enrol_cli.register(sub)
     backup_cli.register(sub)

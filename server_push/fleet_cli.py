@@ -89,14 +89,16 @@ async def list_tokens(services: Services, as_json: bool) -> str:
         return json.dumps(tokens, indent=2)
     now = time.time()
     rows = [(t["id"], t["name"], _when(t["created_at"]), t["created_by"],
-             _age(t["last_used"], now), "revoked" if t["revoked"] else "active")
+             _age(t["last_used"], now),
+             "never" if t["expires_at"] is None else _when(t["expires_at"]), t["state"])
             for t in tokens]
-    return _table(("ID", "NAME", "CREATED", "BY", "LAST USED", "STATE"), rows)
+    return _table(("ID", "NAME", "CREATED", "BY", "LAST USED", "EXPIRES", "STATE"), rows)
 
 
 async def revoke_token(services: Services, token_id: str) -> str:
-    """Revoke one API token; NotFound when no active token has that id."""
-    await services.credentials.revoke_token(token_id)
+    """Revoke one API token; NotFound when there is no such token, Conflict
+    when it is revoked already."""
+    await services.credentials.revoke_token(token_id, "cli")
     return f"API token {token_id} revoked: requests with it are refused from now on"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +184,15 @@ class Registry:
             row = (await session.execute(counts_query(wanted, self.liveness(now),
                                                       dialect))).one()
         return {"total": row[0], "presence": dict(zip(PRESENCES, row[1:], strict=True))}
+
+    async def groups(self) -> dict[str, int]:
+        """Every group name an agent in service holds, with its member count,
+        by name (the console suggests them when an admin edits groups)."""
+        async with self._sessions() as session:
+            lists = (await session.scalars(select(Agent.groups)
+                                           .where(Agent.retired_at.is_(None)))).all()
+        members = Counter(name for names in lists for name in names or ())
+        return dict(sorted(members.items()))
 
     async def history(self, agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The agent's newest history lines first."""

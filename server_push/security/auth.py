@@ -19,17 +19,22 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import tokens
-from epns.errors import EPNSError, Forbidden, NotFound, Unauthorized
+from epns.errors import Conflict, EPNSError, Forbidden, NotFound, Unauthorized
 from epns.identity import Role, identity_from_certificate
+from server_push.security.console_sessions import end_user_sessions
 from server_push.security.revocations import RevocationStore
+from server_push.store.history import audit
 from server_push.store.models import Agent, ApiToken, User
 
 API_TOKEN_PREFIX = "epns_"  # noqa: S105 - a prefix, not a secret
+# An API token's life when given one: a minute (tests, trials) to ten years.
+MIN_TOKEN_TTL = 60.0
+MAX_TOKEN_TTL = 10 * 365 * 86400.0
 _hasher = PasswordHasher()
 
 
@@ -70,53 +75,79 @@ class Credentials:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create_token(self, name: str, created_by: str) -> tuple[str, str]:
-        """A new API token: returns (id, the token itself, shown only now)."""
+    async def create_token(self, name: str, created_by: str, *,
+                           expires_at: float | None = None) -> tuple[str, str]:
+        """A new API token: returns (id, the token itself, shown only now).
+        ``expires_at`` (UNIX seconds) ends its life; None: until revoked."""
         token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = uuid.uuid4().hex
+        now = time.time()
         async with self._sessions() as session, session.begin():
             session.add(ApiToken(id=token_id, name=name[:128], token_hash=token_hash(token),
-                                 created_at=time.time(), created_by=created_by))
+                                 created_at=now, created_by=created_by, expires_at=expires_at))
+            audit(session, at=now, actor=created_by, action="token_create", targets=[],
+                  ref=token_id, outcome=f"API token {name[:128]!r}" + (
+                      f", expires {_utc(expires_at)}" if expires_at is not None else ""))
         return token_id, token
 
-    async def revoke_token(self, token_id: str) -> None:
-        """Make an API token stop working; NotFound when there is no such token."""
+    async def revoke_token(self, token_id: str, actor: str) -> None:
+        """Make an API token stop working; NotFound when there is no such
+        token, Conflict when it is revoked already."""
+        now = time.time()
         async with self._sessions() as session, session.begin():
-            result = await session.execute(update(ApiToken).where(
-                ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
-                .values(revoked_at=time.time()))
-            if not result.rowcount:  # type: ignore[attr-defined]
-                raise NotFound(f"no active API token {token_id!r}", code="unknown_token")
+            row = await session.get(ApiToken, token_id)
+            if row is None:
+                raise NotFound(f"no API token {token_id!r}", code="unknown_token")
+            if row.revoked_at is not None:
+                raise Conflict(f"API token {token_id!r} ({row.name}) is revoked already",
+                               code="token_revoked")
+            row.revoked_at = now
+            audit(session, at=now, actor=actor, action="token_revoke", targets=[],
+                  ref=token_id, outcome=f"API token {row.name!r}")
 
     async def tokens(self) -> list[dict[str, Any]]:
-        """Every API token, without the secret."""
+        """Every API token, without the secret; ``state`` is active, expired
+        or revoked."""
         async with self._sessions() as session:
             rows = (await session.scalars(select(ApiToken).order_by(ApiToken.created_at))).all()
+        now = time.time()
         return [{"id": r.id, "name": r.name, "created_at": r.created_at,
                  "created_by": r.created_by, "last_used": r.last_used,
-                 "revoked": r.revoked_at is not None} for r in rows]
+                 "expires_at": r.expires_at, "revoked_at": r.revoked_at,
+                 "revoked": r.revoked_at is not None, "state": _token_state(r, now)}
+                for r in rows]
 
     async def check_token(self, token: str) -> Principal:
         """The integration behind a bearer token; Unauthorized when none."""
         async with self._sessions() as session, session.begin():
             row = await session.scalar(select(ApiToken).where(
                 ApiToken.token_hash == token_hash(token)))
+            now = time.time()
             if row is None or row.revoked_at is not None:
                 raise Unauthorized("the API token is unknown or revoked: create one with "
                                    "'epns-server token create' or on the console",
                                    code="bad_token")
-            row.last_used = time.time()
+            if row.expires_at is not None and row.expires_at <= now:
+                raise Unauthorized(f"the API token {row.name!r} expired at "
+                                   f"{_utc(row.expires_at)}: create a new one with "
+                                   "'epns-server token create' or on the console",
+                                   code="token_expired")
+            row.last_used = now
             return Principal("token", row.name)
 
-    async def set_password(self, username: str, password: str) -> None:
-        """Create the user, or change its password."""
+    async def set_password(self, username: str, password: str) -> int:
+        """Create the user, or change its password and end every console
+        session it has (a copied cookie dies with the old password); returns
+        how many sessions ended."""
+        password_hash = hash_password(password)
         async with self._sessions() as session, session.begin():
             user = await session.get(User, username)
             if user is None:
-                session.add(User(username=username, password_hash=hash_password(password),
+                session.add(User(username=username, password_hash=password_hash,
                                  created_at=time.time()))
             else:
-                user.password_hash = hash_password(password)
+                user.password_hash = password_hash
+            return await end_user_sessions(session, username)
 
     async def create_user(self, username: str, password: str) -> bool:
         """Create the user; False when it exists already (replicas starting
@@ -148,6 +179,18 @@ class Credentials:
 
 
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+def _token_state(row: ApiToken, now: float) -> str:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 @dataclass(frozen=True, slots=True)

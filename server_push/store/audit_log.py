@@ -65,6 +65,12 @@ def count_query(wanted: AuditFilter, dialect: str) -> Select[Any]:
     return select(func.count()).select_from(AuditEntry).where(*wanted.conditions(dialect))
 
 
+def actions_query() -> Select[Any]:
+    """Every action the log holds, by name: a short list (the index on
+    action and time answers it without reading the entries)."""
+    return select(AuditEntry.action).distinct().order_by(AuditEntry.action)
+
+
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
     """One entry as the API shows it."""
     return {"at": entry.at, "actor": entry.actor, "action": entry.action,

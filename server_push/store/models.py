@@ -228,6 +228,8 @@ class ApiToken(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     last_used: Mapped[float | None] = mapped_column(Float, default=None)
     revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # None: until revoked. An expired token is refused like a revoked one.
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class EnrolToken(Base):

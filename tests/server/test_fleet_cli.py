@@ -1,11 +1,13 @@
-"""``epns-server agent list`` and ``token list | revoke`` against a real
-server's database: the API's filters and sort, a table or JSON, and a token
-revoked from the command line refused by the running server."""
+"""``epns-server agent list | groups`` and ``token create | list | revoke``
+against a real server's database: the API's filters and sort, a table or
+JSON, groups replaced, and a token revoked from the command line refused by
+the running server."""
 
 from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -46,14 +48,21 @@ def test_agent_list_refuses_an_unknown_sort_field(stack: Stack) -> None:
 
 
 def test_token_list_and_revoke(stack: Stack) -> None:
-    spare = stack.server.cli("token", "create", "spare").strip()
+    before = time.time()
+    spare = stack.server.cli("token", "create", "spare", "--ttl", "86400").strip()
     tokens = json.loads(stack.server.cli("token", "list", "--json"))
     by_name = {token["name"]: token for token in tokens}
     assert set(by_name) == {"tests", "spare"}
     assert not by_name["spare"]["revoked"]
+    assert by_name["tests"]["expires_at"] is None
+    assert before + 86400 <= by_name["spare"]["expires_at"] <= time.time() + 86400
     table = stack.server.cli("token", "list")
     assert by_name["spare"]["id"] in table
     assert "active" in table
+    assert "EXPIRES" in table
+    assert "never" in table
+    with pytest.raises(AssertionError, match="--ttl must be 60 to"):
+        stack.server.cli("token", "create", "short", "--ttl", "5")
 
     said = stack.server.cli("token", "revoke", by_name["spare"]["id"])
     assert "revoked" in said
@@ -63,5 +72,29 @@ def test_token_list_and_revoke(stack: Stack) -> None:
         assert api.get("/api/v1/agents").status_code == 200
     assert {t["name"]: t["revoked"] for t in json.loads(
         stack.server.cli("token", "list", "--json"))} == {"tests": False, "spare": True}
-    with pytest.raises(AssertionError, match="no active API token"):
+    with pytest.raises(AssertionError, match="is revoked already"):
         stack.server.cli("token", "revoke", by_name["spare"]["id"])
+    with pytest.raises(AssertionError, match="no API token 'f00'"):
+        stack.server.cli("token", "revoke", "f00")
+    audit = {(e["action"], e["ref"]) for e in stack_audit(stack)}
+    assert {("token_create", by_name["spare"]["id"]),
+            ("token_revoke", by_name["spare"]["id"])} <= audit
+
+
+def test_agent_groups_replaces_an_agents_groups(stack: Stack) -> None:
+    stack.create_agent("g1", groups=("old",))
+    said = stack.server.cli("agent", "groups", "g1", "--group", "lab", "--group", "floor-2")
+    assert "groups lab, floor-2" in said
+    with stack.api() as api:
+        assert api.get("/api/v1/agents/g1").json()["groups"] == ["lab", "floor-2"]
+        assert api.get("/api/v1/groups").json() == {"floor-2": 1, "lab": 1}
+    assert "groups none" in stack.server.cli("agent", "groups", "g1")
+    with pytest.raises(AssertionError, match="no agent 'nobody'"):
+        stack.server.cli("agent", "groups", "nobody", "--group", "x")
+
+
+def stack_audit(stack: Stack) -> list[dict[str, Any]]:
+    """The whole audit log, through the API."""
+    with stack.api() as api:
+        entries: list[dict[str, Any]] = api.get("/api/v1/audit", params={"limit": 1000}).json()
+    return entries
