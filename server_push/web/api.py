@@ -23,7 +23,7 @@ from epns import topics
 from epns.envelope import Command, CommandType, target_agent
 from epns.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
 from server_push.fleet.agent_query import SORT_FIELDS, AgentFilter, parse_sort
-from server_push.fleet.wakeups import AgentMatch, WakeRequest, WakeupFilter, WakeupView
+from server_push.fleet.wakeups import WakeRequest, WakeupFilter, WakeupView
 from server_push.security.auth import MAX_TOKEN_TTL, MIN_TOKEN_TTL, Principal
 from server_push.services import Services
 from server_push.store import audit_log as audit_log_query
@@ -125,9 +125,6 @@ class WakeupCreate(Strict):
         default=None, min_length=1, max_length=10_000)
     group: str | None = Field(default=None, pattern=NAME)
     all: bool = False
-    filter: AgentMatchIn | None = Field(default=None, description=(
-        "the agents GET /api/v1/agents lists with these filters, resolved when the "
-        "request is accepted (revoked and retired agents left out); at most 10,000"))
     ttl: float | None = Field(default=None, ge=1, description="seconds; default from config")
 
 
@@ -153,27 +150,18 @@ class WakeupOut(BaseModel):
     requested_by: str
     target_kind: str
     target: list[Any]
-    counts: dict[str, int] = Field(description=(
-        "targets per state: requested, delivered, satisfied, expired, cancelled"))
+    counts: dict[str, int]
     done: bool
-    cancelled_at: float | None = Field(default=None, description="when an admin cancelled it")
-    cancelled_by: str | None = None
-    targets: list[dict[str, Any]] = Field(default_factory=list, description=(
-        "per agent: state, its times, and its agent's presence when requested "
-        "(presence_at_request) and now (presence, agent_online, last_seen)"))
+    targets: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def _wakeup_out(view: WakeupView) -> WakeupOut:
     return WakeupOut(id=view.id, created_at=view.created_at, expires_at=view.expires_at,
                      requested_by=view.requested_by, target_kind=view.target_kind,
                      target=view.target, counts=view.counts, done=view.done,
-                     cancelled_at=view.cancelled_at, cancelled_by=view.cancelled_by,
                      targets=[{"agent_id": t.agent_id, "state": t.state,
                                "requested_at": t.requested_at, "delivered_at": t.delivered_at,
-                               "satisfied_at": t.satisfied_at, "ended_at": t.ended_at,
-                               "presence_at_request": t.presence_at_request,
-                               "presence": t.presence, "agent_online": t.presence == "online",
-                               "last_seen": t.last_seen}
+                               "satisfied_at": t.satisfied_at, "ended_at": t.ended_at}
                               for t in view.targets])
 
 
@@ -411,31 +399,8 @@ async def list_tasks(agent_id: AgentId, services: Svc, _: Caller) -> list[dict[s
 # --- wake-ups ----------------------------------------------------------------
 
 
-class AgentMatchIn(Strict):
-    """The filters of GET /api/v1/agents as a JSON object; a list holds values
-    any of which matches, and every field given must match."""
-
-    q: str | None = Field(default=None, max_length=100, pattern=NO_NUL)
-    presence: list[Presence] | None = Field(default=None, max_length=MAX_VALUES)
-    group: Names | None = Field(default=None, max_length=MAX_VALUES)
-    route: Texts64 | None = Field(default=None, max_length=MAX_VALUES)
-    version: Texts64 | None = Field(default=None, max_length=MAX_VALUES)
-    last_seen_before: float | None = Field(default=None, ge=0, le=1e11)
-    last_seen_after: float | None = Field(default=None, ge=0, le=1e11)
-    expiring_within: float | None = Field(default=None, ge=0, le=1e10)
-
-    def to_match(self) -> AgentMatch:
-        """The registry's filter, and the filter as written (the wake-up's target)."""
-        return AgentMatch(AgentFilter(
-            q=self.q, presence=tuple(self.presence or ()), groups=tuple(self.group or ()),
-            routes=tuple(self.route or ()), versions=tuple(self.version or ()),
-            last_seen_before=self.last_seen_before, last_seen_after=self.last_seen_after,
-            expiring_within=self.expiring_within), self.model_dump(exclude_none=True))
-
-
 @router.post("/wakeups", tags=["wakeups"], status_code=202, response_model=WakeupOut,
-             summary="Wake agents, a group, all, or the agents a filter matches; tracked "
-                     "to satisfied or expired",
+             summary="Wake agents, a group or all; tracked to satisfied or expired",
              responses={200: {"model": WakeupOut,
                               "description": "the Idempotency-Key named an earlier request"},
                         **refusals(*CHANGE, 404, 409, 429)})
@@ -443,22 +408,19 @@ async def create_wakeup(
     body: WakeupCreate, services: Svc, caller: Caller, response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> WakeupOut:
-    chosen = sum((body.agents is not None, body.group is not None, body.all,
-                  body.filter is not None))
+    chosen = sum((body.agents is not None, body.group is not None, body.all))
     if chosen != 1:
-        raise BadRequest("give exactly one of 'agents', 'group', 'filter' or 'all': true",
+        raise BadRequest("give exactly one of 'agents', 'group' or 'all': true",
                          code="bad_target")
     wait = services.wake_limiter.take(caller.actor, time.time())
     if wait > 0:
         raise TooManyRequests(f"too many wake-up requests from {caller.actor}; retry in "
                               f"{wait:.0f} s", retry_after=wait)
-    kind: Literal["agents", "group", "all", "filter"] = (
-        "agents" if body.agents is not None else "group" if body.group is not None
-        else "filter" if body.filter is not None else "all")
+    kind: Literal["agents", "group", "all"] = (
+        "agents" if body.agents is not None else "group" if body.group is not None else "all")
     view, created = await services.wakeups.request(caller.actor, WakeRequest(
         kind=kind, agents=tuple(body.agents or ()), group=body.group, ttl=body.ttl,
-        idempotency_key=idempotency_key,
-        match=None if body.filter is None else body.filter.to_match()))
+        idempotency_key=idempotency_key))
     if not created:
         response.status_code = 200
     return _wakeup_out(view)
@@ -473,7 +435,7 @@ async def list_wakeups(
     *, request: Request, response: Response, services: Svc, _: Caller,
     requested_by: Annotated[Texts128 | None, Query(max_length=MAX_VALUES, description=(
         "the caller who asked (token:NAME, user name); repeat for any of several"))] = None,
-    target_kind: Annotated[list[Literal["agents", "group", "all", "filter"]] | None, Query(
+    target_kind: Annotated[list[Literal["agents", "group", "all"]] | None, Query(
         max_length=MAX_VALUES,
         description="how the targets were named; repeat for any of several")] = None,
     created_after: Annotated[float | None, Query(
@@ -500,20 +462,6 @@ async def list_wakeups(
 async def get_wakeup(wakeup_id: Annotated[str, Path(pattern=ID)], services: Svc,
                      _: Caller) -> WakeupOut:
     return _wakeup_out(await services.wakeups.get(wakeup_id, with_targets=True))
-
-
-@router.post("/wakeups/{wakeup_id}/cancel", tags=["wakeups"], response_model=WakeupOut,
-             summary="Cancel a wake-up: its pending targets end as cancelled",
-             description="Targets still requested or delivered become cancelled (final); "
-                         "satisfied and expired ones stay. Commands not yet published are "
-                         "withdrawn; one the broker already holds for an offline agent may "
-                         "still reach it, and counts for nothing. Idempotent: cancelling a "
-                         "cancelled wake-up answers it unchanged. A POST, not a DELETE: the "
-                         "wake-up and its record stay.",
-             responses=refusals(*CHANGE, 404, 409))
-async def cancel_wakeup(wakeup_id: Annotated[str, Path(pattern=ID)], services: Svc,
-                        caller: Caller) -> WakeupOut:
-    return _wakeup_out(await services.wakeups.cancel(caller.actor, wakeup_id))
 
 
 # --- settings, audit, tokens -------------------------------------------------
