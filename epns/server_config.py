@@ -17,6 +17,7 @@ __all__ = [
     "AgentIdentitySettings",
     "BrokerAuthSettings",
     "BudgetSettings",
+    "CampaignSettings",
     "ClusterSettings",
     "ConsoleSettings",
     "DatabaseSettings",
@@ -208,6 +209,29 @@ class WakeupSettings:
 
 
 @dataclass(frozen=True)
+class CampaignSettings:
+    """Wake campaigns (docs/campaigns.md) and the server-wide cap on wake-ups
+    and magic packets: at most ``cap`` sends in any ``cap_interval`` seconds
+    (1E WakeUp's default, 1,000 per 30 s). Campaign sends beyond it wait;
+    ad-hoc wake-ups and Wake-on-LAN are never held, but use the budget."""
+
+    # Sends (a wake-up for one agent, or a Wake-on-LAN request for one
+    # machine) per cap_interval, server-wide.
+    cap: int = 1000
+    # Seconds.
+    cap_interval: float = 30.0
+    # Seconds between the scheduler's rounds: how late a run may start.
+    tick: float = 5.0
+    # Seconds a replica holds a run it advances; another takes it over after.
+    lease: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.cap < 1 or min(self.cap_interval, self.tick) <= 0 or self.lease <= self.tick:
+            raise ValueError("campaigns: cap >= 1, cap_interval and tick positive, "
+                             "lease longer than tick")
+
+
+@dataclass(frozen=True)
 class SyncSettings:
     """Admission control of the agents' sync endpoints."""
 
@@ -369,6 +393,7 @@ class ServerSettings:
     identity: AgentIdentitySettings = field(default_factory=AgentIdentitySettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     wakeups: WakeupSettings = field(default_factory=WakeupSettings)
+    campaigns: CampaignSettings = field(default_factory=CampaignSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     budgets: BudgetSettings = field(default_factory=BudgetSettings)

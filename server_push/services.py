@@ -25,6 +25,7 @@ from epns.logs import event
 from epns.server_config import ServerSettings
 from server_push.fleet.agents import AgentAdmin
 from server_push.fleet.bus import Bus
+from server_push.fleet.campaigns import Campaigns
 from server_push.fleet.enrol import Enrolment
 from server_push.fleet.events import Dispatcher
 from server_push.fleet.gauges import GAUGE_TTL, GaugeReader
@@ -84,6 +85,8 @@ class Services:
     # The database's gauges for /metrics, cached (fleet/gauges.py).
     gauges: GaugeReader
     cluster: Cluster | None = None
+    # Wake campaigns and their scheduler (fleet/campaigns.py), made after the rest.
+    campaigns: Campaigns = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
     _flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
@@ -157,6 +160,7 @@ class Services:
             group.create_task(self.wol.run_sweeper(), name="wol-sweeper")
             group.create_task(notifier.run(), name="offline-notifier")
             group.create_task(self.handled.run_pruner(), name="handled-pruner")
+            group.create_task(self.campaigns.run_scheduler(), name="campaign-scheduler")
 
     async def _lead_with_link(self) -> None:
         """``leader`` mode, while elected: the broker session (persistent, one
@@ -324,5 +328,8 @@ async def build(settings: ServerSettings) -> Services:
         bus.relay = services.cluster.tell
     if mode == "leader":
         outbox.hand_off = services._hand_off
+    services.campaigns = Campaigns(sessions, wakeups=services.wakeups, wol=services.wol,
+                                   registry=registry, bus=bus, settings=settings.campaigns,
+                                   max_ttl=settings.wakeups.max_ttl, counts=metrics.campaigns)
     holder["services"] = services
     return services

@@ -20,7 +20,7 @@ from epns.prometheus import Exposition, Histogram, labelled, labelled_by, single
 from server_push.link.mqtt_link import LinkHealth
 from server_push.link.outbox import OutboxCounts
 
-__all__ = ["WAKE_STATES", "FleetGauges", "ServerMetrics"]
+__all__ = ["WAKE_STATES", "CampaignCounts", "FleetGauges", "ServerMetrics"]
 
 # Seconds from the API call: a wake-up of an online agent is delivered in
 # tens of milliseconds; one that waits for its agent to come back, minutes
@@ -47,6 +47,20 @@ class FleetGauges:
     expiry_unknown: int
     # When these were read (UNIX s): a cached answer says how old it is.
     read_at: float
+
+
+@dataclass
+class CampaignCounts:
+    """Wake campaigns on this replica (``fleet/campaigns.py``): what its
+    scheduler's last round saw, and what it did since the start."""
+
+    # Runs this replica is advancing, and their targets waiting for the cap.
+    running: int = 0
+    queued: int = 0
+    # Runs ended, by outcome: done, missed.
+    runs: Counter[str] = field(default_factory=Counter)
+    # Sends the campaigns made, by kind: wake (one per agent), wol (one per machine).
+    sends: Counter[str] = field(default_factory=Counter)
 
 
 def _wake_histograms() -> dict[str, Histogram]:
@@ -84,6 +98,7 @@ class ServerMetrics:
     # HTTP requests by route template (not path: one series per route),
     # method and status.
     http_requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    campaigns: CampaignCounts = field(default_factory=CampaignCounts)
 
     def observe_wake(self, state: str, requested_at: float, at: float, count: int = 1) -> None:
         """``count`` targets requested at ``requested_at`` reached ``state``
@@ -137,11 +152,28 @@ class ServerMetrics:
         text.family("epns_server_outbox_expired_unsent_total", "counter",
                     "Outbox commands dropped unsent because they expired first.",
                     single(self.outbox.expired_unsent))
-        # Campaigns (issue 20, item 4) do not exist yet: their metrics
-        # (epns_server_campaign_*) belong here when they do.
+        self._render_campaigns(text)
         if fleet is not None:
             _render_fleet(text, fleet)
         return text.render()
+
+    def _render_campaigns(self, text: Exposition) -> None:
+        counts = self.campaigns
+        text.family("epns_server_campaign_runs_running", "gauge",
+                    "Campaign runs this replica advanced in its scheduler's last round.",
+                    single(counts.running))
+        text.family("epns_server_campaign_targets_queued", "gauge",
+                    "Targets of those runs still waiting (for the cap, a machine woken by "
+                    "Wake-on-LAN, or their wake-up), at the last round.",
+                    single(counts.queued))
+        text.family("epns_server_campaign_runs_total", "counter",
+                    "Campaign runs ended, by outcome: done, missed (the server was down, "
+                    "or the previous run was still under way).",
+                    labelled("outcome", Counter({"done": 0, "missed": 0, **counts.runs})))
+        text.family("epns_server_campaign_sends_total", "counter",
+                    "Sends campaigns made under the cap, by kind: wake (one agent), wol "
+                    "(one machine's Wake-on-LAN request).",
+                    labelled("kind", Counter({"wake": 0, "wol": 0, **counts.sends})))
 
     def _render_wakes_and_syncs(self, text: Exposition) -> None:
         text.family("epns_server_wake_transitions_total", "counter",

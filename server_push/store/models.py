@@ -171,6 +171,8 @@ class WolRequest(Base):
     __table_args__ = (
         Index("ix_wol_requests_agent_state", "agent_id", "state"),
         Index("ix_wol_requests_state_deadline", "state", "deadline"),
+        # The cap on wake-ups and magic packets counts the last interval's (0011).
+        Index("ix_wol_requests_created_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -313,3 +315,80 @@ class HandledEvent(Base):
     at: Mapped[float] = mapped_column(Float)
     # Which replica applied it (host:pid): what an operator, or a test, reads.
     handled_by: Mapped[str] = mapped_column(String(128))
+
+
+class Campaign(Base):
+    """A wake campaign (docs/campaigns.md): whom to wake, when, and how.
+    Deleting one sets ``deleted_at``; its runs and reports stay."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_next_run", "enabled", "next_run_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # {"groups": [...], "agents": [...]}: resolved when each run starts.
+    targets: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # epns.campaign_schedule.Schedule.as_dict()
+    schedule: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # {"wol": bool, "settle": s, "wol_addresses": [...], "wol_ports": [...]}
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[float] = mapped_column(Float)
+    # Slots up to this time have been handed out (run or missed).
+    checked_until: Mapped[float] = mapped_column(Float)
+    next_run_at: Mapped[float | None] = mapped_column(Float, default=None)
+    deleted_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class CampaignRun(Base):
+    """One run of a campaign, scheduled or started by hand, or a slot missed.
+    The replica that advances it holds a lease (``claimed_by`` until
+    ``lease_until``), taken by a conditional UPDATE."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (UniqueConstraint("campaign_id", "slot", "trigger"),
+                      Index("ix_campaign_runs_state", "state"),
+                      Index("ix_campaign_runs_campaign_slot", "campaign_id", "slot"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | manual
+    slot: Mapped[float] = mapped_column(Float)
+    window_end: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | done | missed
+    requested_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_until: Mapped[float | None] = mapped_column(Float, default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class CampaignTarget(Base):
+    """One agent of a run: queued -> (wol_sent ->) wake_queued -> wake_sent,
+    or not_sent when the window ended first. The wake-up's own state (its
+    ``WakeTarget``) says whether it synced."""
+
+    __tablename__ = "campaign_targets"
+    __table_args__ = (Index("ix_campaign_targets_run_phase", "run_id", "phase"),
+                      UniqueConstraint("run_id", "agent_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("campaign_runs.id"))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(16), default="queued")
+    # Presence when the run started.
+    presence: Mapped[str | None] = mapped_column(String(16), default=None)
+    wol_request_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    wol_sent_at: Mapped[float | None] = mapped_column(Float, default=None)
+    woke_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # The Idempotency-Key of the wake-up batch it is in, so a batch a crash
+    # interrupted is sent again as the same wake-up, never twice.
+    wake_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    wake_ttl: Mapped[float | None] = mapped_column(Float, default=None)
+    wakeup_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    wake_sent_at: Mapped[float | None] = mapped_column(Float, default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")

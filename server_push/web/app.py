@@ -11,6 +11,7 @@ from server_push.services import Services
 from server_push.web import (
     api,
     broker_auth_api,
+    campaign_api,
     enrol_api,
     errors,
     install_api,
@@ -42,6 +43,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     app.include_router(api.router)
     app.include_router(sync_api.router)
     app.include_router(wol_api.router)
+    app.include_router(campaign_api.router)
     app.include_router(enrol_api.router)
     app.include_router(install_api.router)
     app.include_router(broker_auth_api.router)
