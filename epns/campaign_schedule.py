@@ -149,6 +149,8 @@ def _local_datetime(text: str) -> datetime:
     if value.tzinfo is not None:
         raise InvalidSchedule("schedule.at of a once schedule is local time in "
                               "schedule.timezone: leave the offset out")
+    if not 2000 <= value.year <= 2200:
+        raise InvalidSchedule(f"schedule.at {text!r}: the year must be 2000 to 2200")
     return value
 
 
