@@ -5,7 +5,14 @@ that started after T. Each target walks one way::
 
     requested ──ack──> delivered ──sync started after T──> satisfied
         │                  │
-        └──────────────────┴──TTL ran out──> expired
+        ├──────────────────┴──TTL ran out──> expired
+        └──────────────────┴──an admin cancelled it──> cancelled
+
+Satisfied, expired and cancelled are final: nothing moves a target out of
+them. A cancelled target stays cancelled when its command reaches the agent
+later (the broker kept it for an offline agent) and when the agent then
+syncs: that sync satisfies only what is still pending, so the cancelled
+request is never counted as met.
 
 A sync may satisfy a target that was never acked (the ack was lost with a
 broker restart, or the agent synced on its interval): satisfied implies
@@ -37,10 +44,11 @@ class WakeState(StrEnum):
     DELIVERED = "delivered"
     SATISFIED = "satisfied"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
     @property
     def pending(self) -> bool:
-        """True while the target can still be satisfied."""
+        """True while the target can still be satisfied (or cancelled)."""
         return self in (WakeState.REQUESTED, WakeState.DELIVERED)
 
 

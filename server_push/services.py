@@ -306,7 +306,8 @@ async def build(settings: ServerSettings) -> Services:
     agents = AgentAdmin(sessions, settings, revocations, bus)
     services = Services(
         settings=settings, engine=engine, sessions=sessions, bus=bus, link=link, outbox=outbox,
-        registry=registry, wakeups=Wakeups(sessions, outbox, bus, settings.wakeups, metrics),
+        registry=registry, wakeups=Wakeups(sessions, outbox, bus, settings.wakeups, metrics,
+                                                registry=registry),
         tasks=Tasks(sessions), agents=agents,
         credentials=Credentials(sessions),
         agent_auth=AgentAuthenticator(sessions, trust.token_keys, revocations),

@@ -7,7 +7,11 @@ an accepted request always has a command on its way. Then:
 - an agent's ``ack`` marks its targets on that command delivered;
 - a completed sync (sync endpoint or ``sync`` event) satisfies the agent's
   pending targets requested before the sync started;
-- the sweeper expires targets whose TTL ran out.
+- the sweeper expires targets whose TTL ran out;
+- an admin's cancel ends the pending targets (``cancel``): their unsent
+  commands leave the outbox, and a command the broker already holds for an
+  offline agent still reaches it, but its ack and its sync find nothing
+  pending to move (acks and syncs only ever move pending targets).
 
 Collapse: a request for an agent that already has an un-acked wake command
 rides on that command instead of sending another. If the agent turns out to
@@ -25,9 +29,9 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,15 +42,17 @@ from epns.logs import event
 from epns.server_config import WakeupSettings
 from epns.wakeup import PENDING_STATES, WakeState, collapse_into, satisfies
 from server_push.fleet.bus import Bus
+from server_push.fleet.registry import Registry, presence_of
 from server_push.link.metrics import ServerMetrics
 from server_push.link.outbox import Outbox
 from server_push.store.history import audit, remember, remember_all, settle_audit
-from server_push.store.models import Agent, WakeTarget, Wakeup
+from server_push.store.models import Agent, PendingCommand, WakeTarget, Wakeup
 
 log = logging.getLogger(__name__)
 
 TargetKind = Literal["agents", "group", "all"]
 AUDIT_ACTION = "wakeup"
+CANCEL_ACTION = "wakeup_cancel"
 MAX_AGENTS_PER_REQUEST = 10_000
 # Syncs remembered as applied (``Wakeups.applied``): a fleet's worth.
 _APPLIED_KEPT = 20_000
@@ -54,6 +60,8 @@ _APPLIED_KEPT = 20_000
 
 # expires_at - created_at gives the TTL back to within float rounding.
 _TTL_TOLERANCE = 1e-3
+# What the registry's presence rules read of an agent's row.
+_PRESENCE_COLUMNS = (Agent.presence, Agent.presence_at, Agent.last_seen)
 
 
 class IdempotencyKeyReused(RequestError):
@@ -108,6 +116,11 @@ class TargetView:
     delivered_at: float | None
     satisfied_at: float | None
     ended_at: float | None
+    # The agent's presence when the request was accepted (None: before
+    # migration 0010), as shown now, and when it was last heard from.
+    presence_at_request: str | None = None
+    presence: str | None = None
+    last_seen: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,8 @@ class WakeupView:
     target: list[Any]
     counts: dict[str, int]
     targets: tuple[TargetView, ...] = ()
+    cancelled_at: float | None = None
+    cancelled_by: str | None = None
 
     @property
     def done(self) -> bool:
@@ -133,8 +148,11 @@ class Wakeups:
     """Accepts wake-up requests and moves their targets along the contract."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, bus: Bus,
-                 settings: WakeupSettings, metrics: ServerMetrics) -> None:
+                 settings: WakeupSettings, metrics: ServerMetrics, *,
+                 registry: Registry) -> None:
         self._sessions = sessions
+        # Judges presence (online, stale, offline) by the registry's rules.
+        self._registry = registry
         # Counted after each transaction commits: a rolled-back one moved nothing.
         self._metrics = metrics
         self._outbox = outbox
@@ -173,10 +191,11 @@ class Wakeups:
                         target=self._describe(wanted), idempotency_key=wanted.idempotency_key)
         try:
             async with self._sessions() as session, session.begin():
-                agent_ids = await self._resolve(session, wanted)
+                presence = await self._resolve(session, wanted, now)
+                agent_ids = list(presence)
                 session.add(wakeup)
                 await session.flush()
-                command_ids, collapsed = await self._stage(session, wakeup, agent_ids, now)
+                command_ids, collapsed = await self._stage(session, wakeup, presence, now)
                 audit(session, at=now, actor=actor, action=AUDIT_ACTION, targets=agent_ids,
                       outcome=f"accepted: {len(agent_ids)} agents, {collapsed} collapsed",
                       ref=wakeup.id)
@@ -229,22 +248,31 @@ class Wakeups:
                 Wakeup.requested_by == actor, Wakeup.idempotency_key == key))
         return None if found is None else await self.get(found)
 
-    async def _resolve(self, session: AsyncSession, wanted: WakeRequest) -> list[str]:
+    async def _resolve(self, session: AsyncSession, wanted: WakeRequest,
+                       now: float) -> dict[str, str]:
+        """The agents ``wanted`` names, each with its presence now."""
         if wanted.kind == "agents":
-            return await self._named_agents(session, wanted.agents)
+            return await self._named_agents(session, wanted.agents, now)
         rows = (await session.execute(
-            select(Agent.id, Agent.groups).where(Agent.revoked_at.is_(None)))).all()
-        if wanted.kind == "all":
-            found = [row.id for row in rows]
-        else:
+            select(Agent.id, Agent.groups, *_PRESENCE_COLUMNS)
+            .where(Agent.revoked_at.is_(None)))).all()
+        if wanted.kind != "all":
             group = topics.check_name(wanted.group or "", "group name")
-            found = [row.id for row in rows if group in (row.groups or [])]
-        if not found:
+            rows = [row for row in rows if group in (row.groups or [])]
+        if not rows:
             raise NotFound("no enrolled agent matches this target", code="no_agents")
-        return found
+        return {row.id: self._presence(row, now) for row in rows}
 
-    @staticmethod
-    async def _named_agents(session: AsyncSession, names: Sequence[str]) -> list[str]:
+    def _presence(self, row: Any, now: float) -> str:
+        """The presence the registry shows for a row that has the columns
+        of ``_PRESENCE_COLUMNS`` (a whole Agent would cost a wake-all of
+        10,000 agents an ORM object each)."""
+        live = self._registry.liveness(now)
+        return presence_of(cast(Agent, row), now=now, stale_after=live.stale_after,
+                           link_up=live.link_up)
+
+    async def _named_agents(self, session: AsyncSession, names: Sequence[str],
+                            now: float) -> dict[str, str]:
         wanted = list(dict.fromkeys(names))
         if not wanted:
             raise BadRequest("name at least one agent", code="no_agents")
@@ -252,19 +280,21 @@ class Wakeups:
             raise BadRequest(f"at most {MAX_AGENTS_PER_REQUEST} agents per request; "
                              "use a group or 'all'", code="too_many_agents")
         rows = (await session.execute(
-            select(Agent.id, Agent.revoked_at).where(Agent.id.in_(wanted)))).all()
-        known = {row.id: row.revoked_at for row in rows}
+            select(Agent.id, Agent.revoked_at, *_PRESENCE_COLUMNS)
+            .where(Agent.id.in_(wanted)))).all()
+        known = {row.id: row for row in rows}
         unknown = [name for name in wanted if name not in known]
         if unknown:
             raise NotFound(f"unknown agents: {', '.join(unknown[:20])}", code="unknown_agents")
-        revoked = [name for name in wanted if known[name] is not None]
+        revoked = [name for name in wanted if known[name].revoked_at is not None]
         if revoked:
             raise Conflict(f"revoked agents cannot be woken: {', '.join(revoked[:20])}",
                            code="agent_revoked")
-        return wanted
+        return {name: self._presence(known[name], now) for name in wanted}
 
-    async def _stage(self, session: AsyncSession, wakeup: Wakeup, agent_ids: list[str],
+    async def _stage(self, session: AsyncSession, wakeup: Wakeup, presence: dict[str, str],
                      now: float) -> tuple[list[str], int]:
+        agent_ids = list(presence)
         if wakeup.target_kind != "agents":
             command = self._command(self._fanout_target(wakeup), now, wakeup)
             self._outbox.stage(session, command, self._fanout_topic(wakeup))
@@ -273,7 +303,8 @@ class Wakeups:
             await session.execute(insert(WakeTarget), [
                 {"wakeup_id": wakeup.id, "agent_id": agent_id, "requested_at": now,
                  "expires_at": wakeup.expires_at, "command_id": command.id,
-                 "command_expires_at": command.expires_at} for agent_id in agent_ids])
+                 "command_expires_at": command.expires_at, "presence": presence[agent_id]}
+                for agent_id in agent_ids])
             return [command.id], 0
         riding = await self._unacked_commands(session, agent_ids)
         staged: list[str] = []
@@ -282,12 +313,13 @@ class Wakeups:
             ride = riding.get(agent_id)
             if ride is not None and collapse_into(ride[1], new_expires_at=wakeup.expires_at,
                                                   now=now):
-                session.add(self._target(wakeup, agent_id, now, None, ride=ride))
+                session.add(self._target(wakeup, agent_id, now, None, ride=ride,
+                                         presence=presence[agent_id]))
                 collapsed += 1
                 continue
             command = self._command(target_agent(agent_id), now, wakeup)
             self._outbox.stage(session, command, topics.agent_cmd(agent_id))
-            session.add(self._target(wakeup, agent_id, now, command))
+            session.add(self._target(wakeup, agent_id, now, command, presence=presence[agent_id]))
             staged.append(command.id)
         return staged, collapsed
 
@@ -308,15 +340,16 @@ class Wakeups:
 
     @staticmethod
     def _target(wakeup: Wakeup, agent_id: str, now: float, command: Command | None,
-                ride: tuple[str, float, float | None] | None = None) -> WakeTarget:
+                ride: tuple[str, float, float | None] | None = None, *,
+                presence: str) -> WakeTarget:
         if command is not None:
             return WakeTarget(wakeup_id=wakeup.id, agent_id=agent_id, requested_at=now,
                               expires_at=wakeup.expires_at, command_id=command.id,
-                              command_expires_at=command.expires_at)
+                              command_expires_at=command.expires_at, presence=presence)
         assert ride is not None
         return WakeTarget(wakeup_id=wakeup.id, agent_id=agent_id, requested_at=now,
                           expires_at=wakeup.expires_at, command_id=ride[0],
-                          command_expires_at=ride[1], published_at=ride[2])
+                          command_expires_at=ride[1], published_at=ride[2], presence=presence)
 
     @staticmethod
     async def _unacked_commands(session: AsyncSession, agent_ids: list[str]
@@ -475,6 +508,71 @@ class Wakeups:
             except Exception as exc:  # the sweeper must outlive a bad round
                 event(log, "sweep_failed", logging.ERROR, error=repr(exc))
 
+    # --- cancel --------------------------------------------------------------
+
+    async def cancel(self, actor: str, wakeup_id: str) -> WakeupView:
+        """End the wake-up's pending targets as cancelled; satisfied and expired
+        ones stay. Commands staged for them alone leave the outbox unsent. Again
+        on a cancelled wake-up: the same answer, nothing changes.
+        NotFound for an unknown id; Conflict (wakeup_finished) when nothing
+        was left pending before any cancel."""
+        now = time.time()
+        async with self._sessions() as session, session.begin():
+            wakeup = await session.get(Wakeup, wakeup_id, with_for_update=True)
+            if wakeup is None:
+                raise NotFound(f"no wake-up {wakeup_id!r}", code="unknown_wakeup")
+            if wakeup.cancelled_at is not None:
+                cancelled: Sequence[WakeTarget] = ()
+            else:
+                cancelled = (await session.scalars(select(WakeTarget).where(
+                    WakeTarget.wakeup_id == wakeup_id,
+                    WakeTarget.state.in_(PENDING_STATES)).with_for_update())).all()
+                if not cancelled:
+                    counts = await self._counts(session, wakeup_id)
+                    raise Conflict(
+                        f"wake-up {wakeup_id} has no target left to cancel: "
+                        f"{_outcome_words(counts)}", code="wakeup_finished")
+                withdrawn = await self._end_cancelled(session, wakeup, cancelled, actor, now)
+        if not cancelled:
+            return await self.get(wakeup_id, with_targets=True)
+        self._metrics.observe_wake(WakeState.CANCELLED.value, now, now, len(cancelled))
+        event(log, "wakeup_cancelled", id=wakeup_id, by=actor, targets=len(cancelled),
+              withdrawn=withdrawn)
+        self._bus.publish({"kind": "wakeup", "id": wakeup_id})
+        for agent_id in {t.agent_id for t in cancelled}:
+            self._notify_agent(agent_id)
+        return await self.get(wakeup_id, with_targets=True)
+
+    async def _end_cancelled(self, session: AsyncSession, wakeup: Wakeup,
+                             cancelled: Sequence[WakeTarget], actor: str, now: float) -> int:
+        """Write the cancel: targets, wake-up, history, audit, and the outbox
+        rows no pending target needs any more. Returns how many left it."""
+        wakeup.cancelled_at, wakeup.cancelled_by = now, actor
+        for target in cancelled:
+            target.state = WakeState.CANCELLED.value
+            target.ended_at = now
+        await session.flush()
+        # A command may carry other requests' targets (collapse, a fan-out):
+        # it stays while one of them is pending.
+        commands = {t.command_id for t in cancelled if t.command_id is not None}
+        needed = set((await session.scalars(select(WakeTarget.command_id).where(
+            WakeTarget.command_id.in_(commands),
+            WakeTarget.state.in_(PENDING_STATES)))).all()) if commands else set()
+        unneeded = list(commands - needed)
+        withdrawn = 0
+        if unneeded:
+            result = await session.execute(
+                delete(PendingCommand).where(PendingCommand.id.in_(unneeded)))
+            withdrawn = int(result.rowcount)  # type: ignore[attr-defined]
+        agent_ids = sorted({t.agent_id for t in cancelled})
+        await remember_all(session, agent_ids, now, "wake_cancelled", f"by {actor}")
+        offline = sum(1 for t in cancelled if t.delivered_at is None)
+        audit(session, at=now, actor=actor, action=CANCEL_ACTION, targets=agent_ids,
+              outcome=f"cancelled {len(cancelled)} pending targets ({offline} not yet "
+                      f"delivered); {withdrawn} unsent commands withdrawn", ref=wakeup.id)
+        await self._settle(session, {wakeup.id})
+        return withdrawn
+
     # --- reading -------------------------------------------------------------
 
     async def get(self, wakeup_id: str, *, with_targets: bool = False) -> WakeupView:
@@ -486,11 +584,21 @@ class Wakeups:
             counts = await self._counts(session, wakeup_id)
             targets: tuple[TargetView, ...] = ()
             if with_targets:
-                rows = (await session.scalars(select(WakeTarget).where(
-                    WakeTarget.wakeup_id == wakeup_id).order_by(WakeTarget.agent_id))).all()
-                targets = tuple(TargetView(t.agent_id, t.state, t.requested_at, t.delivered_at,
-                                           t.satisfied_at, t.ended_at) for t in rows)
+                targets = await self._targets(session, wakeup_id)
         return _view(wakeup, counts, targets)
+
+    async def _targets(self, session: AsyncSession, wakeup_id: str) -> tuple[TargetView, ...]:
+        """The wake-up's targets, each with its agent's presence then and now."""
+        now = time.time()
+        rows = (await session.execute(
+            select(WakeTarget, *_PRESENCE_COLUMNS)
+            .outerjoin(Agent, Agent.id == WakeTarget.agent_id)
+            .where(WakeTarget.wakeup_id == wakeup_id).order_by(WakeTarget.agent_id))).all()
+        return tuple(TargetView(t.agent_id, t.state, t.requested_at, t.delivered_at,
+                                t.satisfied_at, t.ended_at, t.presence,
+                                None if row.presence is None else self._presence(row, now),
+                                row.last_seen or row.presence_at)
+                     for row in rows for t in (row[0],))
 
     async def page(self, wanted: WakeupFilter, *, newest_first: bool, limit: int,
                    offset: int) -> tuple[list[WakeupView], int]:
@@ -530,10 +638,13 @@ class Wakeups:
 
 def _view(wakeup: Wakeup, counts: dict[str, int], targets: tuple[TargetView, ...]) -> WakeupView:
     return WakeupView(wakeup.id, wakeup.created_at, wakeup.expires_at, wakeup.requested_by,
-                      wakeup.target_kind, list(wakeup.target), counts, targets)
+                      wakeup.target_kind, list(wakeup.target), counts, targets,
+                      wakeup.cancelled_at, wakeup.cancelled_by)
 
 
 def _outcome_words(counts: dict[str, int]) -> str:
     total = sum(counts.values())
-    return (f"satisfied {counts.get('satisfied', 0)}/{total}, "
-            f"expired {counts.get('expired', 0)}/{total}")
+    words = (f"satisfied {counts.get('satisfied', 0)}/{total}, "
+             f"expired {counts.get('expired', 0)}/{total}")
+    cancelled = counts.get(WakeState.CANCELLED.value, 0)
+    return f"{words}, cancelled {cancelled}/{total}" if cancelled else words

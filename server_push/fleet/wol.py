@@ -121,6 +121,8 @@ class PreflightView:
     relays_online: int
     relays: list[str]
     warning: str | None
+    # Whether a request now would send any packet for it (``_packets``).
+    packets: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,8 @@ class WolDispatch:
             subnet = _text(path.subnet)
             views.append(PreflightView(agent_id, path.mac, path.address, subnet, len(online),
                                        online[:config.relays_per_subnet],
-                                       relay_warning(subnet, len(online), len(config.addresses))))
+                                       relay_warning(subnet, len(online), len(config.addresses)),
+                                       packets=_packets(agent_id, path, online, config)))
         return views
 
     # --- sending -------------------------------------------------------------
@@ -387,6 +390,16 @@ async def _agents(session: AsyncSession, names: list[str]) -> dict[str, Agent]:
         raise Conflict(f"revoked agents cannot be woken: {', '.join(revoked[:20])}",
                        code="agent_revoked")
     return found
+
+
+def _packets(agent_id: str | None, path: WakePath, relays: Sequence[str],
+             config: WolConfig) -> bool:
+    """Whether a request now would send any packet for a target: a relay is
+    online in its subnet or the settings name addresses for the server's own
+    packets, and, for an agent, its MAC is known (the request is refused
+    otherwise). A target named by address gets its MAC with the request."""
+    known = agent_id is None or path.mac is not None
+    return known and bool(relays or config.addresses)
 
 
 def _checked_addresses(texts: Sequence[str]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from epns.prometheus import Exposition, Histogram, labelled, labelled_by, single
+from epns.wakeup import WakeState
 from server_push.link.mqtt_link import LinkHealth
 from server_push.link.outbox import OutboxCounts
 
@@ -28,7 +29,7 @@ __all__ = ["WAKE_STATES", "CampaignCounts", "FleetGauges", "ServerMetrics"]
 WAKE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 # Seconds the server spends on one sync step, admission wait included.
 SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-WAKE_STATES = ("requested", "delivered", "satisfied", "expired")
+WAKE_STATES = tuple(state.value for state in WakeState)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,13 +97,17 @@ class Wakeup(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
     # The fan-out command of a group or "all" wake-up, published once.
     command_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Set when an admin cancelled it (POST .../cancel, migration 0010).
+    cancelled_at: Mapped[float | None] = mapped_column(Float, default=None)
+    cancelled_by: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class WakeTarget(Base):
     """The delivery record of one wake-up for one agent.
 
     requested -> delivered (acked) -> satisfied (a sync that started after the
-    request completed), or expired when the TTL ran out first.
+    request completed), or expired when the TTL ran out first, or cancelled
+    by an admin before either (``epns.wakeup``).
     """
 
     __tablename__ = "wake_targets"
@@ -129,6 +133,9 @@ class WakeTarget(Base):
     satisfied_at: Mapped[float | None] = mapped_column(Float, default=None)
     sync_id: Mapped[str | None] = mapped_column(String(64), default=None)
     ended_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # The agent's presence as the registry showed it when the request was
+    # accepted (migration 0010): "offline" explains a target that waits.
+    presence: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class PendingCommand(Base):

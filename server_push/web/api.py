@@ -150,18 +150,27 @@ class WakeupOut(BaseModel):
     requested_by: str
     target_kind: str
     target: list[Any]
-    counts: dict[str, int]
+    counts: dict[str, int] = Field(description=(
+        "targets per state: requested, delivered, satisfied, expired, cancelled"))
     done: bool
-    targets: list[dict[str, Any]] = Field(default_factory=list)
+    cancelled_at: float | None = Field(default=None, description="when an admin cancelled it")
+    cancelled_by: str | None = None
+    targets: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "per agent: state, its times, and its agent's presence when requested "
+        "(presence_at_request) and now (presence, agent_online, last_seen)"))
 
 
 def _wakeup_out(view: WakeupView) -> WakeupOut:
     return WakeupOut(id=view.id, created_at=view.created_at, expires_at=view.expires_at,
                      requested_by=view.requested_by, target_kind=view.target_kind,
                      target=view.target, counts=view.counts, done=view.done,
+                     cancelled_at=view.cancelled_at, cancelled_by=view.cancelled_by,
                      targets=[{"agent_id": t.agent_id, "state": t.state,
                                "requested_at": t.requested_at, "delivered_at": t.delivered_at,
-                               "satisfied_at": t.satisfied_at, "ended_at": t.ended_at}
+                               "satisfied_at": t.satisfied_at, "ended_at": t.ended_at,
+                               "presence_at_request": t.presence_at_request,
+                               "presence": t.presence, "agent_online": t.presence == "online",
+                               "last_seen": t.last_seen}
                               for t in view.targets])
 
 
@@ -462,6 +471,20 @@ async def list_wakeups(
 async def get_wakeup(wakeup_id: Annotated[str, Path(pattern=ID)], services: Svc,
                      _: Caller) -> WakeupOut:
     return _wakeup_out(await services.wakeups.get(wakeup_id, with_targets=True))
+
+
+@router.post("/wakeups/{wakeup_id}/cancel", tags=["wakeups"], response_model=WakeupOut,
+             summary="Cancel a wake-up: its pending targets end as cancelled",
+             description="Targets still requested or delivered become cancelled (final); "
+                         "satisfied and expired ones stay. Commands not yet published are "
+                         "withdrawn; one the broker already holds for an offline agent may "
+                         "still reach it, and counts for nothing. Idempotent: cancelling a "
+                         "cancelled wake-up answers it unchanged. A POST, not a DELETE: the "
+                         "wake-up and its record stay.",
+             responses=refusals(*CHANGE, 404, 409))
+async def cancel_wakeup(wakeup_id: Annotated[str, Path(pattern=ID)], services: Svc,
+                        caller: Caller) -> WakeupOut:
+    return _wakeup_out(await services.wakeups.cancel(caller.actor, wakeup_id))
 
 
 # --- settings, audit, tokens -------------------------------------------------

@@ -88,6 +88,9 @@ class PreflightOut(BaseModel):
     relays_online: int
     relays: list[str]
     warning: str | None
+    packets: bool = Field(description=(
+        "whether sending now would put out any magic packet for this target: its MAC is "
+        "known and a relay is online in its subnet or the settings name server addresses"))
 
 
 def _request_out(view: WolView) -> WolRequestOut:
@@ -101,7 +104,7 @@ def _request_out(view: WolView) -> WolRequestOut:
 def _preflight_out(view: PreflightView) -> PreflightOut:
     return PreflightOut(agent_id=view.agent_id, mac=view.mac, address=view.address,
                         subnet=view.subnet, relays_online=view.relays_online,
-                        relays=view.relays, warning=view.warning)
+                        relays=view.relays, warning=view.warning, packets=view.packets)
 
 
 # Each list at most 4 KB of query: the HTTP server refuses longer request

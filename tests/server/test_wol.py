@@ -182,6 +182,8 @@ def test_preflight_warns_without_a_relay_and_the_server_still_sends_its_own(
     assert [(p["subnet"], p["relays_online"]) for p in before] == [
         (None, 0), ("127.0.0.0/8", 0)]  # agents first; sleeper never said where it is
     assert "address is not known" in before[0]["warning"]
+    # sleeper's MAC is not known (refused); the address goes to the server's own.
+    assert [p["packets"] for p in before] == [False, True]
     assert before[1]["warning"].startswith("no relay agent is online in 127.0.0.0/8: "
                                            "only the server's own packets go out")
 
@@ -201,7 +203,7 @@ def test_preflight_warns_without_a_relay_and_the_server_still_sends_its_own(
     after = _get(stack, "/api/v1/wol/preflight?targets=127.0.0.1/8")
     assert after == [{"agent_id": None, "mac": None, "address": LOOPBACK,
                       "subnet": "127.0.0.0/8", "relays_online": 1, "relays": ["relay1"],
-                      "warning": None}]
+                      "warning": None, "packets": True}]
 
 
 def test_bad_targets_are_refused_with_the_reason_and_nothing_is_sent(stack: Stack) -> None:

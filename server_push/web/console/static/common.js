@@ -144,6 +144,7 @@ export function presenceBadge(presence) {
 
 const WAKE_WORDS = {
   requested: "wake requested", delivered: "delivered", satisfied: "synced", expired: "expired",
+  cancelled: "cancelled",
 };
 
 /** The words for a wake-up target's state. */

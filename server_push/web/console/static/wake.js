@@ -82,6 +82,7 @@ export class WolPanel {
     this.rows = document.getElementById("wol-targets");
     this.summary = document.getElementById("wol-summary");
     this.sendButton = document.getElementById("wol-send");
+    this.blocked = document.getElementById("wol-blocked");
     this.ids = [];
     this.sendButton.addEventListener("click", () => this.send());
     document.getElementById("wol-cancel").addEventListener("click", () => this.close());
@@ -112,8 +113,12 @@ export class WolPanel {
       ? `${blind} have no relay online in their subnet: only the server's own addresses ` +
         "(Settings → Wake-on-LAN) reach them."
       : "Every one has a relay online in its subnet.");
+    this.reason = blockedReason(checks);
+    this.blocked.textContent = this.reason ?? "";
+    this.blocked.hidden = this.reason === null;
+    this.sendButton.disabled = this.reason !== null;
     this.panel.hidden = false;
-    this.sendButton.focus();
+    (this.reason === null ? this.sendButton : document.getElementById("wol-cancel")).focus();
   }
 
   close() {
@@ -131,7 +136,24 @@ export class WolPanel {
     } catch (error) {
       failed("Wake on LAN", error);
     } finally {
-      this.sendButton.disabled = false;
+      this.sendButton.disabled = this.reason !== null;
     }
   }
+}
+
+/** Why sending would put out no packet or be refused, or null when it may go.
+ *  The preflight says it per machine (``packets``): an agent whose MAC is
+ *  not known is refused by the request, and a machine with no relay online
+ *  and no server address configured gets nothing. */
+function blockedReason(checks) {
+  const unknown = checks.filter((check) => check.agent_id && !check.mac);
+  if (unknown.length) {
+    return `Nothing can be sent: the MAC address of ${unknown.map((c) => c.agent_id).join(", ")} ` +
+      "is not known (its agent has not reported an IPv4 interface with a MAC). Deselect it, " +
+      "or send with its MAC through the API.";
+  }
+  if (checks.some((check) => check.packets)) return null;
+  const first = checks.find((check) => check.warning);
+  return "No magic packet would go out: " + (first ? first.warning
+    : "no relay is online and the settings name no server addresses") + ".";
 }
