@@ -80,6 +80,7 @@ def test_pending_enrolments_are_accepted_and_rejected_in_the_console(
     # The token is revoked from its row; the next machine is refused.
     page.reload()
     tokens_row.get_by_role("button", name="Revoke").click()
+    page.locator("dialog.confirm-action").get_by_role("button", name="Revoke token").click()
     expect(page.locator("#feedback")).to_contain_text("it enrols no one any more")
     expect(tokens_row).to_contain_text("revoked")
     expect(tokens_row).to_contain_text("1 of unlimited")
