@@ -310,10 +310,16 @@ class NotificationSettings:
 class ConsoleSettings:
     """The web console's login and session."""
 
-    # Seconds a console login lasts.
+    # Seconds a console login lasts at most, however active (the absolute end).
     session_max_age: float = 12 * 3600.0
-    # Failed logins allowed per user name or address within failed_login_window.
+    # Seconds without a request after which a console login ends (the idle end).
+    session_idle_timeout: float = 3600.0
+    # Failed logins allowed per address and user name together within
+    # failed_login_window (a browser that logged in as that user before is
+    # counted apart from its address: docs/security.md).
     failed_login_limit: int = 5
+    # Failed logins allowed per address, over all user names, within the window.
+    failed_login_source_limit: int = 30
     # Seconds.
     failed_login_window: float = 300.0
     # Where the generated admin password and session secret are kept; the
@@ -346,7 +352,8 @@ class BrokerAuthSettings:
     # Its password, at least 16 characters; empty turns the endpoint off.
     secret: str = ""
     # Wrong Basic credentials per peer address: a bucket of ``failure_burst``
-    # that refills at ``failures_per_minute``; beyond it, 429.
+    # that refills at ``failures_per_minute``; beyond it, 429 for wrong ones
+    # (the right credentials always pass).
     failures_per_minute: float = 10.0
     failure_burst: int = 10
 

@@ -261,8 +261,9 @@ def _cmd_token(settings: ServerSettings, args: argparse.Namespace) -> None:
 def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def password(services: Services) -> None:
         value = os.environ.get("EPNS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-        await services.credentials.set_password(args.user, value)
+        ended = await services.credentials.set_password(args.user, value)
         _say(f"console user {args.user!r}, password {value!r}")
+        sys.stderr.write(f"{ended} console session(s) of {args.user!r} ended\n")
 
     asyncio.run(_with_services(settings, password))
 

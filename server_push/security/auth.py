@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from epns import tokens
 from epns.errors import Conflict, EPNSError, Forbidden, NotFound, Unauthorized
 from epns.identity import Role, identity_from_certificate
+from server_push.security.console_sessions import end_user_sessions
 from server_push.security.revocations import RevocationStore
 from server_push.store.history import audit
 from server_push.store.models import Agent, ApiToken, User
@@ -134,15 +135,19 @@ class Credentials:
             row.last_used = now
             return Principal("token", row.name)
 
-    async def set_password(self, username: str, password: str) -> None:
-        """Create the user, or change its password."""
+    async def set_password(self, username: str, password: str) -> int:
+        """Create the user, or change its password and end every console
+        session it has (a copied cookie dies with the old password); returns
+        how many sessions ended."""
+        password_hash = hash_password(password)
         async with self._sessions() as session, session.begin():
             user = await session.get(User, username)
             if user is None:
-                session.add(User(username=username, password_hash=hash_password(password),
+                session.add(User(username=username, password_hash=password_hash,
                                  created_at=time.time()))
             else:
-                user.password_hash = hash_password(password)
+                user.password_hash = password_hash
+            return await end_user_sessions(session, username)
 
     async def create_user(self, username: str, password: str) -> bool:
         """Create the user; False when it exists already (replicas starting

@@ -225,6 +225,25 @@ class User(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class ConsoleSession(Base):
+    """A console login held on the server (``security/console_sessions.py``):
+    the browser's cookie carries only a random secret, kept here as SHA-256;
+    ``id`` is the public handle an admin lists and revokes it by."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    # The absolute end; the idle end is last_seen + console.session_idle_timeout.
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(256))
+
+
 class ApiToken(Base):
     """A bearer token for an integration; only its SHA-256 is stored."""
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
 
+from server_push.security.console_sessions import SessionStore
 from server_push.services import Services
 from server_push.web import (
     api,
@@ -15,27 +15,34 @@ from server_push.web import (
     enrol_api,
     errors,
     install_api,
+    sessions_api,
     sync_api,
     wol_api,
 )
 from server_push.web.body_limit import BodyLimit
 from server_push.web.console import STATIC_DIR, STATIC_PATH
 from server_push.web.console import router as console_router
+from server_push.web.console.session_cookie import ConsoleSessions
 from server_push.web.http_metrics import HttpMetrics
 
 VERSION = "0.1.0"
 
 
 def create_app(services: Services, session_secret: str) -> FastAPI:
-    """The app for ``services``; ``session_secret`` signs console sessions."""
+    """The app for ``services``; ``session_secret`` signs the console's device cookies."""
     app = FastAPI(title="epns management server", version=VERSION,
                   description="Wake-ups with a delivery contract, Wake-on-LAN, agent sync.",
                   docs_url="/api/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
     app.state.services = services
-    # Console sessions: signed cookie, HTTPS only, never sent cross-site.
-    app.add_middleware(SessionMiddleware, secret_key=session_secret, https_only=True,
-                       same_site="strict", session_cookie="epns_session",
-                       max_age=int(services.settings.console.session_max_age))
+    # Signs the console's device cookies (console/device_cookie.py).
+    app.state.session_secret = session_secret
+    console = services.settings.console
+    # Console sessions are rows in the database; the cookie holds only the
+    # session's secret (console/session_cookie.py).
+    app.state.console_sessions = SessionStore(services.sessions, idle=console.session_idle_timeout,
+                                              lifetime=console.session_max_age)
+    app.add_middleware(ConsoleSessions, store=app.state.console_sessions,
+                       skip_prefix=STATIC_PATH)
     app.add_middleware(BodyLimit, max_bytes=services.settings.http.max_body)
     # Outermost: it counts the answers of the layers above too (413, 401...).
     app.add_middleware(HttpMetrics, metrics=services.metrics)
@@ -47,6 +54,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     app.include_router(enrol_api.router)
     app.include_router(install_api.router)
     app.include_router(broker_auth_api.router)
+    app.include_router(sessions_api.router)
     app.include_router(console_router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="console-static")
     return app

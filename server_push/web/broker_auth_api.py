@@ -17,7 +17,10 @@ Each broker family gets its dialect, since their answers are incompatible:
 Both send JSON, form or query parameters (GET); all are accepted. The broker
 itself logs in with HTTP Basic (``broker_auth.username``/``secret``):
 mosquitto-go-auth cannot send headers, but Go sends a URL's user info as
-Basic. Wrong credentials are rate limited per peer address, and with no
+Basic. The right credentials always pass; wrong ones are rate limited per
+peer address (429 past the bucket), so failures from the broker's address
+never deny the broker itself. An agent's wrong token is a "deny" answer, not
+a failure of the broker's login: it costs no other agent anything. With no
 secret configured the endpoint answers 404: never an open password oracle.
 
 The routes stay out of the OpenAPI document: brokers are configured from
@@ -91,10 +94,20 @@ class _Gate:
     failures: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def check(self, request: Request) -> None:
-        """Let the broker in, or raise 404 (off), 429 (too many failures) or 401."""
+        """Let the broker in, or raise 404 (off), 401 or 429.
+
+        The secret is checked first, and the right one always passes: wrong
+        tries from the broker's own address (another process on its host, a
+        misconfigured second broker) cannot deny the real broker, and so
+        every agent. Only wrong credentials spend the address's bucket; past
+        it they get 429 instead of 401. The secret is at least 16 random
+        characters, so letting it through at any rate tells a guesser nothing
+        it could use."""
         if not self.settings.secret:
             raise NotFound("the broker auth endpoint is off: set broker_auth.secret",
                            code="broker_auth_off")
+        if self._presented_ok(request.headers.get("authorization", "")):
+            return
         peer, now = peer_of(request), time.monotonic()
         tokens, at = self.failures.get(peer, (float(self.settings.failure_burst), now))
         rate = self.settings.failures_per_minute / 60.0
@@ -103,8 +116,6 @@ class _Gate:
             raise TooManyRequests("too many failed broker logins from this address",
                                   retry_after=(1.0 - tokens) / rate if rate else 3600.0,
                                   code="broker_auth_throttled")
-        if self._presented_ok(request.headers.get("authorization", "")):
-            return
         if len(self.failures) >= _MAX_BLOCKED:
             self.failures.clear()
         self.failures[peer] = (tokens - 1.0, now)

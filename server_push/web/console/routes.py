@@ -21,9 +21,17 @@ from starlette.templating import Jinja2Templates
 
 from epns.errors import Forbidden, Unauthorized
 from epns.sync_contract import KEEPALIVE_RANGE, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, ROUTE_KINDS
+from server_push.security.console_sessions import MIN_PASSWORD, SessionStore
 from server_push.web.api import NAME, get_services
-from server_push.web.console import stream
-from server_push.web.console.throttle import LoginThrottle
+from server_push.web.console import device_cookie, stream
+from server_push.web.console.session_cookie import (
+    COOKIE,
+    LOGIN_COOKIE,
+    LOGIN_COOKIE_AGE,
+    clear_cookie,
+    set_cookie,
+)
+from server_push.web.console.throttle import LoginThrottle, login_keys
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,11 +68,14 @@ def _throttle(request: Request) -> LoginThrottle:
     """The app's login throttle, made on first use."""
     state = request.app.state
     if not hasattr(state, "login_throttle"):
-        console = get_services(request).settings.console
-        state.login_throttle = LoginThrottle(console.failed_login_limit,
-                                             console.failed_login_window)
+        state.login_throttle = LoginThrottle(
+            get_services(request).settings.console.failed_login_window)
     throttle: LoginThrottle = state.login_throttle
     return throttle
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 def _render(request: Request, template: str, context: dict[str, Any],
@@ -88,13 +99,18 @@ def _safe_next(value: str) -> str:
 
 def _login_form(request: Request, status: int = 200, *, error: str = "", username: str = "",
                 next_url: str = HOME, headers: dict[str, str] | None = None) -> Response:
-    # A pre-login token: the session cookie is SameSite=strict, so a forged
-    # cross-site login (into the attacker's account) cannot present it.
-    token = request.session.setdefault("login_csrf", secrets.token_urlsafe(32))
+    # A pre-login token, double-submitted: the form echoes the SameSite=Strict
+    # cookie, so a forged cross-site login (into the attacker's account)
+    # cannot present it.
+    token = request.cookies.get(LOGIN_COOKIE) or ""
+    if not 32 <= len(token) <= 100:
+        token = secrets.token_urlsafe(32)
     notice = "You are logged out." if request.query_params.get("bye") and not error else ""
-    return _render(request, "login.html", {
+    response = _render(request, "login.html", {
         "login_csrf": token, "error": error, "notice": notice, "username": username,
         "next": next_url}, status, headers)
+    set_cookie(response, LOGIN_COOKIE, token, LOGIN_COOKIE_AGE)
+    return response
 
 
 def _field(form: FormData, name: str, limit: int) -> str:
@@ -119,17 +135,29 @@ async def login_page(request: Request) -> Response:
 
 @router.post(LOGIN)
 async def login(request: Request) -> Response:
-    """Check the password; on success start a fresh session with its CSRF token."""
+    """Check the password; on success start a new server-held session.
+
+    The throttle (``throttle.py``) counts failures per address and user name
+    together, and apart for a browser holding this user's device cookie, so
+    nobody else's failures refuse the owner. A key at its limit is refused
+    before the password is checked: the answer is the same whatever the
+    password, and a guesser past the limit costs no argon2 work."""
     async with request.form() as form:
         username = _field(form, "username", MAX_USERNAME)
         password = _field(form, "password", MAX_PASSWORD)
         next_url = _safe_next(_field(form, "next", 200))
         token = _field(form, "csrf", 100)
-    expected = request.session.get("login_csrf")
-    if not expected or not secrets.compare_digest(token, str(expected)):
+    expected = request.cookies.get(LOGIN_COOKIE)
+    if not expected or not secrets.compare_digest(token, expected):
         return _login_form(request, 403, error="The login form had expired. It is fresh "
                            "now: log in again.", username=username, next_url=next_url)
-    keys = (f"user:{username}", f"ip:{request.client.host if request.client else '?'}")
+    console = get_services(request).settings.console
+    device_secret: str = request.app.state.session_secret
+    keys = login_keys(_source(request), username,
+                      device=device_cookie.device_of(device_secret, username,
+                                                     request.cookies.get(device_cookie.COOKIE)),
+                      limit=console.failed_login_limit,
+                      source_limit=console.failed_login_source_limit)
     throttle = _throttle(request)
     wait = throttle.retry_after(keys, time.monotonic())
     if wait > 0:
@@ -143,17 +171,26 @@ async def login(request: Request) -> Response:
         return _login_form(request, 401, error="Wrong user name or password. Check both and "
                            "try again; 'epns-server admin password' sets a new one.",
                            username=username, next_url=next_url)
-    throttle.succeeded(keys[0])
-    # A new session on every login: nothing from before it (a planted token)
-    # survives into the admin's session.
-    request.session.clear()
-    request.session.update(user=principal.name, csrf=secrets.token_urlsafe(32))
-    return RedirectResponse(next_url, status_code=303)
+    throttle.succeeded(keys)
+    store: SessionStore = request.app.state.console_sessions
+    old = request.session.get("session_id")
+    if old:
+        # A login from a logged-in browser replaces its session.
+        await store.end(old)
+    secret, _ = await store.start(principal.name, source=_source(request),
+                                  user_agent=request.headers.get("user-agent", ""))
+    response = RedirectResponse(next_url, status_code=303)
+    set_cookie(response, COOKIE, secret, int(store.lifetime))
+    set_cookie(response, device_cookie.COOKIE, device_cookie.issue(device_secret, principal.name),
+               device_cookie.MAX_AGE)
+    clear_cookie(response, LOGIN_COOKIE)
+    return response
 
 
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
-    """End the session."""
+    """End the session: its row is deleted, so the cookie is worth nothing
+    wherever a copy of it went."""
     async with request.form() as form:
         token = _field(form, "csrf", 100)
     expected = request.session.get("csrf")
@@ -161,8 +198,13 @@ async def logout(request: Request) -> Response:
             expected and secrets.compare_digest(token, str(expected))):
         raise Forbidden("missing or wrong CSRF token: reload the page and log out again",
                         code="csrf")
-    request.session.clear()
-    return RedirectResponse(f"{LOGIN}?bye=1", status_code=303)
+    session_id = request.session.get("session_id")
+    if session_id:
+        store: SessionStore = request.app.state.console_sessions
+        await store.end(session_id)
+    response = RedirectResponse(f"{LOGIN}?bye=1", status_code=303)
+    clear_cookie(response, COOKIE)
+    return response
 
 
 @router.get("/console/events")
@@ -216,16 +258,13 @@ async def enrolments_page(request: Request) -> Response:
     return _page(request, "enrolments.html", "enrolments")
 
 
-@router.get("/console/tokens")
-async def tokens_page(request: Request) -> Response:
-    """API tokens: create (the secret shown once), list, revoke."""
-    return _page(request, "tokens.html", "tokens")
-
-
-@router.get("/console/audit")
-async def audit_page(request: Request) -> Response:
-    """The audit log: filtered, paged, and its CSV export."""
-    return _page(request, "audit.html", "audit")
+@router.get("/console/account")
+async def account_page(request: Request) -> Response:
+    """The user's password, and the console sessions an admin may end."""
+    console = get_services(request).settings.console
+    return _page(request, "account.html", "account", min_password=MIN_PASSWORD,
+                 idle_minutes=round(console.session_idle_timeout / 60),
+                 max_hours=round(console.session_max_age / 3600, 1))
 
 
 @router.get("/console/settings")
