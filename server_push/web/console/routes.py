@@ -258,6 +258,18 @@ async def enrolments_page(request: Request) -> Response:
     return _page(request, "enrolments.html", "enrolments")
 
 
+@router.get("/console/tokens")
+async def tokens_page(request: Request) -> Response:
+    """API tokens: create (the secret shown once), list, revoke."""
+    return _page(request, "tokens.html", "tokens")
+
+
+@router.get("/console/audit")
+async def audit_page(request: Request) -> Response:
+    """The audit log: filtered, paged, and its CSV export."""
+    return _page(request, "audit.html", "audit")
+
+
 @router.get("/console/account")
 async def account_page(request: Request) -> Response:
     """The user's password, and the console sessions an admin may end."""
