@@ -584,18 +584,23 @@ class Campaigns:
         ask = WolAsk((TargetSpec(agent=target.agent_id),),
                      tuple(options.get("wol_addresses") or ()),
                      tuple(int(p) for p in options.get("wol_ports") or ()))
+        # Marked sent before the request: a crash in between leaves a target
+        # that waits its settle time, never a second WoL request.
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(CampaignTarget).where(
+                CampaignTarget.id == target.id).values(phase="wol_sent", wol_sent_at=now))
         try:
             views = await self._wol.request(_actor(campaign.id), ask)
         except RequestError as exc:
             async with self._sessions() as session, session.begin():
                 await session.execute(update(CampaignTarget).where(
                     CampaignTarget.id == target.id).values(
+                    phase="queued", wol_sent_at=None,
                     detail=f"no Wake-on-LAN: {exc.detail}"))
             return False
         async with self._sessions() as session, session.begin():
             await session.execute(update(CampaignTarget).where(
-                CampaignTarget.id == target.id).values(
-                phase="wol_sent", wol_request_id=views[0].id, wol_sent_at=now))
+                CampaignTarget.id == target.id).values(wol_request_id=views[0].id))
         self.gauges.sends["wol"] += 1
         return True
 

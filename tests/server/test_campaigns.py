@@ -13,17 +13,20 @@ stay empty, and the test server is fenced to 127.0.0.0/8 anyway.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from playwright.sync_api import expect
 
 from epns.wol import magic_packet
 from tests.server.conftest import Stack, _make_stack
+from tests.server.test_console import Console, console  # noqa: F401 - the fixture
 from tests.support.processes import wait_until
 
 CAP, INTERVAL = 2, 2.0
@@ -45,6 +48,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     made.broker.stop()
 
 
+@pytest.fixture(scope="module")
+def fleet(stack: Stack) -> Stack:
+    """Six agents of group floor-2, online."""
+    for agent_id in (*AWAKE, SLEEPER):
+        stack.start_agent(agent_id, groups=(GROUP,))
+    for agent_id in (*AWAKE, SLEEPER):
+        stack.wait_agent(agent_id, "online")
+    return stack
+
+
 def _call(stack: Stack, method: str, path: str, status: int, **kwargs: Any) -> Any:
     with stack.api() as api:
         answer = api.request(method, path, **kwargs)
@@ -63,7 +76,7 @@ def _campaign(**changes: Any) -> dict[str, Any]:
 
 
 def test_bad_schedules_are_422s_that_name_the_field(stack: Stack) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"schedule": {"kind": "weekly", "at": "02:00", "timezone": "Mars/Olympus",
                        "days": [1]}}, "invalid_timezone", "timezone"),
         ({"schedule": {"kind": "daily", "at": "25:00", "timezone": ZONE}},
@@ -111,7 +124,8 @@ def _runs(stack: Stack, campaign_id: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(240)
 def test_a_recurring_campaign_wakes_a_group_paced_by_the_cap_and_survives_a_restart(
-        stack: Stack) -> None:
+        fleet: Stack) -> None:
+    stack = fleet
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(0.5)
@@ -123,12 +137,8 @@ def test_a_recurring_campaign_wakes_a_group_paced_by_the_cap_and_survives_a_rest
 
 
 def _run_the_campaign(stack: Stack, listener: socket.socket, port: int) -> None:
-    for agent_id in (*AWAKE, SLEEPER):
-        stack.start_agent(agent_id, groups=(GROUP,))
-    for agent_id in (*AWAKE, SLEEPER):
-        stack.wait_agent(agent_id, "online")
     # The sleeper goes to sleep: its agent stops, the broker publishes its will.
-    sleeper = next(a for a in stack.agents if a.config.stem == SLEEPER)
+    sleeper = next(a for a in reversed(stack.agents) if a.config.stem == SLEEPER)
     sleeper.stop()
     stack.wait_agent(SLEEPER, "offline")
     mac = next(i["mac"] for i in _call(stack, "GET", f"/api/v1/agents/{SLEEPER}", 200)[
@@ -243,3 +253,41 @@ def _run_the_campaign(stack: Stack, listener: socket.socket, port: int) -> None:
     _call(stack, "DELETE", f"/api/v1/campaigns/{created['id']}", 204)
     assert _call(stack, "GET", "/api/v1/campaigns", 200) == []
     assert _report(stack, run["id"])["state"] == "done"
+
+
+@pytest.mark.timeout(180)
+def test_the_campaigns_page_creates_runs_and_reports(
+        fleet: Stack, console: Callable[[Stack], Console]) -> None:  # noqa: F811
+    tab = console(fleet)
+    tab.login()
+    page = tab.page
+    page.goto(f"{tab.url}/console/campaigns")
+    page.fill("#name", "nightly floor-2")
+    page.fill("#groups", GROUP)
+    page.select_option("#kind", "daily")
+    page.fill("#at", "02:00")
+    # A time zone that does not exist: the preview says so before saving.
+    page.fill("#timezone", "Europe/Atlantis")
+    expect(page.locator("#preview")).to_contain_text("is not an IANA time zone")
+    page.fill("#timezone", ZONE)
+    expect(page.locator("#preview")).to_contain_text(
+        "every day at 02:00 (Europe/Paris), 2 h window. Next runs: ")
+    page.click("#save")
+    row = page.locator("tr", has_text="nightly floor-2")
+    expect(row.locator("td.next-run")).to_contain_text("T02:00:00")
+    expect(row.locator("td.latest-run")).to_have_text("none yet")
+
+    # Run now: six agents at 2 per 2 s, so the page shows the pacing.
+    row.locator("button.run-now").click()
+    expect(page.locator("#pacing")).to_contain_text(
+        re.compile(rf"paced: {CAP}/{INTERVAL:g} s, \d+ queued, ETA "))
+    expect(row.locator("td.latest-run")).to_contain_text("running: ")
+    row.locator("td.latest-run a").click()
+    page.wait_for_url(re.compile(r"/console/campaign-runs/[0-9a-f]+$"))
+    expect(page.locator("#run-state")).to_have_text("done", timeout=60_000)
+    expect(page.locator("#run-counts")).to_contain_text(f"{len(AWAKE) + 1}/{len(AWAKE) + 1} synced")
+    outcomes = page.locator("#run-targets td.outcome")
+    expect(outcomes).to_have_count(len(AWAKE) + 1)
+    expect(outcomes).to_have_text(["synced"] * (len(AWAKE) + 1))
+    expect(page.locator("#csv")).to_have_attribute("href", re.compile(r"format=csv$"))
+    assert tab.errors == []

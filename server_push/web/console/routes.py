@@ -252,6 +252,20 @@ async def wol_page(request: Request) -> Response:
     return _page(request, "wol.html", "wol")
 
 
+@router.get("/console/campaigns")
+async def campaigns_page(request: Request) -> Response:
+    """Wake campaigns: the list, the cap's pacing, the create/edit form."""
+    return _page(request, "campaigns.html", "campaigns")
+
+
+@router.get("/console/campaign-runs/{run_id}")
+async def campaign_run_page(request: Request,
+                            run_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{1,64}$")]
+                            ) -> Response:
+    """One campaign run's report."""
+    return _page(request, "campaign_run.html", "campaigns", run_id=run_id)
+
+
 @router.get("/console/enrolments")
 async def enrolments_page(request: Request) -> Response:
     """Enrolments waiting for approval (Accept / Reject), and the latest decided."""
