@@ -41,6 +41,7 @@ from epns.errors import BadRequest, Conflict, NotFound, RequestError
 from epns.logs import event
 from epns.server_config import WakeupSettings
 from epns.wakeup import PENDING_STATES, WakeState, collapse_into, satisfies
+from server_push.fleet.agent_query import AgentFilter, conditions
 from server_push.fleet.bus import Bus
 from server_push.fleet.registry import Registry, presence_of
 from server_push.link.metrics import ServerMetrics
@@ -50,7 +51,7 @@ from server_push.store.models import Agent, PendingCommand, WakeTarget, Wakeup
 
 log = logging.getLogger(__name__)
 
-TargetKind = Literal["agents", "group", "all"]
+TargetKind = Literal["agents", "group", "all", "filter"]
 AUDIT_ACTION = "wakeup"
 CANCEL_ACTION = "wakeup_cancel"
 MAX_AGENTS_PER_REQUEST = 10_000
@@ -72,14 +73,26 @@ class IdempotencyKeyReused(RequestError):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentMatch:
+    """The agents a list filter names (``GET /api/v1/agents``'s filters),
+    resolved when the request is accepted: the console's "all N matching"."""
+
+    filter: AgentFilter
+    # The filter as the caller wrote it: the wake-up's target, and what a
+    # retry under the same Idempotency-Key must repeat.
+    described: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class WakeRequest:
-    """What a caller asks for: some agents, a group, or all."""
+    """What a caller asks for: some agents, a group, all, or those a filter matches."""
 
     kind: TargetKind
     agents: tuple[str, ...] = ()
     group: str | None = None
     ttl: float | None = None
     idempotency_key: str | None = None
+    match: AgentMatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +239,9 @@ class Wakeups:
     def _describe(wanted: WakeRequest) -> list[Any]:
         if wanted.kind == "agents":
             return list(wanted.agents)
+        if wanted.kind == "filter":
+            assert wanted.match is not None
+            return [wanted.match.described]
         return [wanted.group] if wanted.kind == "group" else ["all"]
 
     def _replayed(self, earlier: WakeupView, wanted: WakeRequest, ttl: float) -> WakeupView:
@@ -253,6 +269,9 @@ class Wakeups:
         """The agents ``wanted`` names, each with its presence now."""
         if wanted.kind == "agents":
             return await self._named_agents(session, wanted.agents, now)
+        if wanted.kind == "filter":
+            assert wanted.match is not None
+            return await self._matching_agents(session, wanted.match.filter, now)
         rows = (await session.execute(
             select(Agent.id, Agent.groups, *_PRESENCE_COLUMNS)
             .where(Agent.revoked_at.is_(None)))).all()
@@ -292,10 +311,27 @@ class Wakeups:
                            code="agent_revoked")
         return {name: self._presence(known[name], now) for name in wanted}
 
+    async def _matching_agents(self, session: AsyncSession, wanted: AgentFilter,
+                               now: float) -> dict[str, str]:
+        """The agents in service and not revoked that ``wanted`` names now
+        (presence judged as the list judges it), each with its presence."""
+        dialect = session.get_bind().dialect.name
+        rows = (await session.execute(
+            select(Agent.id, *_PRESENCE_COLUMNS)
+            .where(*conditions(wanted, self._registry.liveness(now), dialect),
+                   Agent.revoked_at.is_(None))
+            .order_by(Agent.id).limit(MAX_AGENTS_PER_REQUEST + 1))).all()
+        if not rows:
+            raise NotFound("no enrolled agent matches this filter", code="no_agents")
+        if len(rows) > MAX_AGENTS_PER_REQUEST:
+            raise BadRequest(f"the filter matches more than {MAX_AGENTS_PER_REQUEST} agents; "
+                             "narrow it, or wake a group or 'all'", code="too_many_agents")
+        return {row.id: self._presence(row, now) for row in rows}
+
     async def _stage(self, session: AsyncSession, wakeup: Wakeup, presence: dict[str, str],
                      now: float) -> tuple[list[str], int]:
         agent_ids = list(presence)
-        if wakeup.target_kind != "agents":
+        if wakeup.target_kind in ("group", "all"):
             command = self._command(self._fanout_target(wakeup), now, wakeup)
             self._outbox.stage(session, command, self._fanout_topic(wakeup))
             # One bulk insert: ORM objects one by one were most of a

@@ -23,7 +23,7 @@ from epns import topics
 from epns.envelope import Command, CommandType, target_agent
 from epns.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
 from server_push.fleet.agent_query import SORT_FIELDS, AgentFilter, parse_sort
-from server_push.fleet.wakeups import WakeRequest, WakeupFilter, WakeupView
+from server_push.fleet.wakeups import AgentMatch, WakeRequest, WakeupFilter, WakeupView
 from server_push.security.auth import MAX_TOKEN_TTL, MIN_TOKEN_TTL, Principal
 from server_push.services import Services
 from server_push.store import audit_log as audit_log_query
@@ -125,6 +125,9 @@ class WakeupCreate(Strict):
         default=None, min_length=1, max_length=10_000)
     group: str | None = Field(default=None, pattern=NAME)
     all: bool = False
+    filter: AgentMatchIn | None = Field(default=None, description=(
+        "the agents GET /api/v1/agents lists with these filters, resolved when the "
+        "request is accepted (revoked and retired agents left out); at most 10,000"))
     ttl: float | None = Field(default=None, ge=1, description="seconds; default from config")
 
 
@@ -408,8 +411,31 @@ async def list_tasks(agent_id: AgentId, services: Svc, _: Caller) -> list[dict[s
 # --- wake-ups ----------------------------------------------------------------
 
 
+class AgentMatchIn(Strict):
+    """The filters of GET /api/v1/agents as a JSON object; a list holds values
+    any of which matches, and every field given must match."""
+
+    q: str | None = Field(default=None, max_length=100, pattern=NO_NUL)
+    presence: list[Presence] | None = Field(default=None, max_length=MAX_VALUES)
+    group: Names | None = Field(default=None, max_length=MAX_VALUES)
+    route: Texts64 | None = Field(default=None, max_length=MAX_VALUES)
+    version: Texts64 | None = Field(default=None, max_length=MAX_VALUES)
+    last_seen_before: float | None = Field(default=None, ge=0, le=1e11)
+    last_seen_after: float | None = Field(default=None, ge=0, le=1e11)
+    expiring_within: float | None = Field(default=None, ge=0, le=1e10)
+
+    def to_match(self) -> AgentMatch:
+        """The registry's filter, and the filter as written (the wake-up's target)."""
+        return AgentMatch(AgentFilter(
+            q=self.q, presence=tuple(self.presence or ()), groups=tuple(self.group or ()),
+            routes=tuple(self.route or ()), versions=tuple(self.version or ()),
+            last_seen_before=self.last_seen_before, last_seen_after=self.last_seen_after,
+            expiring_within=self.expiring_within), self.model_dump(exclude_none=True))
+
+
 @router.post("/wakeups", tags=["wakeups"], status_code=202, response_model=WakeupOut,
-             summary="Wake agents, a group or all; tracked to satisfied or expired",
+             summary="Wake agents, a group, all, or the agents a filter matches; tracked "
+                     "to satisfied or expired",
              responses={200: {"model": WakeupOut,
                               "description": "the Idempotency-Key named an earlier request"},
                         **refusals(*CHANGE, 404, 409, 429)})
@@ -417,19 +443,22 @@ async def create_wakeup(
     body: WakeupCreate, services: Svc, caller: Caller, response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> WakeupOut:
-    chosen = sum((body.agents is not None, body.group is not None, body.all))
+    chosen = sum((body.agents is not None, body.group is not None, body.all,
+                  body.filter is not None))
     if chosen != 1:
-        raise BadRequest("give exactly one of 'agents', 'group' or 'all': true",
+        raise BadRequest("give exactly one of 'agents', 'group', 'filter' or 'all': true",
                          code="bad_target")
     wait = services.wake_limiter.take(caller.actor, time.time())
     if wait > 0:
         raise TooManyRequests(f"too many wake-up requests from {caller.actor}; retry in "
                               f"{wait:.0f} s", retry_after=wait)
-    kind: Literal["agents", "group", "all"] = (
-        "agents" if body.agents is not None else "group" if body.group is not None else "all")
+    kind: Literal["agents", "group", "all", "filter"] = (
+        "agents" if body.agents is not None else "group" if body.group is not None
+        else "filter" if body.filter is not None else "all")
     view, created = await services.wakeups.request(caller.actor, WakeRequest(
         kind=kind, agents=tuple(body.agents or ()), group=body.group, ttl=body.ttl,
-        idempotency_key=idempotency_key))
+        idempotency_key=idempotency_key,
+        match=None if body.filter is None else body.filter.to_match()))
     if not created:
         response.status_code = 200
     return _wakeup_out(view)
@@ -444,7 +473,7 @@ async def list_wakeups(
     *, request: Request, response: Response, services: Svc, _: Caller,
     requested_by: Annotated[Texts128 | None, Query(max_length=MAX_VALUES, description=(
         "the caller who asked (token:NAME, user name); repeat for any of several"))] = None,
-    target_kind: Annotated[list[Literal["agents", "group", "all"]] | None, Query(
+    target_kind: Annotated[list[Literal["agents", "group", "all", "filter"]] | None, Query(
         max_length=MAX_VALUES,
         description="how the targets were named; repeat for any of several")] = None,
     created_after: Annotated[float | None, Query(

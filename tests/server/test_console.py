@@ -148,10 +148,15 @@ def test_wake_up_in_the_console_reaches_synced_without_a_reload(
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == PNG_MAGIC
 
-    # A group: the progress panel counts both agents to satisfied, live.
-    page.select_option("#select-group", "lab")
-    expect(page.locator("#selection")).to_have_text('Group "lab" selected')
+    # A group: filtered to it, "all matching" is its two agents, woken as the
+    # group; the progress panel counts both to satisfied, live.
+    page.select_option("#filter-group", "lab")
+    page.get_by_role("button", name="Select all 2 matching").click()
+    expect(page.locator("#selection")).to_have_text("All 2 matching agents selected")
     page.get_by_role("button", name="Wake up").click()
+    # Both agents are the whole fleet: the console asks first, naming them.
+    expect(page.locator("#confirm h2")).to_have_text("Wake up 2 agents?")
+    page.get_by_role("button", name="Wake up 2 agents").click()
     expect(page.locator("#count-total")).to_have_text("2")
     expect(page.locator("#count-satisfied")).to_have_text("2", timeout=20_000)
     expect(page.locator("#progress-state")).to_contain_text("Done: 2 of 2 synced")

@@ -220,7 +220,7 @@ async def events(request: Request) -> StreamingResponse:
 @router.get(HOME)
 async def agents_page(request: Request) -> Response:
     """The agents table."""
-    return _page(request, "agents.html", "agents",
+    return _page(request, "agents.html", "agents", route_kinds=ROUTE_KINDS,
                  expiring_soon=get_services(request).settings.identity.expiring_soon)
 
 

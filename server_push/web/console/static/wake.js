@@ -65,7 +65,42 @@ export class WakeTracker {
 export function describeTarget(body) {
   if (body.all) return "all agents";
   if (body.group) return `group ${body.group}`;
+  if (body.filter) return describeFilter(body.filter);
   return body.agents.length === 1 ? body.agents[0] : `${body.agents.length} agents`;
+}
+
+const FILTER_WORDS = {
+  q: "text", presence: "presence", group: "group", route: "route", version: "version",
+  last_seen_before: "last seen before", last_seen_after: "last seen since",
+  expiring_within: "identity expiring within",
+};
+
+/** Words for a wake-up's filter target (POST /api/v1/wakeups {"filter"}):
+ *  "agents matching group lab, presence online". */
+export function describeFilter(filter) {
+  const parts = Object.entries(filter).map(([name, value]) => {
+    let text = Array.isArray(value) ? value.join(" or ") : String(value);
+    if (name.startsWith("last_seen")) text = new Date(value * 1000).toLocaleString();
+    if (name === "expiring_within") text = `${Math.round(value / 86400)} days`;
+    return `${FILTER_WORDS[name] ?? name} ${text}`;
+  });
+  return parts.length ? `agents matching ${parts.join(", ")}` : "all agents";
+}
+
+/** The preflight's query: agent ids as repeated, comma-separated ``agents``
+ *  values of at most 512 characters each (the API's bound per value). */
+function preflightQuery(ids) {
+  const params = new URLSearchParams();
+  let chunk = [];
+  for (const id of ids) {
+    if (chunk.length && [...chunk, id].join(",").length > 512) {
+      params.append("agents", chunk.join(","));
+      chunk = [];
+    }
+    chunk.push(id);
+  }
+  if (chunk.length) params.append("agents", chunk.join(","));
+  return params;
 }
 
 function relayCell(check) {
@@ -75,9 +110,11 @@ function relayCell(check) {
     ok ? ` ${check.relays.join(", ")}` : null);
 }
 
-/** The Wake-on-LAN panel: a preflight of the targets, then the request. */
+/** The Wake-on-LAN panel: a preflight of the targets, then the request.
+ *  ``confirm(count)``, if given, may stop a send (resolves false). */
 export class WolPanel {
-  constructor() {
+  constructor({ confirm = null } = {}) {
+    this.confirm = confirm;
     this.panel = document.getElementById("wol-panel");
     this.rows = document.getElementById("wol-targets");
     this.summary = document.getElementById("wol-summary");
@@ -97,8 +134,7 @@ export class WolPanel {
     }
     let checks;
     try {
-      const query = ids.map(encodeURIComponent).join(",");
-      checks = await api("GET", `/api/v1/wol/preflight?agents=${query}`);
+      checks = await api("GET", `/api/v1/wol/preflight?${preflightQuery(ids)}`);
     } catch (error) {
       failed("Wake on LAN", error);
       return;
@@ -126,6 +162,10 @@ export class WolPanel {
   }
 
   async send() {
+    if (this.confirm && !await this.confirm(this.ids.length)) {
+      notify("info", "No magic packet was sent.");
+      return;
+    }
     this.sendButton.disabled = true;
     try {
       const made = await api("POST", "/api/v1/wol", { agents: this.ids });
