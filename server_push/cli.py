@@ -16,6 +16,8 @@
                                                       one-line installer (enrol_cli.py)
     epns-server enrol-token list | show ID | revoke ID
     epns-server enrolment list | accept ID | reject ID    enrolments waiting for approval
+    epns-server campaign list | create NAME --at HH:MM ... | run ID | report RUN_ID
+                                                      wake campaigns (campaign_cli.py)
     epns-server admin password [USER]                 set a console password (generated, printed)
     epns-server health                                exit 0 when the running server is healthy
     epns-server rotate signing-key begin [--overlap S] | finish [--force] | status
@@ -47,6 +49,7 @@ from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
 from server_push import backup_cli, enrol_cli, fleet_cli
 from server_push import services as services_module
+from server_push.campaign_cli import register as register_campaign_cli
 from server_push.embedded import PIDFILE, EmbeddedBroker
 from server_push.fleet.agents import public_url
 from server_push.health_probe import probe
@@ -361,6 +364,7 @@ def _parser() -> argparse.ArgumentParser:
     token.set_defaults(run=_cmd_token)
     enrol_cli.register(sub)
     backup_cli.register(sub)
+    register_campaign_cli(sub)
     admin = sub.add_parser("admin", help="console users")
     admin.add_argument("action", choices=("password",))
     admin.add_argument("user", nargs="?", default=ADMIN)

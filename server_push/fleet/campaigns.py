@@ -26,6 +26,8 @@ once the lease runs out) carries on where the last round stopped.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 import time
 import uuid
@@ -748,3 +750,26 @@ def _summary(counts: dict[str, int]) -> str:
     return (f"synced {counts.get('synced', 0)}/{total}, expired {counts.get('expired', 0)}, "
             f"cancelled {counts.get('cancelled', 0)}, not sent {counts.get('not_sent', 0)}, "
             f"Wake-on-LAN {counts.get('wol_sent', 0)} (woke {counts.get('woke', 0)})")
+
+
+_CSV_COLUMNS = ("agent_id", "outcome", "presence_at_start", "wol_sent_at", "woke_at",
+                "wake_sent_at", "delivered_at", "synced_at", "wakeup_id", "detail")
+# OWASP's list: a cell starting so could run as a spreadsheet formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def report_csv(targets: list[dict[str, Any]]) -> str:
+    """A report's targets as CSV (times in UTC ISO 8601)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(_CSV_COLUMNS)
+    for target in targets:
+        row = []
+        for column in _CSV_COLUMNS:
+            value = target.get(column)
+            if isinstance(value, float):
+                value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+            text = "" if value is None else str(value)
+            row.append("'" + text if text.startswith(_FORMULA_STARTS) else text)
+        writer.writerow(row)
+    return out.getvalue()

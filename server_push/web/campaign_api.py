@@ -4,9 +4,6 @@ Every change is audited by the service (``fleet/campaigns.py``)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -15,7 +12,13 @@ from pydantic import Field
 from epns.campaign_schedule import MAX_WINDOW, MIN_WINDOW, Schedule, parse_schedule
 from epns.errors import BadRequest, MalformedMessage
 from epns.wol import MAX_ADDRESSES, MAX_PORTS, parse_address
-from server_push.fleet.campaigns import MAX_NAMED_AGENTS, MAX_SETTLE, CampaignSpec, preview
+from server_push.fleet.campaigns import (
+    MAX_NAMED_AGENTS,
+    MAX_SETTLE,
+    CampaignSpec,
+    preview,
+    report_csv,
+)
 from server_push.web.api import CHANGE, ID, NAME, NO_NUL, Caller, Strict, Svc, refusals
 from server_push.web.paging import page_headers, refuse_unknown
 
@@ -188,28 +191,6 @@ async def campaign_run(run_id: RunId, services: Svc, _: Caller,
     report = await services.campaigns.report(run_id)
     if format == "json":
         return report
-    return Response(_csv(report["targets"]), media_type="text/csv; charset=utf-8",
+    return Response(report_csv(report["targets"]), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition":
                              f'attachment; filename="campaign-run-{run_id}.csv"'})
-
-
-_CSV_COLUMNS = ("agent_id", "outcome", "presence_at_start", "wol_sent_at", "woke_at",
-                "wake_sent_at", "delivered_at", "synced_at", "wakeup_id", "detail")
-# OWASP's list: a cell starting so could run as a spreadsheet formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv(targets: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(_CSV_COLUMNS)
-    for target in targets:
-        row = []
-        for column in _CSV_COLUMNS:
-            value = target.get(column)
-            if isinstance(value, float):
-                value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
-            text = "" if value is None else str(value)
-            row.append("'" + text if text.startswith(_FORMULA_STARTS) else text)
-        writer.writerow(row)
-    return out.getvalue()

@@ -13,6 +13,7 @@ stay empty, and the test server is fenced to 127.0.0.0/8 anyway.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -291,3 +292,30 @@ def test_the_campaigns_page_creates_runs_and_reports(
     expect(outcomes).to_have_text(["synced"] * (len(AWAKE) + 1))
     expect(page.locator("#csv")).to_have_attribute("href", re.compile(r"format=csv$"))
     assert tab.errors == []
+
+
+@pytest.mark.timeout(120)
+def test_the_cli_creates_lists_runs_and_reports(fleet: Stack) -> None:
+    cli = fleet.server.cli
+    made = cli("campaign", "create", "cli weekly", "--group", GROUP, "--kind", "weekly",
+               "--at", "03:15", "--days", "tue,thu", "--timezone", ZONE, "--window", "3600")
+    assert "every Tue, Thu at 03:15 (Europe/Paris), 1 h window" in made
+    campaign_id = made.split()[1].rstrip(":")
+    listed = json.loads(cli("campaign", "list", "--json"))
+    [mine] = [c for c in listed if c["id"] == campaign_id]
+    assert mine["targets"] == {"groups": [GROUP], "agents": []}
+    assert "cli weekly" in cli("campaign", "list")
+    with pytest.raises(AssertionError, match="not an IANA time zone"):
+        cli("campaign", "create", "bad", "--group", GROUP, "--at", "02:00", "--days", "mon",
+            "--timezone", "Mars/Olympus")
+    # The command only writes the run; the running server's scheduler sends it.
+    started = cli("campaign", "run", campaign_id)
+    run_id = started.split()[1]
+    wait_until(lambda: _report(fleet, run_id)["state"] == "done", "the CLI's run", timeout=60)
+    report = cli("campaign", "report", run_id)
+    assert f"run {run_id} of cli weekly: done (manual" in report
+    assert f"synced {len(AWAKE) + 1}" in report
+    lines = cli("campaign", "report", run_id, "--csv").strip().splitlines()
+    assert len(lines) == len(AWAKE) + 2
+    audit = _call(fleet, "GET", "/api/v1/audit", 200, params={"actor": "cli"})
+    assert {"campaign_create", "campaign_run"} <= {e["action"] for e in audit}
