@@ -23,6 +23,7 @@ from typing import Any
 
 from agent_push.backoff import Backoff
 from agent_push.dialer import open_route
+from agent_push.keep_awake import KeepAwake
 from agent_push.mqtt import Message, MqttLink
 from agent_push.platform import awake_clock, interfaces
 from agent_push.renewal import Renewed, Renewer
@@ -152,6 +153,8 @@ class Agent:
         # at the next moment no command is being handled.
         self._switch = asyncio.Event()
         self._reconnect_now = False
+        # The sleep hold the server may ask for (epns.keep_awake).
+        self.keep_awake = KeepAwake(self.settings.wol.allow_keep_awake)
 
     def _renewer(self, ways: _AgentSyncWays) -> Renewer | None:
         """The identity's renewer: over the HTTP sync's channel, so an agent
@@ -188,6 +191,7 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.sync.close()
+            await self.keep_awake.release()
             event(log, "stopped", agent=self.agent_id)
 
     async def _connection_loop(self, stop: asyncio.Event) -> None:
@@ -402,7 +406,8 @@ class Agent:
                                   "commands")
         birth = Presence(PresenceState.ONLINE, at=time.time(), route=route.name,
                          version=self.context.version, hostname=socket.gethostname(),
-                         interfaces=interfaces())
+                         interfaces=interfaces(),
+                         keep_awake=self.settings.wol.allow_keep_awake)
         await link.publish(topics.agent_presence(self.agent_id), encode_presence(birth),
                            retain=True)
         self.state.remember_route(route.name)
@@ -572,6 +577,18 @@ class Agent:
             await self._report(link, Event(EventType.PONG, time.time(), command.id))
         elif command.type is CommandType.TRUST:
             self._trust_changed(self.trust.accept(command.body.get("announcement"), "command"))
+        elif command.type is CommandType.KEEP_AWAKE:
+            await self._keep_awake(link, command)
+
+    async def _keep_awake(self, link: MqttLink, command: Command) -> None:
+        """Hold off sleep or release, as the server elected; report the outcome."""
+        subnets = command.body.get("subnets")
+        held = await self.keep_awake.apply(
+            command.body.get("hold") is True,
+            [str(s) for s in subnets] if isinstance(subnets, list) else [])
+        await self._report(link, Event(EventType.KEEP_AWAKE, time.time(), command.id,
+                                       {"holding": held.holding, "detail": held.detail}))
+        self._publish_status()
 
     async def _relay_wol(self, link: MqttLink, command: Command) -> None:
         try:
@@ -663,6 +680,9 @@ class Agent:
             "last_error": status.last_error, "last_heard": status.last_heard,
             "trust": self.trust.status(),
             "deaf_bound": status.deaf_bound, "identity": status.identity,
+            "keep_awake": {"allowed": self.settings.wol.allow_keep_awake,
+                           "holding": self.keep_awake.state.holding,
+                           "detail": self.keep_awake.state.detail},
             "written_at": time.time(),
         })
 

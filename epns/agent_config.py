@@ -257,6 +257,12 @@ class WolSettings:
     repeat: int = 3
     # Seconds between the repeats.
     spacing: float = 0.1
+    # Whether the server may elect this agent to hold off sleep, so its
+    # subnet keeps a relay while the other machines sleep (the server's
+    # keep_awake setting decides whether it elects anyone). On by default: the
+    # admin's setting is the opt-in; a machine whose owner wants it to sleep
+    # (a laptop on battery) says false.
+    allow_keep_awake: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.repeat <= 10:

@@ -82,6 +82,8 @@ class CommandType(StrEnum):
     PING = "ping"
     # A trust announcement (epns.trust) for every agent: next key, next CA.
     TRUST = "trust"
+    # Hold off sleep, or stop (epns.keep_awake): the subnet's elected relay.
+    KEEP_AWAKE = "keep_awake"
 
 
 class EventType(StrEnum):
@@ -92,6 +94,8 @@ class EventType(StrEnum):
     SYNC = "sync"
     WOL_RESULT = "wol_result"
     PONG = "pong"
+    # Whether the agent holds sleep off now, and why not (epns.keep_awake).
+    KEEP_AWAKE = "keep_awake"
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,12 +373,19 @@ def _empty_body(_body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _keep_awake_body(body: dict[str, Any]) -> dict[str, Any]:
+    return {"holding": fields.flag(body.get("holding"), "event.body.holding"),
+            "detail": fields.prose(body.get("detail", ""), "event.body.detail",
+                                   max_length=MAX_DETAIL)}
+
+
 _EVENT_BODIES: dict[EventType, Callable[[dict[str, Any]], dict[str, Any]]] = {
     EventType.ACK: _ack_body,
     EventType.REJECT: _reject_body,
     EventType.SYNC: _sync_body,
     EventType.WOL_RESULT: wol_result_body,
     EventType.PONG: _empty_body,
+    EventType.KEEP_AWAKE: _keep_awake_body,
 }
 
 
@@ -404,6 +415,9 @@ class Presence:
     version: str | None = None
     hostname: str | None = None
     interfaces: tuple[Interface, ...] = ()
+    # Whether the agent may be told to hold off sleep (its config's
+    # wol.allow_keep_awake); None from an agent older than keep-awake.
+    keep_awake: bool | None = None
 
 
 def encode_presence(presence: Presence) -> bytes:
@@ -420,6 +434,7 @@ def encode_presence(presence: Presence) -> bytes:
                 {"address": i.address, "prefix": i.prefix, "mac": i.mac}
                 for i in presence.interfaces
             ],
+            **({} if presence.keep_awake is None else {"keep_awake": presence.keep_awake}),
         }
     )
 
@@ -450,6 +465,8 @@ def decode_presence(raw: bytes) -> Presence:
                                       max_length=255),
         interfaces=tuple(_interface(item, f"presence.interfaces[{index}]")
                          for index, item in enumerate(interfaces)),
+        keep_awake=None if data.get("keep_awake") is None else fields.flag(
+            data.get("keep_awake"), "presence.keep_awake"),
     )
 
 

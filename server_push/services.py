@@ -29,6 +29,7 @@ from server_push.fleet.campaigns import Campaigns
 from server_push.fleet.enrol import Enrolment
 from server_push.fleet.events import Dispatcher
 from server_push.fleet.gauges import GAUGE_TTL, GaugeReader
+from server_push.fleet.keep_awake import KeepAwake
 from server_push.fleet.notify import Notifier
 from server_push.fleet.registry import Registry
 from server_push.fleet.tasks import Tasks
@@ -87,6 +88,8 @@ class Services:
     cluster: Cluster | None = None
     # Wake campaigns and their scheduler (fleet/campaigns.py), made after the rest.
     campaigns: Campaigns = field(init=False)
+    # One agent kept awake per subnet (fleet/keep_awake.py), made after the rest.
+    keep_awake: KeepAwake = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _dispatcher: Dispatcher | None = None
     _flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,7 +103,7 @@ class Services:
         if self._dispatcher is None:
             budgets = self.settings.budgets
             self._dispatcher = Dispatcher(self.registry, self.wakeups, self.wol, self.handled,
-                                          metrics=self.metrics,
+                                          metrics=self.metrics, keep_awake=self.keep_awake,
                                           events_per_minute=budgets.events_per_minute,
                                           events_burst=budgets.events_burst)
         await self._dispatcher.handle(topic, raw)
@@ -161,6 +164,7 @@ class Services:
             group.create_task(notifier.run(), name="offline-notifier")
             group.create_task(self.handled.run_pruner(), name="handled-pruner")
             group.create_task(self.campaigns.run_scheduler(), name="campaign-scheduler")
+            group.create_task(self.keep_awake.run(), name="keep-awake")
 
     async def _lead_with_link(self) -> None:
         """``leader`` mode, while elected: the broker session (persistent, one
@@ -302,7 +306,8 @@ async def build(settings: ServerSettings) -> Services:
     outbox = Outbox(sessions, lambda: trust.signing_key, link)
     metrics = ServerMetrics(link=link.health, link_up=link.connected.is_set,
                             outbox=outbox.counts)
-    config = SettingsStore(sessions, settings.notifications.min_offline_after)
+    config = SettingsStore(sessions, settings.notifications.min_offline_after,
+                           settings.notifications.allowed_networks)
     agents = AgentAdmin(sessions, settings, revocations, bus)
     services = Services(
         settings=settings, engine=engine, sessions=sessions, bus=bus, link=link, outbox=outbox,
@@ -332,5 +337,6 @@ async def build(settings: ServerSettings) -> Services:
     services.campaigns = Campaigns(sessions, wakeups=services.wakeups, wol=services.wol,
                                    registry=registry, bus=bus, settings=settings.campaigns,
                                    max_ttl=settings.wakeups.max_ttl, counts=metrics.campaigns)
+    services.keep_awake = KeepAwake(sessions, outbox, bus, registry, config)
     holder["services"] = services
     return services

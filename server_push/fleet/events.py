@@ -47,12 +47,24 @@ class WolTracker(Protocol):
         """A relay reported what it sent."""
 
 
+class KeepAwakeTracker(Protocol):
+    """What the dispatcher tells keep-awake (``fleet/keep_awake.py``)."""
+
+    def poke(self) -> None:
+        """Presence changed: elect again soon."""
+
+    async def on_report(self, agent_id: str, body: dict[str, Any], now: float) -> None:
+        """An agent said whether it holds sleep off."""
+
+
 class Dispatcher:
     """Routes broker messages; ``handle`` is the broker link's message handler."""
 
     def __init__(self, registry: Registry, wakeups: Wakeups, wol: WolTracker,
                  handled: HandledEvents, *, metrics: ServerMetrics,
-                 events_per_minute: float, events_burst: int) -> None:
+                 events_per_minute: float, events_burst: int,
+                 keep_awake: KeepAwakeTracker) -> None:
+        self._keep_awake = keep_awake
         self._registry = registry
         self._wakeups = wakeups
         self._wol = wol
@@ -91,6 +103,7 @@ class Dispatcher:
         if parsed.channel is topics.AgentChannel.PRESENCE:
             if await self._registry.on_presence(agent_id, presence, now):
                 await self._wol.on_agent_online(agent_id, now)
+            self._keep_awake.poke()
         else:
             await self._event(agent_id, report, now)
 
@@ -116,6 +129,9 @@ class Dispatcher:
         elif report.type is EventType.WOL_RESULT:
             await self._registry.touch(agent_id, now)
             await self._wol.on_result(agent_id, report.ref, body, now)
+        elif report.type is EventType.KEEP_AWAKE:
+            await self._registry.touch(agent_id, now)
+            await self._keep_awake.on_report(agent_id, body, now)
         elif report.type is EventType.REJECT:
             await self._registry.remember(agent_id, now, "command_rejected", body["reason"])
         else:

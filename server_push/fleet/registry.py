@@ -244,6 +244,7 @@ class Registry:
                 agent.hostname = presence.hostname
                 agent.interfaces = [{"address": i.address, "prefix": i.prefix, "mac": i.mac}
                                     for i in presence.interfaces]
+                agent.keep_awake_allowed = presence.keep_awake
             if changed:
                 detail = f"route {presence.route}" if presence.route else ""
                 remember(session, agent_id, now, presence.state.value, detail)

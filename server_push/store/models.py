@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -66,6 +76,11 @@ class Agent(Base):
     # The SHA-256 fingerprint of the machine that enrolled (epns.machine);
     # None for an agent an admin created.
     machine: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    # Keep-awake (epns.keep_awake, migration 0013): whether its presence
+    # allows it (None: it did not say), and the record of keep-awake
+    # (fleet/keep_awake.py): subnets kept, last instruction, last report.
+    keep_awake_allowed: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    keep_awake: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class AgentEvent(Base):

@@ -2,8 +2,9 @@
 in the database as JSON and checked on the way in.
 
 - ``wol``: the addresses the server itself sends magic packets to (multicast
-  and broadcast), the ports, relays per subnet, and how long to wait for a
-  target to come online;
+  and broadcast), the ports, relays per subnet, how long to wait for a
+  target to come online, and whether one agent per subnet is kept awake
+  (``keep_awake``, ``fleet/keep_awake.py``);
 - ``hints``: what agents are told at sync: sync interval and keep-alive per
   route kind;
 - ``notifications``: where to say that an agent has been offline too long.
@@ -12,12 +13,14 @@ in the database as JSON and checked on the way in.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from epns import egress
 from epns.errors import BadRequest
 from epns.sync_contract import KEEPALIVE_RANGE, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, ROUTE_KINDS
 from server_push.store.models import Setting
@@ -32,6 +35,8 @@ class WolConfig:
     relays_per_subnet: int = 3
     repeat: int = 3
     timeout: float = 300.0
+    # Elect one agent per subnet to hold off sleep, so a relay stays awake.
+    keep_awake: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ _NOT_A_VALUE = (TypeError, ValueError, OverflowError)
 
 
 def _check_wol(data: dict[str, Any]) -> WolConfig:
+    keep_awake = data.get("keep_awake", False)
+    if not isinstance(keep_awake, bool):
+        raise BadRequest(f"wol settings: keep_awake must be true or false, not {keep_awake!r}",
+                         code="invalid_settings")
     try:
         config = WolConfig(
             addresses=tuple(str(ipaddress.ip_address(str(a))) for a in data.get("addresses", [])),
@@ -71,6 +80,7 @@ def _check_wol(data: dict[str, Any]) -> WolConfig:
             relays_per_subnet=int(data.get("relays_per_subnet", 3)),
             repeat=int(data.get("repeat", 3)),
             timeout=float(data.get("timeout", 300.0)),
+            keep_awake=keep_awake,
         )
     except _NOT_A_VALUE as exc:
         raise BadRequest(f"wol settings: {exc}", code="invalid_settings") from exc
@@ -132,9 +142,11 @@ class SettingsStore:
     """Typed read and checked write of the run-time settings."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 min_offline_after: float = MIN_OFFLINE_AFTER) -> None:
+                 min_offline_after: float = MIN_OFFLINE_AFTER,
+                 allowed_networks: Sequence[str] = ("0.0.0.0/0", "::/0")) -> None:
         self._sessions = sessions
         self._min_offline_after = min_offline_after
+        self._allowed = egress.parse_networks(allowed_networks)
         self._checks: dict[str, Callable[[dict[str, Any]], Section]] = {
             **_CHECKS, "notifications": self._check_notifications}
 
@@ -158,6 +170,22 @@ class SettingsStore:
     def _check_notifications(self, data: dict[str, Any]) -> NotificationsConfig:
         return _check_notifications(data, self._min_offline_after)
 
+    def _check_targets(self, config: NotificationsConfig) -> None:
+        """Refuse a webhook or SMTP host given as a fenced-off address
+        (``epns.egress``) when it is saved; names are checked at each send,
+        where they are resolved."""
+        targets = [("webhook_url", urllib.parse.urlsplit(config.webhook_url).hostname or ""),
+                   ("smtp_host", config.smtp_host)]
+        for field_name, host in targets:
+            address = egress.literal(host)
+            if address is None and host.lower().rstrip(".") in ("localhost", "localhost6"):
+                address = egress.literal("127.0.0.1")
+            why = None if address is None else egress.refusal(
+                address, self._allowed, "notifications.allowed_networks")
+            if why is not None:
+                raise BadRequest(f"notifications: {field_name} {host!r}: {why}",
+                                 code="target_not_allowed")
+
     async def read(self, key: str) -> dict[str, Any]:
         """One section as plain JSON; BadRequest for an unknown section."""
         check = self._checks.get(key)
@@ -172,7 +200,10 @@ class SettingsStore:
         if check is None:
             raise BadRequest(f"no settings section {key!r} (one of {', '.join(_CHECKS)})",
                              code="unknown_settings")
-        plain = asdict(check(data))
+        checked = check(data)
+        if isinstance(checked, NotificationsConfig):
+            self._check_targets(checked)
+        plain = asdict(checked)
         async with self._sessions() as session, session.begin():
             row = await session.get(Setting, key)
             if row is None:

@@ -153,6 +153,36 @@ async def wol_preflight(
     return [_preflight_out(view) for view in views]
 
 
+class SubnetOut(BaseModel):
+    subnet: str
+    agents: int = Field(description="agents in service that report an interface in it")
+    online: int = Field(description="of them online now: the relays it has")
+    eligible: int = Field(description="online and allowing keep-awake (wol.allow_keep_awake)")
+    keeper: str | None = Field(description="the agent elected to hold off sleep for it "
+                                           "(keep-awake on)")
+    keeper_holding: bool | None = Field(description="what the keeper last reported: holding "
+                                                    "sleep off (null: no report yet)")
+    keeper_detail: str = Field(description="why the keeper does not hold, in its words")
+    warning: str | None = Field(description="no relay, no eligible agent, or a keeper that "
+                                            "cannot hold")
+
+
+class SubnetsOut(BaseModel):
+    keep_awake: bool = Field(description="the wol setting: one agent kept awake per subnet")
+    subnets: list[SubnetOut]
+
+
+@router.get("/wol/subnets", response_model=SubnetsOut,
+            summary="The subnets agents report, their relays online, and the agent kept "
+                    "awake in each", responses=refusals(422))
+async def wol_subnets(services: Svc, _: Caller) -> SubnetsOut:
+    enabled, views = await services.keep_awake.subnets(time.time())
+    return SubnetsOut(keep_awake=enabled, subnets=[SubnetOut(
+        subnet=v.subnet, agents=v.agents, online=v.online, eligible=v.eligible, keeper=v.keeper,
+        keeper_holding=v.keeper_holding, keeper_detail=v.keeper_detail, warning=v.warning)
+        for v in views])
+
+
 @router.post("/wol", status_code=202, response_model=WolCreated,
              summary="Wake machines through relays on their subnet and the server's own "
                      "addresses; tracked to woke or not_woken",

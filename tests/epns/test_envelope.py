@@ -422,6 +422,7 @@ BODIES: dict[EventType, dict[str, object]] = {
     EventType.WOL_RESULT: {"ok": True, "targets": [
         {"mac": "aa:bb:cc:dd:ee:ff", "packets": 6, "sent": ["127.0.0.1:9"], "errors": []}]},
     EventType.PONG: {},
+    EventType.KEEP_AWAKE: {"holding": False, "detail": "cannot hold sleep off"},
 }
 
 

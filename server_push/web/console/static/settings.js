@@ -45,14 +45,16 @@ function parsed(text, type) {
 
 function fill(form, data) {
   for (const field of form.querySelectorAll("[name]")) {
-    field.value = shown(getPath(data, field.name), field.dataset.type);
+    if (field.type === "checkbox") field.checked = getPath(data, field.name) === true;
+    else field.value = shown(getPath(data, field.name), field.dataset.type);
   }
 }
 
 function collect(form, section) {
   const data = structuredClone(loaded.get(section) ?? {});
   for (const field of form.querySelectorAll("[name]")) {
-    setPath(data, field.name, parsed(field.value, field.dataset.type));
+    setPath(data, field.name, field.type === "checkbox" ? field.checked
+      : parsed(field.value, field.dataset.type));
   }
   return data;
 }

@@ -35,7 +35,51 @@ const load = coalesce(async () => {
   $("empty").hidden = list.length > 0;
 }, 300);
 
+// --- subnets: their relays, and the agent kept awake in each ------------------
+
+function keeperCell(subnet, enabled) {
+  if (!enabled) return el("td", { class: "muted" }, "—");
+  if (!subnet.keeper) return el("td", {}, el("span", { class: "badge bad" }, "nobody"));
+  const link = el("a", { href: `/console/agents/${encodeURIComponent(subnet.keeper)}` },
+    subnet.keeper);
+  const [words, tone] = subnet.keeper_holding === true ? ["holding", "good"]
+    : subnet.keeper_holding === false ? ["not holding", "bad"] : ["asked", ""];
+  return el("td", {}, link, " ", el("span", { class: `badge ${tone}` }, words));
+}
+
+function subnetRow(subnet, enabled) {
+  return el("tr", { "data-subnet": subnet.subnet },
+    el("td", { class: "mono" }, subnet.subnet), el("td", {}, subnet.agents),
+    el("td", {}, el("span", { class: `badge ${subnet.online ? "good" : "bad"}` },
+      String(subnet.online))),
+    keeperCell(subnet, enabled), el("td", { class: "warning" }, subnet.warning ?? ""));
+}
+
+const loadSubnets = coalesce(async () => {
+  let answer;
+  try {
+    answer = await api("GET", "/api/v1/wol/subnets");
+  } catch (error) {
+    failed("Loading the subnets", error);
+    return;
+  }
+  const { keep_awake: enabled, subnets } = answer;
+  $("keep-awake-state").textContent = enabled
+    ? "Keep-awake is on: one agent per subnet holds off sleep, so a relay stays awake."
+    : "Keep-awake is off (Settings → Wake-on-LAN): a subnet has a relay only while one of " +
+      "its agents happens to be awake.";
+  $("subnets").replaceChildren(...subnets.map((subnet) => subnetRow(subnet, enabled)));
+  $("no-subnets").hidden = subnets.length > 0;
+  const blind = subnets.filter((subnet) => subnet.online === 0);
+  $("subnet-warnings").hidden = blind.length === 0;
+  $("subnet-warnings").textContent = blind.length
+    ? `${blind.length} subnet(s) have no relay: every agent there is asleep or offline ` +
+      `(${blind.map((subnet) => subnet.subnet).join(", ")}).` : "";
+}, 300);
+
 live((notice) => {
   if (notice.kind === "wol" || notice.kind === "resync") load("list");
+  if (["wol_subnets", "agent", "resync"].includes(notice.kind)) loadSubnets("subnets");
 });
 load("list");
+loadSubnets("subnets");
