@@ -333,8 +333,13 @@ async def fleet_summary(request: Request, services: Svc, _: Caller,
                         filters: AgentFilters) -> dict[str, Any]:
     refuse_unknown(request, _AGENT_FILTERS)
     now = time.time()
-    matching = await services.registry.count(filters.to_filter(), now)
-    return {**matching, "fleet": await services.registry.count(AgentFilter(), now)}
+    wanted = filters.to_filter()
+    matching = await services.registry.count(wanted, now)
+    # Unfiltered (the console's first view), the fleet is the same count:
+    # one scan of the agents, not two.
+    fleet = matching if wanted == AgentFilter() else await services.registry.count(
+        AgentFilter(), now)
+    return {**matching, "fleet": fleet}
 
 
 @router.get("/groups", tags=["agents"],

@@ -342,3 +342,38 @@ def test_a_live_presence_change_redraws_its_row_without_a_reload(tab: Console) -
     assert lists
     assert all("limit=" in url for url in lists), lists
     assert tab.errors == []
+
+
+def test_wake_by_filter_through_the_api_resolves_when_accepted(fleet: Stack) -> None:
+    with fleet.api() as api:
+        revoked = api.post("/api/v1/agents/pc-299/revoke", json={"reason": "test"})
+        assert revoked.status_code == 204, revoked.text
+        body = {"filter": {"q": "PC-29"}}
+        first = api.post("/api/v1/wakeups", json=body, headers={"Idempotency-Key": "k-29"})
+        assert first.status_code == 202, first.text
+        view = first.json()
+        assert view["target_kind"] == "filter"
+        assert view["target"] == [{"q": "PC-29"}]
+        # pc-290 ... pc-298: the revoked pc-299 is left out.
+        assert sorted(t["agent_id"] for t in fleet.wakeup(view["id"])["targets"]) == [
+            f"pc-{n}" for n in range(290, 299)]
+        again = api.post("/api/v1/wakeups", json=body, headers={"Idempotency-Key": "k-29"})
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == view["id"]
+        other = api.post("/api/v1/wakeups", json={"filter": {"q": "pc-28"}},
+                         headers={"Idempotency-Key": "k-29"})
+        assert other.status_code == 422, other.text
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+        for refused, status, code in (
+                ({"filter": {"group": ["nobody"]}}, 404, "no_agents"),
+                ({"filter": {"q": "pc"}, "group": "lab"}, 400, "bad_target"),
+                ({"filter": {"colour": ["red"]}}, 422, None),
+                ({"filter": {"presence": ["asleep"]}}, 422, None)):
+            answer = api.post("/api/v1/wakeups", json=refused)
+            assert answer.status_code == status, (refused, answer.text)
+            if code is not None:
+                assert answer.json()["error"]["code"] == code, answer.text
+        listed = api.get("/api/v1/wakeups", params={"target_kind": "filter"})
+        assert listed.status_code == 200, listed.text
+        assert view["id"] in [w["id"] for w in listed.json()]
+        assert {w["target_kind"] for w in listed.json()} == {"filter"}

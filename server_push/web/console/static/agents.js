@@ -215,6 +215,9 @@ async function load() {
     if (firstRender) {
       firstRender = false;
       performance.mark("agents:first-render");
+      // The group names need a pass over the fleet on the server: asked for
+      // after the first page is drawn, so they never delay it.
+      loadGroups();
     }
     performance.mark("agents:rendered");
     rows.closest("table").setAttribute("aria-busy", "false");
@@ -729,5 +732,4 @@ window.addEventListener("popstate", () => {
 
 showState();
 live(onNotice);
-loadGroups();
 load();
