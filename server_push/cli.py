@@ -16,6 +16,8 @@
                                                       one-line installer (enrol_cli.py)
     epns-server enrol-token list | show ID | revoke ID
     epns-server enrolment list | accept ID | reject ID    enrolments waiting for approval
+    epns-server audit [--actor A] [--action X] [--target T] [--since T] [--until T] [--csv]
+                                                      the audit log, filtered (audit_cli.py)
     epns-server campaign list | create NAME --at HH:MM ... | run ID | report RUN_ID
                                                       wake campaigns (campaign_cli.py)
     epns-server admin password [USER]                 set a console password (generated, printed)
@@ -47,7 +49,7 @@ from epns import logs, pki
 from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
-from server_push import backup_cli, enrol_cli, fleet_cli
+from server_push import audit_cli, backup_cli, enrol_cli, fleet_cli
 from server_push import services as services_module
 from server_push.campaign_cli import register as register_campaign_cli
 from server_push.embedded import PIDFILE, EmbeddedBroker
@@ -363,6 +365,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="create: seconds until it expires (default: valid until revoked)")
     token.set_defaults(run=_cmd_token)
     enrol_cli.register(sub)
+    audit_cli.register(sub)
     backup_cli.register(sub)
     register_campaign_cli(sub)
     admin = sub.add_parser("admin", help="console users")
