@@ -23,12 +23,13 @@ still open runs late, once; every older one is recorded ``missed`` (``due``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from epns.errors import BadRequest
 
@@ -109,8 +110,11 @@ def parse_schedule(kind: str, at: str, timezone: str, window: float,
     if kind not in ("once", "daily", "weekly"):
         raise InvalidSchedule(f"schedule.kind must be once, daily or weekly, not {kind!r}")
     try:
+        if timezone not in _zones():
+            raise ZoneInfoNotFoundError(timezone)
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a directory of the database ("America") is no zone either.
         raise InvalidSchedule(f"schedule.timezone {timezone!r} is not an IANA time zone "
                               "(e.g. Europe/Paris, America/New_York, UTC)",
                               code="invalid_timezone") from None
@@ -131,6 +135,12 @@ def parse_schedule(kind: str, at: str, timezone: str, window: float,
     if not chosen or any(day not in range(7) for day in chosen):
         raise InvalidSchedule("schedule.days: one or more of 0 (Monday) to 6 (Sunday)")
     return Schedule("weekly", at, timezone, float(window), chosen)
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    """The IANA names the system's time zone database has (read once)."""
+    return frozenset(available_timezones())
 
 
 def _local_time(text: str) -> time:

@@ -57,7 +57,7 @@ from epns.wakeup import PENDING_STATES
 from server_push.fleet.bus import Bus
 from server_push.fleet.registry import Registry
 from server_push.fleet.wakeups import WakeRequest, Wakeups
-from server_push.fleet.wol import TargetSpec, WolAsk, WolDispatch
+from server_push.fleet.wol import MAX_TARGETS_PER_REQUEST, TargetSpec, WolAsk, WolDispatch
 from server_push.link.metrics import CampaignCounts
 from server_push.store.history import audit, settle_audit
 from server_push.store.models import (
@@ -544,7 +544,9 @@ class Campaigns:
             waiting = (await session.scalars(select(CampaignTarget).where(
                 CampaignTarget.run_id == run.id,
                 CampaignTarget.phase.in_(("wake_queued", "queued")))
-                .order_by(CampaignTarget.phase.desc(), CampaignTarget.id))).all()
+                .order_by(CampaignTarget.phase.desc(), CampaignTarget.id)
+                # No round sends more than the cap: a run of 10,000 reads 1,000.
+                .limit(self.cap.limit))).all()
             if not waiting:
                 return
             sends = await _recent_sends(session, now, self.cap.interval)
@@ -559,12 +561,15 @@ class Campaigns:
             async with self._sessions() as session:
                 agents = {row.id: row for row in (await session.scalars(select(Agent).where(
                     Agent.id.in_([t.agent_id for t in fresh])))).all()}
+            offline = []
             for target in fresh:
                 agent = agents.get(target.agent_id)
-                online = agent is not None and self._registry.view(
-                    agent, time.time()).presence == "online"
-                if online or not await self._send_wol(run, campaign, target, now):
+                if agent is not None and self._registry.view(
+                        agent, time.time()).presence == "online":
                     to_wake.append(target.agent_id)
+                else:
+                    offline.append(target)
+            to_wake += await self._send_wol(campaign, offline, now)
         else:
             to_wake += [t.agent_id for t in fresh]
         if to_wake:
@@ -578,33 +583,55 @@ class Campaigns:
                     .values(phase="wake_sending", wake_key=key, wake_ttl=ttl))
             await self._request_wake(run, campaign, key, ttl, to_wake)
 
-    async def _send_wol(self, run: CampaignRun, campaign: Campaign, target: CampaignTarget,
-                        now: float) -> bool:
-        """Wake-on-LAN for one target through the relay path; False when it
-        cannot be sent (no MAC known): the target is then woken by push alone."""
-        options = campaign.options
-        ask = WolAsk((TargetSpec(agent=target.agent_id),),
-                     tuple(options.get("wol_addresses") or ()),
-                     tuple(int(p) for p in options.get("wol_ports") or ()))
-        # Marked sent before the request: a crash in between leaves a target
-        # that waits its settle time, never a second WoL request.
+    async def _send_wol(self, campaign: Campaign, targets: Sequence[CampaignTarget],
+                        now: float) -> list[str]:
+        """Wake-on-LAN through the relay path for ``targets``, up to
+        ``MAX_TARGETS_PER_REQUEST`` per request (each request elects relays
+        from every online agent); returns the agents it could not be sent for
+        (no MAC known, ...), to be woken by push alone."""
+        if not targets:
+            return []
+        # Marked sent before the requests: a crash in between leaves targets
+        # that wait their settle time, never a second WoL request.
         async with self._sessions() as session, session.begin():
             await session.execute(update(CampaignTarget).where(
-                CampaignTarget.id == target.id).values(phase="wol_sent", wol_sent_at=now))
+                CampaignTarget.id.in_([t.id for t in targets]))
+                .values(phase="wol_sent", wol_sent_at=now))
+        refused: list[str] = []
+        chunks = [list(targets[at:at + MAX_TARGETS_PER_REQUEST])
+                  for at in range(0, len(targets), MAX_TARGETS_PER_REQUEST)]
+        while chunks:
+            chunk = chunks.pop()
+            error = await self._wol_request(campaign, chunk)
+            if error is None:
+                continue
+            if len(chunk) > 1:  # one bad target refuses the request: try each alone
+                chunks += [[target] for target in chunk]
+                continue
+            refused.append(chunk[0].agent_id)
+            async with self._sessions() as session, session.begin():
+                await session.execute(update(CampaignTarget).where(
+                    CampaignTarget.id == chunk[0].id).values(
+                    phase="queued", wol_sent_at=None, detail=f"no Wake-on-LAN: {error}"))
+        return refused
+
+    async def _wol_request(self, campaign: Campaign, chunk: Sequence[CampaignTarget]
+                           ) -> str | None:
+        """One WoL request for ``chunk``; the refusal's words, or None when sent."""
+        options = campaign.options
+        ask = WolAsk(tuple(TargetSpec(agent=t.agent_id) for t in chunk),
+                     tuple(options.get("wol_addresses") or ()),
+                     tuple(int(p) for p in options.get("wol_ports") or ()))
         try:
             views = await self._wol.request(_actor(campaign.id), ask)
         except RequestError as exc:
-            async with self._sessions() as session, session.begin():
-                await session.execute(update(CampaignTarget).where(
-                    CampaignTarget.id == target.id).values(
-                    phase="queued", wol_sent_at=None,
-                    detail=f"no Wake-on-LAN: {exc.detail}"))
-            return False
+            return exc.detail
         async with self._sessions() as session, session.begin():
-            await session.execute(update(CampaignTarget).where(
-                CampaignTarget.id == target.id).values(wol_request_id=views[0].id))
-        self.gauges.sends["wol"] += 1
-        return True
+            for target, view in zip(chunk, views, strict=True):
+                await session.execute(update(CampaignTarget).where(
+                    CampaignTarget.id == target.id).values(wol_request_id=view.id))
+        self.gauges.sends["wol"] += len(chunk)
+        return None
 
     async def _request_wake(self, run: CampaignRun, campaign: Campaign, key: str, ttl: float,
                             agent_ids: Sequence[str]) -> None:

@@ -124,6 +124,8 @@ def test_a_year_down_keeps_the_newest_missed_slots_and_counts_the_rest() -> None
     (("daily", "24:00", "UTC", 3600.0), "invalid_schedule", "HH:MM"),
     (("daily", "02:00", "Mars/Olympus", 3600.0), "invalid_timezone", "IANA"),
     (("daily", "02:00", "../../etc/passwd", 3600.0), "invalid_timezone", "IANA"),
+    (("daily", "02:00", "America", 3600.0), "invalid_timezone", "IANA"),
+    (("daily", "02:00", "zone.tab", 3600.0), "invalid_timezone", "IANA"),
     (("daily", "02:00", "UTC", 10.0), "invalid_schedule", "window"),
     (("weekly", "02:00", "UTC", 3600.0, []), "invalid_schedule", "days"),
     (("weekly", "02:00", "UTC", 3600.0, [7]), "invalid_schedule", "days"),
