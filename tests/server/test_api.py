@@ -43,12 +43,21 @@ def test_no_token_and_a_wrong_token_are_401(stack: Stack) -> None:
 
 def test_a_revoked_api_token_is_401(stack: Stack) -> None:
     with stack.api() as api:
-        created = api.post("/api/v1/tokens", json={"name": "integration"}).json()
+        created = api.post("/api/v1/tokens", json={"name": "integration",
+                                                   "ttl": 3600}).json()
+        too_short = api.post("/api/v1/tokens", json={"name": "brief", "ttl": 5})
+    assert created["expires_at"] > time.time() + 3500
+    assert "ttl" in _refusal(too_short, 422, "invalid_request")
     with stack.server.client(created["token"]) as integration:
         assert integration.get("/api/v1/agents").status_code == 200
         with stack.api() as api:
             assert api.delete(f"/api/v1/tokens/{created['id']}").status_code == 204
+            again = api.delete(f"/api/v1/tokens/{created['id']}")
+            listed = {t["id"]: t for t in api.get("/api/v1/tokens").json()}
         _refusal(integration.get("/api/v1/agents"), 401, "bad_token")
+    assert "revoked already" in _refusal(again, 409, "token_revoked")
+    assert listed[created["id"]]["state"] == "revoked"
+    assert listed[created["id"]]["last_used"] is not None
 
 
 # --- the one error body ----------------------------------------------------------------
