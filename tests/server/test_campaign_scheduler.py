@@ -26,7 +26,7 @@ from server_push.fleet.campaigns import Campaigns, CampaignSpec
 from server_push.fleet.registry import Registry
 from server_push.link.metrics import CampaignCounts
 from server_push.store import db
-from server_push.store.models import CampaignRun
+from server_push.store.models import CampaignRun, CampaignTarget
 from tests.support.postgres import available, postgres_cluster
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -165,5 +165,37 @@ def test_one_replica_at_a_time_advances_a_run(database: str) -> None:
             later = clock.at + 1 + SETTINGS.lease + 1  # past the lease the last claim renewed
             assert sorted(await second._claim(later)) == sorted([*mine, *theirs])
             assert await first._claim(later + 1) == []
+
+    asyncio.run(scenario())
+
+
+def test_targets_the_window_ends_on_are_reported_not_sent(database: str) -> None:
+    async def scenario() -> None:
+        async for sessions in _open(database):
+            clock = HandClock(paris(2026, 12, 8, 2, 0))
+            campaigns = _campaigns(sessions, clock, "a")
+            created = await campaigns.create("admin", CampaignSpec(
+                name="short", groups=("nobody",),
+                schedule=parse_schedule("daily", "02:00", "UTC", 600)))
+            run_id = uuid.uuid4().hex
+            async with sessions() as session, session.begin():
+                session.add(CampaignRun(
+                    id=run_id, campaign_id=created["id"], trigger="manual", slot=clock.at,
+                    window_end=clock.at + 600, state="running", requested_by="test",
+                    created_at=clock.at, started_at=clock.at, detail=""))
+                await session.flush()
+                session.add_all([CampaignTarget(run_id=run_id, agent_id=f"pc-{n}",
+                                                phase=phase, detail="")
+                                 for n, phase in enumerate(("queued", "wake_queued",
+                                                            "wol_sent"))])
+            # Past the window, what still waited is not_sent, counted and
+            # named in the report, and the run ends.
+            clock.at += 600
+            await campaigns.round()
+            report = await campaigns.report(run_id)
+            assert report["state"] == "done"
+            assert report["counts"]["not_sent"] == report["counts"]["targets"] == 3
+            assert {t["outcome"] for t in report["targets"]} == {"not_sent"}
+            assert all("window ended" in t["detail"] for t in report["targets"])
 
     asyncio.run(scenario())
