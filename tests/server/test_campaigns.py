@@ -283,6 +283,9 @@ def test_the_campaigns_page_creates_runs_and_reports(
     expect(page.locator("#pacing")).to_contain_text(
         re.compile(rf"paced: {CAP}/{INTERVAL:g} s, \d+ queued, ETA "))
     expect(row.locator("td.latest-run")).to_contain_text("running: ")
+    row.locator("button.show-runs").click()
+    expect(page.locator("#runs tr")).to_have_count(1)
+    expect(page.locator("#runs td.run-state")).to_have_text(re.compile("running|done"))
     row.locator("td.latest-run a").click()
     page.wait_for_url(re.compile(r"/console/campaign-runs/[0-9a-f]+$"))
     expect(page.locator("#run-state")).to_have_text("done", timeout=60_000)

@@ -65,12 +65,14 @@ function row(campaign) {
     enabled: !campaign.enabled }));
   const remove = el("button", { type: "button" }, "Delete");
   remove.addEventListener("click", () => askDelete(campaign));
+  const history = el("button", { type: "button", class: "show-runs" }, "Runs");
+  history.addEventListener("click", () => { showing = campaign; loadRuns("runs"); });
   const next = campaign.enabled ? (campaign.next_runs_local[0] ?? "no more runs") : "paused";
   return el("tr", { "data-campaign-id": campaign.id },
     el("td", {}, campaign.name), el("td", {}, targetsText(campaign.targets)),
     el("td", {}, campaign.description), el("td", { class: "next-run" }, next),
     el("td", { class: "latest-run" }, runLink(campaign.latest_run)),
-    el("td", { class: "actions" }, run, edit, pause, remove));
+    el("td", { class: "actions" }, run, history, edit, pause, remove));
 }
 
 const loadList = coalesce(async () => {
@@ -83,6 +85,31 @@ const loadList = coalesce(async () => {
   $("campaigns").replaceChildren(...campaigns.map(row));
   $("empty").hidden = campaigns.length > 0;
   loadPacing("pacing");
+  loadRuns("runs");
+}, 200);
+
+// A campaign's runs, missed ones too, newest first.
+let showing = null;
+
+const loadRuns = coalesce(async () => {
+  if (showing === null) return;
+  let runs;
+  try {
+    runs = await api("GET",
+      `/api/v1/campaigns/${encodeURIComponent(showing.id)}/runs?limit=20`);
+  } catch (error) {
+    failed(`Loading the runs of ${showing.name}`, error);
+    return;
+  }
+  $("runs-title").textContent = `Runs of ${showing.name} (newest first)`;
+  $("runs").replaceChildren(...runs.map((r) => el("tr", { "data-run-id": r.id },
+    el("td", {}, el("a", { href: `/console/campaign-runs/${encodeURIComponent(r.id)}` },
+      when(r.slot))),
+    el("td", {}, r.trigger === "manual" ? `by hand (${r.requested_by})` : "scheduled"),
+    el("td", { class: "run-state" }, r.state),
+    el("td", {}, r.state === "missed" ? "—" : countsText(r.counts)),
+    el("td", { class: "muted" }, r.detail))));
+  $("runs-panel").hidden = false;
 }, 200);
 
 const loadPacing = coalesce(async () => {
