@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from server_push.store.models import Agent
 from tests.server.conftest import Stack, _make_stack
-from tests.server.test_console import CHROMIUM, Console, _set_password, _spki_pin
+from tests.server.test_console import ARTIFACTS, CHROMIUM, Console, _set_password, _spki_pin
 from tests.support.processes import wait_until
 
 ROWS = 300
@@ -159,6 +159,8 @@ def test_paging_sorting_filters_and_totals_follow_the_api_and_the_url(tab: Conso
         expect(page.locator(f"#fleet-presence [data-presence={name}]")).to_have_text(
             f"{name} {count}")
     expect(page.locator("#matching-row")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-agents-page.png"))
 
     # Page size, next page, the URL, reload and Back.
     page.select_option("#page-size", "25")

@@ -672,13 +672,22 @@ async function wakeOnLan() {
 
 // --- wiring ------------------------------------------------------------------
 
+// Search as the admin types, once typing pauses (SEARCH_PAUSE_MS): one request
+// per pause, not per keystroke. A search pushes one history entry; the rest
+// of its typing replaces it.
+const SEARCH_PAUSE_MS = 200;
 let typing = null;
+let searching = null;
+let pushSearch = false;
 inputs.q.addEventListener("input", () => {
-  // Typing replaces the history entry; the first keystroke of a search pushes one.
-  const push = typing === null;
+  pushSearch ||= typing === null;
   clearTimeout(typing);
   typing = setTimeout(() => { typing = null; }, 1500);
-  navigate({ q: inputs.q.value }, { push });
+  clearTimeout(searching);
+  searching = setTimeout(() => {
+    navigate({ q: inputs.q.value }, { push: pushSearch });
+    pushSearch = false;
+  }, SEARCH_PAUSE_MS);
 });
 inputs.version.addEventListener("change", () => navigate({ version: inputs.version.value.trim() }));
 for (const name of ["presence", "group", "route", "seen"]) {
