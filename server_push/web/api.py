@@ -535,7 +535,11 @@ async def read_settings(section: Literal["wol", "hints", "notifications"], servi
             responses=refusals(*CHANGE))
 async def write_settings(section: Literal["wol", "hints", "notifications"],
                          body: dict[str, Any], services: Svc, _: Caller) -> dict[str, Any]:
-    return await services.config.write(section, body)
+    written = await services.config.write(section, body)
+    if section == "wol":
+        # keep_awake may have changed: elect now, not at the next recheck.
+        services.keep_awake.poke()
+    return written
 
 
 AUDIT_DEFAULT_LIMIT = 100
