@@ -23,7 +23,7 @@ from epns import pki
 from server_push.security.auth import token_hash
 from server_push.store.models import ApiToken, AuditEntry, Base
 from tests.server.conftest import Stack, _make_stack
-from tests.server.test_console import CHROMIUM, Console, _set_password, _spki_pin
+from tests.server.test_console import ARTIFACTS, CHROMIUM, Console, _set_password, _spki_pin
 
 DASH = "\u2013"  # an en dash, as in the page's "Entries 1-25"
 
@@ -187,6 +187,8 @@ def test_groups_are_edited_and_saved_on_the_agent_page(stack: Stack, tab: Consol
     expect(page.locator("#feedback")).to_contain_text("Groups of gr1 saved: lab, floor-2")
     expect(page.locator("#groups")).to_have_text("lab, floor-2")
     expect(page.locator("#groups-save")).to_be_disabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-agent-admin.png"), full_page=True)
     with stack.api() as api:
         assert api.get("/api/v1/agents/gr1").json()["groups"] == ["lab", "floor-2"]
         assert [a["id"] for a in api.get("/api/v1/agents",
@@ -393,4 +395,10 @@ def test_audit_log_filters_pages_and_exports_the_same_rows(
     page.get_by_role("button", name="Apply filters").click()
     expect(page.locator("#no-entries")).to_be_visible()
     expect(page.locator("#shown")).to_have_text("0 of 0")
+    page.get_by_role("button", name="Clear").click()  # every filter, 50 a page
+    expect(page.locator("#f-since")).to_have_value("")
+    page.fill("#f-actor", "token:bulk")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("#shown")).to_have_text(f"Entries 1{DASH}50 of 60")
+    page.screenshot(path=str(ARTIFACTS / "console-audit.png"), full_page=True)
     assert [e for e in tab.errors if "422" not in e] == []

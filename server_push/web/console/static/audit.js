@@ -55,7 +55,8 @@ function readAddress() {
   form.since.value = query.get("since") ? localText(Number(query.get("since"))) : "";
   form.until.value = query.get("until") ? localText(Number(query.get("until"))) : "";
   form.sort.value = query.get("sort") === "at" ? "at" : "-at";
-  if (query.get("limit")) form.limit.value = query.get("limit");
+  const limit = query.get("limit");
+  if ([...form.limit.options].some((option) => option.value === limit)) form.limit.value = limit;
   offset = Math.max(0, Number(query.get("offset")) || 0);
 }
 
