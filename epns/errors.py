@@ -24,6 +24,7 @@ into these at the boundary where they are caught, so callers only ever handle
     │                            register a service)
     ├── StoreError               the server's database cannot be read, written or migrated
     ├── BackupError              a backup cannot be made, opened (passphrase, tampering) or restored
+    ├── EgressRefused            an admin-set target (webhook, SMTP host) is fenced off
     ├── BrokerUnavailable        the server has no working MQTT session to the broker
     ├── RequestError             the server refuses an API, console or sync request;
     │   │                        carries the HTTP status and a stable error code
@@ -213,6 +214,11 @@ class StoreError(EPNSError):
 class BackupError(EPNSError):
     """A backup that cannot be made, opened or restored; the message says why
     (a wrong passphrase, a damaged file, a schema newer than the code)."""
+
+
+class EgressRefused(EPNSError):
+    """The server may not connect to an admin-set target's address (a loopback
+    webhook, say): outside its allowed networks, or guarded (``epns.egress``)."""
 
 
 class BrokerUnavailable(EPNSError):

@@ -68,10 +68,15 @@ class HttpSettings:
     # hands over the HTTPS it ended: the broker's one-port listener (443 for
     # MQTT and HTTPS alike) or nginx (docs/deploy-nginx.md).
     front: bool = True
+    # Strict-Transport-Security max-age on every HTTPS answer, seconds: a
+    # browser that saw it never speaks plain HTTP to this host again. 0: none.
+    hsts_max_age: int = 365 * 86400
 
     def __post_init__(self) -> None:
         if not (0 <= self.port <= 65535 and 0 <= self.one_port <= 65535):
             raise ValueError("http.port and http.one_port must be 0..65535")
+        if self.hsts_max_age < 0:
+            raise ValueError("http.hsts_max_age must be 0 (off) or more seconds")
 
 
 @dataclass(frozen=True)
@@ -299,8 +304,16 @@ class NotificationSettings:
     # Seconds the server may be without its broker link before the operator
     # is told (the same webhook and email as for offline agents).
     broker_down_after: float = 60.0
+    # CIDR networks the webhook and the SMTP host may be in (every address
+    # their name resolves to, checked again at each send). Loopback,
+    # link-local (cloud metadata), multicast and unspecified addresses are
+    # refused unless a network here other than 0.0.0.0/0 or ::/0 names them:
+    # add "127.0.0.1/32" for a mail relay on this host (epns.egress).
+    allowed_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
 
     def __post_init__(self) -> None:
+        for network in self.allowed_networks:
+            ipaddress.ip_network(network, strict=False)
         if min(self.check_interval, self.min_offline_after, self.timeout) <= 0:
             raise ValueError("notifications: check_interval, min_offline_after and timeout "
                              "must be positive")
@@ -322,8 +335,9 @@ class ConsoleSettings:
     failed_login_source_limit: int = 30
     # Seconds.
     failed_login_window: float = 300.0
-    # Where the generated admin password and session secret are kept; the
-    # password is printed once, when it is made.
+    # Where the server's own secret is kept (0600, made on first start): it
+    # signs the console's device cookies. The first admin password is in
+    # <state_dir>/initial-admin-password until it is changed.
     secrets_file: Path = Path("state/server-secrets.json")
 
 

@@ -49,7 +49,7 @@ from epns import logs, pki
 from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
-from server_push import audit_cli, backup_cli, enrol_cli, fleet_cli
+from server_push import audit_cli, backup_cli, enrol_cli, fleet_cli, state_files
 from server_push import services as services_module
 from server_push.campaign_cli import register as register_campaign_cli
 from server_push.embedded import PIDFILE, EmbeddedBroker
@@ -81,15 +81,18 @@ def _init_pki(settings: ServerSettings) -> bool:
     return new
 
 
-async def _first_admin(services: Services) -> str | None:
-    """Make the admin login on first start; returns its password (shown once)."""
+async def _first_admin(services: Services) -> Path | None:
+    """Make the admin login on first start; returns the 0600 file its password
+    is in (never printed: under systemd stdout is the journal)."""
     if await services.credentials.has_users():
         return None
     password = secrets.token_urlsafe(12)
-    return password if await services.credentials.create_user(ADMIN, password) else None
+    if not await services.credentials.create_user(ADMIN, password):
+        return None
+    return state_files.write_initial_password(services.settings, ADMIN, password)
 
 
-def _welcome(settings: ServerSettings, password: str | None, config: Path | None,
+def _welcome(settings: ServerSettings, password: Path | None, config: Path | None,
              new_pki: bool) -> None:
     url = public_url(settings)
     folder = settings.pki.dir
@@ -101,8 +104,9 @@ def _welcome(settings: ServerSettings, password: str | None, config: Path | None
                   f"broker and server certificates, command signing key {pki.SIGNING_KEY}",
                   "            (keep it: agents enrolled against it trust only this CA)"]
     if password is not None:
-        lines += [f"  Login     user '{ADMIN}', password '{password}'   <- shown only now",
-                  "            change it: epns-server admin password"]
+        lines += [f"  Login     user '{ADMIN}', password in {password}",
+                  "            (readable by this user only; changing the password deletes it:",
+                  "            click the user name in the console, or epns-server admin password)"]
     conf = f" --config {config}" if config else ""
     lines += ["", "Add an agent (a second terminal):",
               f"  .venv/bin/epns-server{conf} agent create laptop-1 --out agents/laptop-1",
@@ -202,6 +206,9 @@ def _write_bundle(out: Path, files: dict[str, str]) -> None:
 
 
 def _cmd_run(settings: ServerSettings, args: argparse.Namespace) -> None:
+    tightened = state_files.tighten_state(settings)
+    if tightened:
+        event(log, "state_files_tightened", logging.WARNING, changed="; ".join(tightened))
     new_pki = _init_pki(settings) if settings.broker.enabled else False
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings, args.config, new_pki))
@@ -267,6 +274,7 @@ def _cmd_admin(settings: ServerSettings, args: argparse.Namespace) -> None:
     async def password(services: Services) -> None:
         value = os.environ.get("EPNS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         ended = await services.credentials.set_password(args.user, value)
+        state_files.forget_initial_password(settings, args.user)
         _say(f"console user {args.user!r}, password {value!r}")
         sys.stderr.write(f"{ended} console session(s) of {args.user!r} ended\n")
 
@@ -391,6 +399,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``epns-server``."""
     args = _parser().parse_args(argv)
+    # Whatever the server makes (database, keys, secrets, bundles) is its user's only.
+    state_files.restrict_new_files()
     try:
         settings = load_server_settings(args.config, os.environ)
         logs.configure(settings.log.level, settings.log.format)

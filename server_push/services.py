@@ -306,7 +306,8 @@ async def build(settings: ServerSettings) -> Services:
     outbox = Outbox(sessions, lambda: trust.signing_key, link)
     metrics = ServerMetrics(link=link.health, link_up=link.connected.is_set,
                             outbox=outbox.counts)
-    config = SettingsStore(sessions, settings.notifications.min_offline_after)
+    config = SettingsStore(sessions, settings.notifications.min_offline_after,
+                           settings.notifications.allowed_networks)
     agents = AgentAdmin(sessions, settings, revocations, bus)
     services = Services(
         settings=settings, engine=engine, sessions=sessions, bus=bus, link=link, outbox=outbox,

@@ -36,9 +36,12 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from epns import egress
+from epns.errors import EgressRefused
 from epns.logs import event
 from epns.server_config import NotificationSettings
 from server_push.fleet.registry import AgentView, Registry
+from server_push.link import egress as egress_link
 from server_push.link.mqtt_link import LinkHealth
 from server_push.store.history import remember
 from server_push.store.models import AgentEvent
@@ -149,13 +152,15 @@ def email_for(config: NotificationsConfig, item: Offline) -> EmailMessage:
 
 
 def send_messages(config: NotificationsConfig, messages: Sequence[EmailMessage],
-                  timeout: float) -> tuple[int, str | None]:
-    """Send ``messages`` over one SMTP session (blocking: run it in a thread).
+                  timeout: float, address: str | None = None) -> tuple[int, str | None]:
+    """Send ``messages`` over one SMTP session (blocking: run it in a thread),
+    to ``address`` (the SMTP host's checked address) or the host itself.
     Returns how many were accepted, in order, and the error that stopped the
     rest (None when all went)."""
     sent = 0
     try:
-        with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=timeout) as smtp:
+        with smtplib.SMTP(address or config.smtp_host, config.smtp_port,
+                          timeout=timeout) as smtp:
             for message in messages:
                 smtp.send_message(message)
                 sent += 1
@@ -165,10 +170,11 @@ def send_messages(config: NotificationsConfig, messages: Sequence[EmailMessage],
 
 
 def send_emails(config: NotificationsConfig, items: Sequence[Offline],
-                timeout: float) -> tuple[list[str], str | None]:
+                timeout: float, address: str | None = None) -> tuple[list[str], str | None]:
     """One email per agent over one SMTP session (blocking). Returns the agents
     whose email was accepted, and the error that stopped the rest."""
-    sent, error = send_messages(config, [email_for(config, item) for item in items], timeout)
+    sent, error = send_messages(config, [email_for(config, item) for item in items], timeout,
+                                address)
     return [item.agent_id for item in items[:sent]], error
 
 
@@ -183,6 +189,8 @@ class Notifier:
         self._config = config
         self._settings = settings
         self._link = link
+        # Where the webhook and the SMTP host may be (link/egress.py).
+        self._allowed = egress.parse_networks(settings.allowed_networks)
         # The outage (its down_since) the operator was told of, if any.
         self._told_down: float | None = None
 
@@ -236,21 +244,46 @@ class Notifier:
             if channel == WEBHOOK:
                 await self._post_news(config, news)
             else:
-                await asyncio.to_thread(self._mail_news, config, news)
+                address = await self._smtp_address(config, [], news.event)
+                if address is not None:
+                    await asyncio.to_thread(self._mail_news, config, news, address)
+
+    async def _webhook_target(self, config: NotificationsConfig, items: Sequence[Offline],
+                              context: str = "") -> dict[str, Any] | None:
+        """The pinned request to the webhook, or None (logged) when it is
+        fenced off or does not resolve."""
+        try:
+            return await egress_link.webhook_target(config.webhook_url, self._allowed)
+        except (EgressRefused, OSError, TimeoutError, httpx.InvalidURL) as exc:
+            self._failed(WEBHOOK, items, f"{context}{exc}")
+            return None
+
+    async def _smtp_address(self, config: NotificationsConfig, items: Sequence[Offline],
+                            context: str = "") -> str | None:
+        """The SMTP host's checked address, or None (logged)."""
+        try:
+            return await egress_link.checked_address(config.smtp_host, config.smtp_port,
+                                                     self._allowed, "the SMTP host")
+        except (EgressRefused, OSError, TimeoutError) as exc:
+            self._failed(EMAIL, items, f"{context}{exc}")
+            return None
 
     async def _post_news(self, config: NotificationsConfig, news: LinkNews) -> None:
+        target = await self._webhook_target(config, [], f"{news.event}: ")
+        if target is None:
+            return
         try:
             async with httpx.AsyncClient(timeout=self._settings.timeout) as client:
-                answer = await client.post(config.webhook_url, json=news.payload())
+                answer = await client.post(**target, json=news.payload())
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             self._failed(WEBHOOK, [], f"{news.event}: {type(exc).__name__}: {exc}")
             return
         if not answer.is_success:
             self._failed(WEBHOOK, [], f"{news.event}: answered {answer.status_code}")
 
-    def _mail_news(self, config: NotificationsConfig, news: LinkNews) -> None:
+    def _mail_news(self, config: NotificationsConfig, news: LinkNews, address: str) -> None:
         _, error = send_messages(config, [compose(config, news.subject(), news.text())],
-                                 self._settings.timeout)
+                                 self._settings.timeout, address)
         if error is not None:
             self._failed(EMAIL, [], f"{news.event}: {error}")
 
@@ -273,11 +306,14 @@ class Notifier:
 
     async def _webhook(self, config: NotificationsConfig,
                        due: Sequence[Offline]) -> list[tuple[str, str]]:
-        sent = []
+        sent: list[tuple[str, str]] = []
+        target = await self._webhook_target(config, due)
+        if target is None:
+            return sent
         async with httpx.AsyncClient(timeout=self._settings.timeout) as client:
             for index, item in enumerate(due):
                 try:
-                    answer = await client.post(config.webhook_url, json=item.payload())
+                    answer = await client.post(**target, json=item.payload())
                 except httpx.HTTPError as exc:
                     # The endpoint is down: the others would wait for the same timeout.
                     self._failed(WEBHOOK, due[index:], f"{type(exc).__name__}: {exc}")
@@ -290,7 +326,11 @@ class Notifier:
 
     async def _email(self, config: NotificationsConfig,
                      due: Sequence[Offline]) -> list[tuple[str, str]]:
-        ids, error = await asyncio.to_thread(send_emails, config, due, self._settings.timeout)
+        address = await self._smtp_address(config, due)
+        if address is None:
+            return []
+        ids, error = await asyncio.to_thread(send_emails, config, due, self._settings.timeout,
+                                             address)
         if error is not None:
             self._failed(EMAIL, [item for item in due if item.agent_id not in ids], error)
         return [(agent_id, f"{EMAIL}: to {config.smtp_to}") for agent_id in ids]

@@ -92,6 +92,14 @@ class SessionStore:
                 row.last_seen = now
             return SessionView(row.id, row.username, row.csrf)
 
+    async def alive(self, session_id: str, now: float | None = None) -> bool:
+        """Whether the session still holds (for a request that outlives its
+        start, the live stream)."""
+        now = time.time() if now is None else now
+        async with self._sessions() as session:
+            row = await session.get(ConsoleSession, session_id)
+        return row is not None and row.expires_at > now and row.last_seen > now - self.idle
+
     async def end(self, session_id: str) -> None:
         """End one session (logout); nothing when it has ended already."""
         async with self._sessions() as session, session.begin():

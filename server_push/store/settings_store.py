@@ -13,12 +13,14 @@ in the database as JSON and checked on the way in.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from epns import egress
 from epns.errors import BadRequest
 from epns.sync_contract import KEEPALIVE_RANGE, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, ROUTE_KINDS
 from server_push.store.models import Setting
@@ -140,9 +142,11 @@ class SettingsStore:
     """Typed read and checked write of the run-time settings."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 min_offline_after: float = MIN_OFFLINE_AFTER) -> None:
+                 min_offline_after: float = MIN_OFFLINE_AFTER,
+                 allowed_networks: Sequence[str] = ("0.0.0.0/0", "::/0")) -> None:
         self._sessions = sessions
         self._min_offline_after = min_offline_after
+        self._allowed = egress.parse_networks(allowed_networks)
         self._checks: dict[str, Callable[[dict[str, Any]], Section]] = {
             **_CHECKS, "notifications": self._check_notifications}
 
@@ -166,6 +170,22 @@ class SettingsStore:
     def _check_notifications(self, data: dict[str, Any]) -> NotificationsConfig:
         return _check_notifications(data, self._min_offline_after)
 
+    def _check_targets(self, config: NotificationsConfig) -> None:
+        """Refuse a webhook or SMTP host given as a fenced-off address
+        (``epns.egress``) when it is saved; names are checked at each send,
+        where they are resolved."""
+        targets = [("webhook_url", urllib.parse.urlsplit(config.webhook_url).hostname or ""),
+                   ("smtp_host", config.smtp_host)]
+        for field_name, host in targets:
+            address = egress.literal(host)
+            if address is None and host.lower().rstrip(".") in ("localhost", "localhost6"):
+                address = egress.literal("127.0.0.1")
+            why = None if address is None else egress.refusal(
+                address, self._allowed, "notifications.allowed_networks")
+            if why is not None:
+                raise BadRequest(f"notifications: {field_name} {host!r}: {why}",
+                                 code="target_not_allowed")
+
     async def read(self, key: str) -> dict[str, Any]:
         """One section as plain JSON; BadRequest for an unknown section."""
         check = self._checks.get(key)
@@ -180,7 +200,10 @@ class SettingsStore:
         if check is None:
             raise BadRequest(f"no settings section {key!r} (one of {', '.join(_CHECKS)})",
                              code="unknown_settings")
-        plain = asdict(check(data))
+        checked = check(data)
+        if isinstance(checked, NotificationsConfig):
+            self._check_targets(checked)
+        plain = asdict(checked)
         async with self._sessions() as session, session.begin():
             row = await session.get(Setting, key)
             if row is None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
 
 from epns.errors import BadRequest, Forbidden
+from server_push import state_files
 from server_push.security.console_sessions import MIN_PASSWORD, SessionStore
 from server_push.store.history import audit
 from server_push.web.api import CHANGE, ID, NO_NUL, Caller, Strict, Svc, refusals
@@ -68,6 +69,7 @@ async def change_password(request: Request, body: PasswordChange, services: Svc,
     if body.new_password == body.current_password:
         raise BadRequest("the new password is the current one", code="same_password")
     ended = await services.credentials.set_password(caller.name, body.new_password)
+    state_files.forget_initial_password(services.settings, caller.name)
     store, now = _store(request), time.time()
     secret, _ = await store.start(caller.name, source=request.client.host if request.client
                                   else "?", user_agent=request.headers.get("user-agent", ""))

@@ -144,7 +144,10 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def test_the_openapi_document_declares_bearer_auth_and_the_error_body(stack: Stack) -> None:
     with stack.server.client() as anonymous:
-        document = anonymous.get("/api/v1/openapi.json").json()
+        refused = anonymous.get("/api/v1/openapi.json")
+        assert refused.status_code == 401, refused.text
+    with stack.api() as api:
+        document = api.get("/api/v1/openapi.json").json()
     schemes = document["components"]["securitySchemes"]
     assert schemes["apiToken"] == {"type": "http", "scheme": "bearer",
                                    "description": schemes["apiToken"]["description"]}

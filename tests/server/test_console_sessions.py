@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -255,3 +256,36 @@ def test_the_account_page_changes_the_password_and_ends_sessions(
     _refused(stack, old, "")
     expect(page.locator("#sessions tr", has_text="this browser")).to_have_count(1)
     assert tab.errors == []
+
+
+def test_a_revoked_sessions_live_stream_ends(stack: Stack) -> None:
+    """The live stream is one long request: it ends soon after its session
+    does, instead of telling a revoked browser about the fleet until it closes."""
+    _set_password(stack)
+    stack.create_agent("streamed")
+    with _client(stack, agent="admin-browser") as admin, \
+            _client(stack, "127.0.0.8", agent="watcher/1.0") as watcher:
+        _, csrf = _logged_in(admin)
+        _logged_in(watcher)
+        target = next(s for s in admin.get("/api/v1/sessions").json()
+                      if s["user_agent"] == "watcher/1.0")
+        with watcher.stream("GET", "/console/events") as events:
+            assert events.status_code == 200
+            lines = events.iter_lines()
+            assert next(lines).startswith("retry:")
+            ended = admin.delete(f"/api/v1/sessions/{target['id']}",
+                                 headers={"X-CSRF-Token": csrf})
+            assert ended.status_code == 204
+            seen: list[str] = []
+            deadline = time.monotonic() + 40
+            with stack.api() as api:
+                while time.monotonic() < deadline:
+                    # Each change is a notice on the stream: it checks its session.
+                    api.put("/api/v1/agents/streamed/groups",
+                            json={"groups": [f"g{len(seen) % 2}"]})
+                    line = next(lines, None)
+                    if line is None:
+                        break
+                    seen.append(line)
+            assert "event: ended" in seen, seen
+            assert next(lines, None) is None

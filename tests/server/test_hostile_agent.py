@@ -107,8 +107,10 @@ def test_a_handler_that_fails_on_one_message_does_not_end_the_link(stack: Stack)
 
 def test_a_lost_link_comes_back_loudly_and_sends_what_was_held(
         make_stack: Callable[..., Stack]) -> None:
+    # The sinks listen on loopback, which the notifier refuses unless named.
     stack = make_stack(notifications__check_interval="0.3",
-                       notifications__broker_down_after="1")
+                       notifications__broker_down_after="1",
+                       notifications__allowed_networks="127.0.0.1/32")
     with WebhookSink() as hook, SmtpSink() as smtp:
         with stack.api() as api:
             answer = api.put("/api/v1/settings/notifications",

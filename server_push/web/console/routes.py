@@ -9,6 +9,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,7 +44,7 @@ LOGIN = "/console/login"
 _templates = Jinja2Templates(env=Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True))
 # Only where the login may send the browser back to: no open redirect.
-_NEXT = re.compile(r"/console/[A-Za-z0-9._/-]*")
+_NEXT = re.compile(r"/console/[A-Za-z0-9._/-]*|/api/docs")
 # Pages load only their own scripts and styles; nothing inline, nothing remote,
 # never framed (clickjacking on the wake buttons).
 _HEADERS = {
@@ -55,6 +56,8 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_USERNAME = 128
+# Seconds between checks that a live stream's session still holds.
+SESSION_RECHECK = 5.0
 # argon2 cost grows with the input; a login form has no use for more.
 MAX_PASSWORD = 1024
 
@@ -212,9 +215,27 @@ async def events(request: Request) -> StreamingResponse:
     """Live notices for the logged-in admin's pages (Server-Sent Events)."""
     if _user(request) is None:
         raise Unauthorized("log in to the console to get live updates", code="unauthorized")
-    return StreamingResponse(stream.notices(get_services(request).bus),
-                             media_type="text/event-stream",
+    store: SessionStore = request.app.state.console_sessions
+    chunks = _while_alive(stream.notices(get_services(request).bus), store,
+                          str(request.session.get("session_id", "")))
+    return StreamingResponse(chunks, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _while_alive(chunks: AsyncIterator[str], store: SessionStore,
+                       session_id: str) -> AsyncIterator[str]:
+    """The stream, ended when its session ends (logout elsewhere, a password
+    change, an admin's revocation): the session is checked again with the
+    first chunk after every SESSION_RECHECK seconds (a keep-alive comes every
+    15 s), so an ended session stops getting notices within seconds."""
+    checked = time.monotonic()
+    async for chunk in chunks:
+        if time.monotonic() - checked >= SESSION_RECHECK:
+            checked = time.monotonic()
+            if not await store.alive(session_id):
+                yield "event: ended\ndata: {}\n\n"
+                return
+        yield chunk
 
 
 @router.get(HOME)
