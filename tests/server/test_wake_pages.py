@@ -253,4 +253,15 @@ def test_wol_send_is_off_with_the_reason_while_no_packet_would_go_out(
     expect(page.locator("#wol-blocked")).to_be_hidden()
     with stack.api() as api:
         assert api.put("/api/v1/settings/wol", json={"addresses": []}).status_code == 200
+
+    # The Wake-on-LAN page: sleeper's subnet has no relay, in a clear warning.
+    page.goto(f"{tab.url}/console/wol")
+    row = page.locator('#subnets tr[data-subnet="198.18.5.0/24"]')
+    expect(row.locator("td.warning")).to_have_text(
+        "no relay: every agent in 198.18.5.0/24 is asleep or offline (1 known); Wake-on-LAN "
+        "reaches it only through the server's own addresses")
+    expect(page.locator("#subnet-warnings")).to_contain_text(
+        "subnet(s) have no relay: every agent there is asleep or offline")
+    expect(page.locator("#subnet-warnings")).to_contain_text("198.18.5.0/24")
+    expect(page.locator("#keep-awake-state")).to_contain_text("Keep-awake is off")
     assert tab.errors == []
