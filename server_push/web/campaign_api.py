@@ -182,15 +182,22 @@ async def campaign_runs(
 
 @router.get("/campaign-runs/{run_id}", response_model=None,
             summary="A run's report: counts, the cap while it runs, and every target",
-            description="JSON, or the targets as CSV with `format=csv`.",
+            description="JSON (``limit`` targets from ``offset``, by agent id), or every "
+                        "target as CSV with `format=csv`.",
             responses={200: {"content": {
                 "application/json": {"schema": {"type": "object"}},
                 "text/csv": {"schema": {"type": "string"}}}}, **refusals(404, 422)})
-async def campaign_run(run_id: RunId, services: Svc, _: Caller,
-                       format: Annotated[Literal["json", "csv"], Query()] = "json") -> Any:
-    report = await services.campaigns.report(run_id)
+async def campaign_run(
+    run_id: RunId, services: Svc, _: Caller,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    limit: Annotated[int, Query(ge=1, le=10_000, description=(
+        "JSON: targets in the answer, by agent id (counts are always the whole run's; "
+        "the CSV has every target)"))] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Any:
     if format == "json":
-        return report
+        return await services.campaigns.report(run_id, limit=limit, offset=offset)
+    report = await services.campaigns.report(run_id)
     return Response(report_csv(report["targets"]), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition":
                              f'attachment; filename="campaign-run-{run_id}.csv"'})

@@ -316,7 +316,10 @@ function showRun(report) {
   $("run-state").textContent = report.state;
   $("run-counts").textContent = countsText(report.counts);
   $("run-pacing").textContent = running ? pacingText(report.pacing) : "—";
-  $("run-detail").textContent = report.detail || "—";
+  const shownTargets = report.targets.length < report.counts.targets
+    ? ` (the first ${report.targets.length} of ${report.counts.targets} agents are listed ` +
+      "below; the CSV has them all)" : "";
+  $("run-detail").textContent = (report.detail || "—") + shownTargets;
   $("csv").href = `/api/v1/campaign-runs/${encodeURIComponent(report.id)}?format=csv`;
   $("run-targets").replaceChildren(...report.targets.map((t) => el("tr",
     { "data-agent-id": t.agent_id },
