@@ -10,6 +10,7 @@ sending (tests/server/test_campaigns.py sends, with real agents)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -26,7 +27,7 @@ from server_push.fleet.campaigns import Campaigns, CampaignSpec
 from server_push.fleet.registry import Registry
 from server_push.link.metrics import CampaignCounts
 from server_push.store import db
-from server_push.store.models import CampaignRun, CampaignTarget
+from server_push.store.models import CampaignRun, CampaignTarget, WakeTarget, Wakeup, WolRequest
 from tests.support.postgres import available, postgres_cluster
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -197,5 +198,35 @@ def test_targets_the_window_ends_on_are_reported_not_sent(database: str) -> None
             assert report["counts"]["not_sent"] == report["counts"]["targets"] == 3
             assert {t["outcome"] for t in report["targets"]} == {"not_sent"}
             assert all("window ended" in t["detail"] for t in report["targets"])
+
+    asyncio.run(scenario())
+
+
+def test_the_cap_counts_ad_hoc_wakeups_and_magic_packets_from_their_rows(database: str) -> None:
+    async def scenario() -> None:
+        async for sessions in _open(database):
+            clock = HandClock(time.time())
+            campaigns = _campaigns(sessions, clock, "a")
+            async with sessions() as session, session.begin():
+                for at, agents in ((clock.at - 0.5, 3), (clock.at - 5.0, 4)):
+                    wakeup = Wakeup(id=uuid.uuid4().hex, created_at=at, expires_at=at + 60,
+                                    requested_by="token:rmm", target_kind="agents",
+                                    target=[f"pc-{n}" for n in range(agents)])
+                    session.add(wakeup)
+                    await session.flush()
+                    session.add_all([WakeTarget(wakeup_id=wakeup.id, agent_id=f"pc-{n}",
+                                                requested_at=at, expires_at=at + 60)
+                                     for n in range(agents)])
+                session.add_all([WolRequest(id=uuid.uuid4().hex[:24], created_at=clock.at - 0.2,
+                                            requested_by="user:admin", mac="aa:bb:cc:dd:ee:0f",
+                                            sends=[], state="sent", deadline=clock.at + 60)
+                                 for _ in range(2)])
+            # The interval is 1 s: the wake-up 5 s ago has aged out; 3 wake
+            # targets and 2 Wake-on-LAN requests in it are 5 of the 10.
+            pacing = await campaigns.pacing()
+            assert (pacing.used, pacing.queued, pacing.eta) == (5, 0, None)
+            assert pacing.as_dict()["cap"] == "10/1 s"
+            # A new campaign server (a restart) reads the same budget.
+            assert (await _campaigns(sessions, clock, "b").pacing()).used == 5
 
     asyncio.run(scenario())
