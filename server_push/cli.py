@@ -21,6 +21,7 @@
     epns-server campaign list | create NAME --at HH:MM ... | run ID | report RUN_ID
                                                       wake campaigns (campaign_cli.py)
     epns-server admin password [USER]                 set a console password (generated, printed)
+    epns-server user add|list|disable|enable|delete|passwd [NAME]   console users (user_cli.py)
     epns-server health                                exit 0 when the running server is healthy
     epns-server rotate signing-key begin [--overlap S] | finish [--force] | status
                                                       rotate the command-signing key
@@ -49,7 +50,7 @@ from epns import logs, pki
 from epns.errors import ConfigError, EPNSError
 from epns.logs import event
 from epns.server_config import ServerSettings, load_server_settings
-from server_push import audit_cli, backup_cli, enrol_cli, fleet_cli, state_files
+from server_push import audit_cli, backup_cli, enrol_cli, fleet_cli, state_files, user_cli
 from server_push import services as services_module
 from server_push.campaign_cli import register as register_campaign_cli
 from server_push.embedded import PIDFILE, EmbeddedBroker
@@ -374,6 +375,7 @@ def _parser() -> argparse.ArgumentParser:
     token.set_defaults(run=_cmd_token)
     enrol_cli.register(sub)
     audit_cli.register(sub)
+    user_cli.register(sub)
     backup_cli.register(sub)
     register_campaign_cli(sub)
     admin = sub.add_parser("admin", help="console users")

@@ -231,13 +231,19 @@ class AuditEntry(Base):
 
 
 class User(Base):
-    """A console login; the password is kept as an argon2 hash."""
+    """A console login; the password is kept as an argon2 hash
+    (``security/users.py``)."""
 
     __tablename__ = "users"
 
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
     password_hash: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
+    # Every user is an admin until roles come (issue 18); kept from 0014 on.
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
+    # A disabled user cannot log in and has no session.
+    disabled_at: Mapped[float | None] = mapped_column(Float, default=None)
+    created_by: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class ConsoleSession(Base):

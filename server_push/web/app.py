@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from server_push.security.console_sessions import SessionStore
+from server_push.security.users import Users
 from server_push.services import Services
 from server_push.web import (
     api,
@@ -18,6 +19,7 @@ from server_push.web import (
     install_api,
     sessions_api,
     sync_api,
+    users_api,
     wol_api,
 )
 from server_push.web.body_limit import BodyLimit
@@ -44,6 +46,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     # session's secret (console/session_cookie.py).
     app.state.console_sessions = SessionStore(services.sessions, idle=console.session_idle_timeout,
                                               lifetime=console.session_max_age)
+    app.state.users = Users(services.sessions)
     app.add_middleware(ConsoleSessions, store=app.state.console_sessions,
                        skip_prefix=STATIC_PATH)
     app.add_middleware(BodyLimit, max_bytes=services.settings.http.max_body)
@@ -60,6 +63,7 @@ def create_app(services: Services, session_secret: str) -> FastAPI:
     app.include_router(broker_auth_api.router)
     app.include_router(sessions_api.router)
     app.include_router(api_docs.router)
+    app.include_router(users_api.router)
     app.include_router(console_router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="console-static")
     return app

@@ -23,6 +23,7 @@ from starlette.templating import Jinja2Templates
 from epns.errors import Forbidden, Unauthorized
 from epns.sync_contract import KEEPALIVE_RANGE, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, ROUTE_KINDS
 from server_push.security.console_sessions import MIN_PASSWORD, SessionStore
+from server_push.security.users import Users
 from server_push.web.api import NAME, get_services
 from server_push.web.console import device_cookie, stream
 from server_push.web.console.session_cookie import (
@@ -175,6 +176,10 @@ async def login(request: Request) -> Response:
                            "try again; 'epns-server admin password' sets a new one.",
                            username=username, next_url=next_url)
     throttle.succeeded(keys)
+    users: Users = request.app.state.users
+    if not await users.enabled(principal.name):
+        return _login_form(request, 403, error="This user is disabled. Ask an admin to enable "
+                           "it.", username=username, next_url=next_url)
     store: SessionStore = request.app.state.console_sessions
     old = request.session.get("session_id")
     if old:
