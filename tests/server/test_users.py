@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.server.conftest import Stack, _make_stack
+from tests.server.test_console import Console, console  # noqa: F401 - the fixture
 from tests.server.test_console_sessions import _client, _login, _refused
 from tests.support.processes import ROOT
 
@@ -125,3 +127,38 @@ def test_the_cli_manages_users(stack: Stack) -> None:
 def _logged_in_as(browser: httpx.Client, user: str, password: str) -> None:
     answer = _login(browser, password, user=user)
     assert answer.status_code == 303, answer.text
+
+
+def test_an_admin_manages_users_on_the_account_page(
+        stack: Stack, console: Callable[[Stack], Console]) -> None:  # noqa: F811
+    tab = console(stack)
+    tab.login()
+    page = tab.page
+    page.goto(f"{tab.url}/console/account")
+    page.fill("#new-user", "dave")
+    page.get_by_role("button", name="Add user").click()
+    expect(page.locator("#user-secret")).to_be_visible()
+    expect(page.locator("#user-secret-name")).to_have_text("dave")
+    password = page.locator("#user-secret-value").inner_text()
+    row = page.locator('tr[data-user="dave"]')
+    expect(row).to_contain_text("enabled")
+    with _client(stack, "127.0.0.13") as browser:
+        _logged_in_as(browser, "dave", password)
+        cookie = browser.cookies["epns_session"]
+    page.get_by_role("button", name="Disable dave").click()
+    page.locator("dialog.confirm-action").get_by_role("button", name="Disable").click()
+    expect(row).to_contain_text("disabled")
+    _refused(stack, cookie, "")
+    page.get_by_role("button", name="Enable dave").click()
+    expect(row).to_contain_text("enabled")
+    page.get_by_role("button", name="Delete dave").click()
+    page.locator("dialog.confirm-action").get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
+    # A refusal is shown as the API words it.
+    page.get_by_role("button", name="Disable admin").click()
+    page.locator("dialog.confirm-action").get_by_role("button", name="Disable").click()
+    expect(page.locator("#feedback")).to_contain_text("is the last enabled admin")
+    page.fill("#new-user", "no spaces")
+    page.get_by_role("button", name="Add user").click()
+    expect(page.locator("#form-user .form-error")).to_be_visible()
+    assert tab.errors == []
