@@ -5,8 +5,15 @@
 Per agent, on (re)connect (as ``bench.loadgen``, plus what the real agent does):
 TLS with its own client certificate, CONNECT (retained QoS 1 "offline" will),
 one SUBSCRIBE QoS 1 to ``epns/v1/agents/<id>/cmd`` and ``epns/v1/all/cmd``,
-then a retained QoS 1 "online" birth on its presence topic. No connect sync:
-only syncs caused by a wake-up are of interest here.
+then a retained QoS 1 "online" birth on its presence topic. No sync after
+the first connect: only syncs caused by a wake-up are of interest there.
+
+A connection lost after that (the broker restarted: the storm) is dialled
+again as the agent does it (``agent_push.backoff.Backoff`` with the agent's
+defaults, at most ``--reconnect-concurrency`` dials in flight, for at most
+``--reconnect-cap`` seconds), and the agent syncs at once when it is back
+(reason ``connect``, no wakes): one ``resync`` line each, with when it was
+lost, back, and its sync's outcome.
 
 On a command (QoS 1 PUBLISH): PUBACK; ``epns.envelope.verify_command`` against
 the pinned server key (signature, time, target, replay); an ``ack`` event
@@ -49,11 +56,13 @@ from typing import Any
 
 import uvloop
 
+from agent_push.backoff import Backoff
 from agent_push.cli import load_command_key
 from agent_push.http_exchange import retry_delay
 from bench.bench_pki import agent_id
 from bench.loadgen import (
     DISCONNECT,
+    RECONNECT,
     agent_connect,
     agent_subscribe,
     cpu_seconds,
@@ -175,6 +184,15 @@ class Sim(asyncio.Protocol):
         self._next_id = 10
         self._decoder = Decoder(Role.CLIENT)
         self._malformed: MalformedPacket | None = None
+        # Connected once: a loss after that is dialled again (the storm).
+        self.joined = False
+
+    def reset(self) -> None:
+        """A fresh connection's state, before dialling again."""
+        self.transport = None
+        self.closed = False
+        self._decoder = Decoder(Role.CLIENT)
+        self._malformed = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -200,6 +218,8 @@ class Sim(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(describe(exc)))
         elif not self.fleet.stopping:
             self.fleet.lost[describe(exc)] += 1
+            if self.joined:
+                self.fleet.spawn(self.come_back(time.monotonic()))
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -253,27 +273,55 @@ class Sim(asyncio.Protocol):
         self._send(publish_bytes(topics.agent_evt(self.name), encode_event(report), 1,
                                  self._packet_id()))
 
-    async def sync(self, command_id: str, wakeup: str, received: float) -> None:
-        """One wake sync: POST, GET, sync event; its timings go to stdout."""
+    async def come_back(self, lost: float) -> None:
+        """Dial again after a loss as the agent does (Backoff), then sync
+        at once (reason connect): one ``resync`` line."""
+        fleet = self.fleet
+        backoff = Backoff(RECONNECT.base, RECONNECT.cap)
+        deadline = lost + fleet.args.reconnect_cap
+        outcome = "gave up"
+        while not fleet.stopping and time.monotonic() < deadline:
+            await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+            async with fleet.reconnect_slots:
+                self.reset()
+                outcome = await fleet.connect(self)
+            if outcome == "ok":
+                break
+            fleet.refused[outcome] += 1
+        if outcome != "ok":
+            emit("resync", agent=self.name, lost=lost, back=None, ok=False, error=outcome)
+            return
+        back = time.monotonic()
+        record = await self.sync(None, "", back, reason=SyncReason.CONNECT, emit_as=None)
+        emit("resync", lost=lost, back=back, **record)
+
+    async def sync(self, command_id: str | None, wakeup: str, received: float, *,
+                   reason: SyncReason = SyncReason.WAKE,
+                   emit_as: str | None = "sync") -> dict[str, Any]:
+        """One sync: POST, GET, sync event; its timings go to stdout as
+        ``emit_as`` (and are returned)."""
         record: dict[str, Any] = {"agent": self.name, "wakeup": wakeup, "command": command_id,
                                   "received": received, "retries": 0, "ok": False}
         started_at, sync_id = time.time(), uuid.uuid4().hex
+        wakes = () if command_id is None else (command_id,)
         try:
-            await self._exchange(record, command_id, started_at, sync_id)
+            await self._exchange(record, reason, wakes, started_at, sync_id)
         except (OSError, ssl.SSLError, HttpError, asyncio.IncompleteReadError,
                 TimeoutError) as exc:
             record["error"] = describe(exc)
         self.publish_event(Event(EventType.SYNC, time.time(), None, {
-            "sync_id": sync_id, "started_at": started_at, "reason": SyncReason.WAKE.value,
-            "wakes": [command_id], "ok": record["ok"], "detail": record.get("error", "")}))
-        emit("sync", **record)
+            "sync_id": sync_id, "started_at": started_at, "reason": reason.value,
+            "wakes": list(wakes), "ok": record["ok"], "detail": record.get("error", "")}))
+        if emit_as is not None:
+            emit(emit_as, **record)
+        return record
 
-    async def _exchange(self, record: dict[str, Any], command_id: str, started_at: float,
-                        sync_id: str) -> None:
+    async def _exchange(self, record: dict[str, Any], reason: SyncReason, wakes: tuple[str, ...],
+                        started_at: float, sync_id: str) -> None:
         fleet = self.fleet
         report = encode_report(SyncReport(
-            agent_id=self.name, sync_id=sync_id, started_at=started_at, reason=SyncReason.WAKE,
-            wakes=(command_id,), changes={"hostname": self.name, "version": VERSION,
+            agent_id=self.name, sync_id=sync_id, started_at=started_at, reason=reason,
+            wakes=wakes, changes={"hostname": self.name, "version": VERSION,
                                           "route": "primary", "connected": True,
                                           "addresses": ["127.0.0.1/8"]}), SyncFormat.JSON)
         path = sync_path(self.name)
@@ -330,12 +378,15 @@ class Fleet:
         self.key = key
         self.host_header = f"127.0.0.1:{args.http_port}"
         self.http_slots = asyncio.Semaphore(args.http_concurrency)
+        self.reconnect_slots = asyncio.Semaphore(args.reconnect_concurrency)
         self.rng = random.Random()
         self.sims: list[Sim] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.lost: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.busy: Counter[int] = Counter()
+        # Failed dials after a loss, by reason.
+        self.refused: Counter[str] = Counter()
         self.stopping = False
 
     def spawn(self, coroutine: Any) -> None:
@@ -365,6 +416,7 @@ class Fleet:
             if sim.transport is not None:
                 sim.transport.abort()
             return describe(exc)
+        sim.joined = True
         return "ok"
 
     async def connect_all(self) -> Counter[str]:
@@ -441,6 +493,7 @@ async def run(args: argparse.Namespace, names: list[str], contexts: list[ssl.SSL
     return {"count": len(names), "prepare": prepare, "connect": connect,
             "lost": dict(fleet.lost), "rejected": dict(fleet.rejected),
             "busy_answers": {str(k): v for k, v in fleet.busy.items()},
+            "redial_failures": dict(fleet.refused),
             "syncs_cancelled_at_stop": unfinished, "cpu_s": round(cpu_seconds(), 2)}
 
 
@@ -458,6 +511,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="agents connecting at a time")
     parser.add_argument("--http-concurrency", type=int, default=200,
                         help="HTTP connections open at a time in this process")
+    parser.add_argument("--reconnect-concurrency", type=int, default=100,
+                        help="dials in flight at a time after losses (the storm)")
+    parser.add_argument("--reconnect-cap", type=float, default=120.0,
+                        help="seconds an agent keeps dialling after a loss")
     parser.add_argument("--max-run", type=float, default=900.0,
                         help="seconds after the connect phase before stopping anyway")
     return parser.parse_args(argv)

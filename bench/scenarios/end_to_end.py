@@ -23,13 +23,23 @@ Per broker, with a fresh server (its own PKI, SQLite database and state):
    (``satisfied_at`` of ``GET /api/v1/wakeups/<id>``, polled, bounded);
    p50/p99/max, the time until every target is satisfied, satisfied/targets,
    429 answers; CPU of the server, the broker and the load generator per
-   wake-up target, from /proc/PID/stat.
+   wake-up target, from /proc/PID/stat;
+4. (c) the storm with sync: the broker is killed (the embedded one: SIGKILL,
+   and the server starts it again; Mosquitto: stopped and started again on
+   its port); every agent dials again with the agent's backoff and syncs
+   (reason ``connect``) once it is back: the time from the kill until all
+   are back and until all have synced, failed syncs, and the server's CPU
+   per agent; then one more wake-all proves that no wake-up is lost after it.
+
+``--database postgres`` runs the server on a throwaway PostgreSQL cluster
+(``bench/postgres.py``) instead of its SQLite file.
 
 ``run()`` is what the suite calls; the command prints a markdown table (epns
 vs Mosquitto) and writes JSON to ``bench/results/``.
 
     python -m bench end-to-end            # 1,000 agents
     python -m bench end-to-end --quick    # 200 agents
+    python -m bench end-to-end --agents 10000 --stream-rate 20 --database postgres
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from typing import Any
 
 import httpx
 
-from bench import RESULTS, ROOT
+from bench import RESULTS, ROOT, postgres
 from bench.brokers import MOSQUITTO, Broker, free_port, start_mosquitto
 from bench.processes import JsonLinesChild, stop_process, wait_for_line
 from bench.procfs import children, every_process, proc_cpu_seconds, system_cpu_seconds
@@ -65,8 +75,11 @@ PHASE_TIMEOUT_S = 240.0
 SETTLE_MAX_S = 60.0
 POLL_INTERVAL_S = 1.0
 SATISFY_GRACE_S = 3.0
-# The stream of single-agent wake-ups (b).
-STREAM_RATE = 10.0  # per second
+# The stream of single-agent wake-ups (b), per second unless --stream-rate.
+STREAM_RATE = 10.0
+# The storm (c): how long the agents keep dialling, and dials at a time.
+RECONNECT_CAP_S = 120.0
+DATABASES = ("sqlite", "postgres")
 
 
 @dataclass(frozen=True)
@@ -76,12 +89,17 @@ class Plan:
     agents: int
     stream: int  # single-agent wake-ups in phase (b)
     http_concurrency: int = 200
+    stream_rate: float = STREAM_RATE
+    storm: bool = True  # phase (c)
+    database: str = "sqlite"
 
 
-def plan_for(quick: bool, agents: int | None) -> Plan:
+def plan_for(quick: bool, agents: int | None, *, stream_rate: float = STREAM_RATE,
+             storm: bool = True, database: str = "sqlite") -> Plan:
     """The default sizes: 1,000 agents and 200 single wake-ups; quick 200 and 50."""
     count = agents or (200 if quick else 1000)
-    return Plan(agents=count, stream=min(count, 50 if quick else 200))
+    return Plan(agents=count, stream=min(count, 50 if quick else 200), stream_rate=stream_rate,
+                storm=storm, database=database)
 
 
 # -- processes -----------------------------------------------------------------
@@ -107,7 +125,7 @@ class Server:
 
 
 def server_env(pki_dir: Path, work: Path, http_port: int, mqtt_port: int,
-               embedded: bool) -> dict[str, str]:
+               embedded: bool, database_url: str | None = None) -> dict[str, str]:
     """The server's settings (and its embedded broker's: the child inherits the
     environment) for the benchmark, all on 127.0.0.1."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPNS_")}
@@ -127,7 +145,7 @@ def server_env(pki_dir: Path, work: Path, http_port: int, mqtt_port: int,
         "EPNS_SERVER_MQTT__AGENT_PORTS": str(mqtt_port),
         "EPNS_SERVER_BROKER__ENABLED": "true" if embedded else "false",
         "EPNS_SERVER_PKI__DIR": str(pki_dir),
-        "EPNS_SERVER_DATABASE__URL": f"sqlite+aiosqlite:///{work / 'server.db'}",
+        "EPNS_SERVER_DATABASE__URL": database_url or f"sqlite+aiosqlite:///{work / 'server.db'}",
         "EPNS_SERVER_CONSOLE__SECRETS_FILE": str(work / "secrets.json"),
         "EPNS_SERVER_STATE_DIR": str(work),
         "EPNS_SERVER_WOL__ALLOWED_NETWORKS": "127.0.0.0/8",
@@ -157,11 +175,13 @@ def server_env(pki_dir: Path, work: Path, http_port: int, mqtt_port: int,
     return env
 
 
-def start_server(pki_dir: Path, work: Path, mqtt_port: int, broker: Broker | None) -> Server:
+def start_server(pki_dir: Path, work: Path, mqtt_port: int, broker: Broker | None,
+                 database_url: str | None = None) -> Server:
     """Start the server (with the embedded broker unless ``broker`` is given)
     and wait until it serves; find the broker's pid."""
     http_port = free_port()
-    env = server_env(pki_dir, work, http_port, mqtt_port, embedded=broker is None)
+    env = server_env(pki_dir, work, http_port, mqtt_port, embedded=broker is None,
+                     database_url=database_url)
     log = work / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "server_push", "run"], cwd=ROOT,
@@ -218,6 +238,8 @@ class Agents(JsonLinesChild):
         super().__init__(command, log, None)
         self.events: dict[str, dict[str, Any]] = {}
         self.syncs: list[dict[str, Any]] = []
+        # The storm's: one per agent back after a loss, with its sync.
+        self.resyncs: list[dict[str, Any]] = []
 
     def pump(self, timeout: float) -> None:
         """Read what stdout has within ``timeout``; file it by event."""
@@ -226,6 +248,8 @@ class Agents(JsonLinesChild):
             event = self.pending.popleft()
             if event["event"] == "sync":
                 self.syncs.append(event)
+            elif event["event"] == "resync":
+                self.resyncs.append(event)
             else:
                 self.events[event["event"]] = event
 
@@ -405,16 +429,16 @@ def phase_all(agents: Agents, api: httpx.Client, meter: CpuMeter, count: int
     return result
 
 
-def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list[str]
-                 ) -> dict[str, Any]:
-    """(b) One wake-up per agent in ``names``, at STREAM_RATE per second."""
+def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list[str],
+                 rate: float = STREAM_RATE) -> dict[str, Any]:
+    """(b) One wake-up per agent in ``names``, at ``rate`` per second."""
     first = len(agents.syncs)
     sent: dict[str, tuple[float, float]] = {}
     meter.begin(others=True)
     began = time.monotonic()
     api_ms = []
     for index, name in enumerate(names):
-        due = began + index / STREAM_RATE
+        due = began + index / rate
         while (now := time.monotonic()) < due:
             agents.pump(min(0.05, due - now))
         sent_at, wall = time.monotonic(), time.time()
@@ -433,9 +457,49 @@ def phase_stream(agents: Agents, api: httpx.Client, meter: CpuMeter, names: list
     views = {wakeup_id: wakeup_view(api, wakeup_id) for wakeup_id in sent}
     syncs = [s for s in agents.syncs[first:] if s["wakeup"] in sent]
     result = summarize(sent, len(names), syncs, views, cpu)
-    result.update(rate_asked=STREAM_RATE, rate_done=round(len(names) / stream_s, 2),
+    result.update(rate_asked=rate, rate_done=round(len(names) / stream_s, 2),
                   api_call_ms=quantiles(api_ms))
     return result
+
+
+def phase_storm(agents: Agents, server: Server, external: Broker | None, count: int,
+                restart: Any) -> dict[str, Any]:
+    """(c) The broker killed under ``count`` connected agents: until every
+    agent is back and has synced (or PHASE_TIMEOUT_S). ``restart`` starts
+    Mosquitto again (None for the embedded broker, which the server
+    restarts itself). The broker's CPU is left out: its process changes."""
+    first = len(agents.resyncs)
+    meter = CpuMeter({"server": server.process.pid, "agents": agents.process.pid})
+    meter.begin(others=True)
+    killed = time.monotonic()
+    if external is None:
+        os.kill(server.broker_pid, signal.SIGKILL)
+    else:
+        external.process.kill()
+        external.process.wait()
+        restart()
+    deadline = killed + PHASE_TIMEOUT_S
+    while len(agents.resyncs) - first < count and time.monotonic() < deadline:
+        agents.pump(0.5)
+    cpu = meter.end()
+    records = agents.resyncs[first:]
+    back = [r["back"] - killed for r in records if r.get("back") is not None]
+    synced = [r["post_answered"] - killed for r in records
+              if r["ok"] and r.get("post_answered") is not None]
+    done = [r.get("get_answered", r.get("post_answered", 0.0)) - killed
+            for r in records if r["ok"]]
+    return {
+        "agents": count, "back": len(back), "synced": len(synced),
+        "syncs_failed": sum(1 for r in records if not r["ok"]),
+        "busy_answers": sum(r.get("retries", 0) for r in records),
+        "time_to_all_back_s": round(max(back), 2) if len(back) == count else None,
+        "time_to_all_synced_s": round(max(done), 2) if len(synced) == count else None,
+        "back_ms": quantiles(back), "synced_ms": quantiles(done),
+        "errors": sorted({r["error"] for r in records if r.get("error")})[:10],
+        "cpu_s": cpu,
+        "cpu_ms_per_agent": {name: round(cpu[name] * 1000 / count, 2)
+                             for name in ("server", "agents")},
+    }
 
 
 # -- one broker ----------------------------------------------------------------
@@ -458,13 +522,16 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
     server: Server | None = None
     agents: Agents | None = None
     code = code_identity("broker", "epns")
+    database = contextlib.ExitStack()
     try:
+        database_url = (database.enter_context(postgres.cluster(work / "postgres"))
+                        if plan.database == "postgres" else None)
         if kind == "mosquitto":
             external = start_mosquitto(pki_dir, work, None, MOSQUITTO)
             mqtt_port = external.port
         else:
             mqtt_port = free_port()
-        server = start_server(pki_dir, work, mqtt_port, external)
+        server = start_server(pki_dir, work, mqtt_port, external, database_url)
         token = server.cli("token", "create", "bench").strip()
         names = [f"bench-{i:05d}" for i in range(1, plan.agents + 1)]
         bundles = work / "agents"
@@ -474,7 +541,8 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
                    "--http-port", server.url.rsplit(":", 1)[1], "--pki-dir", str(pki_dir),
                    "--bundles-dir", str(bundles), "--count", str(plan.agents),
                    "--http-concurrency", str(plan.http_concurrency),
-                   "--max-run", str(4 * PHASE_TIMEOUT_S)]
+                   "--reconnect-cap", str(RECONNECT_CAP_S),
+                   "--max-run", str(6 * PHASE_TIMEOUT_S)]
         agents = Agents(command, work / "agents.log")
         agents.wait_event("prepared", 120)
         agents.send("go")
@@ -490,14 +558,40 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
             print(f"wake all: {wake_all['satisfied']}/{plan.agents} satisfied",
                   file=sys.stderr, flush=True)
             settle(meter)
-            stream = phase_stream(agents, api, meter, names[-plan.stream:])
+            stream = phase_stream(agents, api, meter, names[-plan.stream:], plan.stream_rate)
             print(f"stream: {stream['satisfied']}/{plan.stream} satisfied",
                   file=sys.stderr, flush=True)
+            storm: dict[str, Any] | None = None
+            after_storm: dict[str, Any] | None = None
+            if plan.storm:
+                settle(meter)
+                external_now = external
+
+                def restart() -> None:
+                    nonlocal external
+                    assert external_now is not None
+                    external = start_mosquitto(pki_dir, work, None, MOSQUITTO,
+                                               port=external_now.port,
+                                               log_name="mosquitto-restarted.log")
+
+                storm = phase_storm(agents, server, external, plan.agents, restart)
+                print(f"storm: {storm['synced']}/{plan.agents} back and synced",
+                      file=sys.stderr, flush=True)
+                if external is None:
+                    server.broker_pid = children(server.process.pid)[0]
+                meter = CpuMeter({"server": server.process.pid, "broker": server.broker_pid
+                                  if external is None else external.pid,
+                                  "agents": agents.process.pid})
+                settle(meter)
+                after_storm = phase_all(agents, api, meter, plan.agents)
+                print(f"wake all after the storm: {after_storm['satisfied']}/{plan.agents} "
+                      "satisfied", file=sys.stderr, flush=True)
         agents.send("stop")
         report = agents.wait_event("report", 60)
-        return {"broker": kind, "code": code, "agents": plan.agents,
+        return {"broker": kind, "code": code, "agents": plan.agents, "database": plan.database,
                 "create_agents_s": round(create_s, 1), "settled_s": settled,
                 "connect": connected, "wake_all": wake_all, "stream": stream,
+                "storm": storm, "wake_all_after_storm": after_storm,
                 "agents_report": report, "command": agents.command}
     finally:
         if agents is not None:
@@ -511,6 +605,7 @@ def run_broker(kind: str, plan: Plan, work: Path) -> dict[str, Any]:
                     os.kill(broker_pid, signal.SIGKILL)
         if external is not None:
             external.stop()
+        database.close()
 
 
 # -- the suite's entry point -----------------------------------------------------
@@ -552,20 +647,40 @@ def metrics_of(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 lambda r, k=key, w=who: r[k]["cpu_ms_per_wakeup"][w])
         add(f"{label}: other processes' CPU", "% of a core",
             lambda r, k=key: round(100 * r[k]["cpu_s"]["others"] / r[k]["cpu_s"]["wall"], 1))
+    storm = "storm with sync"
+    add(f"{storm}: time to all back", "s", lambda r: r["storm"]["time_to_all_back_s"])
+    add(f"{storm}: time to all synced", "s", lambda r: r["storm"]["time_to_all_synced_s"])
+    add(f"{storm}: synced / agents", "ratio", lambda r: r["storm"]["synced"] / r["agents"])
+    add(f"{storm}: failed syncs", "count", lambda r: r["storm"]["syncs_failed"])
+    add(f"{storm}: 429/503 answers", "count", lambda r: r["storm"]["busy_answers"])
+    for who in ("server", "agents"):
+        add(f"{storm}: {who} CPU per agent", "ms",
+            lambda r, w=who: r["storm"]["cpu_ms_per_agent"][w])
+    after = "wake all after the storm"
+    add(f"{after}: time to all satisfied", "s",
+        lambda r: r["wake_all_after_storm"]["time_to_all_satisfied_s"])
+    add(f"{after}: satisfied / targets", "ratio",
+        lambda r: r["wake_all_after_storm"]["satisfied"] / r["wake_all_after_storm"]["targets"])
+    add(f"{after}: server CPU per wake-up", "ms",
+        lambda r: r["wake_all_after_storm"]["cpu_ms_per_wakeup"]["server"])
     return rows
 
 
 def run(*, brokers: list[str], quick: bool, work_dir: Path, pki_dir: Path,
-        agents: int | None = None) -> dict[str, Any]:
+        agents: int | None = None, stream_rate: float = STREAM_RATE, storm: bool = True,
+        database: str = "sqlite") -> dict[str, Any]:
     """Scenario 6 for each broker. ``pki_dir`` (the suite's PKI) is not used:
     the agents' certificates come from each server's own PKI in ``work_dir``.
     ``samples`` are wake-all latencies API call -> sync POST sent (the attempt
     the server accepted), in seconds."""
     del pki_dir
-    plan = plan_for(quick, agents)
+    plan = plan_for(quick, agents, stream_rate=stream_rate, storm=storm, database=database)
     results = {kind: run_broker(kind, plan, work_dir / f"e2e-{kind}") for kind in brokers}
     command = "python -m bench end-to-end" + (" --quick" if quick else "") + (
-        f" --agents {agents}" if agents else "") + " --brokers " + " ".join(brokers)
+        f" --agents {agents}" if agents else "") + " --brokers " + " ".join(brokers) + (
+        f" --stream-rate {stream_rate:g}" if stream_rate != STREAM_RATE else "") + (
+        "" if storm else " --no-storm") + (
+        f" --database {database}" if database != "sqlite" else "")
     return {"scenario": "end_to_end", "command": command, "metrics": metrics_of(results),
             "samples": {kind: r["wake_all"]["samples_post_sent_s"]
                         for kind, r in results.items()},
@@ -594,14 +709,24 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="200 agents, 50 single wake-ups")
     parser.add_argument("--brokers", nargs="+", choices=BROKERS, default=list(BROKERS))
     parser.add_argument("--agents", type=int, help="number of agents (default 1000)")
+    parser.add_argument("--stream-rate", type=float, default=STREAM_RATE,
+                        help=f"single wake-ups per second (default {STREAM_RATE:g})")
+    parser.add_argument("--no-storm", action="store_true",
+                        help="leave out the storm with sync (the broker restarted)")
+    parser.add_argument("--database", choices=DATABASES, default="sqlite",
+                        help="the server's database: its SQLite file, or a throwaway "
+                             "PostgreSQL cluster (Debian's postgresql)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/epns-bench-e2e"))
     args = parser.parse_args(argv)
     if args.agents is not None and args.agents < 1:
         parser.error("--agents must be at least 1")
     if args.work_dir.exists():
         shutil.rmtree(args.work_dir)
+    if args.stream_rate <= 0:
+        parser.error("--stream-rate must be positive")
     result = run(brokers=args.brokers, quick=args.quick, work_dir=args.work_dir,
-                 pki_dir=args.work_dir, agents=args.agents)
+                 pki_dir=args.work_dir, agents=args.agents, stream_rate=args.stream_rate,
+                 storm=not args.no_storm, database=args.database)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"end_to_end-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=1))
