@@ -14,9 +14,13 @@ raises (``mqtt_link.py``)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from epns import topics
 from epns.envelope import Event, EventType, decode_event, decode_presence
@@ -97,6 +101,17 @@ class Dispatcher:
         except MessageError as exc:
             self._dropped(agent_id, "malformed", str(exc), now)
             return
+        if (parsed.channel is not topics.AgentChannel.PRESENCE and report.type is EventType.SYNC
+                and report.body["ok"] and self._wakeups.applied(agent_id,
+                                                                report.body["sync_id"] or "")):
+            # The sync's POST was applied here already (recorded, last seen,
+            # targets satisfied) moments ago: one door to "satisfied" per
+            # sync, and no write at all for the same news, not even the claim.
+            return
+        if (parsed.channel is not topics.AgentChannel.PRESENCE and report.type is EventType.ACK
+                and report.ref is not None):
+            await self._ack(topic, raw, agent_id, report, command_id=report.ref, now=now)
+            return
         if not await self._handled.claim(topic, raw, now):
             event(log, "message_duplicate", logging.DEBUG, topic=topic)
             return
@@ -117,14 +132,37 @@ class Dispatcher:
             event(log, "agent_message_dropped", logging.WARNING, agent=agent_id, reason=reason,
                   detail=detail, **({"similar_since_last_line": held} if held else {}))
 
-    async def _event(self, agent_id: str, report: Event, now: float) -> None:
-        body = dict(report.body)
+    def _sample_clock(self, agent_id: str, report: Event, now: float) -> None:
         sample = clock_offset(agent_now=report.at, server_now=now)
         self._offsets[agent_id] = best_offset(self._offsets.get(agent_id), sample)
-        if report.type is EventType.ACK and report.ref is not None:
+
+    async def _ack(self, topic: str, raw: bytes, agent_id: str, report: Event, *,
+                   command_id: str, now: float) -> None:
+        """An ack: its claim, the agent's last seen and its targets delivered,
+        in one transaction (one commit, where there were three: each ack of a
+        wake-all comes through here). A claim another replica (or this one,
+        for a redelivery) holds already rolls it all back."""
+        self._sample_clock(agent_id, report, now)
+        known = True
+
+        async def claimed_and_seen(session: AsyncSession) -> None:
+            nonlocal known
+            await self._handled.claim_in(session, topic, raw, now)
+            known = await self._registry.touch_in(session, agent_id, now)
+
+        try:
+            await self._wakeups.on_ack(agent_id, command_id, now, joined=claimed_and_seen)
+        except IntegrityError:
+            event(log, "message_duplicate", logging.DEBUG, topic=topic)
+            return
+        if not known:
+            # No row yet: registered now, in a transaction of its own.
             await self._registry.touch(agent_id, now)
-            await self._wakeups.on_ack(agent_id, report.ref, now)
-        elif report.type is EventType.SYNC:
+
+    async def _event(self, agent_id: str, report: Event, now: float) -> None:
+        body = dict(report.body)
+        self._sample_clock(agent_id, report, now)
+        if report.type is EventType.SYNC:
             await self._sync(agent_id, body, now)
         elif report.type is EventType.WOL_RESULT:
             await self._registry.touch(agent_id, now)
@@ -141,16 +179,16 @@ class Dispatcher:
         """A sync the agent reports over MQTT (a sync action without HTTP);
         the body's fields were checked by ``epns.envelope``."""
         ok: bool = body["ok"]
-        if ok and self._wakeups.applied(agent_id, body["sync_id"] or ""):
-            # The sync's POST was applied here already (recorded, last seen,
-            # targets satisfied) moments ago: one door to "satisfied" per
-            # sync, and no second write for the same news.
-            return
-        await self._registry.on_sync(agent_id, ok=ok, detail=body["detail"],
-                                     reason=body["reason"], at=now)
         started = body["started_at"]
         if not ok or started is None:
+            await self._registry.on_sync(agent_id, ok=ok, detail=body["detail"],
+                                         reason=body["reason"], at=now)
             return
+        # The registry's record and the satisfied targets in one transaction.
+        record = functools.partial(self._registry.record_sync, agent_id=agent_id, ok=ok,
+                                   detail=body["detail"], reason=body["reason"], at=now)
         started_at = server_time(started, self._offsets[agent_id])
         await self._wakeups.on_sync(agent_id, started_at=started_at,
-                                    sync_id=body["sync_id"] or "", wakes=body["wakes"], now=now)
+                                    sync_id=body["sync_id"] or "", wakes=body["wakes"], now=now,
+                                    joined=record)
+        self._registry.announce(agent_id)

@@ -22,9 +22,9 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,7 +41,7 @@ from server_push.fleet.agent_query import (
     page_query,
 )
 from server_push.fleet.bus import Bus
-from server_push.store.history import remember
+from server_push.store.history import remember, remember_lines
 from server_push.store.models import Agent, AgentEvent
 
 log = logging.getLogger(__name__)
@@ -226,43 +226,83 @@ class Registry:
         event(log, "agent_discovered", agent=agent_id)
 
     async def on_presence(self, agent_id: str, presence: Presence, now: float) -> bool:
-        """Record a birth or last-will; True when the agent came online."""
+        """Record a birth or last-will; True when the agent came online.
+        Core statements on the two columns the rules read (every agent back
+        after a broker restart comes through here: a whole row, inventory
+        and all, as an ORM object each was most of the cost)."""
+        wanted = select(Agent.presence, Agent.presence_at).where(Agent.id == agent_id)
         async with self._sessions() as session, session.begin():
-            agent = await self._row(session, agent_id, now)
-            if not is_news(agent, presence):
+            row = (await session.execute(wanted)).first()
+            if row is None:
+                await self._discover(agent_id, now)
+                row = (await session.execute(wanted)).one()
+            held = cast(Agent, row)
+            if not is_news(held, presence):
                 return False
             came_online = (presence.state is PresenceState.ONLINE
-                           and (agent.presence != PresenceState.ONLINE.value
-                                or presence.at != agent.presence_at))
-            changed = agent.presence != presence.state.value or presence.at != agent.presence_at
-            agent.presence = presence.state.value
-            agent.presence_at = presence.at if presence.state is PresenceState.ONLINE else now
+                           and (held.presence != PresenceState.ONLINE.value
+                                or presence.at != held.presence_at))
+            changed = held.presence != presence.state.value or presence.at != held.presence_at
+            values: dict[str, Any] = {
+                "presence": presence.state.value,
+                "presence_at": presence.at if presence.state is PresenceState.ONLINE else now}
             if presence.state is PresenceState.ONLINE:
-                agent.last_seen = now
-                agent.route = presence.route
-                agent.version = presence.version
-                agent.hostname = presence.hostname
-                agent.interfaces = [{"address": i.address, "prefix": i.prefix, "mac": i.mac}
-                                    for i in presence.interfaces]
-                agent.keep_awake_allowed = presence.keep_awake
+                values.update(
+                    last_seen=now, route=presence.route, version=presence.version,
+                    hostname=presence.hostname,
+                    interfaces=[{"address": i.address, "prefix": i.prefix, "mac": i.mac}
+                                for i in presence.interfaces],
+                    keep_awake_allowed=presence.keep_awake)
+            await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
             if changed:
                 detail = f"route {presence.route}" if presence.route else ""
-                remember(session, agent_id, now, presence.state.value, detail)
+                await remember_lines(session, [(agent_id, now, presence.state.value, detail)])
         if changed:
             self._bus.publish({"kind": "agent", "id": agent_id})
         return came_online
 
     async def touch(self, agent_id: str, now: float) -> None:
-        """The agent was heard from."""
+        """The agent was heard from: one UPDATE, no row loaded (each ack of
+        a wake-all comes through here)."""
         async with self._sessions() as session, session.begin():
-            agent = await self._row(session, agent_id, now)
-            agent.last_seen = now
+            found = await session.execute(update(Agent).where(Agent.id == agent_id)
+                                          .values(last_seen=now))
+        if not found.rowcount:  # type: ignore[attr-defined]
+            await self._discover(agent_id, now)
+            async with self._sessions() as session, session.begin():
+                await session.execute(update(Agent).where(Agent.id == agent_id)
+                                      .values(last_seen=now))
+
+    @staticmethod
+    async def touch_in(session: AsyncSession, agent_id: str, now: float) -> bool:
+        """``touch`` inside the caller's transaction; False when the agent
+        has no row (the caller then ``touch``es it after its commit, which
+        registers it: inside, SQLite would wait for the caller's own lock)."""
+        found = await session.execute(update(Agent).where(Agent.id == agent_id)
+                                      .values(last_seen=now))
+        return bool(found.rowcount)  # type: ignore[attr-defined]
 
     async def on_sync(self, agent_id: str, *, ok: bool, detail: str, reason: str, at: float,
                       changes: Mapping[str, Any] | None = None,
                       inventory_budget: int | None = None,
                       identity: tuple[float, float] | None = None) -> None:
-        """Record a sync the agent reports (or the sync endpoint saw).
+        """Record a sync in a transaction of its own (``record_sync``)."""
+        async with self._sessions() as session, session.begin():
+            await self.record_sync(session, agent_id, ok=ok, detail=detail, reason=reason,
+                                   at=at, changes=changes, inventory_budget=inventory_budget,
+                                   identity=identity)
+        self.announce(agent_id)
+
+    async def record_sync(self, session: AsyncSession, agent_id: str, *, ok: bool, detail: str,
+                          reason: str, at: float, changes: Mapping[str, Any] | None = None,
+                          inventory_budget: int | None = None,
+                          identity: tuple[float, float] | None = None) -> None:
+        """Record a sync the agent reports (or the sync endpoint saw), inside
+        the caller's transaction (``Wakeups.on_sync`` joins it to the
+        satisfied targets: one commit per sync); the caller ``announce``s it
+        after the commit. It must be the transaction's first write: an
+        agent first seen here gets its row in a transaction of its own
+        (``_discover``), which on SQLite would wait for this one's lock.
         ``changes`` are merged into the agent's inventory; PayloadTooLarge,
         with nothing written, when that would take the inventory past
         ``inventory_budget`` bytes of JSON. ``identity`` is the (issued at,
@@ -272,22 +312,31 @@ class Registry:
         directory it cannot write, a lost answer) goes on with the old one,
         and its expiry must show, not that of a certificate nobody holds.
         It also fills in rows that did not know their identity's (issued
-        before renewal was tracked, or not by this server)."""
-        async with self._sessions() as session, session.begin():
-            agent = await self._row(session, agent_id, at)
-            if identity is not None:
-                agent.identity_issued_at, agent.identity_expires_at = identity
-            if changes:
-                before = agent.inventory or {}
-                inventory = {**before, **changes}
-                _check_inventory(agent_id, before, inventory, inventory_budget)
-                agent.inventory = inventory
-            agent.last_seen = at
-            agent.last_sync_at = at
-            agent.last_sync_result = "ok" if ok else f"failed: {detail}"
-            agent.last_sync_reason = reason
-            remember(session, agent_id, at, "sync" if ok else "sync_failed",
-                     f"{reason}: {detail}")
+        before renewal was tracked, or not by this server). Core statements
+        (one read, one update, one insert): this runs once per agent of a
+        wake-all."""
+        wanted = select(Agent.inventory).where(Agent.id == agent_id)
+        row = (await session.execute(wanted)).first()
+        if row is None:
+            await self._discover(agent_id, at)
+            row = (await session.execute(wanted)).one()
+        values: dict[str, Any] = {
+            "last_seen": at, "last_sync_at": at, "last_sync_reason": reason,
+            "last_sync_result": "ok" if ok else f"failed: {detail}"}
+        if identity is not None:
+            values["identity_issued_at"], values["identity_expires_at"] = identity
+        if changes:
+            before = row.inventory or {}
+            inventory = {**before, **changes}
+            _check_inventory(agent_id, before, inventory, inventory_budget)
+            if inventory != before:
+                values["inventory"] = inventory
+        await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
+        await remember_lines(session, [(agent_id, at, "sync" if ok else "sync_failed",
+                                        f"{reason}: {detail}")])
+
+    def announce(self, agent_id: str) -> None:
+        """Tell the console's event stream that the agent's row changed."""
         self._bus.publish({"kind": "agent", "id": agent_id})
 
     async def remember(self, agent_id: str, at: float, kind: str, detail: str) -> None:

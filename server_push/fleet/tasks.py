@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns.errors import BadRequest, MalformedMessage, NotFound
@@ -87,14 +87,19 @@ class Tasks:
         return [task_dict(t) for t in rows]
 
     async def hand_out(self, agent_id: str, now: float) -> tuple[WireTask, ...]:
-        """The agent's open tasks, marked sent."""
-        async with self._sessions() as session, session.begin():
-            rows = (await session.scalars(select(Task).where(
+        """The agent's open tasks, marked sent. Every sync's GET asks, and
+        most find none: one read, and a write only when there is one."""
+        async with self._sessions() as session:
+            rows = (await session.execute(select(Task.id, Task.type, Task.body).where(
                 Task.agent_id == agent_id, Task.state.in_(OPEN_STATES))
                 .order_by(Task.created_at))).all()
-            for task in rows:
-                task.state, task.sent_at = "sent", task.sent_at or now
-            return tuple(WireTask(t.id, t.type, dict(t.body)) for t in rows)
+            if rows:
+                await session.execute(
+                    update(Task).where(Task.id.in_([row.id for row in rows]),
+                                       Task.state.in_(OPEN_STATES))
+                    .values(state="sent", sent_at=func.coalesce(Task.sent_at, now)))
+                await session.commit()
+        return tuple(WireTask(row.id, row.type, dict(row.body)) for row in rows)
 
     async def close(self, agent_id: str, results: Sequence[TaskResult], now: float) -> None:
         """Record the results a report carries; results for other agents' tasks

@@ -284,11 +284,17 @@ class WolDispatch:
         self._bus.publish({"kind": "wol", "id": request_id})
 
     async def on_agent_online(self, agent_id: str, now: float) -> None:
-        """``agent_id`` came online: its requests still waiting have woken it."""
+        """``agent_id`` came online: its requests still waiting have woken it.
+        Every agent back after a broker restart comes through here, and
+        almost none has a request waiting: one read (an index probe), and a
+        transaction only when there is one."""
+        waiting = (WolRequest.agent_id == agent_id, WolRequest.state == WolState.SENT.value,
+                   WolRequest.deadline >= now)
+        async with self._sessions() as session:
+            if await session.scalar(select(WolRequest.id).where(*waiting).limit(1)) is None:
+                return
         async with self._sessions() as session, session.begin():
-            rows = (await session.scalars(select(WolRequest).where(
-                WolRequest.agent_id == agent_id, WolRequest.state == WolState.SENT.value,
-                WolRequest.deadline >= now))).all()
+            rows = (await session.scalars(select(WolRequest).where(*waiting))).all()
             for row in rows:
                 row.state = WolState.WOKE.value
                 row.woke_at = now

@@ -7,6 +7,7 @@ does not leak working tokens. Console passwords are argon2 hashes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import tokens
 from epns.errors import Conflict, EPNSError, Forbidden, NotFound, Unauthorized
-from epns.identity import Role, identity_from_certificate
+from epns.identity import Identity, Role, identity_from_certificate
 from server_push.security.console_sessions import end_user_sessions
 from server_push.security.revocations import RevocationStore
 from server_push.store.history import audit
@@ -207,6 +208,18 @@ class AgentCaller:
     expires_at: float | None = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _certificate(pem: str) -> tuple[Identity, float, float]:
+    """The identity in a client certificate TLS has verified, and its
+    validity (not before, not after): a pure reading of the PEM, kept for
+    the agent's next request (each sync is two, each parsed the
+    certificate three times)."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    identity = identity_from_certificate(cert.public_bytes(Encoding.DER))
+    return (identity, cert.not_valid_before_utc.timestamp(),
+            cert.not_valid_after_utc.timestamp())
+
+
 class AgentAuthenticator:
     """Proves an agent at the sync endpoints, the same way the broker does:
     a fleet certificate (CN) or a token signed with the server's key, then the
@@ -225,13 +238,10 @@ class AgentAuthenticator:
         serial = token_id = None
         try:
             if cert_pem is not None:
-                cert = x509.load_pem_x509_certificate(cert_pem.encode())
-                identity = identity_from_certificate(cert.public_bytes(Encoding.DER))
+                identity, issued_at, expires_at = _certificate(cert_pem)
                 if identity.role is not Role.AGENT:
                     raise Forbidden("only agents sync", code="not_an_agent")
                 agent_id, method, serial = identity.name, "certificate", identity.serial
-                issued_at = cert.not_valid_before_utc.timestamp()
-                expires_at = cert.not_valid_after_utc.timestamp()
             elif bearer is not None:
                 claims = tokens.verify_token(self._token_keys(), bearer, now=time.time())
                 agent_id, method, token_id = claims.subject, "token", claims.token_id
@@ -246,8 +256,11 @@ class AgentAuthenticator:
         revoked = self._revocations.current()
         reason = revoked.reason(agent_id, serial, token_id)
         if reason is None:
+            # Two columns, not the whole row (its inventory): every sync
+            # request comes through here.
             async with self._sessions() as session:
-                row = await session.get(Agent, agent_id)
+                row = (await session.execute(select(Agent.revoked_at, Agent.revoked_reason)
+                                             .where(Agent.id == agent_id))).first()
             if row is not None and row.revoked_at is not None:
                 reason = row.revoked_reason or "revoked"
         if reason is not None:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -53,11 +53,17 @@ class HandledEvents:
         """True when this replica is the first to apply the message."""
         try:
             async with self._sessions() as session, session.begin():
-                session.add(HandledEvent(key=message_key(topic, raw), topic=topic[:255], at=now,
-                                         handled_by=self._me))
+                await self.claim_in(session, topic, raw, now)
         except IntegrityError:
             return False
         return True
+
+    async def claim_in(self, session: AsyncSession, topic: str, raw: bytes, now: float) -> None:
+        """Claim the message inside the caller's transaction, which then
+        applies it: IntegrityError (the caller rolls back) when it is
+        claimed already. A Core insert: every ack of a wake-all claims one."""
+        await session.execute(insert(HandledEvent).values(
+            key=message_key(topic, raw), topic=topic[:255], at=now, handled_by=self._me))
 
     async def prune(self, before: float) -> int:
         """Forget claims older than ``before``; returns how many."""

@@ -30,6 +30,18 @@ def remember(session: AsyncSession, agent_id: str, at: float, kind: str, detail:
     session.add(AgentEvent(agent_id=agent_id, at=at, kind=kind, detail=detail[:2000]))
 
 
+async def remember_lines(session: AsyncSession,
+                         lines: Sequence[tuple[str, float, str, str]]) -> None:
+    """Lines of agents' histories, each (agent, at, kind, detail), as one
+    Core insert inside the caller's transaction: the sync and ack paths run
+    once per agent of a wake-all, and an ORM object per line cost them a
+    flush of the unit of work each."""
+    if lines:
+        await session.execute(insert(AgentEvent), [
+            {"agent_id": agent_id, "at": at, "kind": kind, "detail": detail[:2000]}
+            for agent_id, at, kind, detail in lines])
+
+
 async def remember_all(session: AsyncSession, agent_ids: Sequence[str], at: float, kind: str,
                        detail: str = "") -> None:
     """The same line in many agents' histories, as one bulk insert (a

@@ -26,6 +26,7 @@ OpenAPI document is told its shape by hand: ``REPORT_SCHEMA``, ``REPLY_SCHEMA``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -194,24 +195,27 @@ async def post_report(agent_id: AgentId, request: Request, token: AgentToken) ->
             except MessageError as exc:
                 raise BadRequest(str(exc), code="bad_report") from exc
             _check_report(report, agent_id)
-            # First, as it may refuse the report (the inventory budget) before
-            # anything of it is stored.
             validity = (None if caller.issued_at is None or caller.expires_at is None
                         else (caller.issued_at, caller.expires_at))
+            # The registry's record goes first in the sync's one transaction,
+            # as it may refuse the report (the inventory budget) before
+            # anything of it is stored. The POST is the sync's first step:
+            # its arrival, on the server's own clock, is a start no agent
+            # clock can skew.
+            record = functools.partial(
+                services.registry.record_sync, agent_id=agent_id, ok=True,
+                detail="report received", reason=report.reason.value, at=arrived,
+                changes=report.changes,
+                inventory_budget=services.settings.budgets.inventory_bytes, identity=validity)
             try:
-                await services.registry.on_sync(
-                    agent_id, ok=True, detail="report received", reason=report.reason.value,
-                    at=arrived, changes=report.changes,
-                    inventory_budget=services.settings.budgets.inventory_bytes,
-                    identity=validity)
+                await services.wakeups.on_sync(agent_id, started_at=arrived,
+                                               sync_id=report.sync_id, wakes=report.wakes,
+                                               now=time.time(), joined=record)
             except PayloadTooLarge:
                 services.metrics.budget_refusals["inventory_bytes"] += 1
                 raise
+            services.registry.announce(agent_id)
             await services.tasks.close(agent_id, report.results, arrived)
-            # The POST is the sync's first step: its arrival, on the server's own
-            # clock, is a start no agent clock can skew.
-            await services.wakeups.on_sync(agent_id, started_at=arrived, sync_id=report.sync_id,
-                                           wakes=report.wakes, now=time.time())
         services.metrics.sync_reasons[report.reason.value] += 1
         return Response(status_code=204)
 
