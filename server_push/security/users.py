@@ -1,7 +1,10 @@
 """Console users: made, listed, disabled, enabled and deleted by an admin, and
 their passwords reset. Every change is audited; disabling or deleting a user,
 or resetting its password, ends all its console sessions at once
-(``console_sessions.py``). The last enabled admin cannot be disabled or
+(``console_sessions.py``), and disabling or deleting it revokes the API
+tokens it made (``created_by`` is ``user:NAME``): a user who leaves keeps no
+way in through a token. Enabling it again does not bring them back. The last
+enabled admin cannot be disabled or
 deleted: nobody could log in to undo it. Every user is an admin until roles
 come; the ``role`` column is kept already.
 """
@@ -13,7 +16,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +24,7 @@ from epns.errors import BadRequest, Conflict, NotFound
 from server_push.security.auth import hash_password
 from server_push.security.console_sessions import MIN_PASSWORD, end_user_sessions
 from server_push.store.history import audit
-from server_push.store.models import User
+from server_push.store.models import ApiToken, User
 
 ROLES = ("admin",)
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -52,6 +55,14 @@ def _view(row: User) -> dict[str, Any]:
     return {"username": row.username, "role": row.role, "created_at": row.created_at,
             "created_by": row.created_by, "disabled": row.disabled_at is not None,
             "disabled_at": row.disabled_at}
+
+
+async def _revoke_tokens(session: AsyncSession, username: str, now: float) -> int:
+    """Revoke the live API tokens ``username`` made, in the caller's transaction."""
+    result = await session.execute(update(ApiToken).where(
+        ApiToken.created_by == f"user:{username}", ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class Users:
@@ -102,7 +113,8 @@ class Users:
                 await self._keep_an_admin(session, row)
                 row.disabled_at = now
                 ended = await end_user_sessions(session, username)
-                outcome = f"disabled, {ended} session(s) ended"
+                revoked = await _revoke_tokens(session, username, now)
+                outcome = f"disabled, {ended} session(s) ended, {revoked} API token(s) revoked"
             elif not disabled and row.disabled_at is not None:
                 row.disabled_at = None
                 outcome = "enabled"
@@ -121,9 +133,10 @@ class Users:
             if row.disabled_at is None:
                 await self._keep_an_admin(session, row)
             ended = await end_user_sessions(session, username)
+            revoked = await _revoke_tokens(session, username, now)
             await session.delete(row)
             audit(session, at=now, actor=actor, action="user_delete", targets=[username],
-                  outcome=f"deleted, {ended} session(s) ended")
+                  outcome=f"deleted, {ended} session(s) ended, {revoked} API token(s) revoked")
 
     async def reset_password(self, username: str, actor: str,
                              password: str | None = None) -> tuple[str, int]:

@@ -55,11 +55,22 @@ def test_an_admin_manages_users_through_the_api(stack: Stack) -> None:
     with _client(stack, "127.0.0.11") as browser:
         assert _login(browser, generated, user="alice").status_code == 303
         cookie = browser.cookies["epns_session"]
+        page = browser.get("/console/agents").text
+        csrf = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        minted = browser.post("/api/v1/tokens", json={"name": "alices-script"},
+                              headers={"X-CSRF-Token": csrf})
+        assert minted.status_code == 201, minted.text
+        token = minted.json()["token"]
+    with stack.server.client(token) as script:
+        assert script.get("/api/v1/agents").status_code == 200
     with stack.api() as api:
         disabled = api.post("/api/v1/users/alice/disable")
         assert disabled.status_code == 200, disabled.text
         assert disabled.json()["disabled"] is True
     _refused(stack, cookie, "")
+    # A token alice made goes with her.
+    with stack.server.client(token) as script:
+        assert script.get("/api/v1/agents").status_code == 401
     with _client(stack, "127.0.0.11") as browser:
         refused = _login(browser, generated, user="alice")
         assert refused.status_code == 403
