@@ -123,7 +123,7 @@ def build_stack(root: Path, mosquitto_acl: str | None = None) -> CheckStack:
     except RuntimeError:
         broker.stop()
         raise
-    token = server.cli("token", "create", "epns-check").strip()
+    token = server.api_token("epns-check")
     env = {k: v for k, v in broker_env(certs, **ports).items() if k.startswith("EPNS_BROKER_")}
     return CheckStack(certs, work, broker, server, token, env)
 

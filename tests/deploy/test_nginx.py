@@ -65,7 +65,7 @@ def front(pki_dir: Path, tmp_path: Path) -> Iterator[Front]:
     try:
         wait_until(lambda: _listens(port), "nginx listening", 10)
         yield Front(port, pki_dir, work, broker, server,
-                    server.cli("token", "create", "tests").strip())
+                    server.api_token())
     finally:
         process.send_signal(signal.SIGQUIT)
         try:

@@ -292,7 +292,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         net.start(net.server, [sys.executable, "-m", "tests.support.uds_forward",
                                str(api_socket), "127.0.0.1", str(HTTPS_PORT)], cwd=ROOT)
         wait_until(api_socket.exists, f"the API socket {api_socket}", timeout=10)
-        token = server.cli("token", "create", "matrix").strip()
+        token = server.api_token("matrix")
         lab = Lab(net, certs, work, server, api_socket, token, broker_lines, broker=broker)
         yield lab
         lab.reset()

@@ -81,7 +81,7 @@ def nats(tmp_path: Path) -> Iterator[NatsStack]:
     try:
         server = start_server(certs, work, cluster.mqtt_ports[0], **overrides)
         server.log_contains(r"broker_link_up", timeout=20)
-        token = server.cli("token", "create", "tests").strip()
+        token = server.api_token()
         node = cluster.nodes[0]
         assert node.process is not None
         broker = BrokerProcess("nats", node.process, node.mqtt_port)

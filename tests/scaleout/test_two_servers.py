@@ -135,7 +135,7 @@ def make_pair(tmp_path: Path, postgres_url: str) -> Iterator[Callable[[str], Pai
         a = start_server(certs, tmp_path / "a", broker.port, **common)
         second = _second_identity(certs) if mode == "shared" else {}
         b = start_server(certs, tmp_path / "b", broker.port, **common, **second)
-        token = a.cli("token", "create", "tests").strip()
+        token = a.api_token()
         pair = Pair(Stack(certs, tmp_path / "a", broker, a, token), a, b, postgres_url)
         made.append(pair)
         return pair

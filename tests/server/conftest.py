@@ -168,7 +168,7 @@ def _make_stack(tmp_path: Path, broker_kind: str, overrides: dict[str, str]) -> 
     broker = (start_epns(certs, listeners__fallback__http_upstream=str(work / "front.sock"))
               if broker_kind == "epns" else start_mosquitto(certs, tmp_path))
     server = start_server(certs, work, broker.port, **overrides)
-    token = server.cli("token", "create", "tests").strip()
+    token = server.api_token()
     return Stack(certs, work, broker, server, token, server_overrides=overrides)
 
 

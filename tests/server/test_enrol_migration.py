@@ -67,7 +67,7 @@ def test_tokens_made_before_keep_working_after_the_upgrade(stack: Stack) -> None
     _database_at_0004(database)
     # The server migrates the 0004 database to the newest revision at start.
     stack.server = start_server(stack.pki, stack.work, stack.broker.port, http_port=port)
-    stack.token = stack.server.cli("token", "create", "tests").strip()
+    stack.token = stack.server.api_token()
     with stack.api() as api:
         tokens = {t["id"]: t for t in api.get("/api/v1/enrol-tokens").json()}
         used = api.get("/api/v1/enrol-tokens/tokused").json()

@@ -53,7 +53,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                  "budgets__syncs_burst": "1000", "budgets__events_per_minute": "6000",
                  "budgets__events_burst": "1000"}
     server = start_server(certs, work, broker.port, **overrides)
-    token = server.cli("token", "create", "tests").strip()
+    token = server.api_token()
     made = Stack(certs, work, broker, server, token, server_overrides=overrides)
     yield made
     for agent in made.agents:

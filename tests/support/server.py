@@ -3,6 +3,7 @@ ephemeral loopback port, against a broker the test started."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import ssl
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from server_push.security.auth import Credentials
 from tests.support.processes import ROOT, free_port, pump_stderr, stop_process, wait_for_line
 
 
@@ -49,6 +52,21 @@ class ServerProcess:
             raise AssertionError(f"epns-server {' '.join(args)} failed ({done.returncode}):\n"
                                  + done.stderr)
         return done.stdout
+
+    def api_token(self, name: str = "tests") -> str:
+        """A new API token, made as ``epns-server token create NAME`` makes it
+        (the server's own ``Credentials``) but in this process: a CLI run is a
+        Python start that imports the whole server, about 2 s per stack.
+        ``test_fleet_cli`` and ``test_backup_restore`` run the command itself."""
+        async def create() -> str:
+            engine = create_async_engine(self.env["EPNS_SERVER_DATABASE__URL"])
+            try:
+                _, token = await Credentials(async_sessionmaker(engine)).create_token(name, "cli")
+            finally:
+                await engine.dispose()
+            return token
+
+        return asyncio.run(create())
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         return stop_process(self.process, sig)
