@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ class ServerProcess:
                 await engine.dispose()
             return token
 
-        return asyncio.run(create())
+        # A thread of its own: a Playwright test's thread already runs an event loop.
+        with ThreadPoolExecutor(1) as apart:
+            return apart.submit(asyncio.run, create()).result()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         return stop_process(self.process, sig)
