@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -62,6 +62,8 @@ _APPLIED_KEPT = 20_000
 # expires_at - created_at gives the TTL back to within float rounding.
 _TTL_TOLERANCE = 1e-3
 # What the registry's presence rules read of an agent's row.
+# A cancelled target, as its UPDATE returns it: agent, command, delivered_at.
+_CancelledRow = Row[str, str | None, float | None]
 _PRESENCE_COLUMNS = (Agent.presence, Agent.presence_at, Agent.last_seen)
 
 
@@ -644,11 +646,19 @@ class Wakeups:
             if wakeup is None:
                 raise NotFound(f"no wake-up {wakeup_id!r}", code="unknown_wakeup")
             if wakeup.cancelled_at is not None:
-                cancelled: Sequence[WakeTarget] = ()
+                cancelled: Sequence[_CancelledRow] = ()
             else:
-                cancelled = (await session.scalars(select(WakeTarget).where(
-                    WakeTarget.wakeup_id == wakeup_id,
-                    WakeTarget.state.in_(PENDING_STATES)).with_for_update())).all()
+                # One conditional UPDATE, as in _satisfy: a target a sync or an
+                # ack moved first no longer matches, where a read then a write
+                # could overwrite a satisfied target (SQLite's read came before
+                # its deferred BEGIN).
+                cancelled = (await session.execute(
+                    update(WakeTarget)
+                    .where(WakeTarget.wakeup_id == wakeup_id,
+                           WakeTarget.state.in_(PENDING_STATES))
+                    .values(state=WakeState.CANCELLED.value, ended_at=now)
+                    .returning(WakeTarget.agent_id, WakeTarget.command_id,
+                               WakeTarget.delivered_at))).all()
                 if not cancelled:
                     counts = await self._counts(session, wakeup_id)
                     raise Conflict(
@@ -666,14 +676,11 @@ class Wakeups:
         return await self.get(wakeup_id, with_targets=True)
 
     async def _end_cancelled(self, session: AsyncSession, wakeup: Wakeup,
-                             cancelled: Sequence[WakeTarget], actor: str, now: float) -> int:
-        """Write the cancel: targets, wake-up, history, audit, and the outbox
-        rows no pending target needs any more. Returns how many left it."""
+                             cancelled: Sequence[_CancelledRow], actor: str, now: float) -> int:
+        """Write the rest of a cancel whose targets (``cancelled``: their agent,
+        command and delivery) moved: the wake-up, history, audit, and the
+        outbox rows no pending target needs any more. Returns how many left it."""
         wakeup.cancelled_at, wakeup.cancelled_by = now, actor
-        for target in cancelled:
-            target.state = WakeState.CANCELLED.value
-            target.ended_at = now
-        await session.flush()
         # A command may carry other requests' targets (collapse, a fan-out):
         # it stays while one of them is pending.
         commands = {t.command_id for t in cancelled if t.command_id is not None}

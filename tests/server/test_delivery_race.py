@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from epns.errors import Conflict
 from epns.server_config import PresenceSettings, WakeupSettings
 from epns.wakeup import WakeState
 from server_push.fleet.bus import Bus
@@ -93,3 +94,64 @@ def _cross(url: str) -> None:
     assert len(delivered) == ROUNDS
     assert metrics.wake_transitions[WakeState.DELIVERED.value] == ROUNDS
     assert metrics.wake_transitions[WakeState.SATISFIED.value] == ROUNDS
+
+
+def test_a_cancel_and_a_sync_crossing_move_each_target_once(tmp_path: Path) -> None:
+    _cancel_against_sync(f"sqlite+aiosqlite:///{tmp_path / 'server.db'}")
+
+
+@pytest.mark.postgres
+def test_a_cancel_and_a_sync_crossing_on_postgresql(postgres_url: str) -> None:
+    _cancel_against_sync(postgres_url)
+
+
+def _cancel_against_sync(url: str) -> None:
+    """ROUNDS wake-ups of one delivered target each, cancelled while the
+    agent's sync lands: each target ends satisfied or cancelled, and is
+    counted once. Before the cancel was a conditional UPDATE it read the
+    pending targets, then wrote them: a sync committed in between was
+    counted satisfied and then overwritten as cancelled."""
+    async def run() -> tuple[list[str], ServerMetrics]:
+        engine = db.create_engine(url)
+        await db.migrate(engine)
+        sessions = db.sessions(engine)
+        bus = Bus()
+        metrics = ServerMetrics(LinkHealth(None, None), lambda: True, OutboxCounts())
+        registry = Registry(sessions, bus, PresenceSettings())
+        outbox = Outbox(sessions, lambda: None, NoBroker())  # type: ignore[arg-type,return-value]
+        wakeups = Wakeups(sessions, outbox, bus, WakeupSettings(), metrics, registry=registry)
+        now = time.time()
+        async with sessions() as session, session.begin():
+            for n in range(ROUNDS):
+                session.add(Wakeup(id=f"w{n}", created_at=now, expires_at=now + 600,
+                                   requested_by="t", target_kind="agents", target=[]))
+                session.add(Agent(id=f"a{n}", groups=[], auth="certificate", created_at=now,
+                                  interfaces=[], inventory={}, presence="online"))
+            await session.flush()
+            for n in range(ROUNDS):
+                session.add(WakeTarget(wakeup_id=f"w{n}", agent_id=f"a{n}", requested_at=now,
+                                       expires_at=now + 600, command_id=f"c{n}",
+                                       published_at=now, delivered_at=now,
+                                       state=WakeState.DELIVERED.value))
+        later = now + 1.0
+        for n in range(ROUNDS):
+            cancel, _ = await asyncio.gather(
+                wakeups.cancel("t", f"w{n}"),
+                wakeups.on_sync(f"a{n}", started_at=later, sync_id=uuid.uuid4().hex,
+                                wakes=[f"c{n}"], now=later),
+                return_exceptions=True)
+            # The sync first: nothing is left to cancel, and the cancel says so.
+            if isinstance(cancel, BaseException):
+                assert isinstance(cancel, Conflict), cancel
+                assert cancel.code == "wakeup_finished", cancel
+        async with sessions() as session:
+            states = list((await session.scalars(select(WakeTarget.state))).all())
+        await engine.dispose()
+        return states, metrics
+
+    states, metrics = asyncio.run(run())
+    satisfied = states.count(WakeState.SATISFIED.value)
+    cancelled = states.count(WakeState.CANCELLED.value)
+    assert satisfied + cancelled == ROUNDS, states
+    assert metrics.wake_transitions[WakeState.SATISFIED.value] == satisfied
+    assert metrics.wake_transitions[WakeState.CANCELLED.value] == cancelled
