@@ -42,7 +42,7 @@ def test_subnets_are_ipv4_lans_only() -> None:
         Interface("127.0.0.1", 8), Interface("169.254.3.4", 16),  # loopback, link-local
         Interface("2001:db8::7", 64), Interface("fe80::1", 64),   # IPv6: no broadcast
         Interface("203.0.113.5", 32), Interface("203.0.113.9", 31),  # no LAN
-        Interface("10.0.0.1", 7),  # shorter than a LAN
+        Interface("198.18.0.1", 7),  # shorter than a LAN
         Interface("not an address", 24),
     ])
     assert found == {"192.0.2.0/24", "198.51.100.0/23"}

@@ -33,15 +33,15 @@ def test_throttle_refuses_a_pair_after_the_limit_until_the_oldest_failure_leaves
 def test_throttle_refuses_an_address_spraying_accounts() -> None:
     throttle = LoginThrottle(window=60)
     for n in range(5):
-        throttle.failed(_keys("10.0.0.1", f"user{n}"), float(n))
-    assert throttle.retry_after(_keys("10.0.0.1", "admin"), 5.0) == 55.0
-    assert throttle.retry_after(_keys("10.0.0.2", "admin"), 5.0) == 0
-    assert throttle.retry_after(_keys("10.0.0.1", "admin", device="n1"), 5.0) == 0
+        throttle.failed(_keys("198.18.0.1", f"user{n}"), float(n))
+    assert throttle.retry_after(_keys("198.18.0.1", "admin"), 5.0) == 55.0
+    assert throttle.retry_after(_keys("198.18.0.2", "admin"), 5.0) == 0
+    assert throttle.retry_after(_keys("198.18.0.1", "admin", device="n1"), 5.0) == 0
 
 
 def test_a_device_key_has_the_pair_limit() -> None:
     throttle = LoginThrottle(window=60)
-    stolen = _keys("10.0.0.9", "admin", device="n1")
+    stolen = _keys("198.18.0.9", "admin", device="n1")
     for at in (0.0, 1.0, 2.0):
         throttle.failed(stolen, at)
     assert throttle.retry_after(stolen, 3.0) == 57.0

@@ -33,7 +33,7 @@ DEFAULT = egress.parse_networks(("0.0.0.0/0", "::/0"))
     ("fd00:ec2::254", DEFAULT, "cloud metadata"),
     ("0.0.0.0", DEFAULT, "unspecified"),
     ("224.0.0.1", DEFAULT, "multicast"),
-    ("10.1.2.3", egress.parse_networks(("192.168.0.0/16",)), "outside"),
+    ("198.19.2.3", egress.parse_networks(("198.18.0.0/16",)), "outside"),
     ("10.1.2.3", DEFAULT, None),
     ("192.0.2.10", DEFAULT, None),
     ("127.0.0.1", egress.parse_networks(("0.0.0.0/0", "127.0.0.1/32")), None),
