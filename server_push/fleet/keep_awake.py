@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import topics
-from epns.envelope import Command, CommandType, Interface, target_agent
+from epns.envelope import Command, CommandType, target_agent
 from epns.keep_awake import (
     Member,
     SubnetState,
@@ -43,7 +43,7 @@ from epns.keep_awake import (
 )
 from epns.logs import event
 from server_push.fleet.bus import Bus
-from server_push.fleet.registry import Registry
+from server_push.fleet.registry import Registry, reported_interfaces
 from server_push.link.outbox import Outbox
 from server_push.store.history import remember
 from server_push.store.models import Agent
@@ -197,22 +197,11 @@ class KeepAwake:
         failed = (record.get("holding") is False and bool(record.get("detail"))
                   and record.get("sent") is True)
         return Member(row.id, self._registry.view(row, now).presence == "online",
-                      row.keep_awake_allowed, lan_subnets(_interfaces(row)), failed)
+                      row.keep_awake_allowed, lan_subnets(reported_interfaces(row)), failed)
 
 
 def _record(row: Agent) -> dict[str, Any]:
     return dict(row.keep_awake or {})
-
-
-def _interfaces(row: Agent) -> list[Interface]:
-    found = []
-    for entry in row.interfaces or []:
-        try:
-            found.append(Interface(str(entry["address"]), int(entry["prefix"]),
-                                   entry.get("mac")))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return found
 
 
 def _subnet_view(state: SubnetState, records: dict[str, dict[str, Any]],

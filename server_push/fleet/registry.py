@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from epns.envelope import Presence, PresenceState
+from epns.envelope import Interface, Presence, PresenceState
 from epns.errors import NotFound, PayloadTooLarge
 from epns.logs import event
 from epns.server_config import PresenceSettings
@@ -107,6 +107,19 @@ def presence_of(agent: Agent, *, now: float, stale_after: float, link_up: bool) 
         return "stale"
     heard = agent.last_seen or agent.presence_at or 0.0
     return "stale" if now - heard > stale_after else "online"
+
+
+def reported_interfaces(agent: Agent) -> list[Interface]:
+    """The interfaces of the agent's last presence, as stored; a malformed
+    entry is skipped (WoL relays and keep-awake read them)."""
+    found = []
+    for entry in agent.interfaces or []:
+        try:
+            found.append(Interface(str(entry["address"]), int(entry["prefix"]),
+                                   entry.get("mac")))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def _check_inventory(agent_id: str, before: Mapping[str, Any], inventory: Mapping[str, Any],

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from epns import topics
-from epns.envelope import Command, CommandType, Interface, target_agent
+from epns.envelope import Command, CommandType, target_agent
 from epns.errors import BadRequest, Conflict, MalformedMessage, NotFound
 from epns.logs import event
 from epns.wol import Destination, SendOutcome, WolPlan, WolTarget, parse_address, result_body
@@ -44,7 +44,7 @@ from epns.wol_relays import (
     wake_path,
 )
 from server_push.fleet.bus import Bus
-from server_push.fleet.registry import Registry
+from server_push.fleet.registry import Registry, reported_interfaces
 from server_push.link.outbox import Outbox
 from server_push.link.wol_sender import Networks, send_plan
 from server_push.store.history import audit, remember, settle_audit
@@ -362,7 +362,7 @@ class WolDispatch:
             except MalformedMessage as exc:
                 raise BadRequest(f"target {number}: {exc}", code="invalid_target") from None
             agent = agents.get(spec.agent or "")
-            known = None if agent is None else path_from_interfaces(_interfaces(agent))
+            known = None if agent is None else path_from_interfaces(reported_interfaces(agent))
             path = given.overriding(known or WakePath(None))
             if need_mac and path.mac is None:
                 raise BadRequest(
@@ -378,7 +378,7 @@ class WolDispatch:
         rows = (await session.scalars(select(Agent).where(
             Agent.presence == "online", Agent.revoked_at.is_(None)))).all()
         return [Candidate(row.id, row.last_seen or row.presence_at or 0.0,
-                          tuple(i.address for i in _interfaces(row)))
+                          tuple(i.address for i in reported_interfaces(row)))
                 for row in rows if self._registry.view(row, now).presence == "online"]
 
 
@@ -414,18 +414,6 @@ def _checked_addresses(texts: Sequence[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(parse_address(text) for text in texts))
     except MalformedMessage as exc:
         raise BadRequest(f"addresses: {exc}", code="invalid_address") from None
-
-
-def _interfaces(agent: Agent) -> list[Interface]:
-    """The interfaces of the agent's last presence; a malformed entry is skipped."""
-    found = []
-    for entry in agent.interfaces or []:
-        try:
-            found.append(Interface(str(entry["address"]), int(entry["prefix"]),
-                                   entry.get("mac")))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return found
 
 
 async def _fill(session: AsyncSession, request_id: str, match: Callable[[dict[str, Any]], bool],
