@@ -75,6 +75,13 @@ class Stack:
         self.agents.append(agent)
         return agent
 
+    def stop(self) -> None:
+        """Stop its agents, then the server, then the broker."""
+        for agent in self.agents:
+            agent.stop()
+        self.server.stop()
+        self.broker.stop()
+
     def restart_server(self) -> None:
         """Stop the server and start it again on the same port and database."""
         port = int(self.server.url.rsplit(":", 1)[1])
@@ -184,10 +191,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
 
     yield make
     for stack in stacks:
-        for agent in stack.agents:
-            agent.stop()
-        stack.server.stop()
-        stack.broker.stop()
+        stack.stop()
 
 
 @pytest.fixture

@@ -43,10 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "campaigns__cap": str(CAP), "campaigns__cap_interval": str(INTERVAL),
         "campaigns__tick": "0.3", "campaigns__lease": "3"})
     yield made
-    for agent in made.agents:
-        agent.stop()
-    made.server.stop()
-    made.broker.stop()
+    made.stop()
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One broker, server and its agents for the whole module."""
     made = _make_stack(tmp_path_factory.mktemp("admin"), "epns", {})
     yield made
-    for agent in made.agents:
-        agent.stop()
-    made.server.stop()
-    made.broker.stop()
+    made.stop()
 
 
 @pytest.fixture(scope="module")

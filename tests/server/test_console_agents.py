@@ -70,10 +70,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert saved.status_code == 200, saved.text
         yield stack
     finally:
-        for agent in stack.agents:
-            agent.stop()
-        stack.server.stop()
-        stack.broker.stop()
+        stack.stop()
 
 
 @pytest.fixture(scope="module")

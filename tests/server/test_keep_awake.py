@@ -28,10 +28,7 @@ pytestmark = pytest.mark.timeout(240)
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     made = _make_stack(tmp_path_factory.mktemp("awake"), "epns", {})
     yield made
-    for agent in made.agents:
-        agent.stop()
-    made.server.stop()
-    made.broker.stop()
+    made.stop()
 
 
 def _inhibitors(env: dict[str, str]) -> str:

@@ -56,10 +56,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     token = server.api_token()
     made = Stack(certs, work, broker, server, token, server_overrides=overrides)
     yield made
-    for agent in made.agents:
-        agent.stop()
-    made.server.stop()
-    made.broker.stop()
+    made.stop()
 
 
 def _start(stack: Stack, agent_id: str, auth: str = "certificate") -> AgentProcess:

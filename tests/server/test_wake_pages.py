@@ -28,10 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One stack for the module: each test uses agents of its own."""
     made = _make_stack(tmp_path_factory.mktemp("cancel"), "epns", {})
     yield made
-    for agent in made.agents:
-        agent.stop()
-    made.server.stop()
-    made.broker.stop()
+    made.stop()
 
 
 def _post(stack: Stack, path: str, status: int, body: Any = None) -> dict[str, Any]:
