@@ -297,8 +297,11 @@ def test_open_consoles_do_not_hold_up_a_server_stop(
     tab.login()
     started = time.monotonic()
     assert stack.server.stop() == 0
-    assert time.monotonic() - started < 4, "the event stream held the shutdown up"
-    assert not any("graceful shutdown exceeded" in line for line in stack.server.lines)
+    took = time.monotonic() - started
+    # The log line first: it tells a stream that held the stop up until
+    # uvicorn's 5 s graceful timeout from a stop that was merely slow.
+    assert not any("graceful shutdown exceeded" in line for line in stack.server.lines), took
+    assert took < 4, "the event stream held the shutdown up"
     expect(tab.page.locator("#live")).to_have_attribute("data-state",
                                                         re.compile("closed|connecting"))
     assert tab.errors == []
