@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from epns.errors import Conflict
 from epns.server_config import PresenceSettings, WakeupSettings
@@ -41,6 +42,20 @@ class NoBroker:
         raise AssertionError(f"nothing should be published ({topic})")
 
 
+async def _server_parts(url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession],
+                                          Wakeups, ServerMetrics]:
+    """A migrated database and the server's real Wakeups over it (no broker)."""
+    engine = db.create_engine(url)
+    await db.migrate(engine)
+    sessions = db.sessions(engine)
+    bus = Bus()
+    metrics = ServerMetrics(LinkHealth(None, None), lambda: True, OutboxCounts())
+    registry = Registry(sessions, bus, PresenceSettings())
+    outbox = Outbox(sessions, lambda: None, NoBroker())  # type: ignore[arg-type,return-value]
+    return engine, sessions, Wakeups(sessions, outbox, bus, WakeupSettings(), metrics,
+                                     registry=registry), metrics
+
+
 def test_an_ack_and_a_sync_crossing_deliver_and_satisfy_once(tmp_path: Path) -> None:
     _cross(f"sqlite+aiosqlite:///{tmp_path / 'server.db'}")
 
@@ -54,14 +69,7 @@ def _cross(url: str) -> None:
     """ROUNDS agents, each with a requested target whose ack and sync are
     applied at once."""
     async def run() -> tuple[list[tuple[str, int]], list[str], ServerMetrics]:
-        engine = db.create_engine(url)
-        await db.migrate(engine)
-        sessions = db.sessions(engine)
-        bus = Bus()
-        metrics = ServerMetrics(LinkHealth(None, None), lambda: True, OutboxCounts())
-        registry = Registry(sessions, bus, PresenceSettings())
-        outbox = Outbox(sessions, lambda: None, NoBroker())  # type: ignore[arg-type,return-value]
-        wakeups = Wakeups(sessions, outbox, bus, WakeupSettings(), metrics, registry=registry)
+        engine, sessions, wakeups, metrics = await _server_parts(url)
         now = time.time()
         async with sessions() as session, session.begin():
             session.add(Wakeup(id="w", created_at=now, expires_at=now + 600, requested_by="t",
@@ -112,14 +120,7 @@ def _cancel_against_sync(url: str) -> None:
     pending targets, then wrote them: a sync committed in between was
     counted satisfied and then overwritten as cancelled."""
     async def run() -> tuple[list[str], ServerMetrics]:
-        engine = db.create_engine(url)
-        await db.migrate(engine)
-        sessions = db.sessions(engine)
-        bus = Bus()
-        metrics = ServerMetrics(LinkHealth(None, None), lambda: True, OutboxCounts())
-        registry = Registry(sessions, bus, PresenceSettings())
-        outbox = Outbox(sessions, lambda: None, NoBroker())  # type: ignore[arg-type,return-value]
-        wakeups = Wakeups(sessions, outbox, bus, WakeupSettings(), metrics, registry=registry)
+        engine, sessions, wakeups, metrics = await _server_parts(url)
         now = time.time()
         async with sessions() as session, session.begin():
             for n in range(ROUNDS):
